@@ -1,0 +1,120 @@
+"""Typed errors of the engine.
+
+Every error the engine raises derives from :class:`E2EEError`.  The second level says who is
+to blame (the idea of h11's ``LocalProtocolError`` / ``RemoteProtocolError``):
+
+* :class:`UsageError` -- the caller made a mistake (wrong argument type or length, an
+  operation in the wrong state).  Never caused by bytes from the network.
+* :class:`PeerError` -- what a peer (or the network, or the server) sent is unacceptable.
+  Arbitrary bytes from the network only ever raise subclasses of this one.
+* :class:`StorageError` -- the local store cannot be used as it is.
+
+Authentication failures carry no detail (no padding or MAC oracle): every failed MAC, tag,
+padding or signature check of a message raises the same :class:`AuthenticationFailed`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "E2EEError",
+    "UsageError",
+    "PeerError",
+    "MalformedMessage",
+    "UnsupportedVersion",
+    "DecryptionFailed",
+    "AuthenticationFailed",
+    "InvalidSignature",
+    "InvalidKey",
+    "InvalidBundle",
+    "DuplicateMessage",
+    "TooManySkippedKeys",
+    "NoSession",
+    "MissingPreKey",
+    "UnknownPreKey",
+    "UnknownSignedPreKey",
+    "ReusedBaseKey",
+    "StorageError",
+    "CorruptState",
+]
+
+
+class E2EEError(Exception):
+    """Base of every error raised by this package."""
+
+
+class UsageError(E2EEError):
+    """The caller used the API wrongly (our fault, not the peer's)."""
+
+
+class PeerError(E2EEError):
+    """Input that came from a peer, the server or the network is unacceptable."""
+
+
+class MalformedMessage(PeerError):
+    """The bytes do not parse as the expected structure (protobuf, framing, lengths)."""
+
+
+class UnsupportedVersion(MalformedMessage):
+    """A version byte or format marker we do not speak."""
+
+
+class DecryptionFailed(PeerError):
+    """A message could not be decrypted."""
+
+
+class AuthenticationFailed(DecryptionFailed):
+    """A MAC, tag or padding check failed.  Deliberately carries no detail."""
+
+    def __init__(self) -> None:
+        super().__init__("authentication failed")
+
+
+class InvalidSignature(PeerError):
+    """A signature (signed prekey, device label) does not verify."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid signature")
+
+
+class InvalidKey(PeerError):
+    """A public key is malformed, non-canonical or of low order."""
+
+
+class InvalidBundle(PeerError):
+    """A published bundle is structurally unacceptable."""
+
+
+class DuplicateMessage(DecryptionFailed):
+    """The message was already decrypted (or its key is gone): ignore it silently."""
+
+
+class TooManySkippedKeys(DecryptionFailed):
+    """A header asks us to skip more message keys than the named limits allow."""
+
+
+class NoSession(DecryptionFailed):
+    """There is no session to decrypt this message with."""
+
+
+class MissingPreKey(PeerError):
+    """A key exchange without a one-time prekey (OMEMO requires one)."""
+
+
+class UnknownPreKey(PeerError):
+    """A key exchange names a one-time prekey we do not have (any more)."""
+
+
+class UnknownSignedPreKey(PeerError):
+    """A key exchange names a signed prekey we do not have (any more)."""
+
+
+class ReusedBaseKey(PeerError):
+    """A key exchange reuses a base (ephemeral) key already used with that prekey."""
+
+
+class StorageError(E2EEError):
+    """The local state cannot be used."""
+
+
+class CorruptState(StorageError):
+    """Serialized local state does not parse or has an unknown version."""

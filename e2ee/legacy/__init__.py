@@ -1,0 +1,1 @@
+"""Legacy OMEMO (``eu.siacs.conversations.axolotl``)."""

@@ -1,0 +1,1 @@
+"""OMEMO 2 (``urn:xmpp:omemo:2``)."""
