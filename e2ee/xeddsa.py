@@ -43,7 +43,7 @@ _NONCE_PREFIX: Final = b"\xfe" + b"\xff" * 31
 
 
 def _reduce(h64: bytes) -> bytes:
-    return _na.crypto_core_ed25519_scalar_reduce(h64)  # type: ignore[no-any-return]
+    return _na.crypto_core_ed25519_scalar_reduce(h64)
 
 
 def xeddsa_sign(private: bytes, message: bytes, nonce: bytes) -> bytes:

@@ -131,3 +131,47 @@ class RatchetState(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RatchetState: _TypeAlias = RatchetState  # noqa: Y015
+
+@_typing.final
+class SessionState(_message.Message):
+    """One session with one peer device: the ratchet plus what the key exchange needs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATCHET_FIELD_NUMBER: _builtins.int
+    INITIATOR_FIELD_NUMBER: _builtins.int
+    CONFIRMED_FIELD_NUMBER: _builtins.int
+    PEER_IK_FIELD_NUMBER: _builtins.int
+    PK_ID_FIELD_NUMBER: _builtins.int
+    SPK_ID_FIELD_NUMBER: _builtins.int
+    EK_FIELD_NUMBER: _builtins.int
+    ratchet: _builtins.bytes
+    """DoubleRatchet.to_bytes()"""
+    initiator: _builtins.bool
+    confirmed: _builtins.bool
+    """initiator: the peer has answered, stop sending key exchanges"""
+    peer_ik: _builtins.bytes
+    """the peer's identity key in wire form"""
+    pk_id: _builtins.int
+    """key-exchange header (both sides keep it)"""
+    spk_id: _builtins.int
+    ek: _builtins.bytes
+    """raw X25519 base key"""
+    def __init__(
+        self,
+        *,
+        ratchet: _builtins.bytes | None = ...,
+        initiator: _builtins.bool | None = ...,
+        confirmed: _builtins.bool | None = ...,
+        peer_ik: _builtins.bytes | None = ...,
+        pk_id: _builtins.int | None = ...,
+        spk_id: _builtins.int | None = ...,
+        ek: _builtins.bytes | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "ek", b"ek", "initiator", b"initiator", "peer_ik", b"peer_ik", "pk_id", b"pk_id", "ratchet", b"ratchet", "spk_id", b"spk_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "ek", b"ek", "initiator", b"initiator", "peer_ik", b"peer_ik", "pk_id", b"pk_id", "ratchet", b"ratchet", "spk_id", b"spk_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionState: _TypeAlias = SessionState  # noqa: Y015

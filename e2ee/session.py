@@ -1,0 +1,155 @@
+"""A session with one peer device: X3DH to start it, the Double Ratchet to run it, and the
+key-exchange rules of XEP-0384 (both versions):
+
+* the initiator wraps every message in the key exchange until it has decrypted a message on
+  the session (the peer may have missed the first ones);
+* a key exchange whose base key equals the one of the existing session is a repetition: only
+  its embedded message is decrypted, the session is not rebuilt (the one-time prekey is gone);
+* a new key exchange builds a new session, which replaces the old one when it decrypts.
+
+Nothing here touches storage: callers look up prekeys, persist :meth:`Session.to_bytes` and
+delete used prekeys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from google.protobuf.message import DecodeError
+
+from . import x3dh
+from .errors import CorruptState, UnknownPreKey, UnknownSignedPreKey
+from .flavour import Flavour, ParsedKeyExchange
+from .identity import IdentityKeyPair
+from .ratchet import DoubleRatchet
+from .rng import Random, system_random
+from .wire.state_pb2 import SessionState
+
+__all__ = ["PeerBundle", "Session", "initiate", "accept"]
+
+#: Version byte in front of serialized session state.
+SESSION_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBundle:
+    """The part of a peer device's bundle one key exchange uses; keys in wire form."""
+
+    ik: bytes
+    spk_id: int
+    spk: bytes
+    spk_signature: bytes
+    pk_id: int
+    pk: bytes
+
+
+@dataclass(slots=True)
+class Session:
+    """State of one session; mutate only through :meth:`encrypt` and :meth:`decrypt`."""
+
+    ratchet: DoubleRatchet
+    initiator: bool
+    confirmed: bool
+    peer_ik: bytes
+    pk_id: int
+    spk_id: int
+    ek: bytes
+    own_ik: bytes = field(default=b"", repr=False)
+
+    @property
+    def flavour(self) -> Flavour:
+        return self.ratchet.flavour
+
+    def encrypt(self, plaintext: bytes) -> tuple[bytes, bool]:
+        """Encrypt; returns the wire bytes and whether they are a key exchange."""
+        message = self.ratchet.encrypt(plaintext)
+        if self.initiator and not self.confirmed:
+            kex = self.flavour.pack_key_exchange(self.pk_id, self.spk_id, self.own_ik, self.ek, message)
+            return kex, True
+        return message, False
+
+    def decrypt(self, data: bytes, rng: Random = system_random) -> bytes:
+        """Decrypt a ratchet message (not a key exchange).  Atomic: on error nothing changes."""
+        plaintext = self.ratchet.decrypt(data, rng)
+        self.confirmed = True
+        return plaintext
+
+    def same_key_exchange(self, kex: ParsedKeyExchange) -> bool:
+        """Whether ``kex`` is a repetition of the key exchange that built this session."""
+        return (
+            not self.initiator
+            and kex.ek == self.ek
+            and kex.ik == self.peer_ik
+            and kex.pk_id == self.pk_id
+            and kex.spk_id == self.spk_id
+        )
+
+    def to_bytes(self) -> bytes:
+        st = SessionState(
+            ratchet=self.ratchet.to_bytes(),
+            initiator=self.initiator,
+            confirmed=self.confirmed,
+            peer_ik=self.peer_ik,
+            pk_id=self.pk_id,
+            spk_id=self.spk_id,
+            ek=self.ek,
+        )
+        return bytes((SESSION_VERSION,)) + st.SerializeToString(deterministic=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, own: IdentityKeyPair) -> Session:
+        if not data or data[0] != SESSION_VERSION:
+            raise CorruptState("unknown session state version")
+        st = SessionState()
+        try:
+            st.MergeFromString(data[1:])
+        except DecodeError:
+            raise CorruptState("session state does not parse") from None
+        if not st.IsInitialized():
+            raise CorruptState("session state lacks a required field")
+        ratchet = DoubleRatchet.from_bytes(st.ratchet)
+        own_ik = ratchet.flavour.own_identity(own.ed25519_public, own.x25519_public)
+        return cls(ratchet, st.initiator, st.confirmed, st.peer_ik, st.pk_id, st.spk_id, st.ek, own_ik)
+
+
+def initiate(
+    flavour: Flavour, own: IdentityKeyPair, bundle: PeerBundle, rng: Random = system_random
+) -> Session:
+    """Start a session from a peer's bundle (active X3DH).  The first messages go out as key
+    exchanges.  Raises :class:`~e2ee.errors.InvalidSignature` / :class:`~e2ee.errors.InvalidKey`."""
+    ek_private = rng(32)
+    start = x3dh.initiate(flavour, own, bundle.ik, bundle.spk, bundle.spk_signature, bundle.pk, ek_private)
+    res = start.result
+    ratchet = DoubleRatchet.initiate(flavour, res.shared_secret, res.ad_send, res.ad_recv, start.spk, rng)
+    own_ik = flavour.own_identity(own.ed25519_public, own.x25519_public)
+    return Session(ratchet, True, False, bundle.ik, bundle.pk_id, bundle.spk_id, start.ek_pub, own_ik)
+
+
+def accept(
+    flavour: Flavour,
+    own: IdentityKeyPair,
+    kex: ParsedKeyExchange,
+    signed_prekey: Callable[[int], bytes | None],
+    prekey: Callable[[int], bytes | None],
+    rng: Random = system_random,
+) -> tuple[Session, bytes]:
+    """Build a session from a received key exchange (passive X3DH) and decrypt its message.
+
+    ``signed_prekey(id)`` and ``prekey(id)`` return our private keys or None.  Returns the new
+    session and the plaintext; the caller stores the session and deletes the one-time prekey
+    only after this succeeded.  Raises :class:`~e2ee.errors.UnknownSignedPreKey`,
+    :class:`~e2ee.errors.UnknownPreKey` or the ratchet's errors.
+    """
+    spk_private = signed_prekey(kex.spk_id)
+    if spk_private is None:
+        raise UnknownSignedPreKey(f"no signed prekey {kex.spk_id}")
+    opk_private = prekey(kex.pk_id)
+    if opk_private is None:
+        raise UnknownPreKey(f"no prekey {kex.pk_id}")
+    res = x3dh.respond(flavour, own, spk_private, opk_private, kex.ik, kex.ek)
+    ratchet = DoubleRatchet.respond(flavour, res.shared_secret, res.ad_send, res.ad_recv, spk_private)
+    plaintext = ratchet.decrypt(kex.message, rng)
+    own_ik = flavour.own_identity(own.ed25519_public, own.x25519_public)
+    session = Session(ratchet, False, True, kex.ik, kex.pk_id, kex.spk_id, kex.ek, own_ik)
+    return session, plaintext
