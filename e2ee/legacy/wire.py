@@ -44,8 +44,10 @@ def _decode_key(data: bytes) -> bytes:
 def _check_version(data: bytes) -> None:
     if not data:
         raise MalformedMessage("empty message")
-    if data[0] >> 4 != 3:
-        raise UnsupportedVersion(f"unsupported message version {data[0] >> 4}")
+    # libsignal reads only the high nibble; every deployed sender writes exactly 0x33, and
+    # in a key exchange the byte is not covered by the MAC, so accept nothing else.
+    if data[0] != VERSION_BYTE:
+        raise UnsupportedVersion(f"unsupported message version byte {data[0]:#04x}")
 
 
 class LegacyFlavour(Flavour):

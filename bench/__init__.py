@@ -1,0 +1,1 @@
+"""Benchmarks (not tests).  Run ``python -m bench``; see README."""
