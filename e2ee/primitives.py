@@ -143,9 +143,9 @@ GCM_TAG_LENGTH: Final = 16
 
 
 def aes_gcm_encrypt(key: bytes, iv: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
-    """AES-GCM with a 16-byte tag; returns ``ciphertext || tag``.  ``key`` is 16 or 32 bytes."""
-    if len(key) not in (16, 32) or len(iv) not in GCM_IV_LENGTHS:
-        raise UsageError("AES-GCM needs a 16/32-byte key and a 12- or 16-byte IV")
+    """AES-GCM with a 16-byte tag; returns ``ciphertext || tag``.  ``key`` is 16, 24 or 32 bytes."""
+    if len(key) not in (16, 24, 32) or len(iv) not in GCM_IV_LENGTHS:
+        raise UsageError("AES-GCM needs a 16/24/32-byte key and a 12- or 16-byte IV")
     return AESGCM(key).encrypt(iv, plaintext, aad or None)
 
 
@@ -155,8 +155,8 @@ def aes_gcm_decrypt(key: bytes, iv: bytes, data: bytes, aad: bytes = b"") -> byt
     A wrong IV length or data shorter than the tag raises :class:`MalformedMessage`; a failed
     tag check raises :class:`AuthenticationFailed`.
     """
-    if len(key) not in (16, 32):
-        raise UsageError("AES-GCM needs a 16- or 32-byte key")
+    if len(key) not in (16, 24, 32):
+        raise UsageError("AES-GCM needs a 16/24/32-byte key")
     if len(iv) not in GCM_IV_LENGTHS or len(data) < GCM_TAG_LENGTH:
         raise MalformedMessage("AES-GCM IV or ciphertext of unacceptable length")
     try:

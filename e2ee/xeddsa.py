@@ -54,10 +54,13 @@ def xeddsa_sign(private: bytes, message: bytes, nonce: bytes) -> bytes:
     k = x25519_clamp(private)
     edwards = _na.crypto_scalarmult_ed25519_base_noclamp(k)
     a = _reduce(k + bytes(32))
+    # The nonce hash takes the scalar as libsignal's C code (and python-xeddsa) hold it:
+    # negated mod q when the Edwards sign is 1, otherwise the clamped key *unreduced*.
+    a_for_nonce = k
     if edwards[31] & 0x80:
-        a = _na.crypto_core_ed25519_scalar_negate(a)
+        a = a_for_nonce = _na.crypto_core_ed25519_scalar_negate(a)
         edwards = edwards[:31] + bytes((edwards[31] & 0x7F,))
-    r = _reduce(hashlib.sha512(_NONCE_PREFIX + a + message + nonce).digest())
+    r = _reduce(hashlib.sha512(_NONCE_PREFIX + a_for_nonce + message + nonce).digest())
     big_r = _na.crypto_scalarmult_ed25519_base_noclamp(r)
     h = _reduce(hashlib.sha512(big_r + edwards + message).digest())
     s = _na.crypto_core_ed25519_scalar_add(r, _na.crypto_core_ed25519_scalar_mul(h, a))
