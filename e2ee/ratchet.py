@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from google.protobuf.message import DecodeError
-
+from . import records
 from .errors import (
     AuthenticationFailed,
     CorruptState,
@@ -327,20 +326,12 @@ class DoubleRatchet:
             oc = st.old_chains.add()
             oc.dh_pub = dh
             oc.end = end
-        return bytes((STATE_VERSION,)) + st.SerializeToString(deterministic=True)
+        return records.dump(STATE_VERSION, st)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DoubleRatchet:
         """Inverse of :meth:`to_bytes`; raises :class:`~e2ee.errors.CorruptState`."""
-        if not data or data[0] != STATE_VERSION:
-            raise CorruptState("unknown ratchet state version")
-        st = RatchetState()
-        try:
-            st.MergeFromString(data[1:])
-        except DecodeError:
-            raise CorruptState("ratchet state does not parse") from None
-        if not st.IsInitialized():
-            raise CorruptState("ratchet state lacks a required field")
+        st = records.load(data, STATE_VERSION, RatchetState(), "ratchet state")
         flavour = _flavours().get(st.flavour)
         if flavour is None:
             raise CorruptState("unknown flavour in ratchet state")

@@ -16,10 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from google.protobuf.message import DecodeError
-
-from . import x3dh
-from .errors import CorruptState, UnknownPreKey, UnknownSignedPreKey
+from . import records, x3dh
+from .errors import UnknownPreKey, UnknownSignedPreKey
 from .flavour import Flavour, ParsedKeyExchange
 from .identity import IdentityKeyPair
 from .ratchet import DoubleRatchet
@@ -95,19 +93,11 @@ class Session:
             spk_id=self.spk_id,
             ek=self.ek,
         )
-        return bytes((SESSION_VERSION,)) + st.SerializeToString(deterministic=True)
+        return records.dump(SESSION_VERSION, st)
 
     @classmethod
     def from_bytes(cls, data: bytes, own: IdentityKeyPair) -> Session:
-        if not data or data[0] != SESSION_VERSION:
-            raise CorruptState("unknown session state version")
-        st = SessionState()
-        try:
-            st.MergeFromString(data[1:])
-        except DecodeError:
-            raise CorruptState("session state does not parse") from None
-        if not st.IsInitialized():
-            raise CorruptState("session state lacks a required field")
+        st = records.load(data, SESSION_VERSION, SessionState(), "session state")
         ratchet = DoubleRatchet.from_bytes(st.ratchet)
         own_ik = ratchet.flavour.own_identity(own.ed25519_public, own.x25519_public)
         return cls(ratchet, st.initiator, st.confirmed, st.peer_ik, st.pk_id, st.spk_id, st.ek, own_ik)
