@@ -21,6 +21,9 @@ __all__ = [
     "PeerError",
     "MalformedMessage",
     "UnsupportedVersion",
+    "RestrictedXml",
+    "MalformedEnvelope",
+    "AffixMismatch",
     "DecryptionFailed",
     "AuthenticationFailed",
     "InvalidSignature",
@@ -56,6 +59,19 @@ class MalformedMessage(PeerError):
 
 class UnsupportedVersion(MalformedMessage):
     """A version byte or format marker we do not speak."""
+
+
+class RestrictedXml(MalformedMessage):
+    """XML uses a feature we refuse (DTD, entity, processing instruction, comment) or exceeds a
+    named size, depth or count limit (RFC 6120 restricted XML)."""
+
+
+class MalformedEnvelope(MalformedMessage):
+    """Decrypted OMEMO 2 content is not a well-formed XEP-0420 ``<envelope>``."""
+
+
+class AffixMismatch(PeerError):
+    """An SCE ``<from>`` or ``<to>`` affix names someone else than the stanza does."""
 
 
 class DecryptionFailed(PeerError):

@@ -6,6 +6,7 @@ value comes from.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Final
 
 #: Most message keys one incoming message may make us skip (derive and store), counted over
@@ -28,3 +29,73 @@ MAC_LEN_LEGACY: Final = 8
 #: Previous receiving chains remembered per session, so that a replayed message on one of
 #: them is recognised as a duplicate (libsignal keeps 5 old receiving chains).
 MAX_OLD_CHAINS: Final = 5
+
+# ---- XML input (security catalogue I1-I3, X6) -------------------------------------------
+
+#: Oldest expat (``pyexpat.EXPAT_VERSION``) :mod:`e2ee.xmlsafe` accepts: 2.4 brought billion-laughs
+#: protection, 2.4.5 the namespace-separator fix (CVE-2022-25236), 2.5.0 CVE-2022-43680.
+MIN_EXPAT_VERSION: Final = (2, 5, 0)
+
+#: Largest XML document :mod:`e2ee.xmlsafe` parses, in UTF-8 bytes, checked before parsing.
+#: Prosody's default ``c2s_stanza_size_limit`` (256 KiB); nothing we decrypt can be larger than
+#: the stanza that carried it.
+MAX_XML_BYTES: Final = 256 * 1024
+
+#: Deepest element nesting accepted (root = depth 1).  Catalogue I3 suggests 64 below the stanza.
+MAX_XML_DEPTH: Final = 64
+
+#: Most elements in one parsed document or checked element tree.  Room for an encrypted element
+#: with :data:`MAX_KEY_ELEMENTS` keys, each in its own ``<keys>`` group.
+MAX_XML_ELEMENTS: Final = 4096
+
+#: Most attributes on one element.
+MAX_XML_ATTRIBUTES: Final = 64
+
+#: Most ``<key>`` elements (and separately most ``<keys>`` groups) in one ``<encrypted>``
+#: header (catalogue I2).  1000 keys of ~200 bytes of base64 already fill a 256 KiB stanza.
+MAX_KEY_ELEMENTS: Final = 1000
+
+#: Largest decoded content of one ``<key>`` element.  A key exchange carrying 48 bytes of key
+#: material is about 200 bytes in both protocol versions.
+MAX_KEY_BYTES: Final = 1024
+
+#: Largest decoded ``<payload>``: a padded envelope of :data:`MAX_XML_BYTES` plus one AES block.
+MAX_PAYLOAD_BYTES: Final = MAX_XML_BYTES + 16
+
+#: Fewest one-time prekeys an OMEMO 2 bundle may hold (XEP-0384 v0.9: never fewer than 25).
+MIN_PREKEYS_OMEMO2: Final = 25
+
+#: Fewest one-time prekeys a legacy bundle may hold (XEP-0384 v0.3: MUST be at least 20).
+MIN_PREKEYS_LEGACY: Final = 20
+
+#: Most one-time prekeys accepted in a bundle (everybody publishes about 100; catalogue X6
+#: demands a bound).
+MAX_PREKEYS_PER_BUNDLE: Final = 1000
+
+#: Most characters of text and attribute values in a bundle tree (catalogue X6: a 1 MiB bundle is
+#: refused even when the bulk sits in elements we would ignore).  1000 prekeys take about 60 KiB.
+MAX_BUNDLE_TEXT: Final = 128 * 1024
+
+#: Most devices accepted in one device list; a longer list is rejected as a whole.
+MAX_DEVICES_PER_LIST: Final = 500
+
+#: Longest device label (Unicode code points) XEP-0384 advises.  The codecs keep longer labels as
+#: given (they may belong to another device of our own account, which we republish); the engine
+#: decides what to display.
+MAX_LABEL_LENGTH: Final = 53
+
+#: Longest JID accepted in XML attributes (RFC 7622: three parts of at most 1023 bytes each).
+MAX_JID_LENGTH: Final = 3071
+
+#: Largest difference between an SCE ``<time>`` affix and the reference time (delay stamp or
+#: receive time) that is not flagged as suspicious.
+SCE_TIME_WINDOW: Final = timedelta(minutes=10)
+
+#: Device ids we accept as senders and as device-list entries (XEP-0384: ids are random in
+#: ``[1, 2^31 - 1]``; Java clients cannot represent larger ones).
+DEVICE_ID_MIN: Final = 1
+DEVICE_ID_MAX: Final = 2**31 - 1
+
+#: Signed-prekey and prekey ids accepted in bundles (catalogue X6: 0 and >= 2^31 are invalid).
+PREKEY_ID_MIN: Final = 1
+PREKEY_ID_MAX: Final = 2**31 - 1

@@ -1,0 +1,253 @@
+"""The XEP-0420 Stanza Content Encryption envelope, as profiled by OMEMO 2 (XEP-0384 §SCE).
+
+:func:`build` writes ``<envelope xmlns='urn:xmpp:sce:1'>`` with ``<content>``, ``<rpad>``,
+optional ``<time>``, ``<from>`` and optional ``<to>``, as UTF-8 bytes ready for payload
+encryption.  :func:`parse` reads decrypted bytes with :mod:`e2ee.xmlsafe` and checks the affixes.
+
+Decisions:
+
+* ``<rpad>``: base64 of 0..200 random bytes, as QXmpp does (0..268 printable characters).
+  Receivers accept any length (up to the XML size limit) or none.
+* Children of ``<content>`` are written with explicit ``xmlns`` (never ``ns0:`` prefixes).
+* JIDs are compared as bare JIDs: the resource is ignored, localpart and domainpart are
+  compared after ``str.lower()`` and a trailing dot of the domain is dropped (see
+  :func:`bare_jid_key`).  This is not full RFC 7622 (no PRECIS, no IDNA); it only accepts the
+  case variants every server would route identically.
+* ``<from>`` (SHOULD) and ``<to>`` (MUST in group chats only) may be absent; when present they
+  must match (:class:`~e2ee.errors.AffixMismatch`).  ``require_to`` makes ``<to>`` mandatory
+  (group chats); ``expected_to=None`` skips the ``<to>`` check.
+* ``<time>`` further than ``window`` from ``now`` (the delay stamp or receive time) sets
+  ``time_suspicious``; it is not an error.  Without ``now`` nothing is checked.  A ``stamp`` that
+  is not an XEP-0082 DateTime makes the envelope malformed.
+* Elements the server acts on are dropped from the content: anything in the namespaces of
+  XEP-0334 hints, XEP-0359 stanza-id/origin-id, XEP-0033 addresses and XEP-0380 EME.
+* XML refused by :mod:`e2ee.xmlsafe` (DTD, entities, PIs, comments, limits) raises
+  :class:`~e2ee.errors.RestrictedXml`; any other defect :class:`~e2ee.errors.MalformedEnvelope`.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from ..errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
+from ..limits import MAX_JID_LENGTH, MAX_XML_BYTES, MAX_XML_DEPTH, MAX_XML_ELEMENTS, SCE_TIME_WINDOW
+from ..rng import Random
+from ..xmlsafe import check_element, encode_base64, parse_xml, serialize
+
+__all__ = [
+    "NS",
+    "SERVER_PROCESSED_NAMESPACES",
+    "Envelope",
+    "build",
+    "parse",
+    "bare_jid_key",
+    "format_timestamp",
+    "parse_timestamp",
+]
+
+NS = "urn:xmpp:sce:1"
+
+#: Namespaces of elements a server processes; dropped from decrypted content.
+SERVER_PROCESSED_NAMESPACES = frozenset({
+    "urn:xmpp:hints",  # XEP-0334
+    "urn:xmpp:sid:0",  # XEP-0359 stanza-id, origin-id
+    "http://jabber.org/protocol/address",  # XEP-0033
+    "urn:xmpp:eme:0",  # XEP-0380
+})
+
+_ENVELOPE, _CONTENT, _RPAD, _TIME, _FROM, _TO = (
+    f"{{{NS}}}{n}" for n in ("envelope", "content", "rpad", "time", "from", "to")
+)
+_MAX_RPAD = 200
+_STAMP = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,12}))?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A parsed envelope whose affixes matched."""
+
+    content: tuple[ET.Element, ...]  #: children of ``<content>`` minus server-processed ones
+    from_jid: str | None  #: ``<from jid>`` as given, None when absent
+    to_jid: str | None  #: ``<to jid>`` as given, None when absent
+    time: datetime | None  #: ``<time stamp>`` in UTC, None when absent
+    time_suspicious: bool = False  #: ``time`` is outside the window around ``now``
+
+
+# ---- JIDs and timestamps -------------------------------------------------------------------
+
+
+def bare_jid_key(jid: str) -> str:
+    """Comparison key of a JID: bare, localpart and domainpart lower-cased, trailing dot of the
+    domain dropped.  Returns ``""`` for a JID without domainpart."""
+    bare = jid.partition("/")[0]
+    local, at, domain = bare.partition("@")
+    if not at:
+        local, domain = "", bare
+    domain = domain.lower().removesuffix(".")
+    if not domain:
+        return ""
+    return f"{local.lower()}@{domain}" if at else domain
+
+
+def _require_aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise UsageError(f"{what} must be timezone-aware")
+    return value.astimezone(timezone.utc)
+
+
+def format_timestamp(value: datetime) -> str:
+    """XEP-0082 DateTime in UTC with ``Z`` (microseconds only when not zero)."""
+    utc = _require_aware(value, "time")
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An XEP-0082 DateTime (fraction optional, ``Z`` or ``±hh:mm``) as an aware UTC datetime;
+    raises :class:`~e2ee.errors.MalformedEnvelope`."""
+    match = _STAMP.fullmatch(text) if len(text) <= 64 else None
+    if match is None:
+        raise MalformedEnvelope("time stamp is not an XEP-0082 DateTime")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, zone = match.group(7), match.group(8)
+    try:
+        offset = timedelta(0)
+        if zone != "Z":
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if minutes > 59:
+                raise ValueError
+            offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
+        micro = int((fraction or "0").ljust(6, "0")[:6])
+        local = datetime(year, month, day, hour, minute, second, micro, timezone(offset))
+        return local.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise MalformedEnvelope("time stamp out of range") from None
+
+
+# ---- build ---------------------------------------------------------------------------------
+
+
+def _rpad_length(rng: Random) -> int:
+    for _ in range(64):  # uniform in [0, 200] by rejection; bounded for degenerate sources
+        value = rng(1)[0]
+        if value <= _MAX_RPAD:
+            return value
+    return rng(1)[0] % (_MAX_RPAD + 1)
+
+
+def _check_jid(jid: str, what: str) -> str:
+    if not isinstance(jid, str) or not bare_jid_key(jid) or "/" in jid or len(jid) > MAX_JID_LENGTH:
+        raise UsageError(f"{what} must be a bare JID, got {jid!r}")
+    return jid
+
+
+def build(
+    content: Sequence[ET.Element],
+    from_jid: str,
+    to_jid: str | None,
+    time: datetime | None,
+    rng: Random,
+) -> bytes:
+    """Serialize an envelope around ``content`` (each element must be namespaced).  ``from_jid``
+    and ``to_jid`` are bare JIDs; ``time`` must be timezone-aware.  Raises
+    :class:`~e2ee.errors.UsageError` for content a receiver would refuse (too deep, too many
+    elements, too large)."""
+    envelope = ET.Element(_ENVELOPE)
+    content_elem = ET.SubElement(envelope, _CONTENT)
+    for child in content:
+        if not isinstance(child, ET.Element) or not str(child.tag).startswith("{"):
+            raise UsageError("children of <content> must be namespaced Elements")
+        try:
+            check_element(child, MAX_XML_DEPTH - 2, MAX_XML_ELEMENTS)
+        except RestrictedXml as e:
+            raise UsageError(f"content a receiver would refuse: {e}") from None
+        content_elem.append(child)
+    ET.SubElement(envelope, _RPAD).text = encode_base64(rng(_rpad_length(rng)))
+    if time is not None:
+        ET.SubElement(envelope, _TIME, {"stamp": format_timestamp(time)})
+    ET.SubElement(envelope, _FROM, {"jid": _check_jid(from_jid, "from_jid")})
+    if to_jid is not None:
+        ET.SubElement(envelope, _TO, {"jid": _check_jid(to_jid, "to_jid")})
+    if sum(1 for _ in envelope.iter()) > MAX_XML_ELEMENTS:
+        raise UsageError("content with too many elements")
+    data = serialize(envelope)
+    if len(data) > MAX_XML_BYTES:
+        raise UsageError(f"envelope larger than {MAX_XML_BYTES} bytes")
+    return data
+
+
+# ---- parse ---------------------------------------------------------------------------------
+
+
+def _one(envelope: ET.Element, tag: str) -> ET.Element | None:
+    found = [child for child in envelope if child.tag == tag]
+    if len(found) > 1:
+        raise MalformedEnvelope(f"more than one {tag}")
+    return found[0] if found else None
+
+
+def _affix(envelope: ET.Element, tag: str, expected: str | None, what: str) -> str | None:
+    elem = _one(envelope, tag)
+    if elem is None:
+        return None
+    jid = elem.get("jid")
+    if not jid:
+        raise MalformedEnvelope(f"<{what}> without jid")
+    if expected is not None and bare_jid_key(jid) != bare_jid_key(expected):
+        raise AffixMismatch(f"<{what}> affix {jid!r} does not match {expected!r}")
+    return jid
+
+
+def _server_processed(elem: ET.Element) -> bool:
+    tag = elem.tag
+    return isinstance(tag, str) and tag[1:].partition("}")[0] in SERVER_PROCESSED_NAMESPACES
+
+
+def parse(
+    data: bytes,
+    expected_from: str,
+    expected_to: str | None,
+    now: datetime | None = None,
+    window: timedelta = SCE_TIME_WINDOW,
+    *,
+    require_to: bool = False,
+) -> Envelope:
+    """Parse decrypted envelope bytes and check the affixes against the stanza: ``expected_from``
+    is the (bare) sender, ``expected_to`` the stanza's (bare) ``to`` or None to skip that check.
+    Raises :class:`~e2ee.errors.AffixMismatch`, :class:`~e2ee.errors.RestrictedXml` or
+    :class:`~e2ee.errors.MalformedEnvelope`."""
+    if not bare_jid_key(expected_from) or (expected_to is not None and not bare_jid_key(expected_to)):
+        raise UsageError("expected_from/expected_to must be JIDs")
+    reference = None if now is None else _require_aware(now, "now")
+    try:
+        root = parse_xml(data)
+    except RestrictedXml:
+        raise
+    except MalformedMessage as e:
+        raise MalformedEnvelope(str(e)) from None
+    if root.tag != _ENVELOPE:
+        raise MalformedEnvelope(f"expected {_ENVELOPE}, got {root.tag!r}")
+    content = _one(root, _CONTENT)
+    if content is None:
+        raise MalformedEnvelope("<content> missing")
+    from_jid = _affix(root, _FROM, expected_from, "from")
+    to_jid = _affix(root, _TO, expected_to, "to")
+    if require_to and to_jid is None:
+        raise AffixMismatch("<to> affix missing")
+    time_elem = _one(root, _TIME)
+    stamp = None
+    suspicious = False
+    if time_elem is not None:
+        stamp = parse_timestamp(time_elem.get("stamp") or "")
+        suspicious = reference is not None and abs(stamp - reference) > window
+    kept = tuple(child for child in content if not _server_processed(child))
+    return Envelope(kept, from_jid, to_jid, stamp, suspicious)

@@ -1,0 +1,224 @@
+"""XEP-0420 SCE envelope of OMEMO 2 (omemo2.md §8, catalogue I6): build/parse round trip, the
+B.1 vector plaintext, affix checks, the time window, server-processed elements, rpad."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from e2ee.errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
+from e2ee.limits import MAX_XML_BYTES, SCE_TIME_WINDOW
+from e2ee.omemo2 import envelope
+from e2ee.omemo2.envelope import Envelope, bare_jid_key, build, parse
+from e2ee.xmlsafe import parse_xml, serialize
+from tests.support import seeded_rng
+from vectors.loader import load
+
+ALICE, BOB, ROOM = "alice@example.org", "bob@example.net", "room@muc.example.org"
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def body(text: str) -> ET.Element:
+    elem = ET.Element("{jabber:client}body")
+    elem.text = text
+    return elem
+
+
+def env(content: str, affixes: str = f"<from jid='{ALICE}'/>") -> bytes:
+    return f"<envelope xmlns='urn:xmpp:sce:1'><content>{content}</content><rpad>x</rpad>{affixes}</envelope>".encode()
+
+
+def test_b1_vector_plaintext_parses() -> None:
+    (vector,) = [v for v in load("omemo/e2e_omemo2.json")["vectors"] if v["id"] == "B.1"]
+    plaintext = vector["payload_plaintext_utf8"].encode()
+    result = parse(plaintext, ALICE, BOB, now=T0)
+    assert result.from_jid == ALICE and result.to_jid is None and result.time is None
+    assert not result.time_suspicious
+    assert [(e.tag, e.text) for e in result.content] == [("{jabber:client}body", "Hello Bob")]
+
+
+def test_round_trip() -> None:
+    reaction = ET.Element("{urn:xmpp:reactions:0}reactions", id="m1")
+    ET.SubElement(reaction, "{urn:xmpp:reactions:0}reaction").text = "👍"
+    data = build([body("Hi <there> & 'you'"), reaction], ALICE, ROOM, T0 + timedelta(microseconds=250), seeded_rng("e"))
+    result = parse(data, ALICE, ROOM, now=T0, require_to=True)
+    assert result == Envelope(result.content, ALICE, ROOM, T0 + timedelta(microseconds=250), False)
+    assert [serialize(e) for e in result.content] == [serialize(body("Hi <there> & 'you'")), serialize(reaction)]
+    text = data.decode()
+    assert text.startswith("<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>")
+    assert "<reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions>" in text
+    assert "<time stamp='2026-01-01T12:00:00.000250Z'/>" in text
+    assert text.endswith(f"<from jid='{ALICE}'/><to jid='{ROOM}'/></envelope>")
+    assert "ns0:" not in text
+    # ElementTree reads it the same way (explicit namespaces survive a foreign parser)
+    assert ET.fromstring(data)[0][0].tag == "{jabber:client}body"
+
+
+def test_without_optional_affixes() -> None:
+    data = build([body("x")], ALICE, None, None, seeded_rng("f"))
+    root = parse_xml(data)
+    assert [c.tag.split("}")[1] for c in root] == ["content", "rpad", "from"]
+    result = parse(data, ALICE, BOB)
+    assert result == Envelope(result.content, ALICE, None, None, False)
+
+
+def test_rpad_random_length_and_printable() -> None:
+    rng = seeded_rng("rpad")
+    lengths = set()
+    for _ in range(200):
+        rpad = parse_xml(build([body("x")], ALICE, None, None, rng)).find("{urn:xmpp:sce:1}rpad")
+        assert rpad is not None
+        text = rpad.text or ""
+        assert len(text) <= 268 and text.isprintable() and len(base64.b64decode(text, validate=True)) <= 200
+        lengths.add(len(text))
+    assert len(lengths) > 30
+    a = build([body("x")], ALICE, None, None, seeded_rng("same"))
+    assert a == build([body("x")], ALICE, None, None, seeded_rng("same"))
+    assert a != build([body("x")], ALICE, None, None, seeded_rng("other"))
+    stuck = build([body("x")], ALICE, None, None, lambda n: b"\xff" * n)  # degenerate source: still terminates
+    assert b"<rpad>" in stuck
+
+
+def test_long_rpad_accepted() -> None:
+    rpad = "r" * (MAX_XML_BYTES - 1000)
+    data = env("<body xmlns='jabber:client'>x</body>").replace(b"<rpad>x</rpad>", f"<rpad>{rpad}</rpad>".encode())
+    assert parse(data, ALICE, None).content[0].text == "x"
+    assert parse(env("").replace(b"<rpad>x</rpad>", b""), ALICE, None).content == ()  # and no rpad at all
+
+
+# ---- affixes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sender", [ALICE, "Alice@Example.ORG", "alice@example.org/phone", "ALICE@EXAMPLE.ORG."])
+def test_from_normalisation_accepts(sender: str) -> None:
+    assert parse(env(""), sender, None).from_jid == ALICE
+
+
+@pytest.mark.parametrize(("affixes", "expected_to", "require_to"), [
+    (f"<from jid='mallory@example.org'/>", BOB, False),
+    (f"<from jid='alice@example.org.evil'/>", BOB, False),
+    (f"<from jid='example.org'/>", BOB, False),
+    (f"<from jid='{ALICE}'/><to jid='carol@example.net'/>", BOB, False),
+    (f"<from jid='{ALICE}'/><to jid='other-room@muc.example.org'/>", ROOM, True),
+    (f"<from jid='{ALICE}'/>", ROOM, True),
+])
+def test_affix_mismatch(affixes: str, expected_to: str, require_to: bool) -> None:
+    with pytest.raises(AffixMismatch):
+        parse(env("", affixes), ALICE, expected_to, require_to=require_to)
+
+
+def test_absent_affixes_and_unchecked_to() -> None:
+    result = parse(env("", ""), ALICE, BOB)
+    assert (result.from_jid, result.to_jid) == (None, None)
+    assert parse(env("", f"<to jid='{ROOM}'/>"), ALICE, None).to_jid == ROOM
+    assert parse(env("", f"<from jid='{ALICE}'/><to jid='Bob@Example.NET/x'/>"), ALICE, BOB).to_jid == "Bob@Example.NET/x"
+
+
+def test_bare_jid_key() -> None:
+    assert bare_jid_key("Alice@Example.ORG/Res/x@y") == "alice@example.org"
+    assert bare_jid_key("Example.org.") == "example.org"
+    assert bare_jid_key("alice@") == "" and bare_jid_key("") == "" and bare_jid_key("/res") == ""
+    with pytest.raises(UsageError):
+        parse(env(""), "", None)
+
+
+# ---- time ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stamp", "expected"), [
+    ("2026-01-01T12:00:00Z", T0),
+    ("2026-01-01T13:00:00+01:00", T0),
+    ("2026-01-01T06:30:00.5-05:30", T0 + timedelta(milliseconds=500)),
+    ("2026-01-01T12:00:00.123456789Z", T0 + timedelta(microseconds=123456)),
+])
+def test_time_forms(stamp: str, expected: datetime) -> None:
+    result = parse(env("", f"<time stamp='{stamp}'/><from jid='{ALICE}'/>"), ALICE, None, now=T0)
+    assert result.time == expected and not result.time_suspicious
+
+
+def test_time_window_flags_not_rejects() -> None:
+    late = T0 + SCE_TIME_WINDOW + timedelta(seconds=1)
+    data = build([body("x")], ALICE, None, late, seeded_rng("t"))
+    assert parse(data, ALICE, None, now=T0).time_suspicious
+    assert parse(data, ALICE, None, now=T0 - timedelta(days=1), window=timedelta(days=2)).time_suspicious is False
+    early = build([body("x")], ALICE, None, T0 - SCE_TIME_WINDOW, seeded_rng("t"))
+    assert not parse(early, ALICE, None, now=T0).time_suspicious
+    assert not parse(data, ALICE, None).time_suspicious  # no reference time: nothing to compare
+    with pytest.raises(UsageError):
+        parse(data, ALICE, None, now=datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize("stamp", ["", "2026-01-01", "2026-01-01T12:00:00", "2026-13-01T12:00:00Z",
+                                   "2026-01-01T24:00:00Z", "2026-01-01T12:00:00+01:60", "٢٠٢٦-01-01T12:00:00Z",
+                                   "0000-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59"])
+def test_malformed_time(stamp: str) -> None:
+    with pytest.raises(MalformedEnvelope):
+        parse(env("", f"<time stamp='{stamp}'/>"), ALICE, None, now=T0)
+
+
+# ---- content -------------------------------------------------------------------------------
+
+
+def test_server_processed_elements_dropped() -> None:
+    content = (
+        "<body xmlns='jabber:client'>hi</body>"
+        "<store xmlns='urn:xmpp:hints'/><no-copy xmlns='urn:xmpp:hints'/>"
+        "<stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='victim@example.org'/>"
+        "<origin-id xmlns='urn:xmpp:sid:0' id='o'/>"
+        "<addresses xmlns='http://jabber.org/protocol/address'><address type='to' jid='x@y'/></addresses>"
+        "<encryption xmlns='urn:xmpp:eme:0' namespace='urn:xmpp:omemo:2'/>"
+        "<reply xmlns='urn:xmpp:reply:0' id='r'/>"
+    )
+    result = parse(env(content), ALICE, None)
+    assert [e.tag for e in result.content] == ["{jabber:client}body", "{urn:xmpp:reply:0}reply"]
+    assert set(envelope.SERVER_PROCESSED_NAMESPACES) == {
+        "urn:xmpp:hints", "urn:xmpp:sid:0", "http://jabber.org/protocol/address", "urn:xmpp:eme:0"}
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"not xml", b"<envelope xmlns='urn:xmpp:sce:1'><content>", b"\xff\xfe",
+    b"<envelope xmlns='urn:xmpp:sce:2'><content/></envelope>",
+    b"<envelope><content/></envelope>",
+    b"<envelope xmlns='urn:xmpp:sce:1'><rpad/></envelope>",
+    b"<envelope xmlns='urn:xmpp:sce:1'><content/><content/></envelope>",
+    b"<envelope xmlns='urn:xmpp:sce:1'><content/><from/></envelope>",
+    b"<envelope xmlns='urn:xmpp:sce:1'><content/><from jid='alice@example.org'/><from jid='alice@example.org'/></envelope>",
+    b"<envelope xmlns='urn:xmpp:sce:1'><content/><time/></envelope>",
+    b"<envelope xmlns='urn:xmpp:sce:1'><content/><time stamp='x'/><time stamp='y'/></envelope>",
+])
+def test_malformed_envelope(data: bytes) -> None:
+    with pytest.raises(MalformedMessage) as info:
+        parse(data, ALICE, None)
+    assert isinstance(info.value, (MalformedEnvelope, RestrictedXml))
+
+
+def test_unknown_envelope_children_ignored() -> None:
+    data = env("<body xmlns='jabber:client'>x</body>", f"<future xmlns='urn:example'/><from jid='{ALICE}'/>")
+    assert parse(data, ALICE, None).content[0].text == "x"
+
+
+# ---- build rules ---------------------------------------------------------------------------
+
+
+def test_build_refuses_what_receivers_refuse() -> None:
+    rng = seeded_rng("b")
+    deep = top = ET.Element("{urn:example}x")
+    for _ in range(100):
+        deep = ET.SubElement(deep, "{urn:example}y")
+    big = body("z" * MAX_XML_BYTES)
+    cases: list[Callable[[], object]] = [
+        lambda: build([ET.Element("body")], ALICE, None, None, rng),  # no namespace
+        lambda: build([top], ALICE, None, None, rng),  # too deep
+        lambda: build([big], ALICE, None, None, rng),  # too large
+        lambda: build([body("\x00")], ALICE, None, None, rng),  # not representable in XML 1.0
+        lambda: build([body("x")], ALICE, None, datetime(2026, 1, 1), rng),  # naive time
+        lambda: build([body("x")], "alice@example.org/phone", None, None, rng),  # not bare
+        lambda: build([body("x")], ALICE, "", None, rng),
+    ]
+    for case in cases:
+        with pytest.raises(UsageError):
+            case()
