@@ -23,25 +23,18 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from ..errors import InvalidBundle, MalformedMessage, RestrictedXml, UsageError
+from ..errors import MalformedMessage, UsageError
 from ..limits import (
     DEVICE_ID_MAX,
     DEVICE_ID_MIN,
-    MAX_BUNDLE_TEXT,
-    MAX_DEVICES_PER_LIST,
-    MAX_KEY_BYTES,
     MAX_KEY_ELEMENTS,
     MAX_PAYLOAD_BYTES,
-    MAX_PREKEYS_PER_BUNDLE,
-    MAX_XML_DEPTH,
-    MAX_XML_ELEMENTS,
     MIN_PREKEYS_LEGACY,
-    PREKEY_ID_MAX,
-    PREKEY_ID_MIN,
 )
+from .. import omemo_xml
 from ..model import Bundle, DeviceEntry, DeviceList, EncryptedElement, KeyElement
+from ..omemo_xml import BundleSchema, device_elements, key_data, sender_id
 from ..xmlsafe import (
-    check_element,
     children,
     decode_base64,
     encode_base64,
@@ -77,7 +70,6 @@ _BUNDLE, _SPK, _SPKS, _IK, _PREKEYS, _PK = (
 _ENCRYPTED, _HEADER, _KEY, _IV, _PAYLOAD = (
     f"{{{NS}}}{n}" for n in ("encrypted", "header", "key", "iv", "payload")
 )
-_KEY_LEN, _SIG_LEN, _DJB = 33, 64, 0x05
 
 
 # ---- device list ---------------------------------------------------------------------------
@@ -87,15 +79,7 @@ def parse_device_list(elem: ET.Element) -> DeviceList:
     """``<list xmlns='eu.siacs.conversations.axolotl'>`` to a DeviceList (labels None)."""
     if elem.tag != _LIST:
         raise MalformedMessage(f"expected {_LIST}, got {elem.tag!r}")
-    ids: dict[int, None] = {}
-    for device in children(elem, _DEVICE, MalformedMessage, MAX_DEVICES_PER_LIST):
-        try:
-            device_id = parse_uint(device.get("id"), "device id")
-        except MalformedMessage:
-            continue
-        if DEVICE_ID_MIN <= device_id <= DEVICE_ID_MAX:
-            ids.setdefault(device_id)
-    return DeviceList(FLAVOUR, tuple(DeviceEntry(i) for i in ids))
+    return DeviceList(FLAVOUR, tuple(DeviceEntry(i) for i, _ in device_elements(elem, _DEVICE)))
 
 
 def build_device_list(device_list: DeviceList) -> ET.Element:
@@ -113,80 +97,22 @@ def build_device_list(device_list: DeviceList) -> ET.Element:
 # ---- bundle --------------------------------------------------------------------------------
 
 
-def _bundle_id(elem: ET.Element, attr: str) -> int:
-    value = parse_uint(elem.get(attr), attr, InvalidBundle)
-    if not PREKEY_ID_MIN <= value <= PREKEY_ID_MAX:
-        raise InvalidBundle(f"{attr} {value} out of range")
-    return value
-
-
-def _bundle_bytes(elem: ET.Element, what: str, length: int) -> bytes:
-    data = decode_base64(elem.text, what, length, InvalidBundle)
-    if len(data) != length:
-        raise InvalidBundle(f"{what}: {len(data)} bytes, expected {length}")
-    return data
-
-
-def _public_key(elem: ET.Element, what: str) -> bytes:
-    data = _bundle_bytes(elem, what, _KEY_LEN)
-    if data[0] != _DJB:
-        raise InvalidBundle(f"{what}: key type {data[0]:#04x}, expected 0x05")
-    return data
+_SCHEMA = BundleSchema(
+    flavour=FLAVOUR, bundle=_BUNDLE, spk=_SPK, spks=_SPKS, ik=_IK, prekeys=_PREKEYS, pk=_PK,
+    spk_id_attr="signedPreKeyId", pk_id_attr="preKeyId", key_prefix=b"\x05",
+    min_prekeys=MIN_PREKEYS_LEGACY,
+)
 
 
 def parse_bundle(elem: ET.Element) -> Bundle:
     """``<bundle xmlns='eu.siacs.conversations.axolotl'>`` to a Bundle (keys as on the wire:
     33 bytes ``0x05 || u``, the signature as given)."""
-    if elem.tag != _BUNDLE:
-        raise InvalidBundle(f"expected {_BUNDLE}, got {elem.tag!r}")
-    try:
-        check_element(elem, MAX_XML_DEPTH, MAX_XML_ELEMENTS, max_text=MAX_BUNDLE_TEXT)
-    except RestrictedXml as e:
-        raise InvalidBundle(str(e)) from None
-    spk = required_child(elem, _SPK, InvalidBundle)
-    spks = required_child(elem, _SPKS, InvalidBundle)
-    ik = required_child(elem, _IK, InvalidBundle)
-    prekeys_elem = required_child(elem, _PREKEYS, InvalidBundle)
-    prekeys: dict[int, bytes] = {}
-    for pk in children(prekeys_elem, _PK, InvalidBundle, MAX_PREKEYS_PER_BUNDLE):
-        pk_id = _bundle_id(pk, "preKeyId")
-        if pk_id in prekeys:
-            raise InvalidBundle(f"duplicate preKeyId {pk_id}")
-        prekeys[pk_id] = _public_key(pk, "preKeyPublic")
-    if len(prekeys) < MIN_PREKEYS_LEGACY:
-        raise InvalidBundle(f"{len(prekeys)} prekeys, at least {MIN_PREKEYS_LEGACY} required")
-    return Bundle(
-        flavour=FLAVOUR,
-        ik=_public_key(ik, "identityKey"),
-        spk_id=_bundle_id(spk, "signedPreKeyId"),
-        spk=_public_key(spk, "signedPreKeyPublic"),
-        spk_signature=_bundle_bytes(spks, "signedPreKeySignature", _SIG_LEN),
-        prekeys=prekeys,
-    )
+    return omemo_xml.parse_bundle(_SCHEMA, elem)
 
 
 def build_bundle(bundle: Bundle) -> ET.Element:
     """A Bundle to ``<bundle>`` in python-oldmemo's order and spelling."""
-    if bundle.flavour != FLAVOUR:
-        raise UsageError(f"not a {FLAVOUR} bundle: {bundle.flavour!r}")
-    keys = [bundle.ik, bundle.spk, *bundle.prekeys.values()]
-    ids = [bundle.spk_id, *bundle.prekeys]
-    if (
-        any(len(k) != _KEY_LEN or k[0] != _DJB for k in keys)
-        or len(bundle.spk_signature) != _SIG_LEN
-        or not all(PREKEY_ID_MIN <= i <= PREKEY_ID_MAX for i in ids)
-    ):
-        raise UsageError("bundle with a malformed key or an id out of range")
-    root = ET.Element(_BUNDLE)
-    ET.SubElement(root, _SPK, {"signedPreKeyId": str(bundle.spk_id)}).text = encode_base64(
-        bundle.spk
-    )
-    ET.SubElement(root, _SPKS).text = encode_base64(bundle.spk_signature)
-    ET.SubElement(root, _IK).text = encode_base64(bundle.ik)
-    prekeys = ET.SubElement(root, _PREKEYS)
-    for pk_id, pk in bundle.prekeys.items():
-        ET.SubElement(prekeys, _PK, {"preKeyId": str(pk_id)}).text = encode_base64(pk)
-    return root
+    return omemo_xml.build_bundle(_SCHEMA, bundle)
 
 
 # ---- encrypted -----------------------------------------------------------------------------
@@ -197,9 +123,7 @@ def parse_encrypted(elem: ET.Element) -> EncryptedElement:
     if elem.tag != _ENCRYPTED:
         raise MalformedMessage(f"expected {_ENCRYPTED}, got {elem.tag!r}")
     header = required_child(elem, _HEADER, MalformedMessage)
-    sid = parse_uint(header.get("sid"), "sid")
-    if not DEVICE_ID_MIN <= sid <= DEVICE_ID_MAX:
-        raise MalformedMessage(f"sid {sid} out of range")
+    sid = sender_id(header)
     key_elems = list(children(header, _KEY, MalformedMessage, MAX_KEY_ELEMENTS))
     iv_elem = optional_child(header, _IV, MalformedMessage)
     iv = None
@@ -211,10 +135,7 @@ def parse_encrypted(elem: ET.Element) -> EncryptedElement:
     for key in key_elems:
         rid = parse_uint(key.get("rid"), "rid")
         prekey = parse_bool(key.get("prekey"), "prekey")
-        data = decode_base64(key.text, "key", MAX_KEY_BYTES)
-        if not data:
-            raise MalformedMessage("empty key element")
-        keys.append(KeyElement(rid=rid, data=data, kex=prekey))
+        keys.append(KeyElement(rid=rid, data=key_data(key), kex=prekey))
     payload_elem = optional_child(elem, _PAYLOAD, MalformedMessage)
     payload = None
     if payload_elem is not None:

@@ -29,26 +29,20 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from ..errors import InvalidBundle, MalformedMessage, RestrictedXml, UsageError
+from ..errors import MalformedMessage, UsageError
 from ..limits import (
     DEVICE_ID_MAX,
     DEVICE_ID_MIN,
-    MAX_BUNDLE_TEXT,
-    MAX_DEVICES_PER_LIST,
     MAX_JID_LENGTH,
-    MAX_KEY_BYTES,
     MAX_KEY_ELEMENTS,
     MAX_PAYLOAD_BYTES,
-    MAX_PREKEYS_PER_BUNDLE,
-    MAX_XML_DEPTH,
     MAX_XML_ELEMENTS,
     MIN_PREKEYS_OMEMO2,
-    PREKEY_ID_MAX,
-    PREKEY_ID_MIN,
 )
+from .. import omemo_xml
 from ..model import Bundle, DeviceEntry, DeviceList, EncryptedElement, KeyElement
+from ..omemo_xml import BundleSchema, device_elements, key_data, sender_id
 from ..xmlsafe import (
-    check_element,
     children,
     decode_base64,
     encode_base64,
@@ -89,21 +83,15 @@ def parse_device_list(elem: ET.Element) -> DeviceList:
     """``<devices xmlns='urn:xmpp:omemo:2'>`` (the payload of the PEP item) to a DeviceList."""
     if elem.tag != _DEVICES:
         raise MalformedMessage(f"expected {_DEVICES}, got {elem.tag!r}")
-    entries: dict[int, DeviceEntry] = {}
-    for device in children(elem, _DEVICE, MalformedMessage, MAX_DEVICES_PER_LIST):
-        try:
-            device_id = parse_uint(device.get("id"), "device id")
-        except MalformedMessage:
-            continue
-        if not DEVICE_ID_MIN <= device_id <= DEVICE_ID_MAX or device_id in entries:
-            continue
+    entries = []
+    for device_id, device in device_elements(elem, _DEVICE):
         sig_text = device.get("labelsig")
         try:
             signature = None if sig_text is None else decode_base64(sig_text, "labelsig", 1024)
         except MalformedMessage:
             signature = None
-        entries[device_id] = DeviceEntry(device_id, device.get("label"), signature)
-    return DeviceList(FLAVOUR, tuple(entries.values()))
+        entries.append(DeviceEntry(device_id, device.get("label"), signature))
+    return DeviceList(FLAVOUR, tuple(entries))
 
 
 def build_device_list(device_list: DeviceList) -> ET.Element:
@@ -125,86 +113,23 @@ def build_device_list(device_list: DeviceList) -> ET.Element:
 # ---- bundle --------------------------------------------------------------------------------
 
 
-def _bundle_id(elem: ET.Element, what: str) -> int:
-    value = parse_uint(elem.get("id"), what, InvalidBundle)
-    if not PREKEY_ID_MIN <= value <= PREKEY_ID_MAX:
-        raise InvalidBundle(f"{what} {value} out of range")
-    return value
-
-
-def _bundle_bytes(elem: ET.Element, what: str, length: int) -> bytes:
-    data = decode_base64(elem.text, what, length, InvalidBundle)
-    if len(data) != length:
-        raise InvalidBundle(f"{what}: {len(data)} bytes, expected {length}")
-    return data
+_SCHEMA = BundleSchema(
+    flavour=FLAVOUR, bundle=_BUNDLE, spk=_SPK, spks=_SPKS, ik=_IK, prekeys=_PREKEYS, pk=_PK,
+    spk_id_attr="id", pk_id_attr="id", key_prefix=b"", min_prekeys=MIN_PREKEYS_OMEMO2,
+)
 
 
 def parse_bundle(elem: ET.Element) -> Bundle:
     """``<bundle xmlns='urn:xmpp:omemo:2'>`` to a Bundle (keys as on the wire: raw 32 bytes)."""
-    if elem.tag != _BUNDLE:
-        raise InvalidBundle(f"expected {_BUNDLE}, got {elem.tag!r}")
-    try:
-        check_element(elem, MAX_XML_DEPTH, MAX_XML_ELEMENTS, max_text=MAX_BUNDLE_TEXT)
-    except RestrictedXml as e:
-        raise InvalidBundle(str(e)) from None
-    spk = required_child(elem, _SPK, InvalidBundle)
-    spks = required_child(elem, _SPKS, InvalidBundle)
-    ik = required_child(elem, _IK, InvalidBundle)
-    prekeys_elem = required_child(elem, _PREKEYS, InvalidBundle)
-    prekeys: dict[int, bytes] = {}
-    for pk in children(prekeys_elem, _PK, InvalidBundle, MAX_PREKEYS_PER_BUNDLE):
-        pk_id = _bundle_id(pk, "pk id")
-        if pk_id in prekeys:
-            raise InvalidBundle(f"duplicate pk id {pk_id}")
-        prekeys[pk_id] = _bundle_bytes(pk, "pk", _KEY_LEN)
-    if len(prekeys) < MIN_PREKEYS_OMEMO2:
-        raise InvalidBundle(f"{len(prekeys)} prekeys, at least {MIN_PREKEYS_OMEMO2} required")
-    return Bundle(
-        flavour=FLAVOUR,
-        ik=_bundle_bytes(ik, "ik", _KEY_LEN),
-        spk_id=_bundle_id(spk, "spk id"),
-        spk=_bundle_bytes(spk, "spk", _KEY_LEN),
-        spk_signature=_bundle_bytes(spks, "spks", _SIG_LEN),
-        prekeys=prekeys,
-    )
+    return omemo_xml.parse_bundle(_SCHEMA, elem)
 
 
 def build_bundle(bundle: Bundle) -> ET.Element:
     """A Bundle to ``<bundle>``: ``spk``, ``spks``, ``ik``, ``prekeys`` in python-twomemo's order."""
-    if bundle.flavour != FLAVOUR:
-        raise UsageError(f"not an {FLAVOUR} bundle: {bundle.flavour!r}")
-    lengths = [(bundle.ik, _KEY_LEN), (bundle.spk, _KEY_LEN), (bundle.spk_signature, _SIG_LEN)]
-    lengths += [(pk, _KEY_LEN) for pk in bundle.prekeys.values()]
-    ids = [bundle.spk_id, *bundle.prekeys]
-    if any(len(data) != n for data, n in lengths) or not all(
-        PREKEY_ID_MIN <= i <= PREKEY_ID_MAX for i in ids
-    ):
-        raise UsageError("bundle with a wrong key length or an id out of range")
-    root = ET.Element(_BUNDLE)
-    ET.SubElement(root, _SPK, {"id": str(bundle.spk_id)}).text = encode_base64(bundle.spk)
-    ET.SubElement(root, _SPKS).text = encode_base64(bundle.spk_signature)
-    ET.SubElement(root, _IK).text = encode_base64(bundle.ik)
-    prekeys = ET.SubElement(root, _PREKEYS)
-    for pk_id, pk in bundle.prekeys.items():
-        ET.SubElement(prekeys, _PK, {"id": str(pk_id)}).text = encode_base64(pk)
-    return root
+    return omemo_xml.build_bundle(_SCHEMA, bundle)
 
 
 # ---- encrypted -----------------------------------------------------------------------------
-
-
-def _sid(header: ET.Element) -> int:
-    sid = parse_uint(header.get("sid"), "sid")
-    if not DEVICE_ID_MIN <= sid <= DEVICE_ID_MAX:
-        raise MalformedMessage(f"sid {sid} out of range")
-    return sid
-
-
-def _key_data(elem: ET.Element) -> bytes:
-    data = decode_base64(elem.text, "key", MAX_KEY_BYTES)
-    if not data:
-        raise MalformedMessage("empty key element")
-    return data
 
 
 def parse_encrypted(elem: ET.Element) -> EncryptedElement:
@@ -212,7 +137,7 @@ def parse_encrypted(elem: ET.Element) -> EncryptedElement:
     if elem.tag != _ENCRYPTED:
         raise MalformedMessage(f"expected {_ENCRYPTED}, got {elem.tag!r}")
     header = required_child(elem, _HEADER, MalformedMessage)
-    sid = _sid(header)
+    sid = sender_id(header)
     groups = list(children(header, _KEYS, MalformedMessage, MAX_KEY_ELEMENTS))
     if sum(len(group) for group in groups) > MAX_XML_ELEMENTS:
         raise MalformedMessage(f"<keys> groups with more than {MAX_XML_ELEMENTS} children")
@@ -229,7 +154,7 @@ def parse_encrypted(elem: ET.Element) -> EncryptedElement:
         for key in children(group, _KEY, MalformedMessage, MAX_KEY_ELEMENTS):
             rid = parse_uint(key.get("rid"), "rid")
             kex = parse_bool(key.get("kex"), "kex")
-            keys.append(KeyElement(rid=rid, data=_key_data(key), kex=kex, jid=jid))
+            keys.append(KeyElement(rid=rid, data=key_data(key), kex=kex, jid=jid))
     payload_elem = optional_child(elem, _PAYLOAD, MalformedMessage)
     payload = None
     if payload_elem is not None:
