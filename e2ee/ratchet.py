@@ -218,9 +218,7 @@ class DoubleRatchet:
             if ck is None:  # our initial DHr (the peer's signed prekey) has no receiving chain
                 raise AuthenticationFailed()
             new_keys: list[tuple[tuple[bytes, int], bytes]] = []
-            for i in range(nr, n):
-                new_keys.append(((dh, i), hmac_sha256(ck, _MK_CONST)))
-                ck = hmac_sha256(ck, _CK_CONST)
+            ck = _skip(ck, dh, nr, n, new_keys)
             plaintext = self._open(hmac_sha256(ck, _MK_CONST), msg)
             self.ckr = hmac_sha256(ck, _CK_CONST)
             self.nr = n + 1
@@ -242,21 +240,15 @@ class DoubleRatchet:
         if old_count + n > MAX_SKIP:
             raise TooManySkippedKeys(f"message would skip {old_count + n} keys")
         new_keys = []
-        old_end = nr
+        # up to and including index pn: libsignal senders put pn one lower than the spec
+        old_end = max(nr, msg.pn + 1)
         if old_ck is not None and old_dh is not None:
-            ck = old_ck
-            # up to and including index pn: libsignal senders put pn one lower than the spec
-            for i in range(nr, max(nr, msg.pn + 1)):
-                new_keys.append(((old_dh, i), hmac_sha256(ck, _MK_CONST)))
-                ck = hmac_sha256(ck, _CK_CONST)
-            old_end = max(nr, msg.pn + 1)
+            _skip(old_ck, old_dh, nr, old_end, new_keys)
         flavour = self.flavour
         rk, ckr = _kdf_rk(flavour, self.root_key, x25519(self.dhs_priv, dh))
         new_priv = rng(32)
         rk, cks = _kdf_rk(flavour, rk, x25519(new_priv, dh))
-        for i in range(n):
-            new_keys.append(((dh, i), hmac_sha256(ckr, _MK_CONST)))
-            ckr = hmac_sha256(ckr, _CK_CONST)
+        ckr = _skip(ckr, dh, 0, n, new_keys)
         plaintext = self._open(hmac_sha256(ckr, _MK_CONST), msg)
         # commit
         if old_dh is not None and old_ck is not None:
@@ -357,6 +349,17 @@ class DoubleRatchet:
             {(s.dh_pub, s.n): s.key for s in st.skipped},
             {c.dh_pub: c.end for c in st.old_chains},
         )
+
+
+def _skip(
+    ck: bytes, dh: bytes, start: int, stop: int, out: list[tuple[tuple[bytes, int], bytes]]
+) -> bytes:
+    """Derive the message keys ``start .. stop - 1`` of the chain ``ck`` of ratchet key ``dh``
+    into ``out``; return the chain key at ``stop``."""
+    for i in range(start, stop):
+        out.append(((dh, i), hmac_sha256(ck, _MK_CONST)))
+        ck = hmac_sha256(ck, _CK_CONST)
+    return ck
 
 
 def _kdf_rk(flavour: Flavour, root_key: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
