@@ -38,8 +38,8 @@ def _pair(flavour_name: str) -> tuple[DoubleRatchet, DoubleRatchet]:
     spk, opk = os.urandom(32), os.urandom(32)
     spk_pub = x25519_public(spk)
     bundle = PeerBundle(
-        flavour.own_identity(bob.ed25519_public, bob.x25519_public), 1, flavour.encode_public(spk_pub),
-        flavour.sign_prekey(bob.seed, bob.ed25519_public, spk_pub), 7, flavour.encode_public(x25519_public(opk)),
+        flavour.own_identity(bob), 1, flavour.encode_public(spk_pub),
+        flavour.sign_prekey(bob, spk_pub), 7, flavour.encode_public(x25519_public(opk)),
     )
     a = initiate(flavour, alice, bundle)
     kex, _ = a.encrypt(KM)

@@ -43,8 +43,8 @@ class Device:
     def bundle(self, pk_id: int) -> PeerBundle:
         f, spk_pub = self.flavour, x25519_public(self.spk)
         return PeerBundle(
-            f.own_identity(self.ik.ed25519_public, self.ik.x25519_public), 1, f.encode_public(spk_pub),
-            f.sign_prekey(self.ik.seed, self.ik.ed25519_public, spk_pub), pk_id,
+            f.own_identity(self.ik), 1, f.encode_public(spk_pub),
+            f.sign_prekey(self.ik, spk_pub), pk_id,
             f.encode_public(x25519_public(self.prekeys[pk_id])),
         )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from .identity import IdentityKeyPair
+
 __all__ = ["Flavour", "ParsedMessage", "ParsedKeyExchange"]
 
 
@@ -66,12 +68,12 @@ class Flavour(ABC):
         """The X25519 form of an identity key given in wire form (checked)."""
 
     @abstractmethod
-    def own_identity(self, ed25519_public: bytes, x25519_public: bytes) -> bytes:
+    def own_identity(self, own: IdentityKeyPair) -> bytes:
         """Wire form of our own identity key."""
 
     @abstractmethod
-    def sign_prekey(self, seed: bytes, ed25519_public: bytes, spk: bytes) -> bytes:
-        """Signature of the identity key over the raw signed prekey ``spk``."""
+    def sign_prekey(self, own: IdentityKeyPair, spk: bytes) -> bytes:
+        """Signature of our identity key over the raw signed prekey ``spk``."""
 
     @abstractmethod
     def verify_prekey(self, ik: bytes, spk: bytes, signature: bytes) -> None:

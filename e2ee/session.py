@@ -53,7 +53,7 @@ class Session:
     pk_id: int
     spk_id: int
     ek: bytes
-    own_ik: bytes = field(default=b"", repr=False)
+    own_ik: bytes = field(repr=False)  #: our identity key in wire form, for key exchanges
 
     @property
     def flavour(self) -> Flavour:
@@ -99,7 +99,7 @@ class Session:
     def from_bytes(cls, data: bytes, own: IdentityKeyPair) -> Session:
         st = records.load(data, SESSION_VERSION, SessionState(), "session state")
         ratchet = DoubleRatchet.from_bytes(st.ratchet)
-        own_ik = ratchet.flavour.own_identity(own.ed25519_public, own.x25519_public)
+        own_ik = ratchet.flavour.own_identity(own)
         return cls(ratchet, st.initiator, st.confirmed, st.peer_ik, st.pk_id, st.spk_id, st.ek, own_ik)
 
 
@@ -112,7 +112,7 @@ def initiate(
     start = x3dh.initiate(flavour, own, bundle.ik, bundle.spk, bundle.spk_signature, bundle.pk, ek_private)
     res = start.result
     ratchet = DoubleRatchet.initiate(flavour, res.shared_secret, res.ad_send, res.ad_recv, start.spk, rng)
-    own_ik = flavour.own_identity(own.ed25519_public, own.x25519_public)
+    own_ik = flavour.own_identity(own)
     return Session(ratchet, True, False, bundle.ik, bundle.pk_id, bundle.spk_id, start.ek_pub, own_ik)
 
 
@@ -140,6 +140,6 @@ def accept(
     res = x3dh.respond(flavour, own, spk_private, opk_private, kex.ik, kex.ek)
     ratchet = DoubleRatchet.respond(flavour, res.shared_secret, res.ad_send, res.ad_recv, spk_private)
     plaintext = ratchet.decrypt(kex.message, rng)
-    own_ik = flavour.own_identity(own.ed25519_public, own.x25519_public)
+    own_ik = flavour.own_identity(own)
     session = Session(ratchet, False, True, kex.ik, kex.pk_id, kex.spk_id, kex.ek, own_ik)
     return session, plaintext

@@ -55,7 +55,7 @@ class OurDevice:
         self.sessions: dict[tuple[str, int], Session] = {}
 
     def identity_key(self) -> bytes:
-        return self.flavour.own_identity(self.ik.ed25519_public, self.ik.x25519_public)
+        return self.flavour.own_identity(self.ik)
 
     def bundle(self) -> WireBundle:
         f = self.flavour
@@ -64,7 +64,7 @@ class OurDevice:
             ik=self.identity_key(),
             spk_id=self.spk_id,
             spk=f.encode_public(spk),
-            spk_sig=f.sign_prekey(self.ik.seed, self.ik.ed25519_public, spk),
+            spk_sig=f.sign_prekey(self.ik, spk),
             prekeys={i: f.encode_public(x25519_public(k)) for i, k in self.prekeys.items()},
         )
 

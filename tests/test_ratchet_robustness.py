@@ -193,7 +193,7 @@ def test_garbage_with_fresh_ratchet_keys_leaves_no_trace(flavour: str) -> None:
     rng = seeded_rng("garbage")
     for i in range(200):
         dh = x25519_public(rng(32))
-        forged = f.pack_message(dh, i % 5, i % 3, rng(32), rng(32), rng(len(f.own_identity(b"a" * 32, b"b" * 32)) * 2))
+        forged = f.pack_message(dh, i % 5, i % 3, rng(32), rng(32), rng(64))  # any AD: the MAC is wrong anyway
         with pytest.raises(AuthenticationFailed):
             bob.decrypt(*A, forged, False)
         assert bob.state(*A) == before

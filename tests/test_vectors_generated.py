@@ -33,7 +33,7 @@ def test_x3dh_agreement(v: dict[str, Any]) -> None:
                           _h(inp["alice_ek_priv"]))
     assert start.result.shared_secret == _h(v["shared_secret"])
     assert start.result.ad_send == _h(v["associated_data"])
-    own_ik = f.own_identity(alice.ed25519_public, alice.x25519_public)
+    own_ik = f.own_identity(alice)
     passive = x3dh.respond(f, bob, _h(inp["bob_spk_priv"]), _h(inp["bob_opk_priv"]), own_ik, start.ek_pub)
     assert passive.shared_secret == _h(v["shared_secret"])
 

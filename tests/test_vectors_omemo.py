@@ -60,10 +60,10 @@ def test_end_to_end_transcript(name: str) -> None:
     alice, bob = IdentityKeyPair.from_seed(h("alice_ik_seed")), IdentityKeyPair.from_seed(h("bob_ik_seed"))
     assert alice.ed25519_public == h("alice_ik_ed25519_pub") and alice.x25519_public == h("alice_ik_x25519_pub")
     spk_pub = x25519_public(h("bob_spk_priv"))
-    sig = f.sign_prekey(bob.seed, bob.ed25519_public, spk_pub)
+    sig = f.sign_prekey(bob, spk_pub)
     assert sig == (h("spk_signature_on_wire") if f is LEGACY else h("spk_signature_ed25519"))
     bundle = PeerBundle(
-        f.own_identity(bob.ed25519_public, bob.x25519_public), v["spk_id"], f.encode_public(spk_pub), sig,
+        f.own_identity(bob), v["spk_id"], f.encode_public(spk_pub), sig,
         v["pk_id"], f.encode_public(h("bob_opk_pub")),
     )
     a_rng = queue(h("alice_ek_priv"), h("alice_ratchet1_priv"), h("alice_ratchet2_priv"))

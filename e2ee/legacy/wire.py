@@ -17,6 +17,7 @@ from ..errors import (
     UnsupportedVersion,
 )
 from ..flavour import Flavour, ParsedKeyExchange, ParsedMessage
+from ..identity import IdentityKeyPair
 from ..limits import MAC_LEN_LEGACY
 from ..primitives import hmac_sha256, x25519_check_public
 from ..wire.legacy_pb2 import PreKeySignalMessage, SignalMessage
@@ -68,11 +69,11 @@ class LegacyFlavour(Flavour):
     def identity_to_x25519(self, ik: bytes) -> bytes:
         return _decode_key(ik)
 
-    def own_identity(self, ed25519_public: bytes, x25519_public: bytes) -> bytes:
-        return _KEY_TYPE + x25519_public
+    def own_identity(self, own: IdentityKeyPair) -> bytes:
+        return _KEY_TYPE + own.x25519_public
 
-    def sign_prekey(self, seed: bytes, ed25519_public: bytes, spk: bytes) -> bytes:
-        return sign_with_sign_bit(seed, _KEY_TYPE + spk, ed25519_public)
+    def sign_prekey(self, own: IdentityKeyPair, spk: bytes) -> bytes:
+        return sign_with_sign_bit(own.seed, _KEY_TYPE + spk, own.ed25519_public)
 
     def verify_prekey(self, ik: bytes, spk: bytes, signature: bytes) -> None:
         if not curve25519_verify(_decode_key(ik), _KEY_TYPE + spk, signature):

@@ -15,6 +15,7 @@ from ..errors import (
     UsageError,
 )
 from ..flavour import Flavour, ParsedKeyExchange, ParsedMessage
+from ..identity import IdentityKeyPair
 from ..limits import MAC_LEN_OMEMO2
 from ..primitives import (
     ed25519_public_to_x25519,
@@ -51,11 +52,11 @@ class Omemo2Flavour(Flavour):
         x25519_check_public(u)
         return u
 
-    def own_identity(self, ed25519_public: bytes, x25519_public: bytes) -> bytes:
-        return ed25519_public
+    def own_identity(self, own: IdentityKeyPair) -> bytes:
+        return own.ed25519_public
 
-    def sign_prekey(self, seed: bytes, ed25519_public: bytes, spk: bytes) -> bytes:
-        return ed25519_sign(seed, spk, ed25519_public)
+    def sign_prekey(self, own: IdentityKeyPair, spk: bytes) -> bytes:
+        return ed25519_sign(own.seed, spk, own.ed25519_public)
 
     def verify_prekey(self, ik: bytes, spk: bytes, signature: bytes) -> None:
         if not ed25519_verify(ik, spk, signature):
