@@ -5,7 +5,7 @@ minimal; the engine's own device and bundle management is tested elsewhere."""
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Literal
+from typing import Literal
 
 from e2ee.flavour import Flavour
 from e2ee.identity import IdentityKeyPair
@@ -68,10 +68,9 @@ class OurDevice:
             prekeys={i: f.encode_public(x25519_public(k)) for i, k in self.prekeys.items()},
         )
 
-    def initiate(self, jid: str, device_id: int, bundle: WireBundle, key_material: bytes,
-                 choose: Callable[[list[int]], int] | None = None) -> bytes:
+    def initiate(self, jid: str, device_id: int, bundle: WireBundle, key_material: bytes) -> bytes:
         ids = sorted(bundle.prekeys)
-        pk_id = choose(ids) if choose else ids[self.rng(1)[0] % len(ids)]
+        pk_id = ids[self.rng(1)[0] % len(ids)]
         peer = PeerBundle(bundle.ik, bundle.spk_id, bundle.spk, bundle.spk_sig, pk_id, bundle.prekeys[pk_id])
         session = initiate(self.flavour, self.ik, peer, self.rng)
         self.sessions[(jid, device_id)] = session
