@@ -50,7 +50,8 @@ def _pair(flavour_name: str) -> tuple[DoubleRatchet, DoubleRatchet]:
 
 def _floor_symmetric(encrypt: bool) -> Callable[[], object]:
     ck, ad = os.urandom(32), os.urandom(64)
-    ct = aes_cbc_encrypt(os.urandom(32), os.urandom(16), KM)
+    okm = hkdf_sha256(hmac_sha256(ck, b"\x01"), b"", b"OMEMO Message Key Material", 80)
+    ct = aes_cbc_encrypt(okm[:32], okm[64:], KM)  # decrypts (and unpads) correctly below
 
     def op() -> object:
         mk = hmac_sha256(ck, b"\x01")
@@ -60,22 +61,19 @@ def _floor_symmetric(encrypt: bool) -> Callable[[], object]:
             c = aes_cbc_encrypt(okm[:32], okm[64:], KM)
             return hmac_sha256(okm[32:64], ad + c)
         hmac_sha256(okm[32:64], ad + ct)
-        try:
-            return aes_cbc_decrypt(okm[:32], okm[64:], ct)
-        except Exception:
-            return None
+        return aes_cbc_decrypt(okm[:32], okm[64:], ct)
 
     return op
 
 
 def _floor_dh() -> Callable[[], object]:
     sym = _floor_symmetric(False)
-    rk, peer = os.urandom(32), x25519_public(os.urandom(32))
+    rk, own, peer = os.urandom(32), os.urandom(32), x25519_public(os.urandom(32))
 
     def op() -> object:
-        priv = os.urandom(32)
+        priv = os.urandom(32)  # our next ratchet key pair
         x25519_public(priv)
-        hkdf_sha256(x25519(os.urandom(32), peer), rk, b"OMEMO Root Chain", 64)
+        hkdf_sha256(x25519(own, peer), rk, b"OMEMO Root Chain", 64)
         hkdf_sha256(x25519(priv, peer), rk, b"OMEMO Root Chain", 64)
         return sym()
 
