@@ -36,6 +36,8 @@ __all__ = [
     "UnknownPreKey",
     "UnknownSignedPreKey",
     "ReusedBaseKey",
+    "SenderDistrusted",
+    "SpoofedEvent",
     "StorageError",
     "CorruptState",
 ]
@@ -126,6 +128,14 @@ class UnknownSignedPreKey(PeerError):
 
 class ReusedBaseKey(PeerError):
     """A key exchange reuses a base (ephemeral) key already used with that prekey."""
+
+
+class SenderDistrusted(PeerError):
+    """The sending device's identity key is distrusted: its messages are refused."""
+
+
+class SpoofedEvent(PeerError):
+    """A device-list or bundle update claims to describe another account than its sender."""
 
 
 class StorageError(E2EEError):

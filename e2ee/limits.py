@@ -99,3 +99,36 @@ DEVICE_ID_MAX: Final = 2**31 - 1
 #: Signed-prekey and prekey ids accepted in bundles (catalogue X6: 0 and >= 2^31 are invalid).
 PREKEY_ID_MIN: Final = 1
 PREKEY_ID_MAX: Final = 2**31 - 1
+
+# ---- own bundle, sessions and business rules (XEP-0384) ----------------------------------
+
+#: One-time prekeys we publish (XEP-0384: about 100; Conversations, Dino, python-omemo: 100).
+PREKEY_COUNT: Final = 100
+
+#: Refill the one-time prekeys whenever fewer than this many unused ones remain.  Every
+#: consumed prekey forces a republication anyway (to remove it), so we top up at the same time,
+#: as python-omemo does (it refills at 99).
+PREKEY_REFILL_THRESHOLD: Final = PREKEY_COUNT
+
+#: Highest one-time/signed prekey id we generate: libsignal-based stores (Conversations, Dino)
+#: use ids below 2^24 (``omemo-legacy.md`` section 4).
+OWN_PREKEY_ID_MAX: Final = 2**24 - 2
+
+#: Signed-prekey rotation period (python-omemo: 7 days; XEP-0384: one week to one month).
+SPK_ROTATION: Final = timedelta(days=7)
+
+#: How long the previous signed prekey still accepts key exchanges after a rotation (one more
+#: rotation period, as XEP-0384 suggests); afterwards its private key is deleted.
+SPK_GRACE: Final = SPK_ROTATION
+
+#: After decrypting a message whose counter shows this many messages from the peer without an
+#: answer from us, send an empty message (heartbeat).  python-omemo ``STALENESS_MAGIC_NUMBER``.
+HEARTBEAT_THRESHOLD: Final = 53
+
+#: A session we started and that never got an answer is not used for sending after this long;
+#: a fresh bundle is fetched instead (catalogue R12; libsignal expires them after 30 days).
+STALE_SESSION_AGE: Final = timedelta(days=30)
+
+#: Earlier sessions kept per peer device after a newer key exchange replaced them, so that
+#: messages still in flight on them (simultaneous initiation, late delivery) decrypt.
+MAX_ARCHIVED_SESSIONS: Final = 2

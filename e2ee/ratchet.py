@@ -20,7 +20,7 @@ Per-flavour differences (info strings, MAC length, framing, associated data) com
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
 from . import records
 from .errors import (
@@ -44,7 +44,7 @@ from .primitives import (
 from .rng import Random, system_random
 from .wire.state_pb2 import RatchetState
 
-__all__ = ["DoubleRatchet", "STATE_VERSION"]
+__all__ = ["DoubleRatchet", "MemorySkippedKeys", "SkippedKeys", "STATE_VERSION"]
 
 #: Version byte in front of serialized ratchet state.
 STATE_VERSION: Final = 1
@@ -52,6 +52,41 @@ STATE_VERSION: Final = 1
 _MK_CONST: Final = b"\x01"
 _CK_CONST: Final = b"\x02"
 _ZERO_SALT: Final = bytes(32)
+
+
+#: (ratchet key, counter) of a skipped message key
+SkipIndex = tuple[bytes, int]
+
+
+class SkippedKeys(Protocol):
+    """Where a ratchet keeps the message keys it skipped.  The ratchet calls :meth:`pop` and
+    :meth:`add` only after a message authenticated, so a failed decryption changes nothing."""
+
+    def get(self, index: SkipIndex) -> bytes | None: ...
+
+    def pop(self, index: SkipIndex) -> None:
+        """Forget a key that has just been used."""
+
+    def add(self, keys: list[tuple[SkipIndex, bytes]]) -> None:
+        """Store new keys (in chain order), evicting the oldest beyond
+        :data:`~e2ee.limits.MAX_SKIPPED_KEYS_PER_SESSION`."""
+
+    def __len__(self) -> int: ...
+
+
+class MemorySkippedKeys(dict[SkipIndex, bytes]):
+    """Skipped keys held in the ratchet object itself and serialized with it (oldest first)."""
+
+    def pop(self, index: SkipIndex, default: object = None) -> None:  # type: ignore[override]
+        super().pop(index, None)
+
+    def add(self, keys: list[tuple[SkipIndex, bytes]]) -> None:
+        self.update(keys)
+        excess = len(self) - MAX_SKIPPED_KEYS_PER_SESSION
+        if excess > 0:
+            it = iter(self)
+            for index in [next(it) for _ in range(excess)]:
+                del self[index]
 
 
 def _flavours() -> dict[int, Flavour]:
@@ -99,7 +134,7 @@ class DoubleRatchet:
         pn: int,
         ad_send: bytes,
         ad_recv: bytes,
-        skipped: dict[tuple[bytes, int], bytes] | None = None,
+        skipped: SkippedKeys | None = None,
         old_chains: dict[bytes, int] | None = None,
     ) -> None:
         self.flavour = flavour
@@ -115,7 +150,7 @@ class DoubleRatchet:
         self.ad_send = ad_send
         self.ad_recv = ad_recv
         #: (ratchet key, counter) -> message key, oldest first
-        self.skipped: dict[tuple[bytes, int], bytes] = skipped if skipped is not None else {}
+        self.skipped: SkippedKeys = skipped if skipped is not None else MemorySkippedKeys()
         #: previous receiving ratchet key -> first counter that was never derived on it
         self.old_chains: dict[bytes, int] = old_chains if old_chains is not None else {}
 
@@ -205,7 +240,7 @@ class DoubleRatchet:
         mk = skipped.get((dh, n))
         if mk is not None:
             plaintext = self._open(mk, msg)
-            del skipped[(dh, n)]
+            skipped.pop((dh, n))
             return plaintext
 
         if dh == self.dhr:
@@ -222,7 +257,8 @@ class DoubleRatchet:
             plaintext = self._open(hmac_sha256(ck, _MK_CONST), msg)
             self.ckr = hmac_sha256(ck, _CK_CONST)
             self.nr = n + 1
-            self._store_skipped(new_keys)
+            if new_keys:
+                skipped.add(new_keys)
             return plaintext
 
         end = self.old_chains.get(dh)
@@ -265,7 +301,8 @@ class DoubleRatchet:
         self.pn = self.ns
         self.ns = 0
         self.nr = n + 1
-        self._store_skipped(new_keys)
+        if new_keys:
+            skipped.add(new_keys)
         return plaintext
 
     def _open(self, mk: bytes, msg: ParsedMessage) -> bytes:
@@ -275,18 +312,6 @@ class DoubleRatchet:
         if not constant_time_eq(mac, msg.mac):
             raise AuthenticationFailed()
         return aes_cbc_decrypt(okm[:32], okm[64:], msg.ciphertext)
-
-    def _store_skipped(self, new_keys: list[tuple[tuple[bytes, int], bytes]]) -> None:
-        if not new_keys:
-            return
-        skipped = self.skipped
-        skipped.update(new_keys)
-        excess = len(skipped) - MAX_SKIPPED_KEYS_PER_SESSION
-        if excess > 0:
-            it = iter(skipped)
-            oldest = [next(it) for _ in range(excess)]
-            for key in oldest:
-                del skipped[key]
 
     # ------------------------------------------------------------------ serialization
 
@@ -309,7 +334,9 @@ class DoubleRatchet:
             st.cks = self.cks
         if self.ckr is not None:
             st.ckr = self.ckr
-        for (dh, n), key in self.skipped.items():
+        skipped = self.skipped
+        # skipped keys held elsewhere (a store) are persisted by their owner
+        for (dh, n), key in skipped.items() if isinstance(skipped, MemorySkippedKeys) else ():
             sk = st.skipped.add()
             sk.dh_pub = dh
             sk.n = n
@@ -321,8 +348,9 @@ class DoubleRatchet:
         return records.dump(STATE_VERSION, st)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> DoubleRatchet:
-        """Inverse of :meth:`to_bytes`; raises :class:`~e2ee.errors.CorruptState`."""
+    def from_bytes(cls, data: bytes, skipped: SkippedKeys | None = None) -> DoubleRatchet:
+        """Inverse of :meth:`to_bytes`; raises :class:`~e2ee.errors.CorruptState`.  Pass
+        ``skipped`` when the skipped keys live outside the serialized state."""
         st = records.load(data, STATE_VERSION, RatchetState(), "ratchet state")
         flavour = _flavours().get(st.flavour)
         if flavour is None:
@@ -346,7 +374,7 @@ class DoubleRatchet:
             st.pn,
             st.ad_send,
             st.ad_recv,
-            {(s.dh_pub, s.n): s.key for s in st.skipped},
+            skipped if skipped is not None else MemorySkippedKeys(((s.dh_pub, s.n), s.key) for s in st.skipped),
             {c.dh_pub: c.end for c in st.old_chains},
         )
 

@@ -20,7 +20,7 @@ from . import records, x3dh
 from .errors import UnknownPreKey, UnknownSignedPreKey
 from .flavour import Flavour, ParsedKeyExchange
 from .identity import IdentityKeyPair
-from .ratchet import DoubleRatchet
+from .ratchet import DoubleRatchet, SkippedKeys
 from .rng import Random, system_random
 from .wire.state_pb2 import SessionState
 
@@ -83,8 +83,9 @@ class Session:
             and kex.spk_id == self.spk_id
         )
 
-    def to_bytes(self) -> bytes:
-        st = SessionState(
+    def to_state(self) -> SessionState:
+        """The protobuf form (skipped keys included only when the ratchet holds them)."""
+        return SessionState(
             ratchet=self.ratchet.to_bytes(),
             initiator=self.initiator,
             confirmed=self.confirmed,
@@ -93,12 +94,19 @@ class Session:
             spk_id=self.spk_id,
             ek=self.ek,
         )
-        return records.dump(SESSION_VERSION, st)
+
+    def to_bytes(self) -> bytes:
+        return records.dump(SESSION_VERSION, self.to_state())
 
     @classmethod
     def from_bytes(cls, data: bytes, own: IdentityKeyPair) -> Session:
         st = records.load(data, SESSION_VERSION, SessionState(), "session state")
-        ratchet = DoubleRatchet.from_bytes(st.ratchet)
+        return cls.from_state(st, own)
+
+    @classmethod
+    def from_state(cls, st: SessionState, own: IdentityKeyPair, skipped: SkippedKeys | None = None) -> Session:
+        """Inverse of :meth:`to_state`; ``skipped`` as for :meth:`DoubleRatchet.from_bytes`."""
+        ratchet = DoubleRatchet.from_bytes(st.ratchet, skipped)
         own_ik = ratchet.flavour.own_identity(own)
         return cls(ratchet, st.initiator, st.confirmed, st.peer_ik, st.pk_id, st.spk_id, st.ek, own_ik)
 

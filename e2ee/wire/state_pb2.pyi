@@ -175,3 +175,94 @@ class SessionState(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionState: _TypeAlias = SessionState  # noqa: Y015
+
+@_typing.final
+class SkipRun(_message.Message):
+    """Skipped message keys of one ratchet key, counters start .. stop-1, stored as separate
+    records (see e2ee/sessions.py); some of them may already be used.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DH_PUB_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    dh_pub: _builtins.bytes
+    start: _builtins.int
+    stop: _builtins.int
+    def __init__(
+        self,
+        *,
+        dh_pub: _builtins.bytes | None = ...,
+        start: _builtins.int | None = ...,
+        stop: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dh_pub", b"dh_pub", "start", b"start", "stop", b"stop"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dh_pub", b"dh_pub", "start", b"start", "stop", b"stop"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkipRun: _TypeAlias = SkipRun  # noqa: Y015
+
+@_typing.final
+class StoredSession(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    uid: _builtins.bytes
+    """names this session's skipped-key records"""
+    created: _builtins.float
+    """unix time the session was built"""
+    skipped: _builtins.int
+    """how many of them are still stored"""
+    @_builtins.property
+    def state(self) -> Global___SessionState: ...
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkipRun]:
+        """skipped keys held for it, oldest first"""
+
+    def __init__(
+        self,
+        *,
+        state: Global___SessionState | None = ...,
+        uid: _builtins.bytes | None = ...,
+        created: _builtins.float | None = ...,
+        runs: _abc.Iterable[Global___SkipRun] | None = ...,
+        skipped: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "skipped", b"skipped", "state", b"state", "uid", b"uid"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "runs", b"runs", "skipped", b"skipped", "state", b"state", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredSession: _TypeAlias = StoredSession  # noqa: Y015
+
+@_typing.final
+class SessionRecord(_message.Message):
+    """All sessions with one peer device in one namespace: the current one first, then the
+    archived ones (replaced by a newer key exchange, still tried for late messages).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredSession]: ...
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___StoredSession] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRecord: _TypeAlias = SessionRecord  # noqa: Y015

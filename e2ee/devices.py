@@ -1,0 +1,126 @@
+"""What we know about each account's devices: the device lists per namespace, the identity
+key each device showed, and the bundles fetched.
+
+Records: table ``device`` keyed by bare JID; table ``bundle`` keyed like sessions.  A device
+that leaves every list becomes *inactive*: nothing is encrypted for it any more, but its
+identity key, sessions and trust stay (``omemo2.md`` section 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import jsonrec
+from .errors import CorruptState
+from .model import Bundle, DeviceEntry, DeviceList
+from .sessions import session_key
+from .storage import Storage
+
+__all__ = ["DeviceRegistry", "StoredBundle"]
+
+_VERSION = 1
+FLAVOURS = ("omemo2", "legacy")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBundle:
+    bundle: Bundle
+    fetched: float  #: unix time
+
+
+class DeviceRegistry:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    # ---- per-account record -------------------------------------------------------------
+
+    def _load(self, jid: str) -> dict[str, Any]:
+        raw = self._storage.get("device", jid)
+        if raw is None:
+            return {"lists": {}, "iks": {}}
+        rec: dict[str, Any] = jsonrec.load(raw, _VERSION, "device record")
+        return rec
+
+    def _save(self, jid: str, rec: dict[str, Any]) -> None:
+        self._storage.put("device", jid, jsonrec.dump(_VERSION, rec))
+
+    def lists(self, jid: str) -> dict[str, DeviceList]:
+        """The device lists of ``jid`` we have seen, by flavour name (absent: never fetched)."""
+        out = {}
+        for flavour, entries in self._load(jid)["lists"].items():
+            try:
+                devices = tuple(
+                    DeviceEntry(int(e[0]), e[1], None if e[2] is None else bytes.fromhex(e[2])) for e in entries
+                )
+            except (TypeError, ValueError, IndexError):
+                raise CorruptState("device record is damaged") from None
+            out[flavour] = DeviceList(flavour, devices)
+        return out
+
+    def set_list(self, jid: str, device_list: DeviceList) -> None:
+        rec = self._load(jid)
+        rec["lists"][device_list.flavour] = [
+            [d.device_id, d.label, None if d.label_signature is None else d.label_signature.hex()]
+            for d in device_list.devices
+        ]
+        self._save(jid, rec)
+
+    def active(self, jid: str) -> dict[int, str] | None:
+        """Active device ids of ``jid`` with the namespace each gets (OMEMO 2 when the device is
+        on the OMEMO 2 list, else legacy), or None when no list was ever seen."""
+        lists = self.lists(jid)
+        if not lists:
+            return None
+        out: dict[int, str] = {}
+        for flavour in reversed(FLAVOURS):  # omemo2 last: it wins
+            dl = lists.get(flavour)
+            if dl is not None:
+                for d in dl.devices:
+                    out[d.device_id] = flavour
+        return out
+
+    def identity(self, jid: str, device_id: int) -> bytes | None:
+        """The X25519 identity key device ``device_id`` of ``jid`` showed first (its sessions
+        are bound to it), or None."""
+        ik = self._load(jid)["iks"].get(str(device_id))
+        return None if ik is None else bytes.fromhex(ik)
+
+    def set_identity(self, jid: str, device_id: int, ik: bytes) -> None:
+        rec = self._load(jid)
+        rec["iks"][str(device_id)] = ik.hex()
+        self._save(jid, rec)
+
+    def identities(self, jid: str) -> dict[int, bytes]:
+        return {int(k): bytes.fromhex(v) for k, v in self._load(jid)["iks"].items()}
+
+    # ---- bundles ------------------------------------------------------------------------
+
+    def bundle(self, flavour: str, jid: str, device_id: int) -> StoredBundle | None:
+        raw = self._storage.get("bundle", session_key(flavour, jid, device_id))
+        if raw is None:
+            return None
+        rec = jsonrec.load(raw, _VERSION, "bundle record")
+        try:
+            b = Bundle(
+                flavour,
+                bytes.fromhex(rec["ik"]),
+                int(rec["spk_id"]),
+                bytes.fromhex(rec["spk"]),
+                bytes.fromhex(rec["spks"]),
+                {int(k): bytes.fromhex(v) for k, v in rec["prekeys"].items()},
+            )
+            return StoredBundle(b, float(rec["fetched"]))
+        except (KeyError, TypeError, ValueError):
+            raise CorruptState("bundle record is damaged") from None
+
+    def set_bundle(self, jid: str, device_id: int, bundle: Bundle, fetched: float) -> None:
+        rec = {
+            "ik": bundle.ik.hex(),
+            "spk_id": bundle.spk_id,
+            "spk": bundle.spk.hex(),
+            "spks": bundle.spk_signature.hex(),
+            "prekeys": {str(k): v.hex() for k, v in bundle.prekeys.items()},
+            "fetched": fetched,
+        }
+        self._storage.put("bundle", session_key(bundle.flavour, jid, device_id), jsonrec.dump(_VERSION, rec))

@@ -1,0 +1,112 @@
+"""Trust decisions, keyed by (bare JID, identity key) -- never by device id.
+
+The identity key is taken in its canonical X25519 form (32 bytes), so one decision covers a
+device in both namespaces (``trust-atm.md`` section 2).  Levels:
+
+* ``UNDECIDED`` -- no decision yet: nothing is encrypted for it; its messages decrypt but are
+  marked;
+* ``BLIND`` -- trusted without verification (Blind Trust Before Verification);
+* ``VERIFIED`` -- the user compared the fingerprint;
+* ``DISTRUSTED`` -- refused: nothing is encrypted for it and its messages are refused.
+
+Policies decide the level of a key seen for the first time:
+
+* :attr:`TrustPolicy.BTBV` (default): blind trust while no key of that JID is verified; once
+  one is, new keys stay undecided;
+* :attr:`TrustPolicy.TOFU`: the first key(s) seen for a JID are trusted blindly, any later key
+  is undecided;
+* :attr:`TrustPolicy.MANUAL`: every new key is undecided.
+
+A known device whose identity key changes never gets automatic trust (catalogue X8): the new
+key is undecided whatever the policy.  ``DISTRUSTED`` is never upgraded automatically.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from . import jsonrec
+from .errors import CorruptState, UsageError
+from .storage import Storage
+
+__all__ = ["TrustLevel", "TrustPolicy", "TrustStore", "fingerprint"]
+
+_VERSION = 1
+_TABLE = "trust"
+
+
+class TrustLevel(enum.Enum):
+    UNDECIDED = "undecided"
+    BLIND = "blind"
+    VERIFIED = "verified"
+    DISTRUSTED = "distrusted"
+
+    @property
+    def trusted(self) -> bool:
+        """Whether content may be encrypted for a key at this level."""
+        return self in (TrustLevel.BLIND, TrustLevel.VERIFIED)
+
+
+class TrustPolicy(enum.Enum):
+    BTBV = "btbv"
+    TOFU = "tofu"
+    MANUAL = "manual"
+
+
+def fingerprint(ik_x25519: bytes) -> str:
+    """The display fingerprint: lowercase hex of the X25519 identity key in 8 groups of 8."""
+    h = ik_x25519.hex()
+    return " ".join(h[i : i + 8] for i in range(0, len(h), 8))
+
+
+class TrustStore:
+    """Trust decisions in the ``trust`` table of a :class:`~e2ee.storage.Storage`, one record per
+    bare JID mapping each identity key (hex) to its level."""
+
+    def __init__(self, storage: Storage, policy: TrustPolicy = TrustPolicy.BTBV) -> None:
+        self._storage = storage
+        self.policy = policy
+
+    def levels(self, jid: str) -> dict[bytes, TrustLevel]:
+        """Every identity key of ``jid`` with a decision or a first-sight level."""
+        raw = self._storage.get(_TABLE, jid)
+        if raw is None:
+            return {}
+        rec = jsonrec.load(raw, _VERSION, "trust record")
+        try:
+            return {bytes.fromhex(k): TrustLevel(v) for k, v in rec.items()}
+        except (ValueError, AttributeError):
+            raise CorruptState("trust record is damaged") from None
+
+    def _write(self, jid: str, levels: dict[bytes, TrustLevel]) -> None:
+        self._storage.put(_TABLE, jid, jsonrec.dump(_VERSION, {k.hex(): v.value for k, v in levels.items()}))
+
+    def level(self, jid: str, ik: bytes) -> TrustLevel | None:
+        """The level of ``ik`` for ``jid``, or None when the key was never seen."""
+        return self.levels(jid).get(ik)
+
+    def set(self, jid: str, ik: bytes, level: TrustLevel) -> None:
+        """Record the user's decision."""
+        if len(ik) != 32:
+            raise UsageError("identity keys are given in their 32-byte X25519 form")
+        levels = self.levels(jid)
+        levels[ik] = level
+        self._write(jid, levels)
+
+    def first_sight(self, jid: str, ik: bytes, replaces_known_key: bool = False) -> TrustLevel:
+        """The level of ``ik``, assigning the policy's level when it is new.
+        ``replaces_known_key``: a known device now shows this key (never trusted automatically)."""
+        levels = self.levels(jid)
+        known = levels.get(ik)
+        if known is not None:
+            return known
+        if replaces_known_key or self.policy is TrustPolicy.MANUAL:
+            level = TrustLevel.UNDECIDED
+        elif self.policy is TrustPolicy.BTBV:
+            verified = any(v is TrustLevel.VERIFIED for v in levels.values())
+            level = TrustLevel.UNDECIDED if verified else TrustLevel.BLIND
+        else:  # TOFU: only while nothing else of this JID was ever seen
+            level = TrustLevel.BLIND if not levels else TrustLevel.UNDECIDED
+        levels[ik] = level
+        self._write(jid, levels)
+        return level
