@@ -129,6 +129,9 @@ class DeviceInfo:
     label: str | None  #: OMEMO 2 label, only when its signature verified
 
 
+_Plan = tuple[str, int, _Backend, SessionSet, PeerBundle | None, bytes]
+
+
 class Engine:
     """One device of one account.  Build it with :meth:`create` (new identity) or by passing a
     storage that already holds one."""
@@ -333,14 +336,24 @@ class Engine:
             jids.append(own.jid)
         return self._run(lambda: self._encrypt(jids, body, content, _bare(to)))
 
-    def _encrypt(self, jids: list[str], body: str | None, content: Sequence[ET.Element], to: str) -> EncryptResult:
+    def prepare(self, recipients: Sequence[str]) -> list[Effect]:
+        """The fetches (device lists, bundles) that :meth:`encrypt` would ask for now, without
+        encrypting anything.  Run them and feed the answers in before encrypting, so that the
+        message reaches every device that can be reached."""
         own = self._own
-        now = self._now()
-        ts = now.timestamp()
+        jids = list(dict.fromkeys(_bare(j) for j in recipients))
+        if own.jid not in jids:
+            jids.append(own.jid)
+        return self._run(lambda: list(dict.fromkeys(self._plan(jids, self._now().timestamp())[2])))
+
+    def _plan(
+        self, jids: list[str], ts: float
+    ) -> tuple[list[_Plan], list[DeviceOutcome], list[Effect], list[str]]:
+        own = self._own
         outcomes: list[DeviceOutcome] = []
         effects: list[Effect] = []
         unreachable: list[str] = []
-        plans: list[tuple[str, int, _Backend, SessionSet, PeerBundle | None, bytes]] = []
+        plans: list[_Plan] = []
         for jid in jids:
             active = self._devices.active(jid)
             if active is None:
@@ -389,6 +402,12 @@ class Engine:
                 eligible += 1
             if not eligible and jid != own.jid:
                 unreachable.append(jid)
+        return plans, outcomes, effects, unreachable
+
+    def _encrypt(self, jids: list[str], body: str | None, content: Sequence[ET.Element], to: str) -> EncryptResult:
+        own = self._own
+        now = self._now()
+        plans, outcomes, effects, unreachable = self._plan(jids, now.timestamp())
         if unreachable or not plans:
             outcomes += [DeviceOutcome(p[0], p[1], p[2].namespace, Outcome.NOT_SENT, p[5]) for p in plans]
             return EncryptResult({}, tuple(outcomes), tuple(effects), tuple(unreachable))

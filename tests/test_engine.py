@@ -1,0 +1,377 @@
+"""The engine end to end between our own devices, through the fake PEP service: fan-out to
+every device of every recipient and of our account, both namespaces, outcomes, device lists,
+trust, empty messages, catch-up and signed-prekey rotation."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from e2ee.engine import Engine
+from e2ee.errors import NoSession, SenderDistrusted, UnknownSignedPreKey, UsageError
+from e2ee.limits import HEARTBEAT_THRESHOLD, PREKEY_COUNT, SPK_GRACE, SPK_ROTATION
+from e2ee.results import (
+    Decrypted,
+    Duplicate,
+    EmptyMessage,
+    FetchBundle,
+    FetchDeviceList,
+    NotForThisDevice,
+    Outcome,
+    Publish,
+    SendMessage,
+)
+from e2ee.trust import TrustLevel, TrustPolicy
+
+from .engine_support import LEGACY, O2, Net, snapshot
+
+NS_BOTH = (O2, LEGACY)
+
+
+def deliver(result_elements: dict, sender: Engine, receivers: list[Engine], to: str) -> list:
+    out = []
+    for r in receivers:
+        for el in result_elements.values():
+            res = r.decrypt(el, sender.jid, to=to)
+            if not isinstance(res, NotForThisDevice):
+                out.append((r, res))
+    return out
+
+
+def test_fan_out_to_every_device_of_recipient_and_own_account_in_both_namespaces() -> None:
+    net = Net()
+    a1 = net.device("alice@example.org", "a1")
+    a2 = net.device("alice@example.org", "a2", namespaces=(LEGACY,))  # a legacy-only own device
+    b1 = net.device("bob@example.net", "b1")
+    b2 = net.device("bob@example.net", "b2", namespaces=(LEGACY,))
+    res = net.encrypt(a1, ["bob@example.net"], "hi all")
+    assert res.ready
+    got = {(d.jid, d.device_id): (d.namespace, d.outcome) for d in res.devices}
+    assert got == {
+        ("bob@example.net", b1.device_id): (O2, Outcome.ENCRYPTED),
+        ("bob@example.net", b2.device_id): (LEGACY, Outcome.ENCRYPTED),
+        ("alice@example.org", a2.device_id): (LEGACY, Outcome.ENCRYPTED),
+    }
+    assert set(res.elements) == {O2, LEGACY}
+    for dev in (b1, b2):
+        (r, out), = deliver(res.elements, a1, [dev], "bob@example.net")
+        assert isinstance(out, Decrypted) and out.body == "hi all" and out.trust is TrustLevel.BLIND
+    (r, out), = deliver(res.elements, a1, [a2], "bob@example.net")
+    assert isinstance(out, Decrypted) and out.body == "hi all"
+    # the sending device never encrypts for itself: its own copy is a reflection
+    for el in res.elements.values():
+        mine = a1.decrypt(el, "alice@example.org")
+        assert isinstance(mine, NotForThisDevice) and mine.reflection
+
+
+def test_missing_device_list_and_bundle_come_back_as_effects_and_nothing_is_encrypted() -> None:
+    net = Net()
+    b = net.device("bob@example.net", "b")
+    a = net.device("alice@example.org", "a")  # created later: it saw no push of bob's list
+    before = snapshot(a)
+    res = a.encrypt(["bob@example.net"], "x")
+    assert not res.ready and res.unreachable == ("bob@example.net",) and not res.elements
+    assert FetchDeviceList("bob@example.net", O2) in res.effects
+    assert snapshot(a) == before
+    net.run(a, [e for e in res.effects if isinstance(e, FetchDeviceList)])
+    res = a.encrypt(["bob@example.net"], "x")
+    assert [d.outcome for d in res.devices if d.jid == "bob@example.net"] == [Outcome.NO_BUNDLE]
+    assert FetchBundle("bob@example.net", b.device_id, O2) in res.effects
+    assert not res.ready
+
+
+def test_unknown_recipient_without_devices_never_gets_plaintext() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    res = net.encrypt(a, ["nobody@example.com"], "secret")
+    assert not res.ready and res.unreachable == ("nobody@example.com",)
+    assert res.elements == {}
+    assert all(d.outcome in (Outcome.NO_DEVICE_LIST, Outcome.NOT_SENT) for d in res.devices)
+
+
+def test_conversation_both_ways_many_messages_shuffled() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b", namespaces=(LEGACY,))
+    rnd = random.Random(7)
+    pending: list[tuple[Engine, Engine, object, str]] = []
+    for i in range(60):
+        s, r = (a, b) if i % 2 == 0 else (b, a)
+        res = net.encrypt(s, [r.jid], f"m{i}")
+        if not res.ready:  # bob cannot reach alice before alice's first message built a session
+            continue
+        (el,) = res.elements.values()
+        pending.append((s, r, el, f"m{i}"))
+        if rnd.random() < 0.5:
+            rnd.shuffle(pending)
+            s2, r2, el2, body = pending.pop()
+            out = r2.decrypt(el2, s2.jid, to=r2.jid)
+            assert isinstance(out, Decrypted) and out.body == body
+    rnd.shuffle(pending)
+    for s2, r2, el2, body in pending:
+        out = r2.decrypt(el2, s2.jid, to=r2.jid)
+        assert isinstance(out, Decrypted) and out.body == body
+
+
+def test_key_exchange_is_answered_with_an_empty_message_that_confirms_the_session() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    first = net.encrypt(a, ["bob@example.net"], "1")
+    assert 'kex="true"' in _xml(first.elements[O2])
+    out = b.decrypt(first.elements[O2], a.jid, to=b.jid)
+    assert isinstance(out, Decrypted)
+    answers = [e for e in out.effects if isinstance(e, SendMessage)]
+    assert len(answers) == 1 and answers[0].reason == "key-exchange-answer"
+    assert isinstance(a.decrypt(answers[0].encrypted, b.jid), EmptyMessage)
+    second = net.encrypt(a, ["bob@example.net"], "2")
+    assert "kex" not in _xml(second.elements[O2])  # confirmed: no more key exchanges
+    # publishing after the used prekey: both bundles republished without it
+    pubs = [e for e in out.effects if isinstance(e, Publish)]
+    assert {p.node for p in pubs} == {"urn:xmpp:omemo:2:bundles", f"eu.siacs.conversations.axolotl.bundles:{b.device_id}"}
+
+
+def test_key_exchange_is_repeated_until_the_peer_answers() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    msgs = [net.encrypt(a, ["bob@example.net"], f"{i}").elements[O2] for i in range(3)]
+    assert all('kex="true"' in _xml(m) for m in msgs)
+    # delivered in reverse: each repetition is decrypted on the one session
+    for i in (2, 1, 0):
+        out = b.decrypt(msgs[i], a.jid, to=b.jid)
+        assert isinstance(out, Decrypted) and out.body == str(i)
+    assert isinstance(b.decrypt(msgs[0], a.jid, to=b.jid), Duplicate)
+
+
+def test_heartbeat_after_53_messages_without_answer_exactly_once() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    out = b.decrypt(net.encrypt(a, [b.jid], "start").elements[O2], a.jid, to=b.jid)
+    for e in out.effects:
+        if isinstance(e, SendMessage):
+            a.decrypt(e.encrypted, b.jid)
+    # bob answered (the empty message) and alice ratcheted; now alice talks alone
+    heartbeats = []
+    for i in range(HEARTBEAT_THRESHOLD + 10):
+        res = b.decrypt(net.encrypt(a, [b.jid], f"{i}").elements[O2], a.jid, to=b.jid)
+        heartbeats += [e for e in res.effects if isinstance(e, SendMessage)]
+    assert [h.reason for h in heartbeats] == ["heartbeat"]
+    assert isinstance(a.decrypt(heartbeats[0].encrypted, b.jid), EmptyMessage)
+
+
+def test_own_device_id_is_re_added_when_a_push_lacks_it() -> None:
+    net = Net()
+    a1 = net.device("alice@example.org", "a1")
+    from e2ee.model import DeviceList
+    from e2ee.omemo2 import xml as o2xml
+
+    push = o2xml.build_device_list(DeviceList("omemo2", ()))
+    effects = a1.on_device_list("alice@example.org", O2, push)
+    (pub,) = effects
+    assert isinstance(pub, Publish) and pub.node == "urn:xmpp:omemo:2:devices"
+    assert ("pubsub#access_model", "open") in pub.options
+    assert o2xml.parse_device_list(pub.payload).ids == {a1.device_id}
+
+
+def test_new_device_joins_without_dropping_the_others_and_avoids_their_ids() -> None:
+    net = Net()
+    a1 = net.device("alice@example.org", "a1")
+    a2 = net.device("alice@example.org", "a2")
+    from e2ee.omemo2 import xml as o2xml
+
+    assert a1.device_id != a2.device_id
+    assert o2xml.parse_device_list(net.pep.device_list("alice@example.org", O2)).ids == {a1.device_id, a2.device_id}
+
+
+def test_device_that_left_the_list_is_no_longer_encrypted_for_but_its_data_is_kept() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b1 = net.device("bob@example.net", "b1")
+    b2 = net.device("bob@example.net", "b2")
+    assert len(net.encrypt(a, [b1.jid], "x").elements[O2].findall(".//{urn:xmpp:omemo:2}key")) == 2
+    from e2ee.model import DeviceEntry, DeviceList
+    from e2ee.omemo2 import xml as o2xml
+
+    from e2ee.legacy import xml as lxml
+
+    a.on_device_list(b1.jid, O2, o2xml.build_device_list(DeviceList("omemo2", (DeviceEntry(b1.device_id),))))
+    a.on_device_list(b1.jid, LEGACY, lxml.build_device_list(DeviceList("legacy", (DeviceEntry(b1.device_id),))))
+    res = net.encrypt(a, [b1.jid], "y")
+    assert [d.device_id for d in res.devices if d.jid == b1.jid] == [b1.device_id]
+    info = {d.device_id: d for d in a.devices(b1.jid)}
+    assert info[b2.device_id].namespaces == () and info[b2.device_id].identity_key is not None
+
+
+def test_btbv_new_device_after_verification_is_undecided_and_reported() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b1 = net.device("bob@example.net", "b1")
+    net.encrypt(a, [b1.jid], "x")
+    a.set_trust(b1.jid, b1.identity_key, TrustLevel.VERIFIED)
+    b2 = net.device("bob@example.net", "b2")
+    a.on_device_list(b1.jid, O2, net.pep.device_list(b1.jid, O2))
+    res = net.encrypt(a, [b1.jid], "y")
+    got = {d.device_id: d.outcome for d in res.devices if d.jid == b1.jid}
+    assert got == {b1.device_id: Outcome.ENCRYPTED, b2.device_id: Outcome.UNDECIDED}
+    und = next(d for d in res.devices if d.device_id == b2.device_id)
+    assert und.identity_key == b2.identity_key
+    a.set_trust(b1.jid, b2.identity_key, TrustLevel.VERIFIED)
+    res = net.encrypt(a, [b1.jid], "z")
+    assert {d.device_id: d.outcome for d in res.devices if d.jid == b1.jid}[b2.device_id] is Outcome.ENCRYPTED
+
+
+@pytest.mark.parametrize("policy", [TrustPolicy.MANUAL, TrustPolicy.TOFU])
+def test_other_policies(policy: TrustPolicy) -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a", policy=policy)
+    b1 = net.device("bob@example.net", "b1")
+    net.device("bob@example.net", "b2")
+    res = net.encrypt(a, [b1.jid], "x")
+    outcomes = sorted(d.outcome.value for d in res.devices if d.jid == b1.jid)
+    if policy is TrustPolicy.MANUAL:
+        assert outcomes == ["undecided", "undecided"] and not res.ready
+    else:  # the first key seen is trusted, the second not
+        assert outcomes == ["encrypted", "undecided"] and res.ready
+
+
+def test_distrusted_device_is_excluded_and_its_messages_refused_state_unchanged() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    first = net.encrypt(a, [b.jid], "x").elements[O2]
+    b.decrypt(first, a.jid, to=b.jid)
+    b.set_trust(a.jid, a.identity_key, TrustLevel.DISTRUSTED)
+    again = net.encrypt(a, [b.jid], "y").elements[O2]
+    before = snapshot(b)
+    with pytest.raises(SenderDistrusted):
+        b.decrypt(again, a.jid, to=b.jid)
+    assert snapshot(b) == before
+    res = net.encrypt(b, [a.jid], "z")
+    assert not res.ready and [d.outcome for d in res.devices if d.jid == a.jid] == [Outcome.DISTRUSTED]
+
+
+def test_no_session_is_a_typed_error() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    c = net.device("carol@example.com", "c")
+    out = b.decrypt(net.encrypt(a, [b.jid], "x").elements[O2], a.jid, to=b.jid)
+    (answer,) = [e for e in out.effects if isinstance(e, SendMessage)]
+    a.decrypt(answer.encrypted, b.jid)
+    msg = net.encrypt(a, [b.jid], "y").elements[O2]
+    # carol's device id replaced by bob's in the key: carol has no session with alice
+    for key in msg.iter("{urn:xmpp:omemo:2}keys"):
+        key.set("jid", c.jid)
+    for key in msg.iter("{urn:xmpp:omemo:2}key"):
+        key.set("rid", str(c.device_id))
+    with pytest.raises(NoSession):
+        c.decrypt(msg, a.jid, to=c.jid)
+
+
+def test_catch_up_keeps_used_prekeys_until_it_ends_then_answers() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    kex = net.encrypt(a, [b.jid], "x").elements[O2]
+    b.begin_catch_up()
+    out = b.decrypt(kex, a.jid, to=b.jid)
+    assert not [e for e in out.effects if isinstance(e, SendMessage)]  # postponed
+    pks = _prekeys(b)
+    used = [k for k, v in pks.items() if v["used"]]
+    assert len(used) == 1
+    assert int(used[0]) not in b._own.bundle(b._own and __import__("e2ee.omemo2.wire", fromlist=["OMEMO2"]).OMEMO2).prekeys
+    effects = b.end_catch_up()
+    assert [e.reason for e in effects if isinstance(e, SendMessage)] == ["catch-up-end"]
+    assert not [k for k, v in _prekeys(b).items() if v["used"]]
+    assert not b.catching_up
+
+
+def test_prekeys_are_refilled_after_every_use() -> None:
+    net = Net()
+    b = net.device("bob@example.net", "b")
+    for i in range(5):
+        a = net.device(f"a{i}@example.org", f"a{i}")
+        b.decrypt(net.encrypt(a, [b.jid], "x").elements[O2], a.jid, to=b.jid)
+        assert len(_prekeys(b)) == PREKEY_COUNT
+
+
+def test_signed_prekey_rotation_with_grace_period() -> None:
+    net = Net()
+    b = net.device("bob@example.net", "b")
+    a = net.device("alice@example.org", "a")
+    net.prepare(a, [b.jid])  # alice holds bob's bundle with spk 1
+    net.clock.advance(SPK_ROTATION + timedelta(hours=1))
+    assert b.maintenance()  # rotated: bundle republished
+    late = a.encrypt([b.jid], "late kex").elements[O2]
+    net.clock.advance(SPK_GRACE - timedelta(hours=2))
+    b2 = snapshot(b)
+    out = b.decrypt(late, a.jid, to=b.jid)
+    assert isinstance(out, Decrypted)  # previous spk still accepted within the grace period
+    # after the grace period: refused, and maintenance deletes the private key
+    b.storage._tables = {k: dict(v) for k, v in b2.items()}  # type: ignore[attr-defined]
+    b._sessions.forget_cache()
+    net.clock.advance(timedelta(hours=3))
+    before = snapshot(b)
+    with pytest.raises(UnknownSignedPreKey):
+        b.decrypt(late, a.jid, to=b.jid)
+    assert snapshot(b) == before
+    first_private = bytes.fromhex(b._own._spk()["previous"]["priv"]).hex().encode()
+    b.maintenance()  # (rotates again too: the second key is a week old by now)
+    spk = b._own._spk()
+    assert (spk["previous"]["id"], spk["current"]["id"]) == (2, 3)
+    assert not any(first_private in v for t in snapshot(b).values() for v in t.values())
+
+
+def test_stale_unanswered_session_is_not_used_and_a_fresh_bundle_is_fetched() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    assert net.encrypt(a, [b.jid], "never answered").ready
+    net.clock.advance(timedelta(days=31))
+    res = a.encrypt([b.jid], "again")
+    assert not res.ready
+    assert FetchBundle(b.jid, b.device_id, O2) in res.effects
+    net.run(a, res.effects)
+    res = a.encrypt([b.jid], "again")
+    assert res.ready
+    out = b.decrypt(res.elements[O2], a.jid, to=b.jid)
+    assert isinstance(out, Decrypted) and out.body == "again"
+
+
+def test_usage_errors() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    with pytest.raises(UsageError):
+        a.encrypt([], "x")
+    with pytest.raises(UsageError):
+        a.encrypt(["b@example.net"], None)
+    with pytest.raises(UsageError):
+        a.encrypt(["b@example.net", "c@example.net"], "x")  # several recipients need to=
+
+
+def test_signed_label_shown_only_when_signature_verifies() -> None:
+    net = Net()
+    b = net.device("bob@example.net", "b", label="Bob's phone")
+    a = net.device("alice@example.org", "a")
+    net.encrypt(a, [b.jid], "x")
+    (info,) = a.devices(b.jid)
+    assert info.label == "Bob's phone"
+    dl = net.pep.device_list(b.jid, O2)
+    dl[0].set("label", "Evil")  # signature no longer matches
+    a.on_device_list(b.jid, O2, dl)
+    (info,) = a.devices(b.jid)
+    assert info.label is None
+
+
+def _prekeys(engine: Engine) -> dict:
+    return engine._own._prekeys()["keys"]
+
+
+def _xml(elem) -> str:  # type: ignore[no-untyped-def]
+    import xml.etree.ElementTree as ET
+
+    return ET.tostring(elem, encoding="unicode")
