@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.results import Effect, EncryptResult, FetchBundle, FetchDeviceList, Publish, SendMessage
+from e2ee.rng import Random
 from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustPolicy
 
@@ -91,9 +92,11 @@ class Net:
         namespaces: tuple[str, ...] = NAMESPACES,
         policy: TrustPolicy = TrustPolicy.BTBV,
         label: str | None = None,
+        rng: Random | None = None,
     ) -> Engine:
         """A new device of ``jid``, created after fetching the account's lists, published.
-        ``namespaces`` limits what it announces (a legacy-only device, say)."""
+        ``namespaces`` limits what it announces (a legacy-only device, say).  Randomness is
+        seeded from ``seed`` unless ``rng`` is given."""
         from e2ee.engine import _BY_NS
 
         lists = []
@@ -102,7 +105,7 @@ class Net:
             if elem is not None:
                 lists.append(_BY_NS[ns].xml.parse_device_list(elem))
         engine = Engine.create(
-            MemoryStorage(), jid, lists, label=label, rng=seeded_rng(seed), clock=self.clock, policy=policy
+            MemoryStorage(), jid, lists, label=label, rng=rng or seeded_rng(seed), clock=self.clock, policy=policy
         )
         self.engines.append(engine)
         for effect in engine.publish():

@@ -1,0 +1,302 @@
+"""Our side of the engine scenarios, and the bare primitive cost ("floor") of each.
+
+The scenarios mirror :mod:`bench.peer_omemo` one for one (OMEMO 2, one device per side unless
+noted, in-memory storage, XML elements in and out), so that ``ours_us / peer_us`` compares the
+same work:
+
+* ``encrypt``: :meth:`Engine.encrypt` of a short body for bob's one device on a confirmed session
+  (SCE envelope, payload, one ratchet step, session saved, ``<encrypted>`` built).
+* ``decrypt``: :meth:`Engine.decrypt` of the next in-order message (parse, ratchet step, payload,
+  SCE envelope parse, session saved).
+* ``session_init``: a fresh alice device that holds bob's device list and bundle encrypts her first
+  message (X3DH with signature check, ratchet start, encryption).
+* ``session_accept``: bob decrypts the key exchange of a fresh alice device (passive X3DH, first
+  DH step, decryption, prekey consumed and refilled, bundle republication built, empty answer
+  encrypted).
+* ``fanout_100``: one message for bob's 100 devices, all sessions confirmed.
+* ``reverse_1000``: 1000 messages of one chain decrypted last-first (total time).
+
+Floors: only the primitives the protocol demands for the same work (HMAC/HKDF/AES/X25519/Ed25519
+through the same bindings), no parsing, no storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Callable
+
+from e2ee.engine import Engine
+from e2ee.omemo2.wire import OMEMO2
+from e2ee.primitives import (
+    aes_cbc_decrypt,
+    aes_cbc_encrypt,
+    ed25519_public,
+    ed25519_public_to_x25519,
+    ed25519_sign,
+    ed25519_verify,
+    hkdf_sha256,
+    hmac_sha256,
+    x25519,
+    x25519_public,
+)
+from e2ee.results import Decrypted, SendMessage
+from e2ee.rng import system_random
+from tests.engine_support import O2, Net
+
+__all__ = ["SCENARIOS", "FLOORS"]
+
+ALICE, BOB = "alice@example.org", "bob@example.net"
+MSG = "Hello Bob, this is a short message."
+
+Op = Callable[[], object]
+
+
+def _pair(net: Net, bob_devices: int = 1) -> tuple[Engine, list[Engine]]:
+    """Alice and bob's devices with confirmed sessions, the DH step taken."""
+    bobs = [net.device(BOB, f"b{i}", rng=system_random) for i in range(bob_devices)]
+    alice = net.device(ALICE, "a", rng=system_random)
+    first = net.encrypt(alice, [BOB], "start")
+    for b in bobs:
+        out = b.decrypt(first.elements[O2], ALICE, to=BOB)
+        for e in out.effects:
+            if isinstance(e, SendMessage):
+                alice.decrypt(e.encrypted, BOB, to=ALICE)
+    back = bobs[0].encrypt([ALICE], "back")
+    alice.decrypt(back.elements[O2], BOB, to=ALICE)
+    again = alice.encrypt([BOB], "again")
+    for b in bobs:
+        b.decrypt(again.elements[O2], ALICE, to=BOB)
+    return alice, bobs
+
+
+def _encrypt(count: int) -> Op:
+    alice, _ = _pair(Net())
+    return lambda: alice.encrypt([BOB], MSG)
+
+
+def _decrypt(count: int) -> Op:
+    alice, (bob,) = _pair(Net())
+    supply = iter([alice.encrypt([BOB], MSG).elements[O2] for _ in range(count)])
+    return lambda: bob.decrypt(next(supply), ALICE, to=BOB)
+
+
+def _session_init(count: int) -> Op:
+    net = Net()
+    net.device(BOB, "b", rng=system_random)
+    alices = []
+    for i in range(count):
+        a = net.device(f"alice{i}@example.org", f"a{i}", rng=system_random)
+        net.prepare(a, [BOB])
+        alices.append(a)
+    it = iter(alices)
+    return lambda: next(it).encrypt([BOB], MSG)
+
+
+def _session_accept(count: int) -> Op:
+    """Each key exchange names a prekey no other one uses: after each alice encrypted, her prekey
+    is taken out of bob's published bundle (as bob's republication would); a bob serves 70."""
+    kexes = []
+    for start in range(0, count, 70):
+        net = Net()
+        bob = net.device(BOB, f"b{start}", rng=system_random)
+        bundle = net.pep.bundle(BOB, O2, bob.device_id)
+        assert bundle is not None
+        prekeys = bundle.find("{urn:xmpp:omemo:2}prekeys")
+        assert prekeys is not None
+        for i in range(start, min(count, start + 70)):
+            a = net.device(f"alice{i}@example.org", f"a{i}", rng=system_random)
+            elem = net.encrypt(a, [BOB], MSG).elements[O2]
+            key = elem.find(".//{urn:xmpp:omemo:2}key")
+            assert key is not None and key.text
+            pk_id = OMEMO2.parse_key_exchange(base64.b64decode(key.text)).pk_id
+            for pk in list(prekeys):
+                if pk.get("id") == str(pk_id):
+                    prekeys.remove(pk)
+            kexes.append((bob, a.jid, elem))
+    it = iter(kexes)
+
+    def op() -> object:
+        bob, jid, elem = next(it)
+        out = bob.decrypt(elem, jid, to=BOB)
+        assert isinstance(out, Decrypted)
+        return out
+
+    return op
+
+
+def _fanout_100(count: int) -> Op:
+    alice, _ = _pair(Net(), bob_devices=100)
+    return lambda: alice.encrypt([BOB], MSG)
+
+
+def _reverse_1000(count: int) -> Op:
+    alice, (bob,) = _pair(Net())
+    batches = iter([[alice.encrypt([BOB], MSG).elements[O2] for _ in range(1000)] for _ in range(count)])
+
+    def op() -> object:
+        for elem in reversed(next(batches)):
+            bob.decrypt(elem, ALICE, to=BOB)
+        return None
+
+    return op
+
+
+SCENARIOS: dict[str, Callable[[int], Op]] = {
+    "encrypt": _encrypt,
+    "decrypt": _decrypt,
+    "session_init": _session_init,
+    "session_accept": _session_accept,
+    "fanout_100": _fanout_100,
+    "reverse_1000": _reverse_1000,
+}
+
+
+# ---- floors ------------------------------------------------------------------------------------
+
+_ENVELOPE = os.urandom(300)  # about the size of a short message's SCE envelope
+_KM = os.urandom(48)
+_AD = os.urandom(64)
+_INFO_MK = b"OMEMO Message Key Material"
+_INFO_PAYLOAD = b"OMEMO Payload"
+_INFO_ROOT = b"OMEMO Root Chain"
+
+
+def _payload_encrypt() -> None:
+    okm = hkdf_sha256(os.urandom(32), bytes(32), _INFO_PAYLOAD, 80)
+    ct = aes_cbc_encrypt(okm[:32], okm[64:], _ENVELOPE)
+    hmac_sha256(okm[32:64], ct)
+
+
+def _ratchet_encrypt(ck: bytes) -> None:
+    mk = hmac_sha256(ck, b"\x01")
+    hmac_sha256(ck, b"\x02")
+    okm = hkdf_sha256(mk, bytes(32), _INFO_MK, 80)
+    c = aes_cbc_encrypt(okm[:32], okm[64:], _KM)
+    hmac_sha256(okm[32:64], _AD + c)
+
+
+_FK = hkdf_sha256(b"k", bytes(32), _INFO_MK, 80)
+_RATCHET_CT = aes_cbc_encrypt(_FK[:32], _FK[64:], _KM)
+_POK = hkdf_sha256(b"p", bytes(32), _INFO_PAYLOAD, 80)
+_PAYLOAD_CT = aes_cbc_encrypt(_POK[:32], _POK[64:], _ENVELOPE)
+
+
+def _ratchet_decrypt(ck: bytes) -> None:
+    hmac_sha256(ck, b"\x01")
+    hmac_sha256(ck, b"\x02")
+    _ratchet_open()
+
+
+def _ratchet_open() -> None:
+    okm = hkdf_sha256(b"k", bytes(32), _INFO_MK, 80)  # a key that really decrypts _RATCHET_CT
+    hmac_sha256(okm[32:64], _AD + _RATCHET_CT)
+    aes_cbc_decrypt(okm[:32], okm[64:], _RATCHET_CT)
+
+
+def _payload_decrypt() -> None:
+    okm = hkdf_sha256(b"p", bytes(32), _INFO_PAYLOAD, 80)
+    hmac_sha256(okm[32:64], _PAYLOAD_CT)
+    aes_cbc_decrypt(okm[:32], okm[64:], _PAYLOAD_CT)
+
+
+def _floor_encrypt() -> Op:
+    ck = os.urandom(32)
+
+    def op() -> None:
+        _payload_encrypt()
+        _ratchet_encrypt(ck)
+
+    return op
+
+
+def _floor_decrypt() -> Op:
+    ck = os.urandom(32)
+
+    def op() -> None:
+        _ratchet_decrypt(ck)
+        _payload_decrypt()
+
+    return op
+
+
+_SEED = os.urandom(32)
+_IK_PUB = ed25519_public(_SEED)
+_SPK = x25519_public(os.urandom(32))
+_SIG = ed25519_sign(_SEED, _SPK)
+
+
+def _floor_session_init() -> Op:
+    own, peer = os.urandom(32), x25519_public(os.urandom(32))
+
+    def op() -> None:
+        ed25519_verify(_IK_PUB, _SPK, _SIG)  # the bundle's signed prekey
+        ik_b = ed25519_public_to_x25519(_IK_PUB)
+        ek = os.urandom(32)
+        x25519_public(ek)
+        dh = x25519(own, _SPK) + x25519(ek, ik_b) + x25519(ek, _SPK) + x25519(ek, peer)
+        sk = hkdf_sha256(b"\xff" * 32 + dh, bytes(32), b"OMEMO X3DH", 32)
+        r = os.urandom(32)  # first ratchet key pair, one DH and root KDF
+        x25519_public(r)
+        hkdf_sha256(x25519(r, _SPK), sk, _INFO_ROOT, 64)
+        _payload_encrypt()
+        _ratchet_encrypt(sk)
+
+    return op
+
+
+def _floor_session_accept() -> Op:
+    spk, opk, ik = os.urandom(32), os.urandom(32), os.urandom(32)
+    peer_ik, peer_ek = x25519_public(os.urandom(32)), x25519_public(os.urandom(32))
+
+    def op() -> None:
+        dh = x25519(spk, peer_ik) + x25519(ik, peer_ek) + x25519(spk, peer_ek) + x25519(opk, peer_ek)
+        sk = hkdf_sha256(b"\xff" * 32 + dh, bytes(32), b"OMEMO X3DH", 32)
+        rk = hkdf_sha256(x25519(spk, peer_ek), sk, _INFO_ROOT, 64)  # receiving chain
+        r = os.urandom(32)  # our next ratchet key pair and sending chain
+        x25519_public(r)
+        hkdf_sha256(x25519(r, peer_ek), rk[:32], _INFO_ROOT, 64)
+        _ratchet_decrypt(sk)
+        _payload_decrypt()
+        new_pk = os.urandom(32)  # the replacement one-time prekey
+        x25519_public(new_pk)
+        _ratchet_encrypt(sk)  # the empty answer
+
+    return op
+
+
+def _floor_fanout() -> Op:
+    ck = os.urandom(32)
+
+    def op() -> None:
+        _payload_encrypt()
+        for _ in range(100):
+            _ratchet_encrypt(ck)
+
+    return op
+
+
+def _floor_reverse() -> Op:
+    ck = os.urandom(32)
+
+    def op() -> None:
+        for _ in range(1000):  # the first message derives every key of the chain
+            hmac_sha256(ck, b"\x01")
+            hmac_sha256(ck, b"\x02")
+        for _ in range(1000):
+            _ratchet_open()
+            _payload_decrypt()
+
+    return op
+
+
+FLOORS: dict[str, Callable[[], Op]] = {
+    "encrypt": _floor_encrypt,
+    "decrypt": _floor_decrypt,
+    "session_init": _floor_session_init,
+    "session_accept": _floor_session_accept,
+    "fanout_100": _floor_fanout,
+    "reverse_1000": _floor_reverse,
+}
+
+assert OMEMO2  # the scenarios are OMEMO 2
