@@ -29,9 +29,57 @@ class StoredBundle:
     fetched: float  #: unix time
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    lists: dict[str, DeviceList]
+    iks: dict[int, bytes]
+    active: dict[int, str] | None  #: see :meth:`DeviceRegistry.active`
+
+
+def _active(lists: dict[str, DeviceList]) -> dict[int, str] | None:
+    if not lists:
+        return None
+    out: dict[int, str] = {}
+    for flavour in reversed(FLAVOURS):  # omemo2 last: it wins
+        dl = lists.get(flavour)
+        if dl is not None:
+            for d in dl.devices:
+                out[d.device_id] = flavour
+    return out
+
+
 class DeviceRegistry:
+    """Reads decode each record once: a decoded view is reused while the store returns the same
+    bytes for it (views are never mutated; callers get copies)."""
+
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        self._views: dict[str, tuple[bytes, _View]] = {}
+
+    def _view(self, jid: str) -> _View:
+        raw = self._storage.get("device", jid)
+        if raw is None:
+            return _View({}, {}, None)
+        cached = self._views.get(jid)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        rec = jsonrec.load(raw, _VERSION, "device record")
+        try:
+            lists = {
+                flavour: DeviceList(
+                    flavour,
+                    tuple(DeviceEntry(int(e[0]), e[1], None if e[2] is None else bytes.fromhex(e[2])) for e in entries),
+                )
+                for flavour, entries in rec["lists"].items()
+            }
+            iks = {int(k): bytes.fromhex(v) for k, v in rec["iks"].items()}
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            raise CorruptState("device record is damaged") from None
+        if len(self._views) > 4096:
+            self._views.clear()
+        view = _View(lists, iks, _active(lists))
+        self._views[jid] = (raw, view)
+        return view
 
     # ---- per-account record -------------------------------------------------------------
 
@@ -47,16 +95,7 @@ class DeviceRegistry:
 
     def lists(self, jid: str) -> dict[str, DeviceList]:
         """The device lists of ``jid`` we have seen, by flavour name (absent: never fetched)."""
-        out = {}
-        for flavour, entries in self._load(jid)["lists"].items():
-            try:
-                devices = tuple(
-                    DeviceEntry(int(e[0]), e[1], None if e[2] is None else bytes.fromhex(e[2])) for e in entries
-                )
-            except (TypeError, ValueError, IndexError):
-                raise CorruptState("device record is damaged") from None
-            out[flavour] = DeviceList(flavour, devices)
-        return out
+        return dict(self._view(jid).lists)
 
     def set_list(self, jid: str, device_list: DeviceList) -> None:
         rec = self._load(jid)
@@ -69,22 +108,17 @@ class DeviceRegistry:
     def active(self, jid: str) -> dict[int, str] | None:
         """Active device ids of ``jid`` with the namespace each gets (OMEMO 2 when the device is
         on the OMEMO 2 list, else legacy), or None when no list was ever seen."""
-        lists = self.lists(jid)
-        if not lists:
-            return None
-        out: dict[int, str] = {}
-        for flavour in reversed(FLAVOURS):  # omemo2 last: it wins
-            dl = lists.get(flavour)
-            if dl is not None:
-                for d in dl.devices:
-                    out[d.device_id] = flavour
-        return out
+        active = self._view(jid).active
+        return None if active is None else dict(active)
+
+    def is_active(self, jid: str, device_id: int) -> bool:
+        active = self._view(jid).active
+        return active is not None and device_id in active
 
     def identity(self, jid: str, device_id: int) -> bytes | None:
         """The X25519 identity key device ``device_id`` of ``jid`` showed first (its sessions
         are bound to it), or None."""
-        ik = self._load(jid)["iks"].get(str(device_id))
-        return None if ik is None else bytes.fromhex(ik)
+        return self._view(jid).iks.get(device_id)
 
     def set_identity(self, jid: str, device_id: int, ik: bytes) -> None:
         rec = self._load(jid)
@@ -92,7 +126,7 @@ class DeviceRegistry:
         self._save(jid, rec)
 
     def identities(self, jid: str) -> dict[int, bytes]:
-        return {int(k): bytes.fromhex(v) for k, v in self._load(jid)["iks"].items()}
+        return dict(self._view(jid).iks)
 
     # ---- bundles ------------------------------------------------------------------------
 

@@ -642,8 +642,7 @@ class Engine:
                 effects.append(self._empty(backend, sender, dev, sset, "heartbeat"))
             else:
                 self._sessions.save(sset)
-        active = self._devices.active(sender)
-        if active is None or dev not in active:
+        if not self._devices.is_active(sender, dev):
             effects += [FetchDeviceList(sender, n) for n in NAMESPACES]
         if effects:
             result = _with_effects(result, effects)

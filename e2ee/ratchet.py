@@ -237,7 +237,7 @@ class DoubleRatchet:
         dh = msg.dh_pub
         n = msg.n
         skipped = self.skipped
-        mk = skipped.get((dh, n))
+        mk = skipped.get((dh, n)) if len(skipped) else None
         if mk is not None:
             plaintext = self._open(mk, msg)
             skipped.pop((dh, n))

@@ -66,24 +66,37 @@ class TrustStore:
     def __init__(self, storage: Storage, policy: TrustPolicy = TrustPolicy.BTBV) -> None:
         self._storage = storage
         self.policy = policy
+        #: decoded records, reused while the store returns the same bytes
+        self._cache: dict[str, tuple[bytes, dict[bytes, TrustLevel]]] = {}
 
     def levels(self, jid: str) -> dict[bytes, TrustLevel]:
         """Every identity key of ``jid`` with a decision or a first-sight level."""
+        return dict(self._levels(jid))
+
+    def _levels(self, jid: str) -> dict[bytes, TrustLevel]:
+        """Like :meth:`levels`, the cached dict itself: never mutate it."""
         raw = self._storage.get(_TABLE, jid)
         if raw is None:
             return {}
+        cached = self._cache.get(jid)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
         rec = jsonrec.load(raw, _VERSION, "trust record")
         try:
-            return {bytes.fromhex(k): TrustLevel(v) for k, v in rec.items()}
+            levels = {bytes.fromhex(k): TrustLevel(v) for k, v in rec.items()}
         except (ValueError, AttributeError):
             raise CorruptState("trust record is damaged") from None
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[jid] = (raw, levels)
+        return levels
 
     def _write(self, jid: str, levels: dict[bytes, TrustLevel]) -> None:
         self._storage.put(_TABLE, jid, jsonrec.dump(_VERSION, {k.hex(): v.value for k, v in levels.items()}))
 
     def level(self, jid: str, ik: bytes) -> TrustLevel | None:
         """The level of ``ik`` for ``jid``, or None when the key was never seen."""
-        return self.levels(jid).get(ik)
+        return self._levels(jid).get(ik)
 
     def set(self, jid: str, ik: bytes, level: TrustLevel) -> None:
         """Record the user's decision."""
@@ -96,10 +109,10 @@ class TrustStore:
     def first_sight(self, jid: str, ik: bytes, replaces_known_key: bool = False) -> TrustLevel:
         """The level of ``ik``, assigning the policy's level when it is new.
         ``replaces_known_key``: a known device now shows this key (never trusted automatically)."""
-        levels = self.levels(jid)
-        known = levels.get(ik)
+        known = self._levels(jid).get(ik)
         if known is not None:
             return known
+        levels = self.levels(jid)
         if replaces_known_key or self.policy is TrustPolicy.MANUAL:
             level = TrustLevel.UNDECIDED
         elif self.policy is TrustPolicy.BTBV:

@@ -35,6 +35,7 @@ import binascii
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import NoReturn
 
 import pyexpat
@@ -208,6 +209,17 @@ def parse_xml(
     if raw.startswith((b"\xfe\xff", b"\xff\xfe")) or b"\x00" in raw:
         _refuse("an encoding other than UTF-8")
 
+    if b"<!" not in raw and b"<?" not in raw:
+        # Fast path: no DTD, comment, CDATA, XML declaration or processing instruction can be
+        # present, so expat's C tree builder sees only elements, attributes, text and the
+        # predefined/character references.  Limits are checked on the tree; anything the
+        # fast parser rejects or that looks odd goes through the strict parser below, which
+        # raises the precise error.
+        root = _parse_fast(raw)
+        if root is not None:
+            check_element(root, max_depth, max_elements, max_attributes=max_attributes)
+            return root
+
     builder = _Builder(max_depth, max_elements, max_attributes)
     parser = _new_parser(builder)
     try:
@@ -223,6 +235,29 @@ def parse_xml(
         raise MalformedMessage(f"XML not well-formed: {pyexpat.errors.messages[e.code]}") from None
     except (RecursionError, ValueError, TypeError, AssertionError):
         raise MalformedMessage("XML not well-formed") from None
+    return root
+
+
+def _parse_fast(raw: bytes) -> ET.Element | None:
+    """Parse with the C tree builder; None when it fails or a name holds a brace it should not
+    (a namespace name containing braces), so that the strict parser decides."""
+    if raw.count(b"<") > 4 * MAX_XML_ELEMENTS:  # more tags than any tree we accept
+        return None
+    parser = ET.XMLParser()
+    try:
+        parser.feed(raw)
+        root = parser.close()
+    except (ET.ParseError, RecursionError, ValueError):
+        return None
+    if b"{" not in raw and b"}" not in raw:
+        return root
+    for elem in root.iter():
+        tag = elem.tag
+        if not isinstance(tag, str) or tag.count("}") > 1 or tag.count("{") > 1:
+            return None
+        for name in elem.attrib:
+            if name.count("}") > 1 or name.count("{") > 1:
+                return None
     return root
 
 
@@ -248,6 +283,14 @@ def check_element(
     """
     if not isinstance(elem, ET.Element):
         raise UsageError(f"check_element needs an Element, not {type(elem).__name__}")
+    if max_text is None:
+        # fast path for small trees: a tree of n elements is at most n deep
+        nodes = list(islice(elem.iter(), min(max_depth, max_elements) + 1))
+        if len(nodes) <= min(max_depth, max_elements):
+            for node in nodes:
+                if len(node.attrib) > max_attributes:
+                    raise RestrictedXml(f"element with more than {max_attributes} attributes")
+            return
     count = text = 0
     stack: list[tuple[ET.Element, int]] = [(elem, 1)]
     while stack:

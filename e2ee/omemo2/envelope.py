@@ -31,6 +31,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 
 from ..errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
@@ -83,6 +84,7 @@ class Envelope:
 # ---- JIDs and timestamps -------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def bare_jid_key(jid: str) -> str:
     """Comparison key of a JID: bare, localpart and domainpart lower-cased, trailing dot of the
     domain dropped.  Returns ``""`` for a JID without domainpart."""
@@ -161,8 +163,8 @@ def build(
     and ``to_jid`` are bare JIDs; ``time`` must be timezone-aware.  Raises
     :class:`~e2ee.errors.UsageError` for content a receiver would refuse (too deep, too many
     elements, too large)."""
-    envelope = ET.Element(_ENVELOPE)
-    content_elem = ET.SubElement(envelope, _CONTENT)
+    count = 0
+    parts = [f"<envelope xmlns='{NS}'><content>"]
     for child in content:
         if not isinstance(child, ET.Element) or not str(child.tag).startswith("{"):
             raise UsageError("children of <content> must be namespaced Elements")
@@ -170,19 +172,29 @@ def build(
             check_element(child, MAX_XML_DEPTH - 2, MAX_XML_ELEMENTS)
         except RestrictedXml as e:
             raise UsageError(f"content a receiver would refuse: {e}") from None
-        content_elem.append(child)
-    ET.SubElement(envelope, _RPAD).text = encode_base64(rng(_rpad_length(rng)))
-    if time is not None:
-        ET.SubElement(envelope, _TIME, {"stamp": format_timestamp(time)})
-    ET.SubElement(envelope, _FROM, {"jid": _check_jid(from_jid, "from_jid")})
-    if to_jid is not None:
-        ET.SubElement(envelope, _TO, {"jid": _check_jid(to_jid, "to_jid")})
-    if sum(1 for _ in envelope.iter()) > MAX_XML_ELEMENTS:
+        count += sum(1 for _ in child.iter())
+        parts.append(serialize(child, inherited_ns=NS).decode())
+    if count + 5 > MAX_XML_ELEMENTS:
         raise UsageError("content with too many elements")
-    data = serialize(envelope)
+    # the affixes are written directly: base64, a time stamp and checked JIDs (escaped)
+    parts.append(f"</content><rpad>{encode_base64(rng(_rpad_length(rng)))}</rpad>")
+    if time is not None:
+        parts.append(f"<time stamp='{format_timestamp(time)}'/>")
+    parts.append(f"<from jid='{_attr(_check_jid(from_jid, 'from_jid'))}'/>")
+    if to_jid is not None:
+        parts.append(f"<to jid='{_attr(_check_jid(to_jid, 'to_jid'))}'/>")
+    parts.append("</envelope>")
+    data = "".join(parts).encode("utf-8")
     if len(data) > MAX_XML_BYTES:
         raise UsageError(f"envelope larger than {MAX_XML_BYTES} bytes")
     return data
+
+
+def _attr(value: str) -> str:
+    """An attribute value escaped for single quotes (via the serializer, which also refuses
+    characters XML cannot carry)."""
+    text = serialize(ET.Element("a", {"v": value})).decode()
+    return text[len("<a v='") : -len("'/>")]
 
 
 # ---- parse ---------------------------------------------------------------------------------
