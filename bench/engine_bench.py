@@ -8,8 +8,8 @@ same work:
   (SCE envelope, payload, one ratchet step, session saved, ``<encrypted>`` built).
 * ``decrypt``: :meth:`Engine.decrypt` of the next in-order message (parse, ratchet step, payload,
   SCE envelope parse, session saved).
-* ``session_init``: a fresh alice device that holds bob's device list and bundle encrypts her first
-  message (X3DH with signature check, ratchet start, encryption).
+* ``session_init``: bob's bundle arrives at a fresh alice device (parse, signature check) and she
+  encrypts her first message (X3DH, ratchet start, encryption); bob's device list is known.
 * ``session_accept``: bob decrypts the key exchange of a fresh alice device (passive X3DH, first
   DH step, decryption, prekey consumed and refilled, bundle republication built, empty answer
   encrypted).
@@ -40,7 +40,7 @@ from e2ee.primitives import (
     x25519,
     x25519_public,
 )
-from e2ee.results import Decrypted, SendMessage
+from e2ee.results import Decrypted, FetchBundle, SendMessage
 from e2ee.rng import system_random
 from tests.engine_support import O2, Net
 
@@ -82,15 +82,24 @@ def _decrypt(count: int) -> Op:
 
 
 def _session_init(count: int) -> Op:
+    """Each op: bob's bundle arrives (parse, signature check) and a fresh alice encrypts her
+    first message (X3DH, ratchet start, encryption); bob's device list is already known."""
     net = Net()
-    net.device(BOB, "b", rng=system_random)
+    bob = net.device(BOB, "b", rng=system_random)
+    bundle = net.pep.bundle(BOB, O2, bob.device_id)
     alices = []
     for i in range(count):
         a = net.device(f"alice{i}@example.org", f"a{i}", rng=system_random)
-        net.prepare(a, [BOB])
+        net.run(a, [e for e in a.prepare([BOB]) if not isinstance(e, FetchBundle)])
         alices.append(a)
     it = iter(alices)
-    return lambda: next(it).encrypt([BOB], MSG)
+
+    def op() -> object:
+        a = next(it)
+        a.on_bundle(BOB, bob.device_id, O2, bundle)  # type: ignore[arg-type]
+        return a.encrypt([BOB], MSG)
+
+    return op
 
 
 def _session_accept(count: int) -> Op:

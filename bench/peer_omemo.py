@@ -3,8 +3,8 @@ in-memory storage, driven through :mod:`tests.peers.session_manager` (run from t
 
 ``SCENARIOS[name](count)`` does all preparation and returns ``op``; calling ``op()`` performs ONE
 operation of the scenario, synchronously (the coroutine runs on the driver's persistent event loop).
-``op`` may be called exactly ``count`` times (scenarios with a prepared supply raise
-``RuntimeError`` when it runs out).  One device per side unless noted; every account has exactly one
+``op`` may be called ``count`` times (``encrypt`` and ``fanout_100`` any number of times; the
+scenarios with a prepared supply raise ``RuntimeError`` once it is used up).  One device per side unless noted; every account has exactly one
 device, so no encryption fans out to own devices.
 
 What one op includes (all of it is python-omemo's ``encrypt``/``decrypt`` plus the XML layer):

@@ -8,6 +8,7 @@ identity key, sessions and trust stay (``omemo2.md`` section 3).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,27 +135,39 @@ class DeviceRegistry:
         raw = self._storage.get("bundle", session_key(flavour, jid, device_id))
         if raw is None:
             return None
-        rec = jsonrec.load(raw, _VERSION, "bundle record")
-        try:
-            b = Bundle(
-                flavour,
-                bytes.fromhex(rec["ik"]),
-                int(rec["spk_id"]),
-                bytes.fromhex(rec["spk"]),
-                bytes.fromhex(rec["spks"]),
-                {int(k): bytes.fromhex(v) for k, v in rec["prekeys"].items()},
-            )
-            return StoredBundle(b, float(rec["fetched"]))
-        except (KeyError, TypeError, ValueError):
-            raise CorruptState("bundle record is damaged") from None
+        return _unpack_bundle(flavour, raw)
 
     def set_bundle(self, jid: str, device_id: int, bundle: Bundle, fetched: float) -> None:
-        rec = {
-            "ik": bundle.ik.hex(),
-            "spk_id": bundle.spk_id,
-            "spk": bundle.spk.hex(),
-            "spks": bundle.spk_signature.hex(),
-            "prekeys": {str(k): v.hex() for k, v in bundle.prekeys.items()},
-            "fetched": fetched,
-        }
-        self._storage.put("bundle", session_key(bundle.flavour, jid, device_id), jsonrec.dump(_VERSION, rec))
+        self._storage.put("bundle", session_key(bundle.flavour, jid, device_id), _pack_bundle(bundle, fetched))
+
+
+# Bundle records are binary (a bundle holds ~100 prekeys and is read on every session start):
+# version, fetched (double), spk id, key length k, ik, spk, signature (64), then (id, key) pairs.
+_HEAD = struct.Struct(">BdIB")
+
+
+def _pack_bundle(bundle: Bundle, fetched: float) -> bytes:
+    k = len(bundle.spk)
+    if len(bundle.ik) != k or len(bundle.spk_signature) != 64 or any(len(v) != k for v in bundle.prekeys.values()):
+        raise CorruptState("bundle keys of unequal length")
+    parts = [_HEAD.pack(_VERSION, fetched, bundle.spk_id, k), bundle.ik, bundle.spk, bundle.spk_signature]
+    for pk_id, key in bundle.prekeys.items():
+        parts.append(pk_id.to_bytes(4, "big"))
+        parts.append(key)
+    return b"".join(parts)
+
+
+def _unpack_bundle(flavour: str, raw: bytes) -> StoredBundle:
+    try:
+        version, fetched, spk_id, k = _HEAD.unpack_from(raw)
+    except struct.error:
+        raise CorruptState("bundle record is damaged") from None
+    off = _HEAD.size
+    body = raw[off:]
+    if version != _VERSION or k not in (32, 33) or len(body) < 2 * k + 64 or (len(body) - 2 * k - 64) % (4 + k):
+        raise CorruptState("bundle record is damaged")
+    ik, spk, sig = body[:k], body[k : 2 * k], body[2 * k : 2 * k + 64]
+    rest = body[2 * k + 64 :]
+    step = 4 + k
+    prekeys = {int.from_bytes(rest[i : i + 4], "big"): rest[i + 4 : i + step] for i in range(0, len(rest), step)}
+    return StoredBundle(Bundle(flavour, ik, spk_id, spk, sig, prekeys), fetched)

@@ -8,6 +8,8 @@ device-list and ``<encrypted>`` codecs share their id and key helpers from here.
 
 from __future__ import annotations
 
+import binascii
+
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,11 +95,31 @@ def parse_bundle(schema: BundleSchema, elem: ET.Element) -> Bundle:
     ik = required_child(elem, schema.ik, InvalidBundle)
     prekeys_elem = required_child(elem, schema.prekeys, InvalidBundle)
     prekeys: dict[int, bytes] = {}
+    pk_name = _local(schema.pk)
+    id_attr, key_len, prefix = schema.pk_id_attr, schema.key_len, schema.key_prefix
+    b64_len = 4 * ((key_len + 2) // 3)
     for pk in children(prekeys_elem, schema.pk, InvalidBundle, MAX_PREKEYS_PER_BUNDLE):
-        pk_id = _bundle_id(pk, schema.pk_id_attr)
+        # the common, canonical form first; anything else takes the careful path, which also
+        # produces the precise error
+        text = pk.get(id_attr)
+        if text is not None and 0 < len(text) <= 10 and text.isascii() and text.isdigit():
+            pk_id = int(text)
+            if not PREKEY_ID_MIN <= pk_id <= PREKEY_ID_MAX:
+                raise InvalidBundle(f"{id_attr} {pk_id} out of range")
+        else:
+            pk_id = _bundle_id(pk, id_attr)
         if pk_id in prekeys:
-            raise InvalidBundle(f"duplicate {_local(schema.pk)} id {pk_id}")
-        prekeys[pk_id] = _public_key(schema, pk, _local(schema.pk))
+            raise InvalidBundle(f"duplicate {pk_name} id {pk_id}")
+        key_text = pk.text
+        data = None
+        if key_text is not None and len(key_text) == b64_len:
+            try:
+                data = binascii.a2b_base64(key_text, strict_mode=True)
+            except binascii.Error:
+                data = None
+        if data is None or len(data) != key_len or not data.startswith(prefix):
+            data = _public_key(schema, pk, pk_name)
+        prekeys[pk_id] = data
     if len(prekeys) < schema.min_prekeys:
         raise InvalidBundle(f"{len(prekeys)} prekeys, at least {schema.min_prekeys} required")
     return Bundle(

@@ -135,6 +135,7 @@ class OwnDevice:
         return {
             "id": spk_id,
             "priv": priv.hex(),
+            "pub": pub.hex(),
             "created": _ts(now),
             "sig": {
                 "omemo2": OMEMO2.sign_prekey(self.identity, pub).hex(),
@@ -208,7 +209,8 @@ class OwnDevice:
         for _ in range(PREKEY_COUNT - unused):
             while str(next_id) in keys:
                 next_id = next_id % OWN_PREKEY_ID_MAX + 1
-            keys[str(next_id)] = {"priv": self._rng(32).hex(), "used": False, "base_keys": []}
+            priv = self._rng(32)
+            keys[str(next_id)] = {"priv": priv.hex(), "pub": x25519_public(priv).hex(), "used": False, "base_keys": []}
             next_id = next_id % OWN_PREKEY_ID_MAX + 1
         rec["next_id"] = next_id
         self._put_prekeys(rec)
@@ -258,16 +260,12 @@ class OwnDevice:
         """Our bundle for ``flavour``: identity key, current signed prekey, unused prekeys."""
         cur = self._spk()["current"]
         enc = flavour.encode_public
-        prekeys = {
-            int(k): enc(x25519_public(bytes.fromhex(v["priv"])))
-            for k, v in self._prekeys()["keys"].items()
-            if not v["used"]
-        }
+        prekeys = {int(k): enc(bytes.fromhex(v["pub"])) for k, v in self._prekeys()["keys"].items() if not v["used"]}
         return Bundle(
             flavour.name,
             flavour.own_identity(self.identity),
             cur["id"],
-            enc(x25519_public(bytes.fromhex(cur["priv"]))),
+            enc(bytes.fromhex(cur["pub"])),
             bytes.fromhex(cur["sig"][flavour.name]),
             prekeys,
         )

@@ -331,7 +331,9 @@ class SMPeer:
 
     Use :meth:`create`.  Attributes: ``directory``, ``bare_jid``, ``namespaces`` (loaded backends in
     priority order), ``sm`` (the SessionManager, for anything not wrapped here), ``storage``,
-    ``sent_empty`` (outbox of empty messages, see module doc) and ``last_encryption_errors``.
+    ``sent_empty`` (outbox of empty messages, see module doc; the library appends to this very list,
+    so clear it in place, e.g. with :meth:`take_sent_empty`, never rebind it) and
+    ``last_encryption_errors``.
     """
 
     def __init__(self) -> None:  # use create()
@@ -443,7 +445,10 @@ class SMPeer:
         """Set ``"trusted"``, ``"distrusted"`` or ``"undecided"`` for an Ed25519 identity key."""
         if level not in _TRUST_LEVELS:
             raise SMPeerError(f"unknown trust level {level!r}")
-        _run(self.sm.set_trust(jid, identity_key, level))
+        try:
+            _run(self.sm.set_trust(jid, identity_key, level))
+        except Exception as e:
+            raise SMPeerError(f"set_trust failed: {e!r}") from e
 
     # ---- encryption -----------------------------------------------------------------------------
 
