@@ -57,6 +57,10 @@ class DeviceRegistry:
         self._storage = storage
         self._views: dict[str, tuple[bytes, _View]] = {}
 
+    def view(self, jid: str) -> _View:
+        """Read-only decoded record of ``jid`` (do not mutate)."""
+        return self._view(jid)
+
     def _view(self, jid: str) -> _View:
         raw = self._storage.get("device", jid)
         if raw is None:

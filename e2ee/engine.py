@@ -287,9 +287,11 @@ class Engine:
         jid = _bare(jid)
         flavour = backend.flavour
         bundle = backend.xml.parse_bundle(element)
+        ik = flavour.identity_to_x25519(bundle.ik)  # a bad key is InvalidKey, whatever the signature
         spk = flavour.decode_public(bundle.spk)
+        for pk in bundle.prekeys.values():
+            flavour.decode_public(pk)
         flavour.verify_prekey(bundle.ik, spk, bundle.spk_signature)
-        ik = flavour.identity_to_x25519(bundle.ik)
 
         def op() -> list[Effect]:
             known = self._devices.identity(jid, device_id)
@@ -355,19 +357,20 @@ class Engine:
         unreachable: list[str] = []
         plans: list[_Plan] = []
         for jid in jids:
-            active = self._devices.active(jid)
+            view = self._devices.view(jid)
+            active = view.active
             if active is None:
                 effects += [FetchDeviceList(jid, ns) for ns in NAMESPACES]
                 outcomes.append(DeviceOutcome(jid, 0, "", Outcome.NO_DEVICE_LIST))
                 if jid != own.jid:
                     unreachable.append(jid)
                 continue
-            if jid == own.jid:
-                active.pop(own.device_id, None)
-            levels = self.trust.levels(jid)
-            iks = self._devices.identities(jid)
+            levels = self.trust.levels_view(jid)
+            iks = view.iks
             eligible = 0
             for dev, fname in sorted(active.items()):
+                if jid == own.jid and dev == own.device_id:
+                    continue
                 backend = _BY_NAME[fname]
                 ns = backend.namespace
                 sset = self._sessions.load(session_key(fname, jid, dev))
@@ -598,9 +601,14 @@ class Engine:
                             raise SenderDistrusted("the sender's identity key is distrusted")
                         return UntrustedIdentity(sender, dev, ns, ik, known_ik)
                 self._refuse_distrusted(sender, ik)
-                use = own.prekeys_for_exchange(kex.pk_id, kex.spk_id, kex.ek, now)
+                ek = kex.ek
                 session, km = accept_session(
-                    flavour, own.identity, kex, lambda _i: use.spk_private, lambda _i: use.pk_private, self._rng
+                    flavour,
+                    own.identity,
+                    kex,
+                    lambda spk_id: own.signed_prekey_private(spk_id, now),
+                    lambda pk_id: own.prekey_for_exchange(pk_id, ek),
+                    self._rng,
                 )
                 entry = self._sessions.new_entry(session, now.timestamp())
                 sset.entries.insert(0, entry)

@@ -16,12 +16,11 @@ One identity key and one device id serve both namespaces (``omemo2.md`` section 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from . import jsonrec
-from .errors import CorruptState, ReusedBaseKey, UnknownPreKey, UnknownSignedPreKey, UsageError
+from .errors import CorruptState, ReusedBaseKey, UsageError
 from .flavour import Flavour
 from .identity import IdentityKeyPair
 from .limits import (
@@ -66,14 +65,6 @@ def choose_device_id(rng: Random, taken: set[int] | frozenset[int]) -> int:
         candidate = _random_int(rng, DEVICE_ID_MIN, DEVICE_ID_MAX)
         if candidate not in taken:
             return candidate
-
-
-@dataclass(frozen=True, slots=True)
-class PreKeyUse:
-    """What accepting a key exchange needs from our prekey store."""
-
-    spk_private: bytes
-    pk_private: bytes
 
 
 class OwnDevice:
@@ -153,9 +144,9 @@ class OwnDevice:
     def _put_spk(self, rec: dict[str, Any]) -> None:
         self._storage.put(_TABLE, "spk", jsonrec.dump(_VERSION, rec))
 
-    def signed_prekey_private(self, spk_id: int, now: datetime) -> bytes:
+    def signed_prekey_private(self, spk_id: int, now: datetime) -> bytes | None:
         """Our private signed prekey ``spk_id``: the current one, or the previous one within its
-        grace period.  :class:`~e2ee.errors.UnknownSignedPreKey` otherwise."""
+        grace period; None otherwise."""
         rec = self._spk()
         cur = rec["current"]
         if cur["id"] == spk_id:
@@ -163,7 +154,7 @@ class OwnDevice:
         prev = rec.get("previous")
         if prev is not None and prev["id"] == spk_id and _ts(now) < prev["retired"] + SPK_GRACE.total_seconds():
             return bytes.fromhex(prev["priv"])
-        raise UnknownSignedPreKey(f"no signed prekey {spk_id}")
+        return None
 
     def rotate_signed_prekey(self, now: datetime, force: bool = False) -> bool:
         """Replace the signed prekey when it is older than :data:`~e2ee.limits.SPK_ROTATION`
@@ -216,17 +207,16 @@ class OwnDevice:
         self._put_prekeys(rec)
         return True
 
-    def prekeys_for_exchange(self, pk_id: int, spk_id: int, ek: bytes, now: datetime) -> PreKeyUse:
-        """The private keys a key exchange naming ``pk_id``/``spk_id`` with base key ``ek``
-        needs.  Raises :class:`~e2ee.errors.UnknownSignedPreKey`,
-        :class:`~e2ee.errors.UnknownPreKey` or :class:`~e2ee.errors.ReusedBaseKey`."""
-        spk_private = self.signed_prekey_private(spk_id, now)
+    def prekey_for_exchange(self, pk_id: int, ek: bytes) -> bytes | None:
+        """Our private one-time prekey ``pk_id`` for a key exchange with base key ``ek``, or None.
+        :class:`~e2ee.errors.ReusedBaseKey` when that base key was already used with it (a
+        prekey kept during a catch-up)."""
         entry = self._prekeys()["keys"].get(str(pk_id))
         if entry is None:
-            raise UnknownPreKey(f"no prekey {pk_id}")
+            return None
         if ek.hex() in entry["base_keys"]:
             raise ReusedBaseKey("this base key was already used with this prekey")
-        return PreKeyUse(spk_private, bytes.fromhex(entry["priv"]))
+        return bytes.fromhex(entry["priv"])
 
     def consume_prekey(self, pk_id: int, ek: bytes, keep: bool) -> None:
         """After a key exchange succeeded: delete the prekey, or (``keep``, during a catch-up)

@@ -44,6 +44,7 @@ __all__ = [
     "x25519_public",
     "x25519",
     "x25519_check_public",
+    "x25519_check_prime_order",
     "ed25519_public",
     "ed25519_sign",
     "ed25519_verify",
@@ -211,6 +212,21 @@ def x25519_check_public(public: bytes) -> None:
         raise InvalidKey("non-canonical X25519 public key")
     if public in _LOW_ORDER_U:
         raise InvalidKey("X25519 public key of small order")
+
+
+def x25519_check_prime_order(public: bytes) -> None:
+    """Reject (with :class:`InvalidKey`) an X25519 public key that is not in the prime-order
+    subgroup: a genuine key plus a torsion component, or a point on the twist.  Clamped X25519
+    hides the torsion (the shared secret is the same), so a replayed key exchange with a
+    torsioned base key would otherwise look new (libsignal ``test_bob_rejects_torsioned_basekey``).
+    Costs a scalar multiplication: used on key-exchange base keys only."""
+    x25519_check_public(public)
+    u = int.from_bytes(public, "little")
+    if (u + 1) % P == 0:
+        raise InvalidKey("X25519 public key of small order")
+    y = (u - 1) * pow(u + 1, P - 2, P) % P  # the Edwards y of the point (either x will do)
+    if not _na.crypto_core_ed25519_is_valid_point(y.to_bytes(32, "little")):
+        raise InvalidKey("X25519 public key outside the prime-order subgroup")
 
 
 def x25519(private: bytes, public: bytes) -> bytes:

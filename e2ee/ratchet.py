@@ -15,7 +15,9 @@ Per-flavour differences (info strings, MAC length, framing, associated data) com
   a re-serialization.
 * **``pn`` from both families.**  We send ``pn`` as the Signal specification defines it (the
   length of the previous sending chain).  libsignal senders put one less, so on a new ratchet
-  key we keep the key at index ``pn`` of the old chain too (one surplus key for spec senders).
+  key we also keep the key at index ``pn`` of the old chain -- not among the skipped keys but as
+  the single *spare* key, replaced at the next DH step, so that spec senders (for whom it is
+  never used) do not make the skipped-key store grow.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class DoubleRatchet:
         "ad_recv",
         "skipped",
         "old_chains",
+        "spare",
     )
 
     def __init__(
@@ -136,6 +139,7 @@ class DoubleRatchet:
         ad_recv: bytes,
         skipped: SkippedKeys | None = None,
         old_chains: dict[bytes, int] | None = None,
+        spare: tuple[bytes, int, bytes] | None = None,
     ) -> None:
         self.flavour = flavour
         self.root_key = root_key
@@ -153,6 +157,8 @@ class DoubleRatchet:
         self.skipped: SkippedKeys = skipped if skipped is not None else MemorySkippedKeys()
         #: previous receiving ratchet key -> first counter that was never derived on it
         self.old_chains: dict[bytes, int] = old_chains if old_chains is not None else {}
+        #: (ratchet key, counter, message key) at index ``pn`` of the last chain we left
+        self.spare = spare
 
     def __repr__(self) -> str:
         return (
@@ -242,6 +248,11 @@ class DoubleRatchet:
             plaintext = self._open(mk, msg)
             skipped.pop((dh, n))
             return plaintext
+        spare = self.spare
+        if spare is not None and spare[1] == n and spare[0] == dh:
+            plaintext = self._open(spare[2], msg)
+            self.spare = None
+            return plaintext
 
         if dh == self.dhr:
             nr = self.nr
@@ -276,10 +287,14 @@ class DoubleRatchet:
         if old_count + n > MAX_SKIP:
             raise TooManySkippedKeys(f"message would skip {old_count + n} keys")
         new_keys = []
-        # up to and including index pn: libsignal senders put pn one lower than the spec
+        # up to and including index pn: libsignal senders put pn one lower than the spec; the key
+        # at index pn becomes the spare
         old_end = max(nr, msg.pn + 1)
+        new_spare = None
         if old_ck is not None and old_dh is not None:
-            _skip(old_ck, old_dh, nr, old_end, new_keys)
+            ck_pn = _skip(old_ck, old_dh, nr, msg.pn, new_keys)
+            if msg.pn >= nr:
+                new_spare = (old_dh, msg.pn, hmac_sha256(ck_pn, _MK_CONST))
         flavour = self.flavour
         rk, ckr = _kdf_rk(flavour, self.root_key, x25519(self.dhs_priv, dh))
         new_priv = rng(32)
@@ -292,6 +307,7 @@ class DoubleRatchet:
             chains[old_dh] = old_end
             while len(chains) > MAX_OLD_CHAINS:
                 del chains[next(iter(chains))]
+        self.spare = new_spare
         self.root_key = rk
         self.dhs_priv = new_priv
         self.dhs_pub = x25519_public(new_priv)
@@ -345,6 +361,8 @@ class DoubleRatchet:
             oc = st.old_chains.add()
             oc.dh_pub = dh
             oc.end = end
+        if self.spare is not None:
+            st.spare.dh_pub, st.spare.n, st.spare.key = self.spare
         return records.dump(STATE_VERSION, st)
 
     @classmethod
@@ -359,6 +377,8 @@ class DoubleRatchet:
         keys32 += [getattr(st, f) for f in ("dhr", "cks", "ckr") if st.HasField(f)]
         keys32 += [s.dh_pub for s in st.skipped] + [s.key for s in st.skipped]
         keys32 += [c.dh_pub for c in st.old_chains]
+        if st.HasField("spare"):
+            keys32 += [st.spare.dh_pub, st.spare.key]
         if any(len(k) != 32 for k in keys32):
             raise CorruptState("ratchet state holds a key of wrong length")
         return cls(
@@ -376,6 +396,7 @@ class DoubleRatchet:
             st.ad_recv,
             skipped if skipped is not None else MemorySkippedKeys(((s.dh_pub, s.n), s.key) for s in st.skipped),
             {c.dh_pub: c.end for c in st.old_chains},
+            (st.spare.dh_pub, st.spare.n, st.spare.key) if st.HasField("spare") else None,
         )
 
 

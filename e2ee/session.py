@@ -20,6 +20,7 @@ from . import records, x3dh
 from .errors import UnknownPreKey, UnknownSignedPreKey
 from .flavour import Flavour, ParsedKeyExchange
 from .identity import IdentityKeyPair
+from .primitives import x25519_check_prime_order
 from .ratchet import DoubleRatchet, SkippedKeys
 from .rng import Random, system_random
 from .wire.state_pb2 import SessionState
@@ -139,6 +140,7 @@ def accept(
     only after this succeeded.  Raises :class:`~e2ee.errors.UnknownSignedPreKey`,
     :class:`~e2ee.errors.UnknownPreKey` or the ratchet's errors.
     """
+    x25519_check_prime_order(kex.ek)  # before any lookup: a torsioned replay is no new key
     spk_private = signed_prekey(kex.spk_id)
     if spk_private is None:
         raise UnknownSignedPreKey(f"no signed prekey {kex.spk_id}")

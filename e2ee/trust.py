@@ -73,6 +73,10 @@ class TrustStore:
         """Every identity key of ``jid`` with a decision or a first-sight level."""
         return dict(self._levels(jid))
 
+    def levels_view(self, jid: str) -> dict[bytes, TrustLevel]:
+        """Like :meth:`levels`, without copying: never mutate the result."""
+        return self._levels(jid)
+
     def _levels(self, jid: str) -> dict[bytes, TrustLevel]:
         """Like :meth:`levels`, the cached dict itself: never mutate it."""
         raw = self._storage.get(_TABLE, jid)

@@ -50,6 +50,7 @@ from .limits import (
 )
 
 __all__ = [
+    "escape_attribute",
     "XML_NS",
     "check_expat_version",
     "parse_xml",
@@ -361,6 +362,12 @@ def _chars(text: str, table: dict[int, str]) -> str:
     if _BAD_CHARS.search(text):
         raise UsageError("text contains characters XML 1.0 cannot carry")
     return text.translate(table)
+
+
+def escape_attribute(value: str) -> str:
+    """``value`` escaped for an attribute in single or double quotes; raises
+    :class:`~e2ee.errors.UsageError` for characters XML 1.0 cannot carry."""
+    return _chars(value, _ATTR_ESC)
 
 
 def _start_tag(elem: ET.Element, inherited: str) -> tuple[str, str, str]:

@@ -123,8 +123,6 @@ class LegacyFlavour(Flavour):
             kex.MergeFromString(data[1:])
         except DecodeError:
             raise MalformedMessage("not a PreKeySignalMessage") from None
-        if not kex.HasField("preKeyId"):
-            raise MissingPreKey("key exchange without a one-time prekey")
         if not (
             kex.HasField("signedPreKeyId")
             and kex.HasField("baseKey")
@@ -132,6 +130,8 @@ class LegacyFlavour(Flavour):
             and kex.HasField("message")
         ):
             raise MalformedMessage("PreKeySignalMessage lacks a required field")
+        if not kex.HasField("preKeyId"):  # checked last: see the OMEMO 2 codec
+            raise MissingPreKey("key exchange without a one-time prekey")
         ek = _decode_key(kex.baseKey)
         _decode_key(kex.identityKey)
         return ParsedKeyExchange(kex.preKeyId, kex.signedPreKeyId, kex.identityKey, ek, kex.message)

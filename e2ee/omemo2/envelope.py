@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from ..errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
 from ..limits import MAX_JID_LENGTH, MAX_XML_BYTES, MAX_XML_DEPTH, MAX_XML_ELEMENTS, SCE_TIME_WINDOW
 from ..rng import Random
-from ..xmlsafe import check_element, encode_base64, parse_xml, serialize
+from ..xmlsafe import check_element, escape_attribute, encode_base64, parse_xml, serialize
 
 __all__ = [
     "NS",
@@ -180,21 +180,14 @@ def build(
     parts.append(f"</content><rpad>{encode_base64(rng(_rpad_length(rng)))}</rpad>")
     if time is not None:
         parts.append(f"<time stamp='{format_timestamp(time)}'/>")
-    parts.append(f"<from jid='{_attr(_check_jid(from_jid, 'from_jid'))}'/>")
+    parts.append(f"<from jid='{escape_attribute(_check_jid(from_jid, 'from_jid'))}'/>")
     if to_jid is not None:
-        parts.append(f"<to jid='{_attr(_check_jid(to_jid, 'to_jid'))}'/>")
+        parts.append(f"<to jid='{escape_attribute(_check_jid(to_jid, 'to_jid'))}'/>")
     parts.append("</envelope>")
     data = "".join(parts).encode("utf-8")
     if len(data) > MAX_XML_BYTES:
         raise UsageError(f"envelope larger than {MAX_XML_BYTES} bytes")
     return data
-
-
-def _attr(value: str) -> str:
-    """An attribute value escaped for single quotes (via the serializer, which also refuses
-    characters XML cannot carry)."""
-    text = serialize(ET.Element("a", {"v": value})).decode()
-    return text[len("<a v='") : -len("'/>")]
 
 
 # ---- parse ---------------------------------------------------------------------------------

@@ -113,8 +113,8 @@ class Omemo2Flavour(Flavour):
             kex.MergeFromString(data)
         except DecodeError:
             raise MalformedMessage("not an OMEMOKeyExchange") from None
-        if not kex.HasField("pk_id"):
-            raise MissingPreKey("key exchange without a one-time prekey")
+        # Everything but the prekey id first: a message of another kind (say an
+        # OMEMOAuthenticatedMessage marked kex) is malformed, not a key exchange without prekey.
         if not (
             kex.HasField("spk_id")
             and kex.HasField("ik")
@@ -122,6 +122,8 @@ class Omemo2Flavour(Flavour):
             and kex.HasField("message")
         ):
             raise MalformedMessage("OMEMOKeyExchange lacks a required field")
+        if not kex.HasField("pk_id"):
+            raise MissingPreKey("key exchange without a one-time prekey")
         x25519_check_public(kex.ek)
         if len(kex.ik) != 32:
             raise MalformedMessage("identity key of wrong length")

@@ -89,6 +89,7 @@ class RatchetState(_message.Message):
     AD_RECV_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     OLD_CHAINS_FIELD_NUMBER: _builtins.int
+    SPARE_FIELD_NUMBER: _builtins.int
     flavour: _builtins.int
     """2 = OMEMO 2, 1 = legacy OMEMO"""
     root_key: _builtins.bytes
@@ -106,6 +107,10 @@ class RatchetState(_message.Message):
     def skipped(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedKey]: ...
     @_builtins.property
     def old_chains(self) -> _containers.RepeatedCompositeFieldContainer[Global___OldChain]: ...
+    @_builtins.property
+    def spare(self) -> Global___SkippedKey:
+        """the key at index pn of the last chain left (libsignal pn)"""
+
     def __init__(
         self,
         *,
@@ -123,10 +128,11 @@ class RatchetState(_message.Message):
         ad_recv: _builtins.bytes | None = ...,
         skipped: _abc.Iterable[Global___SkippedKey] | None = ...,
         old_chains: _abc.Iterable[Global___OldChain] | None = ...,
+        spare: Global___SkippedKey | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ad_recv", b"ad_recv", "ad_send", b"ad_send", "ckr", b"ckr", "cks", b"cks", "dhr", b"dhr", "dhs_priv", b"dhs_priv", "dhs_pub", b"dhs_pub", "flavour", b"flavour", "nr", b"nr", "ns", b"ns", "pn", b"pn", "root_key", b"root_key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ad_recv", b"ad_recv", "ad_send", b"ad_send", "ckr", b"ckr", "cks", b"cks", "dhr", b"dhr", "dhs_priv", b"dhs_priv", "dhs_pub", b"dhs_pub", "flavour", b"flavour", "nr", b"nr", "ns", b"ns", "pn", b"pn", "root_key", b"root_key", "spare", b"spare"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ad_recv", b"ad_recv", "ad_send", b"ad_send", "ckr", b"ckr", "cks", b"cks", "dhr", b"dhr", "dhs_priv", b"dhs_priv", "dhs_pub", b"dhs_pub", "flavour", b"flavour", "nr", b"nr", "ns", b"ns", "old_chains", b"old_chains", "pn", b"pn", "root_key", b"root_key", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ad_recv", b"ad_recv", "ad_send", b"ad_send", "ckr", b"ckr", "cks", b"cks", "dhr", b"dhr", "dhs_priv", b"dhs_priv", "dhs_pub", b"dhs_pub", "flavour", b"flavour", "nr", b"nr", "ns", b"ns", "old_chains", b"old_chains", "pn", b"pn", "root_key", b"root_key", "skipped", b"skipped", "spare", b"spare"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
