@@ -1,97 +1,160 @@
-"""``e2ee demo`` (no server): alice's two devices and bob exchange encrypted messages through
-the engine in one process.
+"""``e2ee demo`` (no server): alice's two devices and bob's two devices exchange encrypted
+messages through the engine in one process.
 
-At this stage of the project the demo runs the crypto layer only: X3DH session set-up and the
-Double Ratchet in both OMEMO 2 and legacy OMEMO, with fingerprints.  Device lists, bundles,
-trust and the keystore join it as they are built.
+A dictionary stands in for the PEP service (device lists and bundles) and a list for the
+message stream; everything else is the real engine: device ids, bundles, both namespaces (bob's
+phone speaks only legacy OMEMO, as Conversations does), key exchanges and their empty answers,
+copies for our own other devices, Blind Trust Before Verification and what changes once a
+fingerprint is verified.  The keystore and the XMPP session join in later issues.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+import xml.etree.ElementTree as ET
 from typing import TextIO
 
-from e2ee.flavour import Flavour
-from e2ee.identity import IdentityKeyPair
-from e2ee.legacy.wire import LEGACY
-from e2ee.omemo2.wire import OMEMO2
-from e2ee.primitives import x25519_public
-from e2ee.session import PeerBundle, Session, accept, initiate
+from e2ee.engine import NAMESPACES, Engine
+from e2ee.results import (
+    Decrypted,
+    Effect,
+    EmptyMessage,
+    FetchBundle,
+    FetchDeviceList,
+    NotForThisDevice,
+    Publish,
+    SendMessage,
+)
+from e2ee.storage import MemoryStorage
+from e2ee.trust import TrustLevel, fingerprint
+
+O2, LEGACY = NAMESPACES
+_LIST_NODES = {"urn:xmpp:omemo:2:devices": O2, "eu.siacs.conversations.axolotl.devicelist": LEGACY}
+_SHORT = {O2: "omemo:2", LEGACY: "legacy"}
 
 
-def fingerprint(ik: IdentityKeyPair) -> str:
-    """The X25519 identity key in hex groups of 8, the form Conversations and Dino show."""
-    h = ik.x25519_public.hex()
-    return " ".join(h[i:i + 8] for i in range(0, 64, 8))
+class World:
+    """The PEP items of every account, and the engines that watch them."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.items: dict[tuple[str, str, str], ET.Element] = {}
+        self.engines: dict[str, Engine] = {}
+        self.speaks: dict[int, tuple[str, ...]] = {}  # device id -> namespaces it publishes in
+        self.out = out
+
+    def device(self, name: str, jid: str, namespaces: tuple[str, ...] = NAMESPACES) -> Engine:
+        from e2ee.engine import _BY_NS
+
+        lists = [
+            _BY_NS[ns].xml.parse_device_list(elem)
+            for ns in NAMESPACES
+            if (elem := self.items.get((jid, _list_node(ns), "current"))) is not None
+        ]
+        engine = Engine.create(MemoryStorage(), jid, lists, label=name)
+        self.engines[name] = engine
+        self.speaks[engine.device_id] = namespaces
+        self.run(engine, engine.publish())
+        spoken = " + ".join(_SHORT[ns] for ns in namespaces)
+        print(f"  {name:13} {jid}/{engine.device_id:<10} ({spoken})", file=self.out)
+        print(f"  {'':13} fingerprint {fingerprint(engine.identity_key)}", file=self.out)
+        return engine
+
+    def run(self, engine: Engine, effects: list[Effect] | tuple[Effect, ...]) -> None:
+        for e in effects:
+            if isinstance(e, Publish):
+                if _namespace(e.node) not in self.speaks[engine.device_id]:
+                    continue  # a legacy-only client publishes nothing in the OMEMO 2 nodes
+                self.items[(engine.jid, e.node, e.item_id)] = e.payload
+                ns = _LIST_NODES.get(e.node)
+                if ns is not None:  # PEP +notify: every engine hears about the new list
+                    for other in self.engines.values():
+                        self.run(other, other.on_device_list(engine.jid, ns, e.payload))
+            elif isinstance(e, FetchDeviceList):
+                elem = self.items.get((e.jid, _list_node(e.namespace), "current"))
+                self.run(engine, engine.on_device_list(e.jid, e.namespace, elem))
+            elif isinstance(e, FetchBundle):
+                elem = self.items.get((e.jid, *_bundle_item(e.namespace, e.device_id)))
+                if elem is not None:
+                    self.run(engine, engine.on_bundle(e.jid, e.device_id, e.namespace, elem))
+            elif isinstance(e, SendMessage):
+                self.deliver(engine, e.jid, [e.encrypted], quiet=True)
+
+    def send(self, name: str, to: str, text: str) -> None:
+        engine = self.engines[name]
+        print(f"\n  {name} -> {to}: {text!r}", file=self.out)
+        for _ in range(3):  # fetch device lists and bundles first, as a client would
+            fetches = engine.prepare([to])
+            if not fetches:
+                break
+            self.run(engine, fetches)
+        result = engine.encrypt([to], text)
+        for d in result.devices:
+            label = _name_of(self, d.jid, d.device_id)
+            print(f"    {label:13} {_SHORT.get(d.namespace, ''):8} {d.outcome.value}", file=self.out)
+        if not result.ready:
+            print(f"    not sent: no trusted device for {', '.join(result.unreachable)}", file=self.out)
+            return
+        self.deliver(engine, to, list(result.elements.values()))
+
+    def deliver(self, sender: Engine, to: str, elements: list[ET.Element], quiet: bool = False) -> None:
+        for other_name, other in self.engines.items():
+            if other is sender or other.jid not in (to, sender.jid):
+                continue
+            for elem in elements:
+                res = other.decrypt(elem, sender.jid, to=to)
+                if isinstance(res, Decrypted):
+                    print(
+                        f"    {other_name:13} decrypted ({_SHORT[res.namespace]}, sender {res.trust.value}): {res.body!r}",
+                        file=self.out,
+                    )
+                elif isinstance(res, EmptyMessage) and not quiet:
+                    print(f"    {other_name:13} got an empty message", file=self.out)
+                elif not isinstance(res, (EmptyMessage, NotForThisDevice)):
+                    print(f"    {other_name:13} {type(res).__name__}", file=self.out)
+                self.run(other, res.effects)
 
 
-@dataclass
-class Device:
-    jid: str
-    device_id: int
-    flavour: Flavour
-    ik: IdentityKeyPair = field(default_factory=IdentityKeyPair.generate)
-    spk: bytes = field(default_factory=lambda: os.urandom(32))
-    prekeys: dict[int, bytes] = field(default_factory=lambda: {i: os.urandom(32) for i in range(1, 11)})
-    sessions: dict[tuple[str, int], Session] = field(default_factory=dict)
+def _list_node(ns: str) -> str:
+    return next(node for node, n in _LIST_NODES.items() if n == ns)
 
-    @property
-    def name(self) -> str:
-        return f"{self.jid}/{self.device_id}"
 
-    def bundle(self, pk_id: int) -> PeerBundle:
-        f, spk_pub = self.flavour, x25519_public(self.spk)
-        return PeerBundle(
-            f.own_identity(self.ik), 1, f.encode_public(spk_pub),
-            f.sign_prekey(self.ik, spk_pub), pk_id,
-            f.encode_public(x25519_public(self.prekeys[pk_id])),
-        )
+def _bundle_item(ns: str, device_id: int) -> tuple[str, str]:
+    if ns == O2:
+        return "urn:xmpp:omemo:2:bundles", str(device_id)
+    return f"eu.siacs.conversations.axolotl.bundles:{device_id}", "current"
 
-    def send(self, to: Device, text: str) -> tuple[bytes, bool]:
-        key = (to.jid, to.device_id)
-        if key not in self.sessions:
-            self.sessions[key] = initiate(self.flavour, self.ik, to.bundle(min(to.prekeys)))
-        return self.sessions[key].encrypt(text.encode())
 
-    def receive(self, frm: Device, data: bytes, is_kex: bool) -> str:
-        key = (frm.jid, frm.device_id)
-        if is_kex:
-            kex = self.flavour.parse_key_exchange(data)
-            existing = self.sessions.get(key)
-            if existing is not None and existing.same_key_exchange(kex):
-                return existing.decrypt(kex.message).decode()
-            session, plain = accept(self.flavour, self.ik, kex, lambda i: self.spk, self.prekeys.get)
-            del self.prekeys[kex.pk_id]
-            self.sessions[key] = session
-            return plain.decode()
-        return self.sessions[key].decrypt(data).decode()
+def _namespace(node: str) -> str:
+    return O2 if node.startswith("urn:xmpp:omemo:2") else LEGACY
+
+
+def _name_of(world: World, jid: str, device_id: int) -> str:
+    for name, e in world.engines.items():
+        if e.jid == jid and e.device_id == device_id:
+            return name
+    return f"{jid}/{device_id}"
 
 
 def run(out: TextIO) -> int:
-    for flavour in (OMEMO2, LEGACY):
-        print(f"== {flavour.namespace} ({flavour.name})", file=out)
-        alice_phone = Device("alice@example.org", 1001, flavour)
-        alice_laptop = Device("alice@example.org", 1002, flavour)
-        bob = Device("bob@example.net", 2001, flavour)
-        for d in (alice_phone, alice_laptop, bob):
-            print(f"  {d.name:26} fingerprint {fingerprint(d.ik)}", file=out)
-        script = [
-            (alice_phone, "Hi Bob, this is my phone."),
-            (bob, "Hello Alice! Got it."),
-            (alice_laptop, "And this is my laptop."),
-            (bob, "Both of your devices can read this."),
-        ]
-        everyone = (alice_phone, alice_laptop, bob)
-        for sender, text in script:
-            print(f"  {sender.name} sends: {text!r}", file=out)
-            for rcpt in everyone:
-                if rcpt is sender:
-                    continue
-                data, is_kex = sender.send(rcpt, text)
-                got = rcpt.receive(sender, data, is_kex)
-                assert got == text
-                kind = "key exchange" if is_kex else "message"
-                print(f"    -> {rcpt.name:26} decrypted ({kind}, {len(data)} bytes): {got!r}", file=out)
-    print("demo finished: every device decrypted every message meant for it", file=out)
+    w = World(out)
+    print("Devices (a dictionary plays the PEP service):", file=out)
+    w.device("alice-laptop", "alice@example.org")
+    w.device("alice-phone", "alice@example.org")
+    w.device("bob-desktop", "bob@example.net")
+    w.device("bob-phone", "bob@example.net", namespaces=(LEGACY,))
+
+    w.send("alice-laptop", "bob@example.net", "Hi Bob! Encrypted for both of your devices and my phone.")
+    w.send("bob-phone", "alice@example.org", "Hello Alice, from my phone.")
+    w.send("alice-phone", "bob@example.net", "And this is my phone.")
+
+    alice = w.engines["alice-laptop"]
+    desktop = w.engines["bob-desktop"]
+    print(f"\n  alice-laptop verifies bob-desktop's fingerprint {fingerprint(desktop.identity_key)}", file=out)
+    alice.set_trust("bob@example.net", desktop.identity_key, TrustLevel.VERIFIED)
+    print("  bob adds a tablet: after a verification, new devices are no longer trusted blindly", file=out)
+    tablet = w.device("bob-tablet", "bob@example.net")
+    w.send("alice-laptop", "bob@example.net", "Who is this new device?")
+    print("\n  alice-laptop verifies bob-tablet too", file=out)
+    alice.set_trust("bob@example.net", tablet.identity_key, TrustLevel.VERIFIED)
+    w.send("alice-laptop", "bob@example.net", "Now your tablet can read this as well.")
+    print("\ndemo finished: every trusted device decrypted every message meant for it", file=out)
     return 0
