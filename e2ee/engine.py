@@ -646,7 +646,7 @@ class Engine:
                 effects.append(self._empty(backend, sender, dev, sset, "key-exchange-answer"))
         else:
             ratchet = entry.session.ratchet
-            if ratchet.nr >= HEARTBEAT_THRESHOLD and ratchet.ns == 0 and entry is sset.entries[0]:
+            if ratchet.nr > HEARTBEAT_THRESHOLD and ratchet.ns == 0 and entry is sset.entries[0]:
                 effects.append(self._empty(backend, sender, dev, sset, "heartbeat"))
             else:
                 self._sessions.save(sset)

@@ -156,10 +156,12 @@ def test_heartbeat_after_53_messages_without_answer_exactly_once() -> None:
             a.decrypt(e.encrypted, b.jid)
     # bob answered (the empty message) and alice ratcheted; now alice talks alone
     heartbeats = []
-    for i in range(HEARTBEAT_THRESHOLD + 10):
+    for i in range(HEARTBEAT_THRESHOLD + 10):  # alice's new chain: message i has counter i
         res = b.decrypt(net.encrypt(a, [b.jid], f"{i}").elements[O2], a.jid, to=b.jid)
-        heartbeats += [e for e in res.effects if isinstance(e, SendMessage)]
-    assert [h.reason for h in heartbeats] == ["heartbeat"]
+        heartbeats += [(i, e) for e in res.effects if isinstance(e, SendMessage)]
+    # exactly one, on the message whose counter is 53 (XEP-0384: n >= 53)
+    assert [(i, h.reason) for i, h in heartbeats] == [(HEARTBEAT_THRESHOLD, "heartbeat")]
+    heartbeats = [h for _i, h in heartbeats]
     assert isinstance(a.decrypt(heartbeats[0].encrypted, b.jid), EmptyMessage)
 
 
@@ -375,3 +377,156 @@ def _xml(elem) -> str:  # type: ignore[no-untyped-def]
     import xml.etree.ElementTree as ET
 
     return ET.tostring(elem, encoding="unicode")
+
+
+def test_manual_session_replacement_round_trip() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    out = b.decrypt(net.encrypt(a, [b.jid], "x").elements[O2], a.jid, to=b.jid)
+    old_ek = a._sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek
+    effects = a.replace_session(b.jid, b.device_id, O2)
+    assert effects == [FetchBundle(b.jid, b.device_id, O2)]
+    net.run(a, effects)
+    (empty,) = a.empty_message(b.jid, b.device_id, O2)
+    assert isinstance(empty, SendMessage) and empty.reason == "session-replacement"
+    assert a._sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek != old_ek
+    assert isinstance(b.decrypt(empty.encrypted, a.jid, to=b.jid), EmptyMessage)
+    res = b.decrypt(net.encrypt(a, [b.jid], "after").elements[O2], a.jid, to=b.jid)
+    assert isinstance(res, Decrypted) and res.body == "after"
+
+
+def test_bundle_publications_carry_open_access_and_max_items() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    pubs = {p.node: p for p in a.publish() if isinstance(p, Publish)}
+    assert pubs["urn:xmpp:omemo:2:bundles"].item_id == str(a.device_id)
+    assert set(pubs["urn:xmpp:omemo:2:bundles"].options) == {("pubsub#max_items", "max"), ("pubsub#access_model", "open")}
+    legacy = pubs[f"eu.siacs.conversations.axolotl.bundles:{a.device_id}"]
+    assert legacy.item_id == "current" and legacy.options == (("pubsub#access_model", "open"),)
+    for node in ("urn:xmpp:omemo:2:devices", "eu.siacs.conversations.axolotl.devicelist"):
+        assert pubs[node].options == (("pubsub#access_model", "open"),)
+
+
+def test_message_from_unlisted_device_asks_for_the_list_and_undecided_sender_is_marked() -> None:
+    net = Net()
+    b = net.device("bob@example.net", "b")
+    a = net.device("alice@example.org", "a")
+    for ns in (O2, LEGACY):  # bob's view: alice's lists do not show this device
+        b.on_device_list(a.jid, ns, None)
+    b.set_trust(a.jid, a.identity_key, TrustLevel.UNDECIDED)
+    out = b.decrypt(net.encrypt(a, [b.jid], "hi").elements[O2], a.jid, to=b.jid)
+    assert isinstance(out, Decrypted) and out.trust is TrustLevel.UNDECIDED  # shown, but marked
+    assert FetchDeviceList(a.jid, O2) in out.effects and FetchDeviceList(a.jid, LEGACY) in out.effects
+
+
+def test_fingerprint_format() -> None:
+    from e2ee.trust import fingerprint
+
+    assert fingerprint(bytes(range(32))) == (
+        "00010203 04050607 08090a0b 0c0d0e0f 10111213 14151617 18191a1b 1c1d1e1f")
+
+
+def test_device_id_avoids_ids_already_on_the_lists() -> None:
+    from e2ee.own import choose_device_id
+
+    draws = iter([(4).to_bytes(4, "big"), (4).to_bytes(4, "big"), (8).to_bytes(4, "big")])  # ids 5, 5, 9
+    assert choose_device_id(lambda n: next(draws), {5}) == 9
+
+
+def test_own_id_re_added_to_a_legacy_list_push_too() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    from e2ee.legacy import xml as lxml
+    from e2ee.model import DeviceEntry, DeviceList
+
+    (pub,) = a.on_device_list(a.jid, LEGACY, lxml.build_device_list(DeviceList("legacy", (DeviceEntry(77),))))
+    assert pub.node == "eu.siacs.conversations.axolotl.devicelist"
+    assert lxml.parse_device_list(pub.payload).ids == {77, a.device_id}
+
+
+def test_engine_checks_the_envelope_to_and_time_affixes() -> None:
+    from e2ee.errors import AffixMismatch
+
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    c = net.device("carol@example.com", "c")
+    el = net.encrypt(a, [b.jid], "for bob").elements[O2]
+    before = snapshot(b)
+    with pytest.raises(AffixMismatch):  # the server turned it into a message "to" carol
+        b.decrypt(el, a.jid, to=c.jid)
+    assert snapshot(b) == before
+    out = b.decrypt(el, a.jid, to=b.jid, timestamp=net.clock.now + timedelta(hours=3))
+    assert isinstance(out, Decrypted) and out.time_suspicious and out.timestamp == net.clock.now
+
+
+def test_group_encrypt_needs_the_room_and_reaches_every_member() -> None:
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    c = net.device("carol@example.com", "c")
+    room = "room@muc.example.org"
+    for d in (b, c):
+        net.prepare(a, [d.jid])
+    res = a.encrypt([b.jid, c.jid], "hello room", to=room)
+    assert res.ready and {d.jid for d in res.devices if d.outcome is Outcome.ENCRYPTED} == {b.jid, c.jid}
+    for d in (b, c):
+        out = d.decrypt(res.elements[O2], a.jid, to=room, require_to=True)
+        assert isinstance(out, Decrypted) and out.body == "hello room"
+
+
+class _CountingStorage:
+    """Wraps a MemoryStorage and counts record reads/writes and bytes moved."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.ops, self.bytes = inner, 0, 0
+
+    def get(self, table, key):  # type: ignore[no-untyped-def]
+        v = self.inner.get(table, key)
+        self.ops += 1
+        self.bytes += len(v or b"")
+        return v
+
+    def put(self, table, key, value):  # type: ignore[no-untyped-def]
+        self.ops += 1
+        self.bytes += len(value)
+        self.inner.put(table, key, value)
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+def test_decrypt_work_does_not_grow_with_the_number_of_skipped_keys_held() -> None:
+    """Skipped keys are records of their own: a decrypt reads and writes the same records and
+    the same number of bytes whether 0 or 1000 skipped keys are held (catalogue R3, bench
+    reverse_1000)."""
+    net = Net()
+    a = net.device("alice@example.org", "a")
+    b = net.device("bob@example.net", "b")
+    out = b.decrypt(net.encrypt(a, [b.jid], "start").elements[O2], a.jid, to=b.jid)
+    for e in out.effects:
+        if isinstance(e, SendMessage):
+            a.decrypt(e.encrypted, b.jid, to=a.jid)
+    msgs = [net.encrypt(a, [b.jid], f"{i}").elements[O2] for i in range(1002)]
+    counting = _CountingStorage(b.storage)
+    b.storage = counting  # type: ignore[assignment]
+    b._sessions._storage = counting  # type: ignore[assignment]
+    b._devices._storage = counting  # type: ignore[assignment]
+    b.trust._storage = counting  # type: ignore[assignment]
+
+    def cost(elem) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+        counting.ops = counting.bytes = 0
+        assert isinstance(b.decrypt(elem, a.jid, to=b.jid), Decrypted)
+        return counting.ops, counting.bytes
+
+    in_order = cost(msgs[0])  # nothing skipped
+    cost(msgs[1001])  # skips the 1000 keys 1..1000 at once (stored as records)
+    held = len(counting.inner.snapshot()["skipped"])
+    assert held == 1000
+    from_skipped = [cost(msgs[i]) for i in (1000, 500, 2)]  # each uses one of them
+    ops = {c[0] for c in from_skipped}
+    assert len(ops) == 1 and in_order[0] <= ops.pop() <= in_order[0] + 1  # at most the one key record
+    sizes = [c[1] for c in from_skipped]
+    assert max(sizes) - min(sizes) < 64 and max(sizes) < in_order[1] + 256
+    assert len(counting.inner.snapshot()["skipped"]) == held - 3

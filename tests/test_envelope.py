@@ -174,9 +174,18 @@ def test_server_processed_elements_dropped() -> None:
         "<reply xmlns='urn:xmpp:reply:0' id='r'/>"
     )
     result = parse(env(content), ALICE, None)
-    assert [e.tag for e in result.content] == ["{jabber:client}body", "{urn:xmpp:reply:0}reply"]
+    assert [e.tag for e in result.content] == [
+        "{jabber:client}body", "{urn:xmpp:sid:0}origin-id", "{urn:xmpp:reply:0}reply"]
     assert set(envelope.SERVER_PROCESSED_NAMESPACES) == {
-        "urn:xmpp:hints", "urn:xmpp:sid:0", "http://jabber.org/protocol/address", "urn:xmpp:eme:0"}
+        "urn:xmpp:hints", "http://jabber.org/protocol/address", "urn:xmpp:eme:0"}
+
+
+@pytest.mark.parametrize("tag", [
+    "{urn:xmpp:hints}store", "{urn:xmpp:sid:0}stanza-id", "{urn:xmpp:eme:0}encryption",
+    "{http://jabber.org/protocol/address}addresses"])
+def test_server_processed_elements_are_refused_when_sending(tag: str) -> None:
+    with pytest.raises(UsageError):
+        envelope.build([ET.Element(tag)], ALICE, BOB, None, seeded_rng("s"))
 
 
 @pytest.mark.parametrize("data", [

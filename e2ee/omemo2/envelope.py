@@ -19,8 +19,9 @@ Decisions:
 * ``<time>`` further than ``window`` from ``now`` (the delay stamp or receive time) sets
   ``time_suspicious``; it is not an error.  Without ``now`` nothing is checked.  A ``stamp`` that
   is not an XEP-0082 DateTime makes the envelope malformed.
-* Elements the server acts on are dropped from the content: anything in the namespaces of
-  XEP-0334 hints, XEP-0359 stanza-id/origin-id, XEP-0033 addresses and XEP-0380 EME.
+* Elements the server acts on are dropped from received content and refused in content to
+  send: anything in the namespaces of XEP-0334 hints, XEP-0033 addresses and XEP-0380 EME, and
+  the XEP-0359 stanza-id (its origin-id may travel encrypted, XEP-0420 since v0.3.0).
 * XML refused by :mod:`e2ee.xmlsafe` (DTD, entities, PIs, comments, limits) raises
   :class:`~e2ee.errors.RestrictedXml`; any other defect :class:`~e2ee.errors.MalformedEnvelope`.
 """
@@ -41,6 +42,7 @@ from ..xmlsafe import check_element, escape_attribute, encode_base64, parse_xml,
 
 __all__ = [
     "NS",
+    "SERVER_PROCESSED_ELEMENTS",
     "SERVER_PROCESSED_NAMESPACES",
     "Envelope",
     "build",
@@ -55,10 +57,12 @@ NS = "urn:xmpp:sce:1"
 #: Namespaces of elements a server processes; dropped from decrypted content.
 SERVER_PROCESSED_NAMESPACES = frozenset({
     "urn:xmpp:hints",  # XEP-0334
-    "urn:xmpp:sid:0",  # XEP-0359 stanza-id, origin-id
     "http://jabber.org/protocol/address",  # XEP-0033
     "urn:xmpp:eme:0",  # XEP-0380
 })
+
+#: Single elements a server processes (XEP-0359 stanza-id; its origin-id may be encrypted).
+SERVER_PROCESSED_ELEMENTS = frozenset({"{urn:xmpp:sid:0}stanza-id"})
 
 _ENVELOPE, _CONTENT, _RPAD, _TIME, _FROM, _TO = (
     f"{{{NS}}}{n}" for n in ("envelope", "content", "rpad", "time", "from", "to")
@@ -168,6 +172,8 @@ def build(
     for child in content:
         if not isinstance(child, ET.Element) or not str(child.tag).startswith("{"):
             raise UsageError("children of <content> must be namespaced Elements")
+        if _server_processed(child):
+            raise UsageError(f"{child.tag} is processed by servers and must stay outside the envelope")
         try:
             check_element(child, MAX_XML_DEPTH - 2, MAX_XML_ELEMENTS)
         except RestrictedXml as e:
@@ -214,7 +220,9 @@ def _affix(envelope: ET.Element, tag: str, expected: str | None, what: str) -> s
 
 def _server_processed(elem: ET.Element) -> bool:
     tag = elem.tag
-    return isinstance(tag, str) and tag[1:].partition("}")[0] in SERVER_PROCESSED_NAMESPACES
+    return isinstance(tag, str) and (
+        tag in SERVER_PROCESSED_ELEMENTS or tag[1:].partition("}")[0] in SERVER_PROCESSED_NAMESPACES
+    )
 
 
 def parse(
