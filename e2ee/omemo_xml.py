@@ -115,7 +115,7 @@ def parse_bundle(schema: BundleSchema, elem: ET.Element) -> Bundle:
         if key_text is not None and len(key_text) == b64_len:
             try:
                 data = binascii.a2b_base64(key_text, strict_mode=True)
-            except binascii.Error:
+            except (binascii.Error, ValueError):  # ValueError: non-ASCII text
                 data = None
         if data is None or len(data) != key_len or not data.startswith(prefix):
             data = _public_key(schema, pk, pk_name)

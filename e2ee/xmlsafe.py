@@ -284,33 +284,35 @@ def check_element(
     """
     if not isinstance(elem, ET.Element):
         raise UsageError(f"check_element needs an Element, not {type(elem).__name__}")
-    if max_text is None:
-        # fast path for small trees: a tree of n elements is at most n deep
-        nodes = list(islice(elem.iter(), min(max_depth, max_elements) + 1))
-        if len(nodes) <= min(max_depth, max_elements):
-            for node in nodes:
-                if len(node.attrib) > max_attributes:
-                    raise RestrictedXml(f"element with more than {max_attributes} attributes")
-            return
+    # Level by level: the depth is the number of levels, and a level is expanded only after its
+    # total number of children has been checked, so memory and work stay bounded by the limits.
     count = text = 0
-    stack: list[tuple[ET.Element, int]] = [(elem, 1)]
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        if count > max_elements:
-            raise RestrictedXml(f"XML with more than {max_elements} elements")
+    depth = 0
+    level = [elem]
+    while level:
+        depth += 1
         if depth > max_depth:
             raise RestrictedXml(f"XML nested deeper than {max_depth} levels")
-        if len(node.attrib) > max_attributes:
-            raise RestrictedXml(f"element with more than {max_attributes} attributes")
-        if len(node) > max_elements:
+        count += len(level)
+        if count > max_elements:
             raise RestrictedXml(f"XML with more than {max_elements} elements")
-        if max_text is not None:
-            text += len(node.text or "") + sum(len(v) for v in node.attrib.values() if isinstance(v, str))
-            text += len(node.tail or "") if node is not elem else 0
-            if text > max_text:
-                raise RestrictedXml(f"XML with more than {max_text} characters of text")
-        stack.extend((child, depth + 1) for child in node)
+        width = 0
+        for node in level:
+            if len(node.attrib) > max_attributes:
+                raise RestrictedXml(f"element with more than {max_attributes} attributes")
+            width += len(node)
+            if max_text is not None:
+                text += len(node.text or "")
+                for v in node.attrib.values():
+                    if isinstance(v, str):
+                        text += len(v)
+                if node is not elem:
+                    text += len(node.tail or "")
+        if max_text is not None and text > max_text:
+            raise RestrictedXml(f"XML with more than {max_text} characters of text")
+        if count + width > max_elements:
+            raise RestrictedXml(f"XML with more than {max_elements} elements")
+        level = [child for node in level for child in node] if width else []
 
 
 def children(elem: ET.Element, tag: str, error: type[PeerError], limit: int) -> Iterator[ET.Element]:

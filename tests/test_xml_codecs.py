@@ -222,6 +222,8 @@ X6_CASES: dict[str, dict[str, Any]] = {
     "spk id empty": {"spk_id": ""},
     "non-base64 pk": {"pk_text": "not*base64"},
     "bad padding pk": {"pk_text": "AAAA="},
+    "non-ASCII pk of canonical length": {"pk_text": "\u00e9" * 44},
+    "non-alphabet pk of canonical length": {"pk_text": "*" * 44},
     "non-base64 ik": {"ik_text": "####"},
     "short ik": {"ik_text": b64(bytes(31))},
     "long ik": {"ik_text": b64(bytes(34))},
