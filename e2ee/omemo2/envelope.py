@@ -199,15 +199,10 @@ def build(
 # ---- parse ---------------------------------------------------------------------------------
 
 
-def _one(envelope: ET.Element, tag: str) -> ET.Element | None:
-    found = [child for child in envelope if child.tag == tag]
-    if len(found) > 1:
-        raise MalformedEnvelope(f"more than one {tag}")
-    return found[0] if found else None
+_KNOWN = frozenset({_CONTENT, _FROM, _TO, _TIME})
 
 
-def _affix(envelope: ET.Element, tag: str, expected: str | None, what: str) -> str | None:
-    elem = _one(envelope, tag)
+def _affix(elem: ET.Element | None, expected: str | None, what: str) -> str | None:
     if elem is None:
         return None
     jid = elem.get("jid")
@@ -249,14 +244,21 @@ def parse(
         raise MalformedEnvelope(str(e)) from None
     if root.tag != _ENVELOPE:
         raise MalformedEnvelope(f"expected {_ENVELOPE}, got {root.tag!r}")
-    content = _one(root, _CONTENT)
+    found: dict[str, ET.Element] = {}
+    for child in root:  # one pass: each known child at most once
+        tag = child.tag
+        if tag in _KNOWN:
+            if tag in found:
+                raise MalformedEnvelope(f"more than one {tag}")
+            found[tag] = child
+    content = found.get(_CONTENT)
     if content is None:
         raise MalformedEnvelope("<content> missing")
-    from_jid = _affix(root, _FROM, expected_from, "from")
-    to_jid = _affix(root, _TO, expected_to, "to")
+    from_jid = _affix(found.get(_FROM), expected_from, "from")
+    to_jid = _affix(found.get(_TO), expected_to, "to")
     if require_to and to_jid is None:
         raise AffixMismatch("<to> affix missing")
-    time_elem = _one(root, _TIME)
+    time_elem = found.get(_TIME)
     stamp = None
     suspicious = False
     if time_elem is not None:
