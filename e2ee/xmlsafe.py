@@ -435,6 +435,8 @@ def parse_uint(text: str | None, what: str, error: type[PeerError] = MalformedMe
     """An ``xs:unsignedInt`` (``0 .. 2^32 - 1``, surrounding whitespace allowed)."""
     if text is None:
         raise error(f"{what}: missing")
+    if 0 < len(text) <= 9 and text.isascii() and text.isdigit():  # fast path: below 2^32
+        return int(text)
     match = _UINT.fullmatch(text.strip(_XML_WS)) if len(text) <= 64 else None
     if match is None or int(match.group(1)) > _UINT_MAX:
         raise error(f"{what}: not an unsigned 32-bit integer")
@@ -462,6 +464,13 @@ def decode_base64(
     bound is checked before decoding."""
     if text is None:
         return b""
+    if len(text) <= 4 * ((max_len + 2) // 3):  # fast path: canonical base64 without whitespace
+        try:
+            data = binascii.a2b_base64(text, strict_mode=True)
+            if len(data) <= max_len:
+                return data
+        except (binascii.Error, ValueError):
+            pass  # whitespace, bad characters or padding: the careful path decides
     compact = text.translate(_DELETE_WS)
     if len(compact) > 4 * ((max_len + 2) // 3):
         raise error(f"{what}: longer than {max_len} bytes")

@@ -368,3 +368,15 @@ def test_fuzz_generated_trees(tree: ET.Element) -> None:
                 parse(kid)
             except PeerError:
                 pass
+
+
+def test_decode_base64_length_bound_holds_on_the_fast_path() -> None:
+    from e2ee.xmlsafe import decode_base64
+
+    text = base64.b64encode(bytes(33)).decode()  # 44 characters, 33 bytes
+    assert decode_base64(text, "k", 33) == bytes(33)
+    with pytest.raises(MalformedMessage):
+        decode_base64(text, "k", 32)  # 44 characters would also fit 32 bytes' encoding
+    assert decode_base64(" " + text[:20] + "\n" + text[20:], "k", 33) == bytes(33)  # whitespace
+    with pytest.raises(MalformedMessage):
+        decode_base64(text[:-2] + "=A", "k", 33)  # data after padding
