@@ -442,7 +442,9 @@ class Engine:
             fname = backend.flavour.name
             if peer_bundle is not None:
                 try:
-                    session = initiate_session(backend.flavour, own.identity, peer_bundle, self._rng)
+                    session = initiate_session(
+                        backend.flavour, own.identity, peer_bundle, self._rng, signature_verified=True
+                    )
                 except (InvalidKey, InvalidSignature) as e:
                     outcomes.append(DeviceOutcome(jid, dev, backend.namespace, Outcome.FAILED, ik, str(e)))
                     continue
@@ -496,7 +498,7 @@ class Engine:
                 ids = sorted(b.prekeys)
                 pk_id = ids[int.from_bytes(self._rng(4), "big") % len(ids)]
                 pb = PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])
-                session = initiate_session(backend.flavour, self._own.identity, pb, self._rng)
+                session = initiate_session(backend.flavour, self._own.identity, pb, self._rng, signature_verified=True)
                 sset.entries.insert(0, self._sessions.new_entry(session, self._now().timestamp()))
                 self._devices.set_identity(jid, device_id, backend.flavour.identity_to_x25519(b.ik))
             return [self._empty(backend, jid, device_id, sset, "session-replacement")]

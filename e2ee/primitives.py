@@ -208,7 +208,8 @@ def x25519_check_public(public: bytes) -> None:
     """
     if len(public) != 32:
         raise InvalidKey("an X25519 public key is 32 bytes")
-    if public[31] & 0x80 or int.from_bytes(public, "little") >= P:
+    top = public[31]
+    if top & 0x80 or (top == 0x7F and int.from_bytes(public, "little") >= P):  # u >= p needs 0x7f
         raise InvalidKey("non-canonical X25519 public key")
     if public in _LOW_ORDER_U:
         raise InvalidKey("X25519 public key of small order")

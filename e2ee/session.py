@@ -113,12 +113,20 @@ class Session:
 
 
 def initiate(
-    flavour: Flavour, own: IdentityKeyPair, bundle: PeerBundle, rng: Random = system_random
+    flavour: Flavour,
+    own: IdentityKeyPair,
+    bundle: PeerBundle,
+    rng: Random = system_random,
+    *,
+    signature_verified: bool = False,
 ) -> Session:
     """Start a session from a peer's bundle (active X3DH).  The first messages go out as key
     exchanges.  Raises :class:`~e2ee.errors.InvalidSignature` / :class:`~e2ee.errors.InvalidKey`."""
     ek_private = rng(32)
-    start = x3dh.initiate(flavour, own, bundle.ik, bundle.spk, bundle.spk_signature, bundle.pk, ek_private)
+    start = x3dh.initiate(
+        flavour, own, bundle.ik, bundle.spk, bundle.spk_signature, bundle.pk, ek_private,
+        signature_verified=signature_verified,
+    )
     res = start.result
     ratchet = DoubleRatchet.initiate(flavour, res.shared_secret, res.ad_send, res.ad_recv, start.spk, rng)
     own_ik = flavour.own_identity(own)

@@ -52,15 +52,20 @@ def initiate(
     spk_signature: bytes,
     opk: bytes,
     ek_private: bytes,
+    *,
+    signature_verified: bool = False,
 ) -> Initiation:
     """Active side: verify the signed prekey, then agree on a secret with the peer's bundle.
 
     ``peer_ik``, ``spk`` and ``opk`` are in wire form; ``ek_private`` is 32 fresh random bytes.
+    ``signature_verified``: the caller verified this exact bundle's signature already (the
+    engine does when the bundle arrives and stores only verified bundles).
     Raises :class:`~e2ee.errors.InvalidSignature` or :class:`~e2ee.errors.InvalidKey` before
     any secret is derived.
     """
     spk_raw = flavour.decode_public(spk)
-    flavour.verify_prekey(peer_ik, spk_raw, spk_signature)
+    if not signature_verified:
+        flavour.verify_prekey(peer_ik, spk_raw, spk_signature)
     opk_raw = flavour.decode_public(opk)
     peer_x = flavour.identity_to_x25519(peer_ik)
     dh1 = x25519(own.x25519_private, spk_raw)
