@@ -148,6 +148,7 @@ class DeviceRegistry:
 # Bundle records are binary (a bundle holds ~100 prekeys and is read on every session start):
 # version, fetched (double), spk id, key length k, ik, spk, signature (64), then (id, key) pairs.
 _HEAD = struct.Struct(">BdIB")
+_ENTRY = {32: struct.Struct(">I32s"), 33: struct.Struct(">I33s")}
 
 
 def _pack_bundle(bundle: Bundle, fetched: float) -> bytes:
@@ -172,6 +173,5 @@ def _unpack_bundle(flavour: str, raw: bytes) -> StoredBundle:
         raise CorruptState("bundle record is damaged")
     ik, spk, sig = body[:k], body[k : 2 * k], body[2 * k : 2 * k + 64]
     rest = body[2 * k + 64 :]
-    step = 4 + k
-    prekeys = {int.from_bytes(rest[i : i + 4], "big"): rest[i + 4 : i + step] for i in range(0, len(rest), step)}
+    prekeys = dict(_ENTRY[k].iter_unpack(rest))
     return StoredBundle(Bundle(flavour, ik, spk_id, spk, sig, prekeys), fetched)
