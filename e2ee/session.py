@@ -86,15 +86,19 @@ class Session:
 
     def to_state(self) -> SessionState:
         """The protobuf form (skipped keys included only when the ratchet holds them)."""
-        return SessionState(
-            ratchet=self.ratchet.to_bytes(),
-            initiator=self.initiator,
-            confirmed=self.confirmed,
-            peer_ik=self.peer_ik,
-            pk_id=self.pk_id,
-            spk_id=self.spk_id,
-            ek=self.ek,
-        )
+        st = SessionState()
+        self.fill_state(st)
+        return st
+
+    def fill_state(self, st: SessionState) -> None:
+        """Write the protobuf form into ``st`` (e.g. a field of a larger record)."""
+        st.ratchet = self.ratchet.to_bytes()
+        st.initiator = self.initiator
+        st.confirmed = self.confirmed
+        st.peer_ik = self.peer_ik
+        st.pk_id = self.pk_id
+        st.spk_id = self.spk_id
+        st.ek = self.ek
 
     def to_bytes(self) -> bytes:
         return records.dump(SESSION_VERSION, self.to_state())

@@ -165,7 +165,7 @@ class SessionStore:
         rec = SessionRecord()
         for e in sessions.entries:
             st = rec.sessions.add()
-            st.state.CopyFrom(e.session.to_state())
+            e.session.fill_state(st.state)
             st.uid = e.uid
             st.created = e.created
             st.skipped = e.skipped.live

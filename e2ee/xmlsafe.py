@@ -284,6 +284,15 @@ def check_element(
     """
     if not isinstance(elem, ET.Element):
         raise UsageError(f"check_element needs an Element, not {type(elem).__name__}")
+    if max_text is None:
+        # small trees (the common case) in one C-level walk: n elements are at most n deep
+        small = min(max_depth, max_elements)
+        nodes = list(islice(elem.iter(), small + 1))
+        if len(nodes) <= small:
+            for node in nodes:
+                if len(node.attrib) > max_attributes:
+                    raise RestrictedXml(f"element with more than {max_attributes} attributes")
+            return
     # Level by level: the depth is the number of levels, and a level is expanded only after its
     # total number of children has been checked, so memory and work stay bounded by the limits.
     count = text = 0
