@@ -581,9 +581,11 @@ class Engine:
         now = self._now()
         dev = enc.sid
         sset = self._sessions.load(session_key(flavour.name, sender, dev))
-        known_ik = self._devices.identity(sender, dev)
+        view = self._devices.view(sender)  # read once; the lists do not change below
+        known_ik = view.iks.get(dev)
         effects: list[Effect] = []
         new_kex = None
+        level: TrustLevel | None = None
         if key.kex:
             kex = flavour.parse_key_exchange(key.data)
             ik = flavour.identity_to_x25519(kex.ik)
@@ -618,10 +620,18 @@ class Engine:
         else:
             if not sset.entries:
                 raise NoSession(f"no session with device {dev}")
-            entry, km = self._decrypt_message(sset, flavour, key.data, known_ik, sender)
+            if known_ik is not None:
+                level = self.trust.level(sender, known_ik)
+                if level is TrustLevel.DISTRUSTED:
+                    raise SenderDistrusted("the sender's identity key is distrusted")
+            entry, km = self._decrypt_message(sset, flavour, key.data)
             if entry is None:
                 return Duplicate(sender, dev, ns)
-            ik = known_ik if known_ik is not None else flavour.identity_to_x25519(entry.session.peer_ik)
+            if known_ik is not None:
+                ik = known_ik
+            else:
+                ik = flavour.identity_to_x25519(entry.session.peer_ik)
+                self._refuse_distrusted(sender, ik)
 
         # the payload: nothing is stored unless it decrypts too
         result: DecryptResult
@@ -630,7 +640,8 @@ class Engine:
                 raise MalformedMessage("an empty OMEMO 2 message carries 32 bytes of key material")
             result = EmptyMessage(sender, dev, ns)
         else:
-            level = self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
+            if level is None:
+                level = self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
             result = self._open_payload(backend, enc, km, sender, dev, level, ik, to, timestamp or now, require_to)
 
         # commit
@@ -652,7 +663,7 @@ class Engine:
                 effects.append(self._empty(backend, sender, dev, sset, "heartbeat"))
             else:
                 self._sessions.save(sset)
-        if not self._devices.is_active(sender, dev):
+        if view.active is None or dev not in view.active:
             effects += [FetchDeviceList(sender, n) for n in NAMESPACES]
         if effects:
             result = _with_effects(result, effects)
@@ -667,15 +678,12 @@ class Engine:
             sset.entries.remove(entry)
             sset.entries.insert(0, entry)
 
-    def _decrypt_message(
-        self, sset: SessionSet, flavour: Flavour, data: bytes, known_ik: bytes | None, sender: str
-    ) -> tuple[Entry | None, bytes]:
+    def _decrypt_message(self, sset: SessionSet, flavour: Flavour, data: bytes) -> tuple[Entry | None, bytes]:
         """Decrypt with the current session, else an archived one (which then becomes current).
         Returns (None, b"") for a duplicate."""
         msg = flavour.parse_message(data)
         first_error: DecryptionFailed | None = None
         for entry in sset.entries:
-            self._refuse_distrusted(sender, known_ik)
             session = entry.session
             try:
                 km = session.ratchet.decrypt_parsed(msg, self._rng)

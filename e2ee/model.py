@@ -41,7 +41,7 @@ class Bundle:
     prekeys: dict[int, bytes] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, and frozen construction costs ~6x
 class KeyElement:
     """One ``<key/>`` of an encrypted message header."""
 
@@ -51,7 +51,7 @@ class KeyElement:
     jid: str | None = None  #: OMEMO 2: the ``<keys jid>`` it is grouped under; legacy: None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, and frozen construction costs ~6x
 class EncryptedElement:
     """An ``<encrypted/>`` element of either namespace."""
 

@@ -444,8 +444,10 @@ def parse_uint(text: str | None, what: str, error: type[PeerError] = MalformedMe
     """An ``xs:unsignedInt`` (``0 .. 2^32 - 1``, surrounding whitespace allowed)."""
     if text is None:
         raise error(f"{what}: missing")
-    if 0 < len(text) <= 9 and text.isascii() and text.isdigit():  # fast path: below 2^32
-        return int(text)
+    if 0 < len(text) <= 10 and text.isascii() and text.isdigit():  # fast path: plain digits
+        value = int(text)
+        if value <= _UINT_MAX:
+            return value
     match = _UINT.fullmatch(text.strip(_XML_WS)) if len(text) <= 64 else None
     if match is None or int(match.group(1)) > _UINT_MAX:
         raise error(f"{what}: not an unsigned 32-bit integer")
