@@ -13,7 +13,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TextIO
 
-from e2ee.engine import NAMESPACES, Engine
+from e2ee.engine import NAMESPACES, Engine, parse_device_list
 from e2ee.results import (
     Decrypted,
     Effect,
@@ -42,10 +42,8 @@ class World:
         self.out = out
 
     def device(self, name: str, jid: str, namespaces: tuple[str, ...] = NAMESPACES) -> Engine:
-        from e2ee.engine import _BY_NS
-
         lists = [
-            _BY_NS[ns].xml.parse_device_list(elem)
+            parse_device_list(ns, elem)
             for ns in NAMESPACES
             if (elem := self.items.get((jid, _list_node(ns), "current"))) is not None
         ]

@@ -33,7 +33,7 @@ from .errors import (
     UnsupportedVersion,
     UsageError,
 )
-from .engine import NAMESPACES, DeviceInfo, Engine
+from .engine import NAMESPACES, DeviceInfo, Engine, parse_device_list
 from .identity import IdentityKeyPair
 from .results import (
     Decrypted,
@@ -103,4 +103,5 @@ __all__ = [
     "UsageError",
     "__version__",
     "fingerprint",
+    "parse_device_list",
 ]

@@ -24,7 +24,7 @@ from .limits import MAX_ARCHIVED_SESSIONS, MAX_SKIPPED_KEYS_PER_SESSION
 from .ratchet import MemorySkippedKeys, SkipIndex
 from .session import Session
 from .storage import Storage
-from .wire.state_pb2 import SessionRecord, SkipRun, StoredSession
+from .wire.state_pb2 import SessionRecord, SkipRun
 
 __all__ = ["SessionStore", "SessionSet", "StoredSkippedKeys", "session_key"]
 

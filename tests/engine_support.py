@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from e2ee.engine import NAMESPACES, Engine
+from e2ee.engine import NAMESPACES, Engine, parse_device_list
 from e2ee.results import Effect, EncryptResult, FetchBundle, FetchDeviceList, Publish, SendMessage
 from e2ee.rng import Random
 from e2ee.storage import MemoryStorage
@@ -97,13 +97,11 @@ class Net:
         """A new device of ``jid``, created after fetching the account's lists, published.
         ``namespaces`` limits what it announces (a legacy-only device, say).  Randomness is
         seeded from ``seed`` unless ``rng`` is given."""
-        from e2ee.engine import _BY_NS
-
         lists = []
         for ns in NAMESPACES:
             elem = self.pep.device_list(jid, ns)
             if elem is not None:
-                lists.append(_BY_NS[ns].xml.parse_device_list(elem))
+                lists.append(parse_device_list(ns, elem))
         engine = Engine.create(
             MemoryStorage(), jid, lists, label=label, rng=rng or seeded_rng(seed), clock=self.clock, policy=policy
         )

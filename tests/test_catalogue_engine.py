@@ -32,7 +32,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import e2ee.ratchet as ratchet_mod
-from e2ee.engine import _BY_NS, NAMESPACES, Engine
+from e2ee.core import _BY_NS
+from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import (
     AuthenticationFailed,
     E2EEError,

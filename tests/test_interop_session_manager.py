@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from e2ee.engine import Engine
+from e2ee.engine import Engine, parse_device_list
 from e2ee.results import Decrypted, EmptyMessage, Effect, FetchBundle, FetchDeviceList, Publish, SendMessage
 from e2ee.storage import MemoryStorage
 
@@ -72,10 +72,8 @@ class World:
                     self.run(engine, engine.on_device_list(jid, self.ns, elem))
 
     def our_device(self, jid: str, seed: str) -> Engine:
-        from e2ee.engine import _BY_NS
-
         existing = self.directory.device_list(jid, self.ns)
-        lists = [_BY_NS[self.ns].xml.parse_device_list(existing)] if existing is not None else []
+        lists = [parse_device_list(self.ns, existing)] if existing is not None else []
         engine = Engine.create(MemoryStorage(), jid, lists, rng=seeded_rng(seed))
         self.ours.append(engine)
         self.run(engine, engine.publish())

@@ -1,0 +1,204 @@
+"""The engine's shared core: storage, keys and caches, the two namespaces' backends, the
+one-transaction-per-operation rule and the helpers sending and receiving both use."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime
+from types import ModuleType
+from typing import Callable, TypeVar
+
+from . import jsonrec
+from .devices import DeviceRegistry
+from .errors import (
+    CorruptState,
+    UsageError,
+)
+from .flavour import Flavour
+from .legacy import payload as legacy_payload
+from .legacy import wire as legacy_wire
+from .legacy import xml as legacy_xml
+from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS, STALE_SESSION_AGE
+from .model import DeviceEntry, DeviceList, EncryptedElement, KeyElement
+from .omemo2 import envelope as sce
+from .omemo2 import payload as omemo2_payload
+from .omemo2 import wire as omemo2_wire
+from .omemo2 import xml as omemo2_xml
+from .own import OwnDevice
+from .primitives import ed25519_sign
+from .results import (
+    Effect,
+    Publish,
+    SendMessage,
+)
+from .rng import Clock, Random, system_clock, system_random
+from .session import PeerBundle
+from .sessions import Entry, SessionSet, SessionStore
+from .storage import Storage
+from .trust import TrustPolicy, TrustStore
+from .xmlsafe import check_element
+
+
+__all__ = ["EngineCore", "NAMESPACES", "parse_device_list"]
+
+_T = TypeVar("_T")
+
+@dataclass(frozen=True, slots=True)
+class _Backend:
+    flavour: Flavour
+    xml: ModuleType
+    namespace: str
+    device_list_node: str
+
+
+_OMEMO2 = _Backend(omemo2_wire.OMEMO2, omemo2_xml, omemo2_wire.NAMESPACE, "urn:xmpp:omemo:2:devices")
+_LEGACY = _Backend(legacy_wire.LEGACY, legacy_xml, legacy_wire.NAMESPACE, "eu.siacs.conversations.axolotl.devicelist")
+_BY_NAME = {"omemo2": _OMEMO2, "legacy": _LEGACY}
+_BY_NS = {_OMEMO2.namespace: _OMEMO2, _LEGACY.namespace: _LEGACY}
+
+#: The namespaces the engine speaks, preferred first.
+NAMESPACES: tuple[str, ...] = (_OMEMO2.namespace, _LEGACY.namespace)
+
+_OPEN = ("pubsub#access_model", "open")
+_BODY = "{jabber:client}body"
+
+
+def _bare(jid: str) -> str:
+    key = sce.bare_jid_key(jid)
+    if not key:
+        raise UsageError(f"not a JID: {jid!r}")
+    return key
+
+
+def parse_device_list(namespace: str, element: ET.Element) -> DeviceList:
+    """A device-list item payload of either namespace (for :meth:`Engine.create`); raises
+    :class:`~e2ee.errors.MalformedMessage`."""
+    check_element(element, MAX_XML_DEPTH, MAX_XML_ELEMENTS)
+    result: DeviceList = _backend(namespace).xml.parse_device_list(element)
+    return result
+
+
+def _backend(namespace: str) -> _Backend:
+    b = _BY_NS.get(namespace)
+    if b is None:
+        raise UsageError(f"unknown namespace {namespace!r}")
+    return b
+
+
+@dataclass(slots=True)
+class _CatchUp:
+    """Whether an archive catch-up is running, and the sessions built during it (answered
+    with an empty message when it ends)."""
+
+    catching_up: bool
+    pending: list[tuple[str, str, int]]
+
+
+_Plan = tuple[str, int, _Backend, SessionSet, PeerBundle | None, bytes]
+
+
+class EngineCore:
+    """State and helpers of one device's engine (see :class:`~e2ee.engine.Engine`)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        rng: Random = system_random,
+        clock: Clock = system_clock,
+        policy: TrustPolicy = TrustPolicy.BTBV,
+    ) -> None:
+        self.storage = storage
+        self._rng = rng
+        self._clock = clock
+        self._own = OwnDevice(storage, rng)
+        self.trust = TrustStore(storage, policy)
+        self._devices = DeviceRegistry(storage)
+        self._sessions = SessionStore(storage, self._own.identity)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def jid(self) -> str:
+        return self._own.jid
+
+    @property
+    def device_id(self) -> int:
+        return self._own.device_id
+
+    @property
+    def identity_key(self) -> bytes:
+        """Our identity key in its X25519 form (what fingerprints show)."""
+        return self._own.identity.x25519_public
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _run(self, op: Callable[[], _T]) -> _T:
+        """Run ``op`` in one transaction; on failure forget decoded sessions (they may hold
+        changes that were rolled back)."""
+        try:
+            with self.storage.transaction():
+                return op()
+        except BaseException:
+            self._sessions.forget_cache()
+            raise
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _device_list_effect(self, backend: _Backend) -> Publish:
+        own = self._own
+        current = self._devices.lists(own.jid).get(backend.flavour.name)
+        others = [d for d in current.devices if d.device_id != own.device_id] if current else []
+        label, sig = own.label, None
+        if label is not None and backend is _OMEMO2:
+            sig = ed25519_sign(own.identity.seed, label.encode(), own.identity.ed25519_public)
+        if backend is _LEGACY:
+            label = None
+        entries = tuple(others) + (DeviceEntry(own.device_id, label, sig),)
+        dl = DeviceList(backend.flavour.name, entries)
+        self._devices.set_list(own.jid, dl)
+        return Publish(backend.device_list_node, "current", backend.xml.build_device_list(dl), (_OPEN,))
+
+    def _bundle_effects(self) -> list[Effect]:
+        own = self._own
+        o2 = omemo2_xml.build_bundle(own.bundle(_OMEMO2.flavour))
+        lg = legacy_xml.build_bundle(own.bundle(_LEGACY.flavour))
+        return [
+            Publish("urn:xmpp:omemo:2:bundles", str(own.device_id), o2, (("pubsub#max_items", "max"), _OPEN)),
+            Publish(f"eu.siacs.conversations.axolotl.bundles:{own.device_id}", "current", lg, (_OPEN,)),
+        ]
+
+    def _stale(self, entry: Entry, now: float) -> bool:
+        s = entry.session
+        return s.initiator and not s.confirmed and now - entry.created > STALE_SESSION_AGE.total_seconds()
+
+    def _empty(self, backend: _Backend, jid: str, dev: int, sset: SessionSet, reason: str) -> SendMessage:
+        """Encrypt an empty message on the current session (which is saved)."""
+        entry = sset.entries[0]
+        iv = None
+        if backend is _OMEMO2:
+            km = omemo2_payload.EMPTY_KEY_MATERIAL
+        else:
+            iv, km = legacy_payload.key_transport(self._rng)
+        data, kex = entry.session.encrypt(km)
+        self._sessions.save(sset)
+        key = KeyElement(dev, data, kex, jid if backend is _OMEMO2 else None)
+        enc = EncryptedElement(backend.flavour.name, self._own.device_id, (key,), None, iv)
+        return SendMessage(jid, dev, backend.namespace, backend.xml.build_encrypted(enc), reason)
+
+    def _state(self) -> _CatchUp:
+        raw = self.storage.get("own", "state")
+        if raw is None:
+            return _CatchUp(False, [])
+        rec = jsonrec.load(raw, 1, "engine state")
+        try:
+            return _CatchUp(bool(rec["catching_up"]), [(str(f), str(j), int(d)) for f, j, d in rec["pending"]])
+        except (KeyError, TypeError, ValueError):
+            raise CorruptState("engine state is damaged") from None
+
+    def _put_state(self, state: _CatchUp) -> None:
+        rec = {"catching_up": state.catching_up, "pending": [list(p) for p in state.pending]}
+        self.storage.put("own", "state", jsonrec.dump(1, rec))
+

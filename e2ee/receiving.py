@@ -1,0 +1,251 @@
+"""Receiving: decryption of ``<encrypted/>`` elements of both namespaces, key exchanges,
+duplicates, untrusted identities, empty messages and heartbeats."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import datetime
+
+from .errors import (
+    DecryptionFailed,
+    DuplicateMessage,
+    E2EEError,
+    MalformedMessage,
+    NoSession,
+    SenderDistrusted,
+)
+from .flavour import Flavour
+from .legacy import payload as legacy_payload
+from .limits import HEARTBEAT_THRESHOLD, MAX_XML_DEPTH, MAX_XML_ELEMENTS
+from .model import EncryptedElement, KeyElement
+from .omemo2 import envelope as sce
+from .omemo2 import payload as omemo2_payload
+from .results import (
+    DecryptResult,
+    Decrypted,
+    Duplicate,
+    Effect,
+    EmptyMessage,
+    FetchDeviceList,
+    NotForThisDevice,
+    UntrustedIdentity,
+)
+from .session import accept as accept_session
+from .sessions import Entry, SessionSet, session_key
+from .trust import TrustLevel
+from .xmlsafe import check_element
+
+from .core import _BODY, _BY_NS, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bare
+
+__all__ = ["Receiving"]
+
+
+class Receiving(EngineCore):
+    def decrypt(
+        self,
+        element: ET.Element,
+        sender: str,
+        *,
+        to: str | None = None,
+        timestamp: datetime | None = None,
+        require_to: bool = False,
+    ) -> DecryptResult:
+        """Decrypt a received ``<encrypted/>`` of either namespace.
+
+        ``sender`` is the bare JID the message is from (for group chats: the occupant's real
+        JID); ``to`` the stanza's bare ``to`` (checked against the OMEMO 2 ``<to>`` affix when
+        given; ``require_to`` for group chats); ``timestamp`` the delay stamp or receive time
+        (the ``<time>`` affix is compared with it).  Returns a result value; raises a
+        :class:`~e2ee.errors.PeerError` for forged, garbled or refused input, with the stored
+        state unchanged."""
+        backend = _BY_NS.get(element.tag[1:].partition("}")[0] if isinstance(element.tag, str) else "")
+        if backend is None:
+            raise MalformedMessage(f"not an OMEMO element: {element.tag!r}")
+        check_element(element, MAX_XML_DEPTH, MAX_XML_ELEMENTS)
+        enc: EncryptedElement = backend.xml.parse_encrypted(element)
+        sender = _bare(sender)
+        own = self._own
+        ns = backend.namespace
+        if sender == own.jid and enc.sid == own.device_id:
+            return NotForThisDevice(sender, enc.sid, ns, reflection=True)
+        mine = [k for k in enc.keys if k.rid == own.device_id and (k.jid is None or sce.bare_jid_key(k.jid) == own.jid)]
+        if not mine:
+            return NotForThisDevice(sender, enc.sid, ns, reflection=False)
+        error: E2EEError | None = None
+        for key in mine:  # legacy: the same rid may appear for several accounts
+            try:
+                return self._run(lambda: self._decrypt_key(backend, enc, key, sender, to, timestamp, require_to))
+            except E2EEError as e:
+                error = e
+        assert error is not None
+        raise error
+
+    def _decrypt_key(
+        self,
+        backend: _Backend,
+        enc: EncryptedElement,
+        key: KeyElement,
+        sender: str,
+        to: str | None,
+        timestamp: datetime | None,
+        require_to: bool,
+    ) -> DecryptResult:
+        flavour = backend.flavour
+        ns = backend.namespace
+        own = self._own
+        now = self._now()
+        dev = enc.sid
+        sset = self._sessions.load(session_key(flavour.name, sender, dev))
+        view = self._devices.view(sender)  # read once; the lists do not change below
+        known_ik = view.iks.get(dev)
+        effects: list[Effect] = []
+        new_kex = None
+        level: TrustLevel | None = None
+        if key.kex:
+            kex = flavour.parse_key_exchange(key.data)
+            ik = flavour.identity_to_x25519(kex.ik)
+            entry = next((e for e in sset.entries if e.session.same_key_exchange(kex)), None)
+            if entry is not None:
+                self._refuse_distrusted(sender, ik)
+                try:
+                    km = entry.session.decrypt(kex.message, self._rng)
+                except DuplicateMessage:
+                    return Duplicate(sender, dev, ns)
+                self._promote(sset, entry)
+            else:
+                if known_ik is not None and known_ik != ik:
+                    level = self.trust.level(sender, ik)
+                    if level is None or not level.trusted:
+                        if level is TrustLevel.DISTRUSTED:
+                            raise SenderDistrusted("the sender's identity key is distrusted")
+                        return UntrustedIdentity(sender, dev, ns, ik, known_ik)
+                self._refuse_distrusted(sender, ik)
+                ek = kex.ek
+                session, km = accept_session(
+                    flavour,
+                    own.identity,
+                    kex,
+                    lambda spk_id: own.signed_prekey_private(spk_id, now),
+                    lambda pk_id: own.prekey_for_exchange(pk_id, ek),
+                    self._rng,
+                )
+                entry = self._sessions.new_entry(session, now.timestamp())
+                sset.entries.insert(0, entry)
+                new_kex = kex
+        else:
+            if not sset.entries:
+                raise NoSession(f"no session with device {dev}")
+            if known_ik is not None:
+                level = self.trust.level(sender, known_ik)
+                if level is TrustLevel.DISTRUSTED:
+                    raise SenderDistrusted("the sender's identity key is distrusted")
+            entry, km = self._decrypt_message(sset, flavour, key.data)
+            if entry is None:
+                return Duplicate(sender, dev, ns)
+            if known_ik is not None:
+                ik = known_ik
+            else:
+                ik = flavour.identity_to_x25519(entry.session.peer_ik)
+                self._refuse_distrusted(sender, ik)
+
+        # the payload: nothing is stored unless it decrypts too
+        result: DecryptResult
+        if enc.payload is None:
+            if backend is _OMEMO2 and len(km) != 32:
+                raise MalformedMessage("an empty OMEMO 2 message carries 32 bytes of key material")
+            result = EmptyMessage(sender, dev, ns)
+        else:
+            if level is None:
+                level = self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
+            result = self._open_payload(backend, enc, km, sender, dev, level, ik, to, timestamp or now, require_to)
+
+        # commit
+        if new_kex is not None:
+            state = self._state()
+            own.consume_prekey(new_kex.pk_id, new_kex.ek, keep=state.catching_up)
+            self._devices.set_identity(sender, dev, ik)
+            self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
+            effects += self._bundle_effects()
+            if state.catching_up:
+                state.pending.append((flavour.name, sender, dev))
+                self._put_state(state)
+                self._sessions.save(sset)
+            else:
+                effects.append(self._empty(backend, sender, dev, sset, "key-exchange-answer"))
+        else:
+            ratchet = entry.session.ratchet
+            if ratchet.nr > HEARTBEAT_THRESHOLD and ratchet.ns == 0 and entry is sset.entries[0]:
+                effects.append(self._empty(backend, sender, dev, sset, "heartbeat"))
+            else:
+                self._sessions.save(sset)
+        if view.active is None or dev not in view.active:
+            effects += [FetchDeviceList(sender, n) for n in NAMESPACES]
+        if effects:
+            result = _with_effects(result, effects)
+        return result
+
+    def _refuse_distrusted(self, jid: str, ik: bytes | None) -> None:
+        if ik is not None and self.trust.level(jid, ik) is TrustLevel.DISTRUSTED:
+            raise SenderDistrusted("the sender's identity key is distrusted")
+
+    def _promote(self, sset: SessionSet, entry: Entry) -> None:
+        if sset.entries[0] is not entry:
+            sset.entries.remove(entry)
+            sset.entries.insert(0, entry)
+
+    def _decrypt_message(self, sset: SessionSet, flavour: Flavour, data: bytes) -> tuple[Entry | None, bytes]:
+        """Decrypt with the current session, else an archived one (which then becomes current).
+        Returns (None, b"") for a duplicate."""
+        msg = flavour.parse_message(data)
+        first_error: DecryptionFailed | None = None
+        for entry in sset.entries:
+            session = entry.session
+            try:
+                km = session.ratchet.decrypt_parsed(msg, self._rng)
+            except DuplicateMessage:
+                return None, b""
+            except DecryptionFailed as e:
+                first_error = first_error or e
+                continue
+            session.confirmed = True
+            self._promote(sset, entry)
+            return entry, km
+        assert first_error is not None
+        raise first_error
+
+    def _open_payload(
+        self,
+        backend: _Backend,
+        enc: EncryptedElement,
+        km: bytes,
+        sender: str,
+        dev: int,
+        level: TrustLevel,
+        ik: bytes,
+        to: str | None,
+        reference: datetime,
+        require_to: bool,
+    ) -> Decrypted:
+        assert enc.payload is not None
+        if backend is _OMEMO2:
+            plaintext = omemo2_payload.decrypt(enc.payload, km)
+            env = sce.parse(plaintext, sender, to, reference, require_to=require_to)
+            body = next((c.text or "" for c in env.content if c.tag == _BODY), None)
+            return Decrypted(sender, dev, backend.namespace, level, ik, body, env.content, env.time, env.time_suspicious)
+        assert enc.iv is not None
+        if len(km) == legacy_payload.KEY_LENGTH:  # the historical variant: tag in the payload
+            raw = legacy_payload.decrypt_tag_in_payload(enc.payload, enc.iv, km)
+        else:
+            raw = legacy_payload.decrypt(enc.payload, enc.iv, km)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedMessage("legacy body is not UTF-8") from None
+        return Decrypted(sender, dev, backend.namespace, level, ik, text)
+
+
+def _with_effects(result: DecryptResult, effects: list[Effect]) -> DecryptResult:
+    from dataclasses import replace
+
+    return replace(result, effects=tuple(result.effects) + tuple(effects))
+

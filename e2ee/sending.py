@@ -1,0 +1,238 @@
+"""Sending: which devices a message goes to, fetches it needs, encryption for each device
+(OMEMO 2 or legacy), empty messages and manual session replacement."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+
+from .errors import (
+    E2EEError,
+    InvalidKey,
+    InvalidSignature,
+    UsageError,
+)
+from .legacy import payload as legacy_payload
+from .model import EncryptedElement, KeyElement
+from .omemo2 import envelope as sce
+from .omemo2 import payload as omemo2_payload
+from .results import (
+    DeviceOutcome,
+    Effect,
+    EncryptResult,
+    FetchBundle,
+    FetchDeviceList,
+    Outcome,
+)
+from .session import PeerBundle
+from .session import initiate as initiate_session
+from .sessions import session_key
+from .trust import TrustLevel
+
+from .core import _BODY, _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Plan, _backend, _bare
+
+__all__ = ["Sending"]
+
+
+class Sending(EngineCore):
+    def encrypt(
+        self,
+        recipients: Sequence[str],
+        body: str | None = None,
+        *,
+        content: Sequence[ET.Element] = (),
+        to: str | None = None,
+    ) -> EncryptResult:
+        """Encrypt a message for every active, trusted device of each recipient and of our own
+        account (except this device).
+
+        OMEMO 2 devices get an XEP-0420 envelope holding ``<body xmlns='jabber:client'>`` (when
+        ``body`` is given) and ``content``; legacy devices get ``body`` only.  ``to`` is the
+        envelope's ``<to>`` (the room for group chats); by default the single recipient.
+        When some recipient has no eligible device, nothing is encrypted (``result.ready`` is
+        False) and the result says why, with the fetches that may help."""
+        if not recipients:
+            raise UsageError("no recipients")
+        if body is None and not content:
+            raise UsageError("nothing to encrypt")
+        own = self._own
+        jids = list(dict.fromkeys(_bare(j) for j in recipients))
+        if to is None:
+            others = [j for j in jids if j != own.jid]
+            if len(others) > 1:
+                raise UsageError("several recipients: pass to= (the room)")
+            to = others[0] if others else own.jid
+        if own.jid not in jids:
+            jids.append(own.jid)
+        return self._run(lambda: self._encrypt(jids, body, content, _bare(to)))
+
+    def prepare(self, recipients: Sequence[str]) -> list[Effect]:
+        """The fetches (device lists, bundles) that :meth:`encrypt` would ask for now, without
+        encrypting anything.  Run them and feed the answers in before encrypting, so that the
+        message reaches every device that can be reached."""
+        own = self._own
+        jids = list(dict.fromkeys(_bare(j) for j in recipients))
+        if own.jid not in jids:
+            jids.append(own.jid)
+        return self._run(lambda: list(dict.fromkeys(self._plan(jids, self._now().timestamp())[2])))
+
+    def _plan(
+        self, jids: list[str], ts: float
+    ) -> tuple[list[_Plan], list[DeviceOutcome], list[Effect], list[str]]:
+        own = self._own
+        outcomes: list[DeviceOutcome] = []
+        effects: list[Effect] = []
+        unreachable: list[str] = []
+        plans: list[_Plan] = []
+        for jid in jids:
+            view = self._devices.view(jid)
+            active = view.active
+            if active is None:
+                effects += [FetchDeviceList(jid, ns) for ns in NAMESPACES]
+                outcomes.append(DeviceOutcome(jid, 0, "", Outcome.NO_DEVICE_LIST))
+                if jid != own.jid:
+                    unreachable.append(jid)
+                continue
+            levels = self.trust.levels_view(jid)
+            iks = view.iks
+            eligible = 0
+            for dev, fname in sorted(active.items()):
+                if jid == own.jid and dev == own.device_id:
+                    continue
+                backend = _BY_NAME[fname]
+                ns = backend.namespace
+                sset = self._sessions.load(session_key(fname, jid, dev))
+                cur = sset.current
+                peer_bundle = None
+                if cur is not None and cur.session.ratchet.can_send and not self._stale(cur, ts):
+                    known = iks.get(dev)
+                    ik = known if known is not None else backend.flavour.identity_to_x25519(cur.session.peer_ik)
+                else:
+                    stored = self._devices.bundle(fname, jid, dev)
+                    if stored is None or (cur is not None and stored.fetched <= cur.created):
+                        effects.append(FetchBundle(jid, dev, ns))
+                        outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.NO_BUNDLE))
+                        continue
+                    b = stored.bundle
+                    try:
+                        ik = backend.flavour.identity_to_x25519(b.ik)
+                        ids = sorted(b.prekeys)
+                        pk_id = ids[int.from_bytes(self._rng(4), "big") % len(ids)]
+                    except (E2EEError, ZeroDivisionError) as e:
+                        outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.FAILED, error=str(e)))
+                        continue
+                    peer_bundle = PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])
+                level = levels.get(ik, TrustLevel.UNDECIDED)
+                if level is TrustLevel.DISTRUSTED:
+                    outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.DISTRUSTED, ik))
+                    continue
+                if not level.trusted:
+                    outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.UNDECIDED, ik))
+                    continue
+                plans.append((jid, dev, backend, sset, peer_bundle, ik))
+                eligible += 1
+            if not eligible and jid != own.jid:
+                unreachable.append(jid)
+        return plans, outcomes, effects, unreachable
+
+    def _encrypt(self, jids: list[str], body: str | None, content: Sequence[ET.Element], to: str) -> EncryptResult:
+        own = self._own
+        now = self._now()
+        plans, outcomes, effects, unreachable = self._plan(jids, now.timestamp())
+        if unreachable or not plans:
+            outcomes += [DeviceOutcome(p[0], p[1], p[2].namespace, Outcome.NOT_SENT, p[5]) for p in plans]
+            return EncryptResult({}, tuple(outcomes), tuple(effects), tuple(unreachable))
+
+        # payloads, one per namespace in use
+        key_material: dict[str, bytes] = {}
+        payloads: dict[str, tuple[bytes, bytes | None]] = {}
+        names = {p[2].flavour.name for p in plans}
+        if "omemo2" in names:
+            elems = list(content)
+            if body is not None:
+                b_elem = ET.Element(_BODY)
+                b_elem.text = body
+                elems.insert(0, b_elem)
+            env = sce.build(elems, own.jid, to, now, self._rng)
+            ct, km = omemo2_payload.encrypt(env, self._rng)
+            key_material["omemo2"], payloads["omemo2"] = km, (ct, None)
+        if "legacy" in names:
+            if body is None:
+                for p in [p for p in plans if p[2] is _LEGACY]:
+                    outcomes.append(DeviceOutcome(p[0], p[1], p[2].namespace, Outcome.FAILED, p[5], "legacy OMEMO carries only a body"))
+                plans = [p for p in plans if p[2] is not _LEGACY]
+            else:
+                ct, iv, km = legacy_payload.encrypt(body.encode(), self._rng)
+                key_material["legacy"], payloads["legacy"] = km, (ct, iv)
+
+        keys: dict[str, list[KeyElement]] = {"omemo2": [], "legacy": []}
+        for jid, dev, backend, sset, peer_bundle, ik in plans:
+            fname = backend.flavour.name
+            if peer_bundle is not None:
+                try:
+                    session = initiate_session(
+                        backend.flavour, own.identity, peer_bundle, self._rng, signature_verified=True
+                    )
+                except (InvalidKey, InvalidSignature) as e:
+                    outcomes.append(DeviceOutcome(jid, dev, backend.namespace, Outcome.FAILED, ik, str(e)))
+                    continue
+                sset.entries.insert(0, self._sessions.new_entry(session, now.timestamp()))
+                self._devices.set_identity(jid, dev, ik)
+            entry = sset.entries[0]
+            data, kex = entry.session.encrypt(key_material[fname])
+            self._sessions.save(sset)
+            keys[fname].append(KeyElement(dev, data, kex, jid if backend is _OMEMO2 else None))
+            outcomes.append(DeviceOutcome(jid, dev, backend.namespace, Outcome.ENCRYPTED, ik))
+
+        elements: dict[str, ET.Element] = {}
+        for fname, ks in keys.items():
+            if ks:
+                backend = _BY_NAME[fname]
+                ct, payload_iv = payloads[fname]
+                enc = EncryptedElement(fname, own.device_id, tuple(ks), ct, payload_iv)
+                elements[backend.namespace] = backend.xml.build_encrypted(enc)
+        return EncryptResult(elements, tuple(outcomes), tuple(effects), ())
+
+    def empty_message(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
+        """An empty message to one device (no trust needed), building a session from its stored
+        bundle when there is none: completes a manual session replacement."""
+        backend = _backend(namespace)
+        jid = _bare(jid)
+
+        def op() -> list[Effect]:
+            sset = self._sessions.load(session_key(backend.flavour.name, jid, device_id))
+            cur = sset.current
+            if cur is None or not cur.session.ratchet.can_send:
+                stored = self._devices.bundle(backend.flavour.name, jid, device_id)
+                if stored is None:
+                    return [FetchBundle(jid, device_id, namespace)]
+                b = stored.bundle
+                ids = sorted(b.prekeys)
+                pk_id = ids[int.from_bytes(self._rng(4), "big") % len(ids)]
+                pb = PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])
+                session = initiate_session(backend.flavour, self._own.identity, pb, self._rng, signature_verified=True)
+                sset.entries.insert(0, self._sessions.new_entry(session, self._now().timestamp()))
+                self._devices.set_identity(jid, device_id, backend.flavour.identity_to_x25519(b.ik))
+            return [self._empty(backend, jid, device_id, sset, "session-replacement")]
+
+        return self._run(op)
+
+    def replace_session(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
+        """Manual session replacement (XEP-0384 business rule): forget the current session with
+        that device and its stored bundle; returns the bundle fetch.  Once the bundle is in,
+        :meth:`empty_message` (or the next :meth:`encrypt`) starts a fresh session."""
+        backend = _backend(namespace)
+        jid = _bare(jid)
+
+        def op() -> list[Effect]:
+            key = session_key(backend.flavour.name, jid, device_id)
+            sset = self._sessions.load(key)
+            if sset.entries:
+                for entry in sset.entries:
+                    entry.skipped.clear()
+                self.storage.delete("session", key)
+            self.storage.delete("bundle", key)
+            return [FetchBundle(jid, device_id, namespace)]
+
+        return self._run(op)
+
