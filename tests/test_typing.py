@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_mypy_strict_on_engine() -> None:
+def test_mypy_strict_on_engine_and_keystore() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "e2ee"],
+        [sys.executable, "-m", "mypy", "--strict", "e2ee", "keystore"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,404 @@
+"""The encrypted keystore: the engine's :class:`~e2ee.storage.Storage` on SQLite.
+
+File layout (one SQLite database, WAL mode, ``secure_delete`` on):
+
+* ``meta(name, value)``: ``header`` (magic, version, Argon2id parameters, salt, in clear: it is
+  the associated data of the wrapped key), ``dek`` (the wrapped data key), ``generation`` (a
+  sealed commit counter);
+* ``records(k, v)``: ``k`` is the blinded lookup key (HMAC of table and key), ``v`` the sealed
+  record (see :mod:`keystore.sealing`).  Nothing else: no table names, JIDs or device ids.
+
+Every engine operation is one SQLite transaction; it is committed before the engine hands out a
+ciphertext.  By default commits are not fsync'ed (``synchronous=NORMAL`` in WAL mode): they
+survive a crash of the process, not a power cut; ``sync=True`` syncs every commit.
+
+A generation counter goes up with every commit and is also written after the commit to a small
+file beside the database (``<path>.generation``, or ``generation_path``).  When the database is
+behind that file, an older copy was restored: :class:`~e2ee.errors.RollbackDetected`.  Opening
+with ``accept_rollback=True`` resets the file; the caller must then call
+``Engine.after_rollback()`` so that no restored ratchet sends again.
+
+A second process opening the same keystore gets :class:`~e2ee.errors.KeystoreLocked`.
+
+Limits: the passphrase and keys are Python ``bytes``/``str`` and cannot be wiped from memory;
+decrypted records are cached in memory while the store is open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections import OrderedDict
+from pathlib import Path
+from types import TracebackType
+from typing import ContextManager
+
+from e2ee.errors import (
+    CorruptRecord,
+    E2EEError,
+    KeystoreCorrupt,
+    KeystoreLocked,
+    RollbackDetected,
+    UsageError,
+)
+from e2ee.storage import TABLES, Storage
+
+from .sealing import Header, KdfParams, Keys, derive_keys, unwrap_dek, wrap_dek
+
+__all__ = ["Keystore", "KdfParams"]
+
+_CACHE_SIZE = 8192
+_GEN_LEN = 8 + 32
+
+
+def _db_error(e: sqlite3.Error) -> E2EEError:
+    if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+        return KeystoreLocked("the keystore is in use by another process")
+    return KeystoreCorrupt(f"the keystore file is damaged ({e})")
+
+
+class Keystore(Storage):
+    """Open with :meth:`create` or :meth:`open`; close with :meth:`close` (or ``with``)."""
+
+    def __init__(self) -> None:  # use create() / open()
+        self._db: sqlite3.Connection | None = None
+        self._keys: Keys | None = None
+        self._dek: bytes | None = None
+        self._lock_fd = -1
+        self._gen_fd = -1
+        self._generation = 0
+        self._depth = 0
+        self._failed = False
+        self._cache: OrderedDict[bytes, tuple[str, str, bytes] | None] = OrderedDict()
+        self.path = Path()
+        self.rolled_back = False
+
+    def __repr__(self) -> str:
+        return f"<Keystore {str(self.path)!r} {'open' if self._db else 'closed'}>"
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        passphrase: str,
+        *,
+        kdf: KdfParams = KdfParams(),
+        sync: bool = False,
+        generation_path: str | os.PathLike[str] | None = None,
+    ) -> Keystore:
+        """A new, empty keystore at ``path`` (which must not exist)."""
+        kdf.check()
+        path = Path(path)
+        if path.exists():
+            raise UsageError(f"{path} already exists")
+        ks = cls()
+        ks._attach(path, sync, generation_path)
+        try:
+            header = Header(kdf, os.urandom(16))
+            dek = os.urandom(32)
+            db = ks._conn()
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
+            db.execute("CREATE TABLE records (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
+            db.execute("INSERT INTO meta VALUES ('header', ?)", (header.to_bytes(),))
+            db.execute("INSERT INTO meta VALUES ('dek', ?)", (wrap_dek(dek, passphrase, header, os.urandom(24)),))
+            ks._keys = derive_keys(dek)
+            ks._dek = dek
+            ks._write_generation(0)
+            db.execute("COMMIT")
+            ks._write_sidecar(0)
+        except BaseException:
+            ks.close()
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), ks._sidecar_path()):
+                p.unlink(missing_ok=True)
+            raise
+        return ks
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        passphrase: str,
+        *,
+        accept_rollback: bool = False,
+        sync: bool = False,
+        generation_path: str | os.PathLike[str] | None = None,
+    ) -> Keystore:
+        """Open an existing keystore.  Raises :class:`~e2ee.errors.WrongPassphrase`,
+        :class:`~e2ee.errors.KeystoreLocked`, :class:`~e2ee.errors.KeystoreCorrupt`,
+        :class:`~e2ee.errors.KeystoreDowngrade`, :class:`~e2ee.errors.UnsupportedKeystoreVersion`
+        or :class:`~e2ee.errors.RollbackDetected`."""
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"no keystore at {path}")
+        ks = cls()
+        try:
+            ks._attach(path, sync, generation_path)
+            db = ks._conn()
+            try:
+                rows = dict(db.execute("SELECT name, value FROM meta").fetchall())
+            except sqlite3.Error as e:
+                raise _db_error(e) from None
+            if "header" not in rows or "dek" not in rows:
+                raise KeystoreCorrupt("keystore header missing")
+            header = Header.from_bytes(bytes(rows["header"]))
+            ks._dek = unwrap_dek(bytes(rows["dek"]), passphrase, header)
+            ks._keys = derive_keys(ks._dek)
+            ks._generation = ks._read_generation(rows.get("generation"))
+            ks._check_rollback(accept_rollback)
+        except BaseException:
+            ks.close()
+            raise
+        return ks
+
+    def _attach(self, path: Path, sync: bool, generation_path: str | os.PathLike[str] | None) -> None:
+        self.path = path
+        self._gen_path = Path(generation_path) if generation_path is not None else Path(f"{path}.generation")
+        lock_path = Path(f"{path}.lock")
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise KeystoreLocked(f"{path} is in use by another process") from None
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
+            db.execute("PRAGMA secure_delete=ON")
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
+        os.chmod(path, 0o600)
+        self._db = db
+
+    def _sidecar_path(self) -> Path:
+        return getattr(self, "_gen_path", Path(f"{self.path}.generation"))
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise UsageError("the keystore is closed")
+        return self._db
+
+    def _k(self) -> Keys:
+        if self._keys is None:
+            raise UsageError("the keystore is closed")
+        return self._keys
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the database (so that deleted records leave no copy in it)
+        and release the file."""
+        if self._db is not None:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+            self._db = None
+        for fd in (self._gen_fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._gen_fd = self._lock_fd = -1
+        self._keys = None
+        self._dek = None
+        self._cache.clear()
+
+    def __enter__(self) -> Keystore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ generation counter
+
+    def _read_generation(self, sealed: object) -> int:
+        if not isinstance(sealed, bytes):
+            raise KeystoreCorrupt("generation record missing")
+        blind = self._k().blind_key("meta", "generation")
+        try:
+            _t, _k, value = self._k().open(blind, sealed)
+        except CorruptRecord:
+            raise KeystoreCorrupt("generation record failed authentication") from None
+        return int.from_bytes(value, "big")
+
+    def _write_generation(self, generation: int) -> None:
+        keys = self._k()
+        blind = keys.blind_key("meta", "generation")
+        sealed = keys.seal(blind, "meta", "generation", generation.to_bytes(8, "big"), os.urandom(24))
+        self._conn().execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (sealed,))
+        self._generation = generation
+
+    def _write_sidecar(self, generation: int) -> None:
+        if self._gen_fd < 0:
+            self._gen_fd = os.open(self._sidecar_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        data = generation.to_bytes(8, "big") + self._k().generation_mac(generation)
+        os.pwrite(self._gen_fd, data, 0)
+
+    def _check_rollback(self, accept: bool) -> None:
+        path = self._sidecar_path()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        if len(data) == _GEN_LEN:
+            recorded = int.from_bytes(data[:8], "big")
+            if self._k().generation_mac(recorded) != data[8:]:
+                raise KeystoreCorrupt(f"{path} does not belong to this keystore")
+            if recorded > self._generation:
+                if not accept:
+                    raise RollbackDetected(
+                        f"this keystore is older than its last use (generation {self._generation} < {recorded}):"
+                        " an old copy was restored"
+                    )
+                self.rolled_back = True
+        elif data:
+            raise KeystoreCorrupt(f"{path} is damaged")
+        self._write_sidecar(self._generation)
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    # ------------------------------------------------------------------ Storage
+
+    def _check_table(self, table: str) -> None:
+        if table not in TABLES:
+            raise UsageError(f"unknown table {table!r}")
+
+    def get(self, table: str, key: str) -> bytes | None:
+        self._check_table(table)
+        keys = self._k()
+        blind = keys.blind_key(table, key)
+        cache = self._cache
+        if blind in cache:
+            hit = cache[blind]
+            return None if hit is None else hit[2]
+        try:
+            row = self._conn().execute("SELECT v FROM records WHERE k = ?", (blind,)).fetchone()
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
+        if row is None:
+            entry = None
+        else:
+            entry = keys.open(blind, bytes(row[0]))
+            if entry[0] != table or entry[1] != key:  # a blind-key collision or a forged row
+                raise CorruptRecord("a keystore record is in the wrong place")
+        self._remember(blind, entry)
+        return None if entry is None else entry[2]
+
+    def _remember(self, blind: bytes, entry: tuple[str, str, bytes] | None) -> None:
+        cache = self._cache
+        cache[blind] = entry
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+
+    def put(self, table: str, key: str, value: bytes) -> None:
+        self._check_table(table)
+        with self.transaction():
+            keys = self._k()
+            blind = keys.blind_key(table, key)
+            sealed = keys.seal(blind, table, key, bytes(value), os.urandom(24))
+            try:
+                self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
+            except sqlite3.Error as e:
+                raise _db_error(e) from None
+            self._remember(blind, (table, key, bytes(value)))
+
+    def delete(self, table: str, key: str) -> bool:
+        self._check_table(table)
+        with self.transaction():
+            blind = self._k().blind_key(table, key)
+            try:
+                cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
+            except sqlite3.Error as e:
+                raise _db_error(e) from None
+            self._remember(blind, None)
+            return cur.rowcount > 0
+
+    def keys(self, table: str) -> list[str]:
+        """Every key of ``table`` (decrypts every record: meant for rare listings)."""
+        self._check_table(table)
+        keys = self._k()
+        out = []
+        try:
+            rows = self._conn().execute("SELECT k, v FROM records").fetchall()
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
+        for k, v in rows:
+            t, key, _value = keys.open(bytes(k), bytes(v))
+            if keys.blind_key(t, key) != bytes(k):
+                raise CorruptRecord("a keystore record is in the wrong place")
+            if t == table:
+                out.append(key)
+        return out
+
+    def transaction(self) -> ContextManager[None]:
+        return _Transaction(self)
+
+    # ------------------------------------------------------------------ passphrase
+
+    def change_passphrase(self, new_passphrase: str, kdf: KdfParams | None = None) -> None:
+        """Rewrap the data key under ``new_passphrase`` (fresh salt; ``kdf`` or the current
+        parameters).  One transaction: either passphrase opens the store afterwards, never
+        neither.  The records are not touched."""
+        db = self._conn()
+        header_now = Header.from_bytes(bytes(db.execute("SELECT value FROM meta WHERE name='header'").fetchone()[0]))
+        params = kdf or header_now.kdf
+        params.check()
+        header = Header(params, os.urandom(16))
+        dek = self._dek_for_rewrap()
+        wrapped = wrap_dek(dek, new_passphrase, header, os.urandom(24))
+        with self.transaction():
+            db.execute("UPDATE meta SET value = ? WHERE name = 'header'", (header.to_bytes(),))
+            db.execute("UPDATE meta SET value = ? WHERE name = 'dek'", (wrapped,))
+
+    def _dek_for_rewrap(self) -> bytes:
+        if self._dek is None:
+            raise UsageError("the keystore is closed")
+        return self._dek
+
+
+class _Transaction:
+    """Outermost transaction: BEGIN IMMEDIATE ... bump the generation, COMMIT, then record the
+    generation beside the file.  Nested ones join it.  On an exception: ROLLBACK, and the cache of
+    decrypted records is dropped."""
+
+    __slots__ = ("_ks", "_outer")
+
+    def __init__(self, ks: Keystore) -> None:
+        self._ks = ks
+        self._outer = False
+
+    def __enter__(self) -> None:
+        ks = self._ks
+        if ks._depth == 0:
+            try:
+                ks._conn().execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise _db_error(e) from None
+            self._outer = True
+        ks._depth += 1
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        ks = self._ks
+        ks._depth -= 1
+        if not self._outer:
+            return
+        db = ks._conn()
+        if exc_type is None:
+            try:
+                ks._write_generation(ks._generation + 1)
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                db.execute("ROLLBACK")
+                ks._cache.clear()
+                ks._generation -= 1
+                raise _db_error(e) from None
+            ks._write_sidecar(ks._generation)
+        else:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            ks._cache.clear()
