@@ -1,0 +1,138 @@
+"""The engine on the encrypted keystore: a realistic session (several contacts and devices, both
+namespaces, skipped keys, a catch-up) works the same as on the in-memory store, and afterwards no
+secret, plaintext, JID or device id appears in the database, its WAL or its other files in any
+encoding."""
+
+from __future__ import annotations
+
+import base64
+import random
+from pathlib import Path
+
+from e2ee.engine import Engine
+from e2ee.results import Decrypted, SendMessage
+from keystore import KdfParams, Keystore
+
+from .engine_support import LEGACY, O2, Net
+from .support import seeded_rng
+
+PW = "a passphrase for the scan test"
+
+
+def _encodings(secret: bytes) -> list[bytes]:
+    out = [secret, secret.hex().encode(), secret.hex().upper().encode(), base64.b64encode(secret)]
+    if len(secret) >= 12:  # base64 of the secret at another alignment: search a middle chunk
+        out += [base64.b64encode(secret[1:])[4:-4], base64.b64encode(secret[2:])[4:-4]]
+    return out
+
+
+def _needles(engines: list[Engine], bodies: list[str]) -> dict[str, bytes]:
+    needles: dict[str, bytes] = {}
+    for e in engines:
+        needles[f"{e.jid} identity seed"] = e._own.identity.seed
+        needles[f"{e.jid} identity x25519 private"] = e._own.identity.x25519_private
+        needles[f"jid {e.jid}"] = e.jid.encode()
+        needles[f"device id {e.device_id} (text)"] = str(e.device_id).encode()
+        needles[f"device id {e.device_id} (4 bytes)"] = e.device_id.to_bytes(4, "big")
+        needles[f"device id {e.device_id} (4 bytes le)"] = e.device_id.to_bytes(4, "little")
+        storage = e.storage
+        for table in ("own", "session", "skipped", "device", "bundle", "trust"):
+            for key in storage.keys(table):
+                value = storage.get(table, key)
+                assert value is not None
+                if len(value) >= 16:
+                    needles[f"{e.jid} record {table}/{key}"] = value
+                needles[f"{e.jid} key {table}/{key}"] = key.encode()
+        rec = e._own._prekeys()["keys"]
+        for pk_id, entry in rec.items():
+            needles[f"{e.jid} prekey {pk_id}"] = bytes.fromhex(entry["priv"])
+        spk = e._own._spk()
+        needles[f"{e.jid} spk"] = bytes.fromhex(spk["current"]["priv"])
+        for sset_key in storage.keys("session"):
+            for entry in e._sessions.load(sset_key).entries:
+                r = entry.session.ratchet
+                for name in ("root_key", "dhs_priv", "cks", "ckr"):
+                    v = getattr(r, name)
+                    if v:
+                        needles[f"{e.jid} {sset_key} {name}"] = v
+    for b in bodies:
+        needles[f"body {b}"] = b.encode()
+    return needles
+
+
+def _scan(files: list[Path], needles: dict[str, bytes]) -> list[str]:
+    found = []
+    blobs = {p.name: p.read_bytes() for p in files if p.exists()}
+    for what, secret in needles.items():
+        for enc in _encodings(secret):
+            for name, blob in blobs.items():
+                if enc in blob:
+                    found.append(f"{what} in {name}")
+    return found
+
+
+def test_realistic_session_on_keystores_leaves_nothing_readable(tmp_path: Path) -> None:
+    net = Net()
+    stores: list[Keystore] = []
+
+    def device(jid: str, seed: str, namespaces: tuple[str, ...] = (O2, LEGACY)) -> Engine:
+        ks = Keystore.create(tmp_path / f"{seed}.db", PW, kdf=KdfParams.floor())
+        stores.append(ks)
+        from e2ee.engine import parse_device_list
+
+        lists = [parse_device_list(ns, el) for ns in (O2, LEGACY) if (el := net.pep.device_list(jid, ns)) is not None]
+        engine = Engine.create(ks, jid, lists, rng=seeded_rng(seed), clock=net.clock)
+        net.engines.append(engine)
+        from e2ee.results import Publish
+
+        for effect in engine.publish():
+            if isinstance(effect, Publish) and net._namespace_of(effect.node) in namespaces:
+                net.publish(engine, effect)
+        return engine
+
+    alice1 = device("alice@example.org", "ks-a1")
+    alice2 = device("alice@example.org", "ks-a2", namespaces=(LEGACY,))
+    bob = device("bob@example.net", "ks-b")
+    carol1 = device("carol@example.com", "ks-c1")
+    carol2 = device("carol@example.com", "ks-c2")
+    everyone = [alice1, alice2, bob, carol1, carol2]
+    rnd = random.Random(4)
+    bodies = [f"secret message number {i} {rnd.random()}" for i in range(60)]
+    pending = []
+    for i, body in enumerate(bodies):
+        sender = rnd.choice(everyone)
+        to = rnd.choice([j for j in ("alice@example.org", "bob@example.net", "carol@example.com") if j != sender.jid])
+        res = net.encrypt(sender, [to], body)
+        assert res.ready
+        pending += [(sender, to, el, body) for el in res.elements.values()]
+        if rnd.random() < 0.6:  # deliver some now, some later (skipped keys)
+            rnd.shuffle(pending)
+            keep = pending[len(pending) // 3 :]
+            for s, t, el, b in pending[: len(pending) // 3]:
+                _deliver(everyone, s, t, el, b)
+            pending = keep
+    for s, t, el, b in pending:
+        _deliver(everyone, s, t, el, b)
+
+    needles = _needles(everyone, bodies)
+    assert len(needles) > 500
+    files = [p for p in tmp_path.iterdir() if p.is_file()]
+    assert any(p.name.endswith("-wal") for p in files)
+    assert not _scan(files, needles)  # while open (the WAL holds recent pages)
+    for ks in stores:
+        ks.close()
+    files = [p for p in tmp_path.iterdir() if p.is_file()]
+    assert not _scan(files, needles)
+
+
+def _deliver(everyone: list[Engine], sender: Engine, to: str, el: object, body: str) -> None:
+    for d in everyone:
+        if d is sender or d.jid not in (to, sender.jid):
+            continue
+        out = d.decrypt(el, sender.jid, to=to)  # type: ignore[arg-type]
+        if isinstance(out, Decrypted):
+            assert out.body == body
+        for e in out.effects:
+            if isinstance(e, SendMessage):  # answers to key exchanges
+                target = next(x for x in everyone if x.jid == e.jid and x.device_id == e.device_id)
+                target.decrypt(e.encrypted, d.jid, to=e.jid)
