@@ -181,6 +181,31 @@ class Engine(Sending, Receiving):
 
     # ------------------------------------------------------------------ trust and devices
 
+    def after_rollback(self) -> int:
+        """The storage was restored from an older copy (the keystore raised
+        :class:`~e2ee.errors.RollbackDetected` and was opened with ``accept_rollback``).  Every
+        stored session may have sent message keys that the restored state would send again, so
+        each is quarantined: nothing more is sent on it until :meth:`replace_session`.  Trust
+        decisions may be stale too (a key distrusted since the copy was made): every blind or
+        verified key goes back to undecided for the user to confirm.  Returns how many sessions
+        were quarantined."""
+
+        def op() -> int:
+            count = 0
+            for key in self.storage.keys("session"):
+                sset = self._sessions.load(key)
+                for entry in sset.entries:
+                    entry.quarantined = True
+                    count += 1
+                self._sessions.save(sset)
+            for jid in self.storage.keys("trust"):
+                for ik, level in self.trust.levels(jid).items():
+                    if level.trusted:
+                        self.trust.set(jid, ik, TrustLevel.UNDECIDED)
+            return count
+
+        return self._run(op)
+
     def set_trust(self, jid: str, identity_key: bytes, level: TrustLevel) -> None:
         """Record the user's decision for an identity key (X25519 form) of ``jid``."""
         jid = _bare(jid)

@@ -174,7 +174,7 @@ class Receiving(EngineCore):
                 effects.append(self._empty(backend, sender, dev, sset, "key-exchange-answer"))
         else:
             ratchet = entry.session.ratchet
-            if ratchet.nr > HEARTBEAT_THRESHOLD and ratchet.ns == 0 and entry is sset.entries[0]:
+            if ratchet.nr > HEARTBEAT_THRESHOLD and ratchet.ns == 0 and entry is sset.entries[0] and not entry.quarantined:
                 effects.append(self._empty(backend, sender, dev, sset, "heartbeat"))
             else:
                 self._sessions.save(sset)

@@ -33,6 +33,8 @@ from .core import _BODY, _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Pl
 
 __all__ = ["Sending"]
 
+_QUARANTINED = "the keystore was restored from an older copy: replace this session (replace_session)"
+
 
 class Sending(EngineCore):
     def encrypt(
@@ -104,6 +106,9 @@ class Sending(EngineCore):
                 sset = self._sessions.load(session_key(fname, jid, dev))
                 cur = sset.current
                 peer_bundle = None
+                if cur is not None and cur.quarantined:
+                    outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.FAILED, iks.get(dev), _QUARANTINED))
+                    continue
                 if cur is not None and cur.session.ratchet.can_send and not self._stale(cur, ts):
                     known = iks.get(dev)
                     ik = known if known is not None else backend.flavour.identity_to_x25519(cur.session.peer_ik)
@@ -202,6 +207,8 @@ class Sending(EngineCore):
         def op() -> list[Effect]:
             sset = self._sessions.load(session_key(backend.flavour.name, jid, device_id))
             cur = sset.current
+            if cur is not None and cur.quarantined:
+                raise UsageError(_QUARANTINED)
             if cur is None or not cur.session.ratchet.can_send:
                 stored = self._devices.bundle(backend.flavour.name, jid, device_id)
                 if stored is None:

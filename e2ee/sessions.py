@@ -107,6 +107,8 @@ class Entry:
     uid: bytes
     created: float
     skipped: StoredSkippedKeys
+    #: the keystore was restored from an older copy: this ratchet may have sent keys already
+    quarantined: bool = False
 
 
 class SessionSet:
@@ -150,7 +152,7 @@ class SessionStore:
             runs = [Run(r.dh_pub, r.start, r.stop) for r in st.runs]
             skipped = StoredSkippedKeys(self._storage, st.uid, runs, st.skipped)
             session = Session.from_state(st.state, self._own, skipped)
-            entries.append(Entry(session, st.uid, st.created, skipped))
+            entries.append(Entry(session, st.uid, st.created, skipped, st.quarantined))
         if not entries:
             raise CorruptState("empty session record")
         result = SessionSet(key, entries)
@@ -169,6 +171,8 @@ class SessionStore:
             st.uid = e.uid
             st.created = e.created
             st.skipped = e.skipped.live
+            if e.quarantined:
+                st.quarantined = True
             for run in e.skipped.runs:
                 st.runs.append(SkipRun(dh_pub=run.dh, start=run.start, stop=run.stop))
         raw = records.dump(_VERSION, rec)

@@ -136,3 +136,70 @@ def _deliver(everyone: list[Engine], sender: Engine, to: str, el: object, body: 
             if isinstance(e, SendMessage):  # answers to key exchanges
                 target = next(x for x in everyone if x.jid == e.jid and x.device_id == e.device_id)
                 target.decrypt(e.encrypted, d.jid, to=e.jid)
+
+
+def test_restored_copy_is_detected_and_no_ratchet_key_is_reused(tmp_path: Path) -> None:
+    """Catalogue R13/K4: the restore is detected; after accepting it, the restored sessions never
+    send again and trust must be re-confirmed; replacing the session restores communication,
+    and no (ratchet key, counter) pair is ever sent twice."""
+    import shutil
+
+    import pytest
+
+    from e2ee.errors import RollbackDetected, UsageError
+    from e2ee.omemo2.wire import OMEMO2
+    from e2ee.results import Outcome
+    from e2ee.trust import TrustLevel
+
+    net = Net()
+    bob = net.device("bob@example.net", "rb-b", namespaces=(O2,))
+    path = tmp_path / "alice.db"
+    ks = Keystore.create(path, PW, kdf=KdfParams.floor())
+    alice = Engine.create(ks, "alice@example.org", rng=seeded_rng("rb-a"), clock=net.clock)
+    net.engines.append(alice)
+    net.run(alice, alice.publish())
+    sent: set[tuple[bytes, int]] = set()
+
+    def send(body: str) -> None:
+        res = net.encrypt(alice, [bob.jid], body)
+        assert res.ready
+        for key in res.elements[O2].iter("{urn:xmpp:omemo:2}key"):
+            data = base64.b64decode(key.text or "")
+            if key.get("kex") == "true":
+                data = OMEMO2.parse_key_exchange(data).message
+            msg = OMEMO2.parse_message(data)
+            assert (msg.dh_pub, msg.n) not in sent
+            sent.add((msg.dh_pub, msg.n))
+        out = bob.decrypt(res.elements[O2], alice.jid, to=bob.jid)
+        assert isinstance(out, Decrypted) and out.body == body
+        for e in out.effects:
+            if isinstance(e, SendMessage):
+                alice.decrypt(e.encrypted, bob.jid, to=alice.jid)
+
+    for i in range(3):
+        send(f"before the backup {i}")
+    ks.close()
+    shutil.copy(path, tmp_path / "backup.db")
+    ks = Keystore.open(path, PW)
+    alice = Engine(ks, rng=seeded_rng("rb-a2"), clock=net.clock)
+    for i in range(3):
+        send(f"after the backup {i}")
+    ks.close()
+    shutil.copy(tmp_path / "backup.db", path)  # the restore
+    with pytest.raises(RollbackDetected):
+        Keystore.open(path, PW)
+    ks = Keystore.open(path, PW, accept_rollback=True)
+    alice = Engine(ks, rng=seeded_rng("rb-a3"), clock=net.clock)
+    assert alice.after_rollback() == 1
+    res = alice.encrypt([bob.jid], "must not go out on the old ratchet")
+    assert not res.ready and [d.outcome for d in res.devices if d.jid == bob.jid] == [Outcome.FAILED]
+    with pytest.raises(UsageError):
+        alice.empty_message(bob.jid, bob.device_id, O2)
+    # the user replaces the session and re-confirms bob's key
+    net.run(alice, alice.replace_session(bob.jid, bob.device_id, O2))
+    res = net.encrypt(alice, [bob.jid], "x")
+    assert [d.outcome for d in res.devices if d.jid == bob.jid] == [Outcome.UNDECIDED]
+    alice.set_trust(bob.jid, bob.identity_key, TrustLevel.VERIFIED)
+    for i in range(3):
+        send(f"on the new session {i}")
+    ks.close()

@@ -220,12 +220,15 @@ class StoredSession(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     RUNS_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
     uid: _builtins.bytes
     """names this session's skipped-key records"""
     created: _builtins.float
     """unix time the session was built"""
     skipped: _builtins.int
     """how many of them are still stored"""
+    quarantined: _builtins.bool
+    """restored from an older keystore: never send on it"""
     @_builtins.property
     def state(self) -> Global___SessionState: ...
     @_builtins.property
@@ -240,10 +243,11 @@ class StoredSession(_message.Message):
         created: _builtins.float | None = ...,
         runs: _abc.Iterable[Global___SkipRun] | None = ...,
         skipped: _builtins.int | None = ...,
+        quarantined: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "skipped", b"skipped", "state", b"state", "uid", b"uid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "quarantined", b"quarantined", "skipped", b"skipped", "state", b"state", "uid", b"uid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "runs", b"runs", "skipped", b"skipped", "state", b"state", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "quarantined", b"quarantined", "runs", b"runs", "skipped", b"skipped", "state", b"state", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
