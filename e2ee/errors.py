@@ -38,6 +38,8 @@ __all__ = [
     "ReusedBaseKey",
     "SenderDistrusted",
     "SpoofedEvent",
+    "InvalidFingerprint",
+    "InvalidVerificationUri",
     "StorageError",
     "CorruptState",
     "WrongPassphrase",
@@ -143,6 +145,14 @@ class SenderDistrusted(PeerError):
 
 class SpoofedEvent(PeerError):
     """A device-list or bundle update claims to describe another account than its sender."""
+
+
+class InvalidFingerprint(PeerError):
+    """Fingerprint text (typed, pasted or scanned) is not an OMEMO or OpenPGP fingerprint."""
+
+
+class InvalidVerificationUri(PeerError):
+    """A scanned or pasted verification URI is malformed or carries no usable fingerprint."""
 
 
 class StorageError(E2EEError):

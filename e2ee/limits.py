@@ -132,3 +132,18 @@ STALE_SESSION_AGE: Final = timedelta(days=30)
 #: Earlier sessions kept per peer device after a newer key exchange replaced them, so that
 #: messages still in flight on them (simultaneous initiation, late delivery) decrypt.
 MAX_ARCHIVED_SESSIONS: Final = 2
+
+# ---- verification URIs and fingerprints (e2ee.verification) ---------------------------------
+
+#: Longest verification URI :func:`parse_uri` looks at, in characters (checked first).  A QR code
+#: holds at most 2953 bytes; links from elsewhere get room for a 3071-byte JID, percent-encoded.
+MAX_URI_LENGTH: Final = 16 * 1024
+
+#: Most fingerprints (``omemo-sid-*`` and ``omemo``) one URI may carry.  Legitimate codes hold
+#: the own device plus the verified other own devices: a few, rarely a dozen.
+MAX_URI_FINGERPRINTS: Final = 64
+
+#: Longest fingerprint text :func:`parse_fingerprint` and :func:`parse_openpgp_fingerprint`
+#: accept, in characters (room for any spacing of 66 hex digits).
+MAX_FINGERPRINT_TEXT: Final = 512
+

@@ -52,8 +52,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .errors import PeerError, UsageError
-from .limits import DEVICE_ID_MAX, DEVICE_ID_MIN
+from .errors import InvalidFingerprint, InvalidVerificationUri, UsageError
+from .limits import DEVICE_ID_MAX, DEVICE_ID_MIN, MAX_FINGERPRINT_TEXT, MAX_URI_FINGERPRINTS, MAX_URI_LENGTH
 
 __all__ = [
     "InvalidFingerprint",
@@ -69,29 +69,6 @@ __all__ = [
     "make_uri",
     "parse_uri",
 ]
-
-# TODO(errors.py): move these two next to the other PeerError subclasses.
-
-
-class InvalidFingerprint(PeerError):
-    """Fingerprint text (typed, pasted or scanned) is not an OMEMO or OpenPGP fingerprint."""
-
-
-class InvalidVerificationUri(PeerError):
-    """A scanned or pasted verification URI is malformed or carries no usable fingerprint."""
-
-
-#: Longest verification URI :func:`parse_uri` looks at, in characters (checked first).  A QR code
-#: holds at most 2953 bytes; links from elsewhere get room for a 3071-byte JID, percent-encoded.
-MAX_URI_LENGTH: Final = 16 * 1024
-
-#: Most fingerprints (``omemo-sid-*`` and ``omemo``) one URI may carry.  Legitimate codes hold
-#: the own device plus the verified other own devices: a few, rarely a dozen.
-MAX_URI_FINGERPRINTS: Final = 64
-
-#: Longest fingerprint text :func:`parse_fingerprint` and :func:`parse_openpgp_fingerprint`
-#: accept, in characters (room for any spacing of 66 hex digits).
-MAX_FINGERPRINT_TEXT: Final = 512
 
 #: RFC 7622: each JID part is at most 1023 bytes of UTF-8.
 _MAX_JID_PART_BYTES: Final = 1023
