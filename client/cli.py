@@ -1,20 +1,199 @@
 """The ``e2ee`` command line.  Exit status: 0 success, 2 usage error, 1 anything else, with one
-clear line on stderr (never a traceback)."""
+clear line on stderr (never a traceback).
+
+Commands that need no server: ``init``, ``fingerprint``, ``devices``, ``trust``, ``distrust``,
+``verify``, ``passphrase`` and ``demo``.  The keystore passphrase comes from ``E2EE_PASSPHRASE``
+or a prompt; a new one (``init``, ``passphrase``) from ``E2EE_NEW_PASSPHRASE`` or a prompt.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
-from e2ee.errors import E2EEError
+from e2ee.errors import (
+    E2EEError,
+    KeystoreCorrupt,
+    KeystoreDowngrade,
+    KeystoreLocked,
+    PeerError,
+    RollbackDetected,
+    UnsupportedKeystoreVersion,
+    UsageError,
+    WrongPassphrase,
+)
+
+from .home import (
+    Account,
+    default_home,
+    initial_passphrase,
+    kdf_params,
+    keystore_path,
+    new_passphrase,
+    open_engine,
+    xmpp_password,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="e2ee", description="End-to-end encryption for XMPP (OMEMO 2, legacy OMEMO).")
+    p.add_argument("--home", type=Path, default=None, help=f"data directory (default: {default_home()})")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("demo", help="run the in-process demo (no server needed)")
+    init = sub.add_parser("init", help="create the keystore and this device's identity")
+    init.add_argument("--jid", required=True, help="your XMPP address (bare JID)")
+    init.add_argument("--device-label", help="a label for this device (shown to your contacts)")
+    fp = sub.add_parser("fingerprint", help="show this device's fingerprint and verification URI")
+    fp.add_argument("--qr", action="store_true", help="also draw the URI as a QR code")
+    fp.add_argument("--json", action="store_true", help="machine-readable output")
+    dev = sub.add_parser("devices", help="list what is known of an account's devices")
+    dev.add_argument("jid")
+    dev.add_argument("--json", action="store_true")
+    for name, what in (("trust", "mark a contact's key as verified"), ("distrust", "refuse a contact's key")):
+        t = sub.add_parser(name, help=what)
+        t.add_argument("jid")
+        t.add_argument("fingerprint", help="64 hex digits (spaces and colons allowed)")
+    v = sub.add_parser("verify", help="apply a scanned verification URI (xmpp:...?omemo-sid-...)")
+    v.add_argument("uri")
+    sub.add_parser("passphrase", help="change the keystore passphrase")
     return p
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home) if args.home is not None else default_home()
+
+
+def _init(args: argparse.Namespace) -> int:
+    from e2ee.engine import Engine
+    from keystore import Keystore
+
+    home = _home(args)
+    path = keystore_path(home)
+    if path.exists():
+        raise UsageError(f"{home} already holds a keystore")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passphrase = initial_passphrase()
+    password = xmpp_password()
+    print(f"creating the keystore in {home} (deriving the key from the passphrase)...", file=sys.stderr)
+    with Keystore.create(path, passphrase, kdf=kdf_params()) as ks:
+        engine = Engine.create(ks, args.jid, label=args.device_label)
+        Account.store(ks, password)
+        print(f"{engine.jid}: device {engine.device_id}")
+        print(f"fingerprint {_fp(engine.identity_key)}")
+    return 0
+
+
+def _fp(ik: bytes) -> str:
+    from e2ee.verification import fingerprint_omemo
+
+    return fingerprint_omemo(ik)
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    ks, engine = open_engine(_home(args))
+    with ks:
+        uri = engine.own_uri()
+        if args.json:
+            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(), "uri": uri}
+            print(json.dumps(out))
+        else:
+            print(f"{engine.jid}: device {engine.device_id}")
+            print(f"fingerprint {_fp(engine.identity_key)}")
+            print(uri)
+        if args.qr:
+            from .qr import qr_terminal
+
+            print(qr_terminal(uri))
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    ks, engine = open_engine(_home(args))
+    with ks:
+        infos = engine.devices(args.jid)
+        rows: list[dict[str, Any]] = [
+            {
+                "device": d.device_id,
+                "namespaces": list(d.namespaces),
+                "active": bool(d.namespaces),
+                "fingerprint": d.identity_key.hex() if d.identity_key else None,
+                "trust": d.trust.value if d.trust else None,
+                "label": d.label,
+            }
+            for d in infos
+        ]
+        if args.json:
+            print(json.dumps(rows))
+        elif not rows:
+            print(f"no device of {args.jid} is known yet")
+        for r in rows if not args.json else ():
+            state = "active" if r["active"] else "inactive"
+            fp = _fp(bytes.fromhex(r["fingerprint"])) if r["fingerprint"] else "(no key yet)"
+            label = f" {r['label']!r}" if r["label"] else ""
+            print(f"{r['device']:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
+    return 0
+
+
+def _set_trust(args: argparse.Namespace, verified: bool) -> int:
+    from e2ee.trust import TrustLevel
+    from e2ee.verification import parse_fingerprint
+
+    try:
+        ik = parse_fingerprint(args.fingerprint)
+    except PeerError as e:
+        raise UsageError(str(e)) from None
+    ks, engine = open_engine(_home(args))
+    with ks:
+        level = TrustLevel.VERIFIED if verified else TrustLevel.DISTRUSTED
+        engine.set_trust(args.jid, ik, level)
+        print(f"{args.jid}: {_fp(ik)} is now {level.value}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from e2ee.verification import parse_uri
+
+    try:
+        parse_uri(args.uri)
+    except PeerError as e:
+        raise UsageError(f"not a verification URI: {e}") from None
+    ks, engine = open_engine(_home(args))
+    with ks:
+        jid, pairs = engine.verify_uri(args.uri)
+        for dev, ik in pairs:
+            where = f"device {dev}" if dev is not None else "a device"
+            print(f"{jid}: {where} {_fp(ik)} verified")
+    return 0
+
+
+def _passphrase(args: argparse.Namespace) -> int:
+    ks, _engine = open_engine(_home(args))
+    with ks:
+        new = new_passphrase()
+        ks.change_passphrase(new)
+        print("passphrase changed")
+    return 0
+
+
+def _explain(exc: E2EEError) -> str:
+    """One line for the user."""
+    if isinstance(exc, WrongPassphrase):
+        return "wrong passphrase"
+    if isinstance(exc, KeystoreLocked):
+        return "the keystore is in use by another e2ee process"
+    if isinstance(exc, RollbackDetected):
+        return f"{exc} (refusing to continue: sessions would reuse keys)"
+    if isinstance(exc, KeystoreDowngrade):
+        return f"refusing a weakened keystore: {exc}"
+    if isinstance(exc, UnsupportedKeystoreVersion):
+        return f"this keystore needs a newer e2ee: {exc}"
+    if isinstance(exc, KeystoreCorrupt):
+        return f"the keystore is damaged: {exc}"
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +203,21 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run
 
             return run(sys.stdout)
+        handlers = {
+            "init": _init,
+            "fingerprint": _fingerprint,
+            "devices": _devices,
+            "trust": lambda a: _set_trust(a, True),
+            "distrust": lambda a: _set_trust(a, False),
+            "verify": _verify,
+            "passphrase": _passphrase,
+        }
+        return int(handlers[args.command](args))
+    except UsageError as exc:
+        print(f"e2ee: {exc}", file=sys.stderr)
+        return 2
     except E2EEError as exc:
-        print(f"e2ee: error: {exc}", file=sys.stderr)
+        print(f"e2ee: error: {_explain(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output closed early (e.g. piped into head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -33,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("e2ee: interrupted", file=sys.stderr)
         return 1
-    return 2
+    except OSError as exc:
+        print(f"e2ee: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

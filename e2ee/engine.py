@@ -33,6 +33,7 @@ from .xmlsafe import check_element
 from .core import _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, _backend, _bare, _CatchUp, parse_device_list
 from .receiving import Receiving
 from .sending import Sending
+from .verification import make_uri, parse_uri
 
 __all__ = ["Engine", "NAMESPACES", "DeviceInfo", "parse_device_list"]
 
@@ -205,6 +206,32 @@ class Engine(Sending, Receiving):
             return count
 
         return self._run(op)
+
+    def verify_uri(self, uri: str) -> tuple[str, list[tuple[int | None, bytes]]]:
+        """Apply a scanned or pasted verification URI: every identity key it lists becomes
+        VERIFIED for its JID (a key not seen yet is verified in advance and trusted when it shows
+        up).  Returns the JID and the (device id or None, identity key) pairs.  Raises
+        :class:`~e2ee.errors.InvalidVerificationUri`."""
+        parsed = parse_uri(uri)
+        jid = _bare(parsed.jid)
+        pairs: list[tuple[int | None, bytes]] = [(d, ik) for d, ik in parsed.fingerprints.items()]
+        pairs += [(None, ik) for ik in parsed.plain]
+
+        def op() -> None:
+            for _dev, ik in pairs:
+                self.trust.set(jid, ik, TrustLevel.VERIFIED)
+
+        self._run(op)
+        return jid, pairs
+
+    def own_uri(self) -> str:
+        """Our verification URI: this device first, then our other devices we verified."""
+        devices = [(self.device_id, self.identity_key)]
+        levels = self.trust.levels(self.jid)
+        for dev, ik in sorted(self._devices.identities(self.jid).items()):
+            if dev != self.device_id and levels.get(ik) is TrustLevel.VERIFIED:
+                devices.append((dev, ik))
+        return make_uri(self.jid, devices)
 
     def set_trust(self, jid: str, identity_key: bytes, level: TrustLevel) -> None:
         """Record the user's decision for an identity key (X25519 form) of ``jid``."""

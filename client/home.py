@@ -1,0 +1,102 @@
+"""The user's e2ee home: where the keystore lives, how its passphrase is obtained, and the
+account record (JID, XMPP password) kept inside the keystore."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from pathlib import Path
+
+from e2ee.engine import Engine
+from e2ee.errors import UsageError
+from keystore import KdfParams, Keystore
+
+__all__ = ["default_home", "keystore_path", "passphrase", "new_passphrase", "open_engine", "Account"]
+
+PASSPHRASE_ENV = "E2EE_PASSPHRASE"
+NEW_PASSPHRASE_ENV = "E2EE_NEW_PASSPHRASE"
+XMPP_PASSWORD_ENV = "E2EE_XMPP_PASSWORD"
+#: Test and CI knob: use the cheapest KDF parameters the keystore allows ("floor").
+KDF_ENV = "E2EE_KDF"
+
+
+def default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "e2ee"
+
+
+def keystore_path(home: Path) -> Path:
+    return home / "keystore.db"
+
+
+def kdf_params() -> KdfParams:
+    return KdfParams.floor() if os.environ.get(KDF_ENV) == "floor" else KdfParams()
+
+
+def passphrase(prompt: str = "Keystore passphrase: ") -> str:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        value = getpass.getpass(prompt)
+    if not value:
+        raise UsageError("an empty passphrase is not allowed")
+    return value
+
+
+def initial_passphrase() -> str:
+    """The passphrase of a new keystore: ``E2EE_PASSPHRASE``, else asked twice."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is not None:
+        if not value:
+            raise UsageError("an empty passphrase is not allowed")
+        return value
+    value = getpass.getpass("Choose a keystore passphrase: ")
+    if getpass.getpass("Repeat it: ") != value:
+        raise UsageError("the passphrases do not match")
+    if not value:
+        raise UsageError("an empty passphrase is not allowed")
+    return value
+
+
+def new_passphrase() -> str:
+    value = os.environ.get(NEW_PASSPHRASE_ENV)
+    if value is None:
+        value = getpass.getpass("New keystore passphrase: ")
+        if getpass.getpass("Repeat it: ") != value:
+            raise UsageError("the passphrases do not match")
+    if not value:
+        raise UsageError("an empty passphrase is not allowed")
+    return value
+
+
+def xmpp_password() -> str:
+    value = os.environ.get(XMPP_PASSWORD_ENV)
+    if value is None:
+        value = getpass.getpass("XMPP account password: ")
+    return value
+
+
+class Account:
+    """The account record in the keystore (table ``own``, key ``account``)."""
+
+    def __init__(self, storage: Keystore) -> None:
+        raw = storage.get("own", "account")
+        data = json.loads(raw.decode()) if raw else {}
+        self.password: str | None = data.get("password")
+
+    @staticmethod
+    def store(storage: Keystore, password: str) -> None:
+        storage.put("own", "account", json.dumps({"password": password}).encode())
+
+
+def open_engine(home: Path) -> tuple[Keystore, Engine]:
+    """Open the keystore of ``home`` and the engine on it (the caller closes the keystore)."""
+    path = keystore_path(home)
+    if not path.exists():
+        raise UsageError(f"no keystore in {home}: run 'e2ee init --jid JID' first")
+    ks = Keystore.open(path, passphrase())
+    try:
+        return ks, Engine(ks)
+    except BaseException:
+        ks.close()
+        raise
