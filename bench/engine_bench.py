@@ -42,6 +42,7 @@ from e2ee.primitives import (
 )
 from e2ee.results import Decrypted, FetchBundle, SendMessage
 from e2ee.rng import system_random
+from e2ee.storage import MemoryStorage, Storage
 from tests.engine_support import O2, Net
 
 __all__ = ["SCENARIOS", "FLOORS"]
@@ -52,10 +53,14 @@ MSG = "Hello Bob, this is a short message."
 Op = Callable[[], object]
 
 
-def _pair(net: Net, bob_devices: int = 1) -> tuple[Engine, list[Engine]]:
-    """Alice and bob's devices with confirmed sessions, the DH step taken."""
-    bobs = [net.device(BOB, f"b{i}", rng=system_random) for i in range(bob_devices)]
-    alice = net.device(ALICE, "a", rng=system_random)
+def _pair(
+    net: Net, bob_devices: int = 1, storage: Callable[[str], Storage] | None = None
+) -> tuple[Engine, list[Engine]]:
+    """Alice and bob's devices with confirmed sessions, the DH step taken.  ``storage(name)``
+    makes each device's store (default: in memory)."""
+    make = storage or (lambda _name: MemoryStorage())
+    bobs = [net.device(BOB, f"b{i}", rng=system_random, storage=make(f"b{i}")) for i in range(bob_devices)]
+    alice = net.device(ALICE, "a", rng=system_random, storage=make("a"))
     first = net.encrypt(alice, [BOB], "start")
     for b in bobs:
         out = b.decrypt(first.elements[O2], ALICE, to=BOB)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
 from e2ee.results import Effect, EncryptResult, FetchBundle, FetchDeviceList, Publish, SendMessage
 from e2ee.rng import Random
-from e2ee.storage import MemoryStorage
+from e2ee.storage import MemoryStorage, Storage
 from e2ee.trust import TrustPolicy
 
 from .support import seeded_rng
@@ -93,6 +93,7 @@ class Net:
         policy: TrustPolicy = TrustPolicy.BTBV,
         label: str | None = None,
         rng: Random | None = None,
+        storage: Storage | None = None,
     ) -> Engine:
         """A new device of ``jid``, created after fetching the account's lists, published.
         ``namespaces`` limits what it announces (a legacy-only device, say).  Randomness is
@@ -103,7 +104,13 @@ class Net:
             if elem is not None:
                 lists.append(parse_device_list(ns, elem))
         engine = Engine.create(
-            MemoryStorage(), jid, lists, label=label, rng=rng or seeded_rng(seed), clock=self.clock, policy=policy
+            storage if storage is not None else MemoryStorage(),
+            jid,
+            lists,
+            label=label,
+            rng=rng or seeded_rng(seed),
+            clock=self.clock,
+            policy=policy,
         )
         self.engines.append(engine)
         for effect in engine.publish():
