@@ -71,6 +71,7 @@ class Keystore(Storage):
         self._depth = 0
         self._failed = False
         self._cache: OrderedDict[bytes, tuple[str, str, bytes] | None] = OrderedDict()
+        self._blinds: dict[tuple[str, str], bytes] = {}
         self.path = Path()
         self.rolled_back = False
 
@@ -203,6 +204,7 @@ class Keystore(Storage):
         self._keys = None
         self._dek = None
         self._cache.clear()
+        self._blinds.clear()
 
     def __enter__(self) -> Keystore:
         return self
@@ -266,10 +268,20 @@ class Keystore(Storage):
         if table not in TABLES:
             raise UsageError(f"unknown table {table!r}")
 
+    def _blind(self, table: str, key: str) -> bytes:
+        """The blinded key, memoised (an HMAC per lookup otherwise)."""
+        blind = self._blinds.get((table, key))
+        if blind is None:
+            blind = self._k().blind_key(table, key)
+            if len(self._blinds) > _CACHE_SIZE:
+                self._blinds.clear()
+            self._blinds[(table, key)] = blind
+        return blind
+
     def get(self, table: str, key: str) -> bytes | None:
         self._check_table(table)
         keys = self._k()
-        blind = keys.blind_key(table, key)
+        blind = self._blind(table, key)
         cache = self._cache
         if blind in cache:
             hit = cache[blind]
@@ -297,7 +309,7 @@ class Keystore(Storage):
         self._check_table(table)
         with self.transaction():
             keys = self._k()
-            blind = keys.blind_key(table, key)
+            blind = self._blind(table, key)
             sealed = keys.seal(blind, table, key, bytes(value), os.urandom(24))
             try:
                 self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
@@ -308,7 +320,7 @@ class Keystore(Storage):
     def delete(self, table: str, key: str) -> bool:
         self._check_table(table)
         with self.transaction():
-            blind = self._k().blind_key(table, key)
+            blind = self._blind(table, key)
             try:
                 cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
             except sqlite3.Error as e:
