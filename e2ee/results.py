@@ -137,8 +137,8 @@ class Decrypted:
     namespace: str
     trust: TrustLevel
     identity_key: bytes
-    body: str | None
-    content: tuple[ET.Element, ...] = ()
+    body: str | None = field(repr=False)  #: never in repr (logs must not hold plaintext)
+    content: tuple[ET.Element, ...] = field(default=(), repr=False)
     timestamp: datetime | None = None  #: the SCE ``<time>`` affix
     time_suspicious: bool = False
     effects: tuple[Effect, ...] = ()

@@ -100,12 +100,14 @@ def test_flipped_byte_in_a_record_is_one_line(tmp_path: Path) -> None:
 
 
 def test_record_copied_into_another_row_is_one_line(tmp_path: Path) -> None:
+    from keystore import Keystore
+
     h = _fresh(tmp_path)
+    with Keystore.open(h / "keystore.db", PW) as ks:  # which row holds the identity (the file does not say)
+        identity = ks._k().blind_key("own", "identity")
     con = sqlite3.connect(h / "keystore.db")
-    rows = con.execute("SELECT k, v FROM records").fetchall()
-    first_v = rows[0][1]
-    for k, _v in rows[1:]:
-        con.execute("UPDATE records SET v=? WHERE k=?", (first_v, k))
+    other = con.execute("SELECT v FROM records WHERE k != ? LIMIT 1", (identity,)).fetchone()[0]
+    con.execute("UPDATE records SET v=? WHERE k=?", (other, identity))
     con.commit()
     con.close()
     assert "keystore is damaged" in one_error_line(e2ee(h, "fingerprint"))
