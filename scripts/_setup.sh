@@ -1,7 +1,8 @@
 # Shared setup for scripts/test.sh, scripts/demo.sh and scripts/gen_proto.sh (sourced, not run).
 #
 # On a fresh Debian 12 machine (as root) it installs the Debian packages that are missing
-# (python3, python3-venv, gnupg: one `apt-get update`, only if something is missing),
+# (python3, python3-venv, gnupg, prosody, openssl: one `apt-get update`, only if something is
+# missing),
 # creates .venv with Python 3.11+ and installs the project with its test extra:
 #     pip install -e ".[test]"
 # The install is skipped when neither pyproject.toml nor the set of top-level packages
@@ -66,9 +67,12 @@ _make_venv() {  # create .venv with pip; on failure leave nothing behind
     return 1
 }
 
-# --- 1. Debian packages (gnupg, python3, python3-venv) ---------------------------------
+# --- 1. Debian packages (gnupg, prosody, openssl, python3, python3-venv) -----------------
+# Prosody is the XMPP server the tests start privately on 127.0.0.1 (never the system one).
 _missing=()
 command -v gpg >/dev/null 2>&1 || _missing+=(gnupg)
+command -v prosody >/dev/null 2>&1 || _missing+=(prosody)
+command -v openssl >/dev/null 2>&1 || _missing+=(openssl)
 PYTHON="$(_pick_python || true)"
 [ -n "$PYTHON" ] || _missing+=(python3 python3-venv)
 

@@ -1,0 +1,74 @@
+"""Over a real Prosody on 127.0.0.1: our client sessions publish, fetch, send and decrypt,
+including the carbon copy for our own other device."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from client.session import E2EESession, Received
+from e2ee.engine import Engine
+from e2ee.results import Decrypted
+from e2ee.storage import MemoryStorage
+
+from .xmpp_server import Prosody, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="prosody is installed by scripts/test.sh")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Prosody:
+    p = Prosody(tmp_path_factory.mktemp("prosody"))
+    p.__enter__()
+    for user in ("alice", "bob"):
+        p.register(user, f"{user}-pw")
+    p.start()
+    yield p  # type: ignore[misc]
+    p.stop()
+
+
+async def _session(server: Prosody, user: str, inbox: list[tuple[str, Received]], name: str) -> E2EESession:
+    engine = Engine.create(MemoryStorage(), f"{user}@{server.domain}")
+    s = E2EESession(engine, f"{user}-pw", ca_file=server.cert, on_received=lambda r: inbox.append((name, r)))
+    await s.start("127.0.0.1", server.port)
+    return s
+
+
+async def _wait(inbox: list[tuple[str, Received]], count: int, timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while sum(1 for _n, r in inbox if isinstance(r.result, Decrypted)) < count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"only {[(n, r.result, r.error) for n, r in inbox]}")
+        await asyncio.sleep(0.02)
+
+
+def test_two_accounts_three_devices_over_prosody(server: Prosody) -> None:
+    async def run() -> None:
+        inbox: list[tuple[str, Received]] = []
+        alice1 = await _session(server, "alice", inbox, "alice1")
+        alice2 = await _session(server, "alice", inbox, "alice2")
+        bob = await _session(server, "bob", inbox, "bob")
+        try:
+            await asyncio.sleep(0.3)  # device-list notifications reach the other devices
+            result = await alice1.send_text(bob.boundjid.bare, "hello bob, over a real server")
+            assert result.ready, result.devices
+            reached = {d.device_id for d in result.devices if d.outcome.value == "encrypted"}
+            assert reached == {alice2.engine.device_id, bob.engine.device_id}
+            await _wait(inbox, 2)
+            got = {(n, r.result.body, r.carbon) for n, r in inbox if isinstance(r.result, Decrypted)}
+            assert got == {("bob", "hello bob, over a real server", False),
+                           ("alice2", "hello bob, over a real server", True)}
+            inbox.clear()
+            reply = await bob.send_text(alice1.boundjid.bare, "hi alice")
+            assert reply.ready
+            await _wait(inbox, 2)
+            got = {(n, r.result.body) for n, r in inbox if isinstance(r.result, Decrypted)}
+            assert got == {("alice1", "hi alice"), ("alice2", "hi alice")}
+        finally:
+            for s in (alice1, alice2, bob):
+                s.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(run())

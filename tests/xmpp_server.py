@@ -1,0 +1,159 @@
+"""A private Prosody on 127.0.0.1 for the tests (``../shared/xmpp-server.md``).
+
+Each instance gets a fresh directory: configuration, self-signed certificate for its domain,
+data, log and pid file.  Accounts are registered with ``prosodyctl`` before start (file
+storage).  Started with ``prosody --config CFG -D``, stopped with SIGTERM to the pid in its pid
+file; never looked up by process name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Prosody", "available"]
+
+DOMAIN = "localhost"
+
+CONFIG = """
+run_as_root = true
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{dir}/prosody.log" }} }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+s2s_ports = {{ }}
+c2s_direct_tls_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+component_ports = {{ }}
+network_settings = {{ nagle = false }}
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "disco"; "pep"; "carbons"; "mam"; "ping"; "register";
+}}
+modules_disabled = {{ "s2s" }}
+allow_registration = true
+c2s_require_encryption = true
+authentication = "internal_hashed"
+storage = "internal"
+pep_max_items = 256
+default_archive_policy = true
+archive_expires_after = "1w"
+certificates = "{dir}/certs"
+VirtualHost "{domain}"
+    ssl = {{ key = "{dir}/certs/{domain}.key", certificate = "{dir}/certs/{domain}.crt" }}
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (reaping can be slow in containers)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def available() -> bool:
+    return shutil.which("prosody") is not None and shutil.which("prosodyctl") is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Prosody:
+    """One private server; use as a context manager."""
+
+    directory: Path
+    domain: str = DOMAIN
+    port: int = field(default_factory=_free_port)
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "prosody.cfg.lua"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "certs" / f"{self.domain}.crt"
+
+    def _write(self) -> None:
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        certs = self.directory / "certs"
+        certs.mkdir(exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "2", "-subj", f"/CN={self.domain}", "-addext", f"subjectAltName=DNS:{self.domain}",
+             "-keyout", str(certs / f"{self.domain}.key"), "-out", str(self.cert)],
+            check=True, capture_output=True,
+        )
+        self.config.write_text(CONFIG.format(dir=self.directory, port=self.port, domain=self.domain))
+
+    def register(self, user: str, password: str) -> str:
+        subprocess.run(
+            ["prosodyctl", "--config", str(self.config), "register", user, self.domain, password],
+            check=True, capture_output=True, timeout=30,
+        )
+        return f"{user}@{self.domain}"
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            ["prosody", "--config", str(self.config), "-D"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        pid_file = self.directory / "prosody.pid"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            code = self._proc.poll()  # -D: the launcher exits once the daemon is detached
+            if code not in (None, 0):
+                raise RuntimeError(f"prosody failed to start ({code}): see {self.directory / 'prosody.log'}")
+            if pid_file.exists():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("prosody did not start in time")
+
+    def stop(self) -> None:
+        pid_file = self.directory / "prosody.pid"
+        pid = None
+        if pid_file.exists():
+            try:
+                pid = int(pid_file.read_text().strip())
+            except ValueError:
+                pid = None
+        proc = self._proc
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and _running(pid):
+                time.sleep(0.01)
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        self._proc = None
+
+    def __enter__(self) -> Prosody:
+        self._write()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
