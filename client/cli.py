@@ -42,6 +42,8 @@ from .home import (
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="e2ee", description="End-to-end encryption for XMPP (OMEMO 2, legacy OMEMO).")
     p.add_argument("--home", type=Path, default=None, help=f"data directory (default: {default_home()})")
+    p.add_argument("--server", metavar="HOST:PORT", help="XMPP server to connect to (default: the JID's domain, 5222)")
+    p.add_argument("--ca-file", type=Path, metavar="PATH", help="trust this CA certificate for the server")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("demo", help="run the in-process demo (no server needed)")
     init = sub.add_parser("init", help="create the keystore and this device's identity")
@@ -60,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="apply a scanned verification URI (xmpp:...?omemo-sid-...)")
     v.add_argument("uri")
     sub.add_parser("passphrase", help="change the keystore passphrase")
+    sub.add_parser("publish", help="connect and publish device lists and bundles")
+    send = sub.add_parser("send", help="encrypt and send a message")
+    send.add_argument("jid")
+    send.add_argument("text")
+    send.add_argument("--json", action="store_true")
+    recv = sub.add_parser("recv", help="connect and print decrypted messages")
+    recv.add_argument("--count", type=int, default=None, help="stop after N messages")
+    recv.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds (default 10)")
+    recv.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
 
@@ -179,6 +190,105 @@ def _passphrase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _server(args: argparse.Namespace, jid: str) -> tuple[str, int]:
+    if not args.server:
+        return jid.partition("@")[2] or jid, 5222
+    host, _, port = args.server.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--server wants HOST:PORT, not {args.server!r}")
+    return host, int(port)
+
+
+def _online(args: argparse.Namespace, work: Any) -> int:
+    """Open the keystore, connect, run ``work(session)``, disconnect."""
+    import asyncio
+
+    from .home import Account
+    from .session import E2EESession
+
+    ks, engine = open_engine(_home(args))
+    with ks:
+        password = Account(ks).password
+        if password is None:
+            raise UsageError("no XMPP password in the keystore: run 'e2ee init' again")
+        host, port = _server(args, engine.jid)
+
+        async def run() -> int:
+            received: list[Any] = []
+            session = E2EESession(engine, password, ca_file=args.ca_file, on_received=received.append)
+            try:
+                print(f"connecting to {host}:{port} as {engine.jid}...", file=sys.stderr)
+                await session.start(host, port)
+                return int(await work(session, received))
+            finally:
+                session.disconnect()
+                await asyncio.sleep(0.05)
+
+        try:
+            return asyncio.run(run())
+        except (ConnectionError, TimeoutError) as e:
+            raise _NetworkError(f"could not connect to {host}:{port}: {e or 'timed out'}") from None
+
+
+class _NetworkError(E2EEError):
+    pass
+
+
+def _publish(args: argparse.Namespace) -> int:
+    async def work(session: Any, _received: list[Any]) -> int:
+        print(f"published device {session.engine.device_id} (both namespaces)")
+        return 0
+
+    return _online(args, work)
+
+
+def _send(args: argparse.Namespace) -> int:
+    async def work(session: Any, _received: list[Any]) -> int:
+        result = await session.send_text(args.jid, args.text)
+        rows = [
+            {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
+            for d in result.devices
+        ]
+        if args.json:
+            print(json.dumps({"id": None, "to": args.jid, "recipients": rows}))
+        else:
+            for r in rows:
+                print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+        if not result.ready:
+            print(f"e2ee: error: not sent: no trusted device for {', '.join(result.unreachable)}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _online(args, work)
+
+
+def _recv(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from e2ee.results import Decrypted
+
+    async def work(session: Any, received: list[Any]) -> int:
+        shown = 0
+        deadline = asyncio.get_running_loop().time() + args.timeout
+        while asyncio.get_running_loop().time() < deadline and (args.count is None or shown < args.count):
+            while received:
+                r = received.pop(0)
+                if r.error is not None:
+                    print(f"e2ee: a message from {r.stanza_from} could not be decrypted: {r.error}", file=sys.stderr)
+                    continue
+                if not isinstance(r.result, Decrypted):
+                    continue
+                d = r.result
+                row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
+                       "body": d.body, "carbon": r.carbon, "archived": False}
+                print(json.dumps(row) if args.json else f"{d.jid}/{d.device_id} [{d.trust.value}]: {d.body}", flush=True)
+                shown += 1
+            await asyncio.sleep(0.05)
+        return 0
+
+    return _online(args, work)
+
+
 def _explain(exc: E2EEError) -> str:
     """One line for the user."""
     if isinstance(exc, WrongPassphrase):
@@ -211,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             "distrust": lambda a: _set_trust(a, False),
             "verify": _verify,
             "passphrase": _passphrase,
+            "publish": _publish,
+            "send": _send,
+            "recv": _recv,
         }
         return int(handlers[args.command](args))
     except UsageError as exc:

@@ -84,12 +84,15 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.add_event_handler("carbon_received", self._carbon)
         self.add_event_handler("carbon_sent", self._carbon)
         self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
+        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
         self.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("the server's certificate is not trusted"))
         for ns, node in DEVICE_LIST_NODES.items():
             self.plugin["xep_0060"].map_node_event(node, f"devices_{'o2' if ns == O2 else 'legacy'}")
             self.add_event_handler(f"devices_{'o2' if ns == O2 else 'legacy'}_publish", self._devices_event(ns))
 
     def _fail(self, why: str) -> None:
+        if self.ready.is_set():
+            return
         self.failed = why
         self.ready.set()
         self.disconnect()

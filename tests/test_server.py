@@ -72,3 +72,44 @@ def test_two_accounts_three_devices_over_prosody(server: Prosody) -> None:
             await asyncio.sleep(0.1)
 
     asyncio.run(run())
+
+
+def test_cli_publish_send_recv_over_prosody(server: Prosody, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    server.register("carol", "carol-pw")
+    server.register("dave", "dave-pw")
+
+    def e2ee(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
+        return subprocess.run(
+            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / user), "--server",
+             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
+            cwd=root, env=env, capture_output=True, text=True, timeout=60,
+        )
+
+    for user in ("carol", "dave"):
+        assert e2ee(user, "init", "--jid", f"{user}@{server.domain}").returncode == 0
+        proc = e2ee(user, "publish")
+        assert proc.returncode == 0, proc.stderr
+    sent = e2ee("carol", "send", f"dave@{server.domain}", "hello from the command line", "--json")
+    assert sent.returncode == 0, sent.stderr
+    data = json.loads(sent.stdout)
+    assert [r["status"] for r in data["recipients"]] == ["encrypted"]
+    got = e2ee("dave", "recv", "--count", "1", "--timeout", "10", "--json")
+    assert got.returncode == 0, got.stderr
+    (line,) = got.stdout.strip().splitlines()
+    msg = json.loads(line)
+    assert msg["from"] == f"carol@{server.domain}" and msg["body"] == "hello from the command line"
+    assert msg["trust"] == "blind" and msg["carbon"] is False
+    nobody = e2ee("carol", "send", f"nobody@{server.domain}", "x")
+    assert nobody.returncode == 1 and "not sent" in nobody.stderr and "Traceback" not in nobody.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "carol"), "--server", "127.0.0.1:1", "publish"],
+        cwd=root, env={**os.environ, "E2EE_PASSPHRASE": "pw"}, capture_output=True, text=True, timeout=60,
+    )
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) <= 2 and "Traceback" not in bad.stderr
