@@ -3,8 +3,10 @@
 It carries out the engine's effects with PEP/pubsub (publish with publish-options; on
 precondition-not-met it reconfigures the node and publishes again), announces ``+notify`` for
 both device-list nodes, sends encrypted messages (XEP-0380 marker, store hint, a short clear-text
-fallback body) and decrypts what arrives: live messages, offline messages and carbons of our own
-devices (accepted only from our own bare JID).  MAM catch-up is not implemented yet.
+fallback body) and decrypts what arrives: a MAM (XEP-0313) catch-up of our own archive at
+connect (results accepted only with our query id and from our own archive; the engine keeps
+used prekeys during it), live and offline messages, and carbons of our own devices (accepted only
+from our own bare JID).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ O2, LEGACY = NAMESPACES
 DEVICE_LIST_NODES = {O2: "urn:xmpp:omemo:2:devices", LEGACY: "eu.siacs.conversations.axolotl.devicelist"}
 FALLBACK_BODY = "This message is end-to-end encrypted (OMEMO); your client cannot show it."
 _PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+#: Archived messages looked at on connect.
+MAM_PAGE = 200
 
 
 def _bundle_node(namespace: str, device_id: int) -> tuple[str, str | None]:
@@ -51,11 +55,14 @@ def _bundle_node(namespace: str, device_id: int) -> tuple[str, str | None]:
 class Received:
     """What arrived: the engine's result plus where it came from."""
 
-    def __init__(self, result: DecryptResult | None, error: E2EEError | None, carbon: bool, stanza_from: str) -> None:
+    def __init__(
+        self, result: DecryptResult | None, error: E2EEError | None, carbon: bool, stanza_from: str, archived: bool = False
+    ) -> None:
         self.result = result
         self.error = error
         self.carbon = carbon
         self.stanza_from = stanza_from
+        self.archived = archived
 
 
 class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
@@ -77,7 +84,10 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
         if ca_file is not None:
             self.ca_certs = Path(ca_file)
         self.enable_direct_tls = False
-        for plugin in ("xep_0030", "xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0280", "xep_0334", "xep_0380"):
+        for plugin in (
+            "xep_0030", "xep_0004", "xep_0059", "xep_0060", "xep_0115", "xep_0163", "xep_0280", "xep_0297",
+            "xep_0313", "xep_0334", "xep_0380",
+        ):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self._session_start)
         self.add_event_handler("message", self._message)
@@ -110,11 +120,14 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             for node in DEVICE_LIST_NODES.values():
                 self.plugin["xep_0163"].add_interest(node)
             await self.plugin["xep_0280"].enable()
-            self.send_presence()
             own = self.boundjid.bare
             for ns in NAMESPACES:
                 await self.run_effects(self.engine.on_device_list(own, ns, await self._fetch_device_list(own, ns)))
             await self.run_effects(self.engine.publish())
+            await self.catch_up()
+            # presence last: offline messages then arrive after the archive was read, and are
+            # recognised as duplicates of what the catch-up decrypted
+            self.send_presence()
         except (IqError, IqTimeout, E2EEError) as e:
             self._fail(f"setting up the session failed: {e}")
             return
@@ -123,6 +136,32 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             self._fail(f"setting up the session failed: {type(e).__name__}: {e}")
             return
         self.ready.set()
+
+    async def catch_up(self, max_messages: int = MAM_PAGE) -> int:
+        """Decrypt the newest ``max_messages`` of our archive (duplicates of what we already
+        decrypted are ignored by the engine).  Returns how many results were processed."""
+        own = self.boundjid.bare
+        self.engine.begin_catch_up()
+        count = 0
+        try:
+            iq = await self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": max_messages}, reverse=True)
+            results = list(iq["mam"]["results"])
+            for result in reversed(results):  # oldest first
+                frm = result["from"].bare
+                if frm and frm != own:  # only our own archive
+                    continue
+                inner = result.xml.find(
+                    "{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message"
+                )
+                if inner is None:
+                    continue
+                sender = slixmpp.JID(inner.get("from", "")).bare
+                to = slixmpp.JID(inner.get("to", "")).bare
+                await self._decrypt_stanza(inner, sender, to, carbon=False, archived=True)
+                count += 1
+        finally:
+            await self.run_effects(self.engine.end_catch_up())
+        return count
 
     # ------------------------------------------------------------------ effects
 
@@ -247,7 +286,9 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
                 inner_to = slixmpp.JID(wrapper.get("to", "")).bare
                 await self._decrypt_stanza(wrapper, inner_from, inner_to, carbon=True)
 
-    async def _decrypt_stanza(self, stanza: ET.Element, sender: str, to: str, carbon: bool) -> None:
+    async def _decrypt_stanza(
+        self, stanza: ET.Element, sender: str, to: str, carbon: bool, archived: bool = False
+    ) -> None:
         for ns in NAMESPACES:
             elem = stanza.find(f"{{{ns}}}encrypted")
             if elem is None:
@@ -257,10 +298,10 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             except DuplicateMessage:
                 return
             except E2EEError as e:
-                self._deliver(Received(None, e, carbon, sender))
+                self._deliver(Received(None, e, carbon, sender, archived))
                 return
             await self.run_effects(result.effects)
-            self._deliver(Received(result, None, carbon, sender))
+            self._deliver(Received(result, None, carbon, sender, archived))
             return
 
     def _deliver(self, received: Received) -> None:

@@ -113,3 +113,34 @@ def test_cli_publish_send_recv_over_prosody(server: Prosody, tmp_path: Path) -> 
         cwd=root, env={**os.environ, "E2EE_PASSPHRASE": "pw"}, capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) <= 2 and "Traceback" not in bad.stderr
+
+
+def test_messages_sent_while_offline_are_decrypted_from_the_archive(server: Prosody) -> None:
+    server.register("erin", "erin-pw")
+    server.register("frank", "frank-pw")
+
+    async def run() -> None:
+        inbox: list[tuple[str, Received]] = []
+        erin = await _session(server, "erin", inbox, "erin")
+        frank_engine = Engine.create(MemoryStorage(), f"frank@{server.domain}")
+        frank = E2EESession(frank_engine, "frank-pw", ca_file=server.cert, on_received=lambda r: inbox.append(("frank", r)))
+        await frank.start("127.0.0.1", server.port)
+        frank.disconnect()  # frank published his keys and went offline
+        await asyncio.sleep(0.2)
+        try:
+            for i in range(3):
+                assert (await erin.send_text(f"frank@{server.domain}", f"while you were away {i}")).ready
+            await asyncio.sleep(0.3)
+            frank2 = E2EESession(frank_engine, "frank-pw", ca_file=server.cert,
+                                 on_received=lambda r: inbox.append(("frank", r)))
+            await frank2.start("127.0.0.1", server.port)  # catches up from MAM at connect
+            await _wait(inbox, 3)
+            got = [(r.result.body, r.archived) for n, r in inbox if n == "frank" and isinstance(r.result, Decrypted)]
+            assert sorted(b for b, _a in got) == [f"while you were away {i}" for i in range(3)]
+            assert all(archived for _b, archived in got)  # from the archive; offline copies were duplicates
+            frank2.disconnect()
+        finally:
+            erin.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(run())
