@@ -280,7 +280,7 @@ def _recv(args: argparse.Namespace) -> int:
                     continue
                 d = r.result
                 row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
-                       "body": d.body, "carbon": r.carbon, "archived": False}
+                       "body": d.body, "carbon": r.carbon, "archived": r.archived}
                 print(json.dumps(row) if args.json else f"{d.jid}/{d.device_id} [{d.trust.value}]: {d.body}", flush=True)
                 shown += 1
             await asyncio.sleep(0.05)

@@ -231,7 +231,11 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
     async def send_text(self, to: str, body: str) -> EncryptResult:
         """Encrypt ``body`` for every trusted device of ``to`` and of our account, fetching what
         is missing first, and send one message per namespace.  Nothing is sent when ``to`` has
-        no eligible device (the result says why)."""
+        no eligible device (the result says why).  Without a presence subscription to ``to`` no
+        device-list notification reaches us, so its lists are fetched again first."""
+        if not self._subscribed(to):
+            for ns in NAMESPACES:
+                await self.run_effects([FetchDeviceList(slixmpp.JID(to).bare, ns)])
         for _ in range(4):
             fetches = self.engine.prepare([to])
             if not fetches:
@@ -242,6 +246,13 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             for ns, elem in result.elements.items():
                 self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
         return result
+
+    def _subscribed(self, jid: str) -> bool:
+        bare = slixmpp.JID(jid).bare
+        if bare == self.boundjid.bare:
+            return True
+        item = self.client_roster[bare] if bare in self.client_roster else None
+        return item is not None and item["subscription"] in ("to", "both")
 
     def _send_encrypted_element(self, to: str, elem: ET.Element, namespace: str, body: str | None) -> None:
         msg = self.make_message(mto=to, mtype="chat", mbody=body)

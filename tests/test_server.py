@@ -144,3 +144,74 @@ def test_messages_sent_while_offline_are_decrypted_from_the_archive(server: Pros
             await asyncio.sleep(0.1)
 
     asyncio.run(run())
+
+
+def test_two_accounts_two_devices_each_offline_device_and_a_device_added_later(server: Prosody) -> None:
+    """Must-show 1 of issue 6: every message from any device decrypts on every other device of
+    both accounts (own copies through carbons); a device that was offline decrypts everything
+    after reconnecting; a device added later receives messages once it has published."""
+    server.register("gina", "gina-pw")
+    server.register("hank", "hank-pw")
+    g, h = f"gina@{server.domain}", f"hank@{server.domain}"
+
+    async def run() -> None:
+        inbox: list[tuple[str, Received]] = []
+        devices = {
+            "gina1": await _session(server, "gina", inbox, "gina1"),
+            "gina2": await _session(server, "gina", inbox, "gina2"),
+            "hank1": await _session(server, "hank", inbox, "hank1"),
+            "hank2": await _session(server, "hank", inbox, "hank2"),
+        }
+        online = dict(devices)
+        await asyncio.sleep(0.3)
+
+        def bodies(name: str) -> list[str]:
+            return sorted(r.result.body for n, r in inbox if n == name and isinstance(r.result, Decrypted))
+
+        try:
+            expected: dict[str, list[str]] = {n: [] for n in devices}
+            for i, sender in enumerate(["gina1", "hank2", "gina2", "hank1"]):
+                to = h if sender.startswith("gina") else g
+                body = f"round one {i} from {sender}"
+                assert (await online[sender].send_text(to, body)).ready
+                for n in devices:
+                    if n != sender:
+                        expected[n].append(body)
+            await _wait(inbox, sum(len(v) for v in expected.values()))
+            for n in devices:
+                assert bodies(n) == sorted(expected[n]), n
+            # hank2 goes offline; messages keep coming
+            online.pop("hank2").disconnect()
+            await asyncio.sleep(0.2)
+            for i, sender in enumerate(["gina1", "gina2", "hank1"]):
+                to = h if sender.startswith("gina") else g
+                body = f"while hank2 is away {i} from {sender}"
+                assert (await online[sender].send_text(to, body)).ready
+                for n in devices:
+                    if n != sender:
+                        expected[n].append(body)
+            # hank2 comes back (same engine, new connection): catch-up from MAM and offline storage
+            back = E2EESession(devices["hank2"].engine, "hank-pw", ca_file=server.cert,
+                               on_received=lambda r: inbox.append(("hank2", r)))
+            await back.start("127.0.0.1", server.port)
+            online["hank2"] = back
+            await _wait(inbox, sum(len(v) for v in expected.values()))
+            for n in devices:
+                assert bodies(n) == sorted(expected[n]), n
+            # a device added later gets messages once it has published
+            late = await _session(server, "gina", inbox, "gina3")
+            online["gina3"] = late
+            await asyncio.sleep(0.3)
+            welcome = await online["hank1"].send_text(g, "welcome, new device")
+            assert welcome.ready and late.engine.device_id in {d.device_id for d in welcome.devices if d.outcome.value == "encrypted"}, welcome.devices
+            for name in ("gina1", "gina2", "gina3", "hank2"):
+                deadline = asyncio.get_running_loop().time() + 10
+                while "welcome, new device" not in bodies(name):
+                    assert asyncio.get_running_loop().time() < deadline, (name, bodies(name))
+                    await asyncio.sleep(0.02)
+        finally:
+            for s in online.values():
+                s.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(run())
