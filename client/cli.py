@@ -221,8 +221,7 @@ def _online(args: argparse.Namespace, work: Any) -> int:
                 await session.start(host, port)
                 return int(await work(session, received))
             finally:
-                session.disconnect()
-                await asyncio.sleep(0.05)
+                await session.close()
 
         try:
             return asyncio.run(run())
@@ -308,6 +307,10 @@ def _explain(exc: E2EEError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import logging
+
+    # slixmpp logs connection trouble with tracebacks: the CLI says one line itself
+    logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
     try:
         if args.command == "demo":
             from .demo import run

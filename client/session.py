@@ -100,6 +100,15 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             self.plugin["xep_0060"].map_node_event(node, f"devices_{'o2' if ns == O2 else 'legacy'}")
             self.add_event_handler(f"devices_{'o2' if ns == O2 else 'legacy'}_publish", self._devices_event(ns))
 
+    async def close(self, wait: float = 2.0) -> None:
+        """Send what is queued, close the stream and wait until it is closed."""
+        if self.transport is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.disconnect(wait=wait)), wait + 1)
+        except (asyncio.TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
+            pass
+
     def _fail(self, why: str) -> None:
         if self.ready.is_set():
             return

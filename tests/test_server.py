@@ -215,3 +215,50 @@ def test_two_accounts_two_devices_each_offline_device_and_a_device_added_later(s
             await asyncio.sleep(0.1)
 
     asyncio.run(run())
+
+
+def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> None:
+    """Must-show 3 of issue 6: init, fingerprint, publish, send, recv, devices, verify with the
+    other side's URI, distrust, and send again: the distrusted device no longer gets it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    server.register("ivy", "ivy-pw")
+    server.register("jack", "jack-pw")
+    ivy, jack = f"ivy@{server.domain}", f"jack@{server.domain}"
+
+    def e2ee(home: str, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / home), "--server",
+             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
+            cwd=root, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    for home, user in (("ivy", "ivy"), ("jack1", "jack"), ("jack2", "jack")):
+        assert e2ee(home, user, "init", "--jid", f"{user}@{server.domain}").returncode == 0
+        assert e2ee(home, user, "publish").returncode == 0
+    jack1 = json.loads(e2ee("jack1", "jack", "fingerprint", "--json").stdout)
+    assert e2ee("ivy", "ivy", "send", jack, "first message").returncode == 0
+    got = e2ee("jack1", "jack", "recv", "--count", "1", "--json")
+    assert json.loads(got.stdout.splitlines()[0])["body"] == "first message"
+    devices = json.loads(e2ee("ivy", "ivy", "devices", jack, "--json").stdout)
+    assert {d["device"] for d in devices} >= {jack1["device"]}
+    assert e2ee("ivy", "ivy", "verify", jack1["uri"]).returncode == 0
+    devices = {d["device"]: d for d in json.loads(e2ee("ivy", "ivy", "devices", jack, "--json").stdout)}
+    assert devices[jack1["device"]]["trust"] == "verified"
+    assert e2ee("ivy", "ivy", "distrust", jack, jack1["fingerprint"]).returncode == 0
+    again = json.loads(e2ee("ivy", "ivy", "send", jack, "second message", "--json").stdout)
+    status = {r["device"]: r["status"] for r in again["recipients"] if r["jid"] == jack}
+    assert status[jack1["device"]] == "distrusted"
+    assert "encrypted" in status.values()  # jack's other device still gets it
+    got = e2ee("jack2", "jack", "recv", "--count", "2", "--timeout", "5", "--json")
+    bodies = [json.loads(line)["body"] for line in got.stdout.splitlines()]
+    assert "second message" in bodies
+    got = e2ee("jack1", "jack", "recv", "--timeout", "2", "--json")
+    assert "second message" not in got.stdout
