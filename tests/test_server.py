@@ -15,7 +15,9 @@ from e2ee.storage import MemoryStorage
 
 from .xmpp_server import Prosody, available
 
-pytestmark = pytest.mark.skipif(not available(), reason="prosody is installed by scripts/test.sh")
+
+def setup_module() -> None:
+    assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
 
 
 @pytest.fixture(scope="module")
