@@ -21,6 +21,8 @@ from typing import Any
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, PeerError
@@ -90,7 +92,11 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
         ):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self._session_start)
-        self.add_event_handler("message", self._message)
+        # slixmpp's "message" event needs a <body>: key-exchange answers and heartbeats have none
+        for ns in NAMESPACES:
+            self.register_handler(
+                CoroutineCallback(f"e2ee {ns}", MatchXPath(f"{{jabber:client}}message/{{{ns}}}encrypted"), self._message)
+            )
         self.add_event_handler("carbon_received", self._carbon)
         self.add_event_handler("carbon_sent", self._carbon)
         self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))

@@ -34,11 +34,12 @@ from e2ee.trust import TrustLevel
 from .peers.slixmpp_omemo_peer import LegacyOmemoPeer, PeerMessage
 from .xmpp_server import Prosody, available
 
-pytestmark = [
-    pytest.mark.skipif(not available(), reason="prosody is installed by scripts/test.sh"),
-    # slixmpp-omemo 2.2.0 itself uses the deprecated xmpp["xep_0060"] plugin access
-    pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning"),
-]
+# slixmpp-omemo 2.2.0 itself uses the deprecated xmpp["xep_0060"] plugin access
+pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning")
+
+
+def setup_module() -> None:
+    assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
 
 O2, LEGACY = NAMESPACES
 

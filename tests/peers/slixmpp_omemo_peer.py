@@ -170,7 +170,7 @@ class LegacyOmemoPeer(slixmpp.ClientXMPP):
 
     @property
     def omemo(self) -> LegacyOnlyXEP0384:
-        return self.plugin[PLUGIN]  # type: ignore[literal-required]
+        return self.plugin[PLUGIN]  # type: ignore[literal-required, no-any-return]
 
     def _fail(self, why: str) -> None:
         self.failed = why
