@@ -97,6 +97,13 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             self.register_handler(
                 CoroutineCallback(f"e2ee {ns}", MatchXPath(f"{{jabber:client}}message/{{{ns}}}encrypted"), self._message)
             )
+        for tag in ("received", "sent"):  # slixmpp drops foreign carbons silently: we log them
+            self.register_handler(
+                CoroutineCallback(
+                    f"e2ee carbon {tag}", MatchXPath(f"{{jabber:client}}message/{{urn:xmpp:carbons:2}}{tag}"),
+                    self._carbon_origin,
+                )
+            )
         self.add_event_handler("carbon_received", self._carbon)
         self.add_event_handler("carbon_sent", self._carbon)
         self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
@@ -301,9 +308,12 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             return
         await self._decrypt_stanza(msg.xml, msg["from"].bare, msg["to"].bare, carbon=False)
 
+    async def _carbon_origin(self, msg: Any) -> None:
+        if msg["from"].bare != self.boundjid.bare:
+            log.warning("dropped a forged carbon from %s", msg["from"])
+
     async def _carbon(self, msg: Any) -> None:
         if msg["from"].bare != self.boundjid.bare:  # carbons come only from our own account
-            log.warning("dropped a carbon from %s", msg["from"])
             return
         for tag in ("{urn:xmpp:carbons:2}received", "{urn:xmpp:carbons:2}sent"):
             wrapper = msg.xml.find(f"{tag}/{{urn:xmpp:forward:0}}forwarded/{{jabber:client}}message")
@@ -324,6 +334,7 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             except DuplicateMessage:
                 return
             except E2EEError as e:
+                log.warning("message from %s refused: %s: %s", sender, type(e).__name__, e)
                 self._deliver(Received(None, e, carbon, sender, archived))
                 return
             await self.run_effects(result.effects)

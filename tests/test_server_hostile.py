@@ -1,0 +1,160 @@
+"""Catalogue I1-I6 through the real server: forged carbons and MAM results, DTD/entities and deep
+nesting inside decrypted envelopes, oversized stanzas, too many keys, affix mismatches.  Each is
+rejected (never decrypted or attributed), logged once, and the session goes on: a legitimate
+message afterwards still decrypts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import slixmpp
+
+from client.session import E2EESession, Received
+from e2ee.engine import Engine
+from e2ee.errors import AffixMismatch, MalformedMessage, RestrictedXml
+from e2ee.results import Decrypted
+from e2ee.storage import MemoryStorage
+
+from .xmpp_server import Prosody, available
+
+
+def setup_module() -> None:
+    assert available(), "Prosody is missing: scripts/test.sh installs it"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Prosody:
+    p = Prosody(tmp_path_factory.mktemp("prosody-hostile"))
+    p.__enter__()
+    for user in ("alice", "bob", "mallory"):
+        p.register(user, f"{user}-pw")
+    p.start()
+    yield p  # type: ignore[misc]
+    p.stop()
+
+
+class Raw(slixmpp.ClientXMPP):  # type: ignore[misc]
+    """Mallory: a plain client that sends whatever XML it likes."""
+
+    def __init__(self, jid: str, password: str, cert: Path) -> None:
+        super().__init__(jid, password)
+        self.ca_certs = cert
+        self.enable_direct_tls = False
+        self.started = asyncio.Event()
+        self.add_event_handler("session_start", lambda _e: (self.send_presence(), self.started.set()))
+
+
+async def _pair(server: Prosody, inbox: list[Received]) -> tuple[E2EESession, E2EESession, Raw]:
+    alice = E2EESession(Engine.create(MemoryStorage(), f"alice@{server.domain}"), "alice-pw",
+                        ca_file=server.cert, on_received=inbox.append)
+    bob = E2EESession(Engine.create(MemoryStorage(), f"bob@{server.domain}"), "bob-pw", ca_file=server.cert)
+    await alice.start("127.0.0.1", server.port)
+    await bob.start("127.0.0.1", server.port)
+    mallory = Raw(f"mallory@{server.domain}", "mallory-pw", server.cert)
+    mallory.connect("127.0.0.1", server.port)
+    await asyncio.wait_for(mallory.started.wait(), 10)
+    return alice, bob, mallory
+
+
+async def _settle() -> None:
+    await asyncio.sleep(0.4)
+
+
+async def _still_works(alice: E2EESession, bob: E2EESession, inbox: list[Received], body: str) -> None:
+    assert (await bob.send_text(alice.boundjid.bare, body)).ready
+    for _ in range(200):
+        if any(isinstance(r.result, Decrypted) and r.result.body == body for r in inbox):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{body!r} never arrived: {[(r.result, r.error) for r in inbox]}")
+
+
+def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="client.session")
+
+    async def run() -> None:
+        inbox: list[Received] = []
+        alice, bob, mallory = await _pair(server, inbox)
+        a, b, m = alice.boundjid.bare, bob.boundjid.bare, mallory.boundjid.bare
+        try:
+            await _still_works(alice, bob, inbox, "a first, real message")
+            real = await bob.send_text(a, "captured by mallory")  # a genuine element to replay
+            await _settle()
+            genuine = next(iter(real.elements.values()))
+            encrypted_xml = slixmpp.xmlstream.tostring(genuine)
+
+            # I4: a carbon from another account, wrapping a message "from bob"
+            caplog.clear()
+            mallory.send_raw(
+                f"<message to='{a}' type='chat'><received xmlns='urn:xmpp:carbons:2'>"
+                f"<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='{b}/x' to='{a}' "
+                f"type='chat'>{encrypted_xml}</message></forwarded></received></message>"
+            )
+            # I5: a MAM result nobody asked for, from mallory
+            mallory.send_raw(
+                f"<message to='{a}'><result xmlns='urn:xmpp:mam:2' queryid='forged' id='1'>"
+                f"<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='{b}/x' to='{a}' "
+                f"type='chat'>{encrypted_xml}</message></forwarded></result></message>"
+            )
+            await _settle()
+            assert not [r for r in inbox if r.result is not None and getattr(r.result, "body", "") == "captured by mallory"
+                        and r.stanza_from != b]
+            carbon_logs = [r for r in caplog.records if "carbon" in r.getMessage()]
+            assert len(carbon_logs) == 1 and m in carbon_logs[0].getMessage()
+            assert len(inbox) == 2  # the first real message and the captured one from bob himself
+
+            # I2: 10^4 <key> elements (refused before any decryption), and a stanza over the
+            # server's size limit (Prosody ends mallory's stream; alice sees nothing of it)
+            keys = "".join(f"<key rid='{i + 1}'>AAAA</key>" for i in range(10_000))
+            mallory.send_raw(
+                f"<message to='{a}' type='chat'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='7'>"
+                f"<keys jid='{a}'>{keys}</keys></header></encrypted></message>"
+            )
+            await _settle()
+            errors = [r.error for r in inbox if r.error is not None]
+            assert len(errors) == 1 and isinstance(errors[0], MalformedMessage)
+            mallory.send_raw(f"<message to='{a}' type='chat'><body>{'x' * 600_000}</body></message>")
+            await _settle()
+
+            # I1, I3, I6: a legitimate device (bob's) sends envelopes alice must refuse
+            evil = {
+                "dtd": b"<?xml version='1.0'?><!DOCTYPE e [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b '&a;&a;&a;&a;'>]>"
+                       b"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>&b;</body></content>"
+                       b"<rpad/></envelope>",
+                "external entity": b"<!DOCTYPE e [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>"
+                                   b"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>&x;"
+                                   b"</body></content></envelope>",
+                "processing instruction": b"<?evil?><envelope xmlns='urn:xmpp:sce:1'><content/></envelope>",
+                "deep": b"<envelope xmlns='urn:xmpp:sce:1'><content>" + b"<x xmlns='y'>" * 2000
+                        + b"</x>" * 2000 + b"</content></envelope>",
+                "to mismatch": f"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body>"
+                               f"</content><rpad/><from jid='{b}'/><to jid='{m}'/></envelope>".encode(),
+                "from mismatch": f"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body>"
+                                 f"</content><rpad/><from jid='{m}'/></envelope>".encode(),
+            }
+            expected = {"dtd": RestrictedXml, "external entity": RestrictedXml, "processing instruction": RestrictedXml,
+                        "deep": RestrictedXml, "to mismatch": AffixMismatch, "from mismatch": AffixMismatch}
+            for name, data in evil.items():
+                before = len(inbox)
+                with mock.patch("e2ee.sending.sce.build", return_value=data):
+                    assert (await bob.send_text(a, "ignored")).ready
+                for _ in range(100):
+                    if len(inbox) > before:
+                        break
+                    await asyncio.sleep(0.02)
+                got = inbox[before:]
+                assert len(got) == 1 and isinstance(got[0].error, expected[name]), (name, got[0].result, got[0].error)
+            refused = [r for r in caplog.records if "refused" in r.getMessage()]
+            assert len(refused) == 1 + len(evil)  # each logged once
+
+            await _still_works(alice, bob, inbox, "and the session goes on")
+        finally:
+            for client in (alice, bob, mallory):
+                client.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(run())
