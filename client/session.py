@@ -67,60 +67,50 @@ class Received:
         self.archived = archived
 
 
-class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
-    """Connect with :meth:`start` (returns once the session is set up and published)."""
+class E2EEHandlers:
+    """The session logic, attached to any slixmpp ``ClientXMPP``: it registers the plugins and
+    handlers it needs (:meth:`install`), and reads everything else from the client it is attached
+    to (attribute access falls through to it).  Used by :class:`E2EESession` and by the slixmpp
+    plugin :class:`client.plugin.e2ee_omemo`."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        password: str,
-        *,
-        ca_file: Path | None = None,
-        on_received: Callable[[Received], None] | None = None,
-    ) -> None:
-        super().__init__(engine.jid, password)
+    def __init__(self, xmpp: slixmpp.ClientXMPP, engine: Engine, on_received: Callable[[Received], None] | None) -> None:
+        self.xmpp = xmpp
         self.engine = engine
         self.on_received = on_received
         self.ready = asyncio.Event()
         self.failed: str | None = None
-        if ca_file is not None:
-            self.ca_certs = Path(ca_file)
-        self.enable_direct_tls = False
+
+    def __getattr__(self, name: str) -> Any:  # plugin, boundjid, make_message, send_presence, ...
+        return getattr(self.xmpp, name)
+
+    def install(self) -> None:
+        xmpp = self.xmpp
         for plugin in (
             "xep_0030", "xep_0004", "xep_0059", "xep_0060", "xep_0115", "xep_0163", "xep_0280", "xep_0297",
             "xep_0313", "xep_0334", "xep_0380",
         ):
-            self.register_plugin(plugin)
-        self.add_event_handler("session_start", self._session_start)
+            xmpp.register_plugin(plugin)
+        xmpp.add_event_handler("session_start", self._session_start)
         # slixmpp's "message" event needs a <body>: key-exchange answers and heartbeats have none
         for ns in NAMESPACES:
-            self.register_handler(
+            xmpp.register_handler(
                 CoroutineCallback(f"e2ee {ns}", MatchXPath(f"{{jabber:client}}message/{{{ns}}}encrypted"), self._message)
             )
         for tag in ("received", "sent"):  # slixmpp drops foreign carbons silently: we log them
-            self.register_handler(
+            xmpp.register_handler(
                 CoroutineCallback(
                     f"e2ee carbon {tag}", MatchXPath(f"{{jabber:client}}message/{{urn:xmpp:carbons:2}}{tag}"),
                     self._carbon_origin,
                 )
             )
-        self.add_event_handler("carbon_received", self._carbon)
-        self.add_event_handler("carbon_sent", self._carbon)
-        self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
-        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
-        self.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("the server's certificate is not trusted"))
+        xmpp.add_event_handler("carbon_received", self._carbon)
+        xmpp.add_event_handler("carbon_sent", self._carbon)
+        xmpp.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
+        xmpp.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
+        xmpp.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("the server's certificate is not trusted"))
         for ns, node in DEVICE_LIST_NODES.items():
-            self.plugin["xep_0060"].map_node_event(node, f"devices_{'o2' if ns == O2 else 'legacy'}")
-            self.add_event_handler(f"devices_{'o2' if ns == O2 else 'legacy'}_publish", self._devices_event(ns))
-
-    async def close(self, wait: float = 2.0) -> None:
-        """Send what is queued, close the stream and wait until it is closed."""
-        if self.transport is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self.disconnect(wait=wait)), wait + 1)
-        except (asyncio.TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
-            pass
+            xmpp.plugin["xep_0060"].map_node_event(node, f"devices_{'o2' if ns == O2 else 'legacy'}")
+            xmpp.add_event_handler(f"devices_{'o2' if ns == O2 else 'legacy'}_publish", self._devices_event(ns))
 
     def _fail(self, why: str) -> None:
         if self.ready.is_set():
@@ -130,12 +120,6 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.disconnect()
 
     # ------------------------------------------------------------------ start-up
-
-    async def start(self, host: str, port: int, timeout: float = 20) -> None:
-        self.connect(host, port)
-        await asyncio.wait_for(self.ready.wait(), timeout)
-        if self.failed:
-            raise ConnectionError(self.failed)
 
     async def _session_start(self, _event: object) -> None:
         try:
@@ -361,3 +345,49 @@ def _from_slixmpp(elem: ET.Element) -> ET.Element:
 
 def tls_context(ca_file: Path) -> ssl.SSLContext:  # pragma: no cover - kept for embedders
     return ssl.create_default_context(cafile=str(ca_file))
+
+
+class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
+    """A client of its own for one engine.  Connect with :meth:`start` (returns once the
+    session is set up, published and caught up)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        password: str,
+        *,
+        ca_file: Path | None = None,
+        on_received: Callable[[Received], None] | None = None,
+    ) -> None:
+        super().__init__(engine.jid, password)
+        if ca_file is not None:
+            self.ca_certs = Path(ca_file)
+        self.enable_direct_tls = False
+        self.e2ee = E2EEHandlers(self, engine, on_received)
+        self.e2ee.install()
+
+    @property
+    def engine(self) -> Engine:
+        return self.e2ee.engine
+
+    async def send_text(self, to: str, body: str) -> EncryptResult:
+        return await self.e2ee.send_text(to, body)
+
+    async def run_effects(self, effects: list[Effect] | tuple[Effect, ...]) -> None:
+        await self.e2ee.run_effects(effects)
+
+    async def start(self, host: str, port: int, timeout: float = 20) -> None:
+        self.connect(host, port)
+        await asyncio.wait_for(self.e2ee.ready.wait(), timeout)
+        if self.e2ee.failed:
+            raise ConnectionError(self.e2ee.failed)
+
+    async def close(self, wait: float = 2.0) -> None:
+        """Send what is queued, close the stream and wait until it is closed."""
+        if self.transport is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.disconnect(wait=wait)), wait + 1)
+        except (asyncio.TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
+            pass
+

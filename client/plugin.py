@@ -1,0 +1,47 @@
+"""The slixmpp plugin for other applications: OMEMO 2 and legacy OMEMO through the e2ee engine.
+
+Register it on any ``slixmpp.ClientXMPP`` with an engine (on the encrypted keystore or any other
+storage)::
+
+    xmpp.register_plugin("e2ee_omemo", module="client.plugin",
+                         pconfig={"engine": engine, "on_received": handle})
+
+At ``session_start`` it publishes the device lists and bundles, catches up from the archive and
+sends presence; ``await xmpp.plugin["e2ee_omemo"].send_text(jid, text)`` encrypts and sends;
+every decrypted message (or refusal) is passed to ``on_received`` as a
+:class:`client.session.Received`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slixmpp.plugins.base import BasePlugin
+
+from e2ee.results import EncryptResult
+
+from .session import E2EEHandlers
+
+__all__ = ["e2ee_omemo"]
+
+
+class e2ee_omemo(BasePlugin):  # type: ignore[misc]  # slixmpp finds a plugin class by its name
+    name = "e2ee_omemo"
+    description = "End-to-end encryption with OMEMO 2 and legacy OMEMO (e2ee engine)"
+    dependencies: set[str] = set()
+    default_config: dict[str, Any] = {"engine": None, "on_received": None}
+
+    def plugin_init(self) -> None:
+        if self.engine is None:
+            raise ValueError("register e2ee_omemo with pconfig={'engine': ...}")
+        self.handlers = E2EEHandlers(self.xmpp, self.engine, self.on_received)
+        self.handlers.install()
+
+    @property
+    def ready(self) -> Any:
+        """An ``asyncio.Event`` set once the session is published and caught up."""
+        return self.handlers.ready
+
+    async def send_text(self, to: str, body: str) -> EncryptResult:
+        """Encrypt for every trusted device of ``to`` and of our account, and send."""
+        return await self.handlers.send_text(to, body)
