@@ -7,7 +7,6 @@ import re
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from .xmpp_server import Prosody, available
 
