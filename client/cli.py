@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server", metavar="HOST:PORT", help="XMPP server to connect to (default: the JID's domain, 5222)")
     p.add_argument("--ca-file", type=Path, metavar="PATH", help="trust this CA certificate for the server")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("demo", help="run the in-process demo (no server needed)")
+    demo = sub.add_parser("demo", help="run the demo: in one process, or over --server (registers two accounts)")
+    demo.add_argument("--domain", help="XMPP domain for the demo accounts (default: the --server host)")
     init = sub.add_parser("init", help="create the keystore and this device's identity")
     init.add_argument("--jid", required=True, help="your XMPP address (bare JID)")
     init.add_argument("--device-label", help="a label for this device (shown to your contacts)")
@@ -204,7 +205,7 @@ def _online(args: argparse.Namespace, work: Any) -> int:
     import asyncio
 
     from .home import Account
-    from .session import E2EESession
+    from .session import E2EESession, cancel_pending_tasks
 
     ks, engine = open_engine(_home(args))
     with ks:
@@ -222,6 +223,7 @@ def _online(args: argparse.Namespace, work: Any) -> int:
                 return int(await work(session, received))
             finally:
                 await session.close()
+                await cancel_pending_tasks()
 
         try:
             return asyncio.run(run())
@@ -312,10 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     # slixmpp logs connection trouble with tracebacks: the CLI says one line itself
     logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
     try:
-        if args.command == "demo":
+        if args.command == "demo" and not args.server:
             from .demo import run
 
             return run(sys.stdout)
+        if args.command == "demo":
+            import asyncio
+
+            from .demo_server import run_over_server
+
+            host, port = _server(args, "")
+            try:
+                return asyncio.run(run_over_server(sys.stdout, host, port, args.domain or host, args.ca_file))
+            except (ConnectionError, TimeoutError) as e:
+                raise _NetworkError(f"demo over {host}:{port} failed: {e or 'timed out'}") from None
         handlers = {
             "init": _init,
             "fingerprint": _fingerprint,

@@ -391,3 +391,13 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
         except (asyncio.TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
             pass
 
+
+
+async def cancel_pending_tasks() -> None:
+    """Cancel what slixmpp leaves running after its streams closed (its send loops), so that a
+    program ending with ``asyncio.run`` does not print "Task was destroyed but it is pending"."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

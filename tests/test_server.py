@@ -230,7 +230,7 @@ def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> No
     root = Path(__file__).resolve().parent.parent
     server.register("ivy", "ivy-pw")
     server.register("jack", "jack-pw")
-    ivy, jack = f"ivy@{server.domain}", f"jack@{server.domain}"
+    jack = f"jack@{server.domain}"
 
     def e2ee(home: str, user: str, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
@@ -264,3 +264,21 @@ def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> No
     assert "second message" in bodies
     got = e2ee("jack1", "jack", "recv", "--timeout", "2", "--json")
     assert "second message" not in got.stdout
+
+
+def test_demo_over_the_server(server: Prosody) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "client.cli", "--server", f"127.0.0.1:{server.port}", "--ca-file", str(server.cert),
+         "demo", "--domain", server.domain],
+        cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("decrypted") == 2 + 2 + 2  # bob + alice's other device; alice x2; bob + alice's laptop
+    assert "(carbon)" in out and "demo finished over the server" in out
+    assert proc.stderr == ""  # no stray slixmpp noise
