@@ -383,7 +383,7 @@ def test_manual_session_replacement_round_trip() -> None:
     net = Net()
     a = net.device("alice@example.org", "a")
     b = net.device("bob@example.net", "b")
-    out = b.decrypt(net.encrypt(a, [b.jid], "x").elements[O2], a.jid, to=b.jid)
+    assert isinstance(b.decrypt(net.encrypt(a, [b.jid], "x").elements[O2], a.jid, to=b.jid), Decrypted)
     old_ek = a._sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek
     effects = a.replace_session(b.jid, b.device_id, O2)
     assert effects == [FetchBundle(b.jid, b.device_id, O2)]

@@ -12,7 +12,6 @@ from e2ee.identity import IdentityKeyPair
 from e2ee.legacy.wire import LEGACY
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.primitives import hkdf_sha256, hmac_sha256, x25519, x25519_public
-from e2ee.ratchet import DoubleRatchet
 from e2ee.session import PeerBundle, accept, initiate
 from vectors.loader import hexfield, load
 
