@@ -66,7 +66,7 @@ from slixmpp_omemo.xep_0384 import _make_session_manager
 from .omemo_peer import InMemoryStorage
 from .session_manager import sce_envelope
 
-__all__ = ["PLUGIN", "O2", "Omemo2Peer", "Omemo2Message", "SentEmpty", "TwomemoOnlyXEP0384", "parse_envelope"]
+__all__ = ["O2", "PLUGIN", "Omemo2Message", "Omemo2Peer", "SentEmpty", "TwomemoOnlyXEP0384", "parse_envelope"]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class TwomemoOnlyXEP0384(XEP_0384):
                     return
                 await super().refresh_device_list(namespace, bare_jid)
 
-            async def _send_message(self, message: Message, bare_jid: str) -> None:  # type: ignore[override]
+            async def _send_message(self, message: Message, bare_jid: str) -> None:
                 kex = any(key_exchange is not None for _key, key_exchange in message.keys)
                 sent_empty.append(SentEmpty(bare_jid, kex))
                 await super()._send_message(message, bare_jid)
