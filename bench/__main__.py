@@ -83,7 +83,7 @@ def run_keystore(rounds: int, quick: bool) -> dict[str, dict[str, Sample]]:
             print(f"  preparing {name} ({rounds} x {n} ops per side)...", file=sys.stderr, flush=True)
             ours = keystore_bench.SCENARIOS[name](rounds * n)
             peer = peer_omemo.SCENARIOS[base](rounds * n) if base else None
-            floor = engine_bench.SCENARIOS[base](rounds * max(n, 20)) if base else keystore_bench.FLOORS_OPEN()
+            floor = engine_bench.SCENARIOS[base](rounds * max(n, 20)) if base else keystore_bench.floor_open()
             s = results[name] = {"ours": Sample(), "peer": Sample(), "floor": Sample()}
             for _ in range(rounds):
                 s["ours"].rounds.append(_time(ours, n))

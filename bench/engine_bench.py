@@ -312,5 +312,3 @@ FLOORS: dict[str, Callable[[], Op]] = {
     "fanout_100": _floor_fanout,
     "reverse_1000": _floor_reverse,
 }
-
-assert OMEMO2  # the scenarios are OMEMO 2

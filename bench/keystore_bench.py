@@ -25,7 +25,7 @@ from keystore import KdfParams, Keystore
 from .engine_bench import ALICE, BOB, MSG, _pair
 from tests.engine_support import O2, Net
 
-__all__ = ["SCENARIOS"]
+__all__ = ["SCENARIOS", "cleanup", "floor_open"]
 
 Op = Callable[[], object]
 PW = "benchmark passphrase"
@@ -72,7 +72,7 @@ def _keystore_open(count: int) -> Op:
     return op
 
 
-def _floor_open() -> Op:
+def floor_open() -> Op:
     params = KdfParams()
     salt = os.urandom(16)
     return lambda: nacl.pwhash.argon2id.kdf(32, PW.encode(), salt, opslimit=params.passes, memlimit=params.memory_kib * 1024)
@@ -92,5 +92,3 @@ def cleanup() -> None:
         shutil.rmtree(d, ignore_errors=True)
     _DIRS.clear()
 
-
-FLOORS_OPEN = _floor_open

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -197,17 +196,16 @@ class E2EEHandlers:
 
     async def _publish(self, effect: Publish) -> None:
         own = self.boundjid.bare
-        payload = _to_slixmpp(effect.payload)
         options = self._form(effect.options, "http://jabber.org/protocol/pubsub#publish-options")
         try:
-            await self.plugin["xep_0060"].publish(own, effect.node, id=effect.item_id, payload=payload, options=options)
+            await self.plugin["xep_0060"].publish(own, effect.node, id=effect.item_id, payload=effect.payload, options=options)
         except IqError as e:
             if e.iq["error"]["condition"] != "conflict" and not _precondition(e):
                 raise
             # the node exists with other settings: reconfigure it, then publish again
             config = self._form(effect.options, "http://jabber.org/protocol/pubsub#node_config")
             await self.plugin["xep_0060"].set_node_config(own, effect.node, config)
-            await self.plugin["xep_0060"].publish(own, effect.node, id=effect.item_id, payload=payload)
+            await self.plugin["xep_0060"].publish(own, effect.node, id=effect.item_id, payload=effect.payload)
 
     async def _fetch_device_list(self, jid: str, namespace: str) -> ET.Element | None:
         return await self._first_item(jid, DEVICE_LIST_NODES[namespace], None)
@@ -229,7 +227,7 @@ class E2EEHandlers:
         for item in iq["pubsub"]["items"]:
             payload = item.xml.find("*")
             if payload is not None:
-                return _from_slixmpp(payload)
+                return payload
         return None
 
     # ------------------------------------------------------------------ sending
@@ -262,7 +260,7 @@ class E2EEHandlers:
 
     def _send_encrypted_element(self, to: str, elem: ET.Element, namespace: str, body: str | None) -> None:
         msg = self.make_message(mto=to, mtype="chat", mbody=body)
-        msg.xml.append(_to_slixmpp(elem))
+        msg.xml.append(elem)
         eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
         eme.set("namespace", namespace)
         eme.set("name", "OMEMO")
@@ -279,7 +277,7 @@ class E2EEHandlers:
                 if payload is None:
                     continue
                 try:
-                    await self.run_effects(self.engine.on_device_list(sender, namespace, _from_slixmpp(payload)))
+                    await self.run_effects(self.engine.on_device_list(sender, namespace, payload))
                 except E2EEError as e:
                     log.warning("device list of %s refused: %s", sender, e)
 
@@ -314,7 +312,7 @@ class E2EEHandlers:
             if elem is None:
                 continue
             try:
-                result = self.engine.decrypt(_from_slixmpp(elem), sender, to=to or None)
+                result = self.engine.decrypt(elem, sender, to=to or None)
             except DuplicateMessage:
                 return
             except E2EEError as e:
@@ -332,19 +330,6 @@ class E2EEHandlers:
 
 def _precondition(e: IqError) -> bool:
     return e.iq.xml.find(f".//{{{_PUBSUB_ERRORS}}}precondition-not-met") is not None
-
-
-def _to_slixmpp(elem: ET.Element) -> ET.Element:
-    """slixmpp works on ElementTree elements already; a copy keeps the engine's untouched."""
-    return ET.fromstring(ET.tostring(elem))
-
-
-def _from_slixmpp(elem: ET.Element) -> ET.Element:
-    return ET.fromstring(ET.tostring(elem))
-
-
-def tls_context(ca_file: Path) -> ssl.SSLContext:  # pragma: no cover - kept for embedders
-    return ssl.create_default_context(cafile=str(ca_file))
 
 
 class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]

@@ -110,16 +110,6 @@ class DeviceRegistry:
         ]
         self._save(jid, rec)
 
-    def active(self, jid: str) -> dict[int, str] | None:
-        """Active device ids of ``jid`` with the namespace each gets (OMEMO 2 when the device is
-        on the OMEMO 2 list, else legacy), or None when no list was ever seen."""
-        active = self._view(jid).active
-        return None if active is None else dict(active)
-
-    def is_active(self, jid: str, device_id: int) -> bool:
-        active = self._view(jid).active
-        return active is not None and device_id in active
-
     def identity(self, jid: str, device_id: int) -> bytes | None:
         """The X25519 identity key device ``device_id`` of ``jid`` showed first (its sessions
         are bound to it), or None."""

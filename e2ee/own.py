@@ -16,7 +16,7 @@ One identity key and one device id serve both namespaces (``omemo2.md`` section 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from . import jsonrec
@@ -259,10 +259,3 @@ class OwnDevice:
             bytes.fromhex(cur["sig"][flavour.name]),
             prekeys,
         )
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC datetime (a naive one is refused)."""
-    if value.tzinfo is None:
-        raise UsageError("times must be timezone-aware")
-    return value.astimezone(timezone.utc)

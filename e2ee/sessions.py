@@ -15,7 +15,6 @@ fails (its objects may hold changes that were rolled back).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 from . import records
 from .errors import CorruptState
@@ -123,9 +122,6 @@ class SessionSet:
     @property
     def current(self) -> Entry | None:
         return self.entries[0] if self.entries else None
-
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(self.entries)
 
 
 class SessionStore:

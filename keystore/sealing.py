@@ -14,7 +14,6 @@ records and blinded lookup keys.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
@@ -177,7 +176,3 @@ class Keys:
 
 def derive_keys(dek: bytes) -> Keys:
     return Keys(_hkdf(dek, b"e2ee-keystore records"), _hkdf(dek, b"e2ee-keystore blind"), _hkdf(dek, b"e2ee-keystore generation"))
-
-
-def digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()

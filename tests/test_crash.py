@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.legacy.wire import LEGACY as LEGACY_FLAVOUR
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.results import Decrypted, Duplicate, EmptyMessage, SendMessage
 from e2ee.rng import system_random
@@ -124,7 +123,6 @@ def _ratchet_ids(elem: ET.Element, device_id: int) -> list[tuple[bytes, int]]:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_sigkill_at_random_moments_never_reuses_a_key_and_loses_nothing(tmp_path: Path) -> None:
-    assert LEGACY_FLAVOUR  # both flavours share the ratchet; the run uses OMEMO 2
     net = Net()
     bob = net.device(BOB, "crash-bob", namespaces=(O2,))
     db = tmp_path / "alice.db"

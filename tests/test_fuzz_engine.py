@@ -4,6 +4,7 @@ exception, and a rejected input leaves the engine's stored bytes unchanged."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
@@ -56,7 +57,7 @@ ATTRS = ["sid", "rid", "jid", "kex", "prekey", "id", "label", "labelsig", "preKe
 TEXT = st.one_of(
     st.text(max_size=60),
     st.sampled_from(["", "0", "1", "true", "2147483648", "-1", "AAAA", "=" * 8, "QUJD" * 11]),
-    st.binary(min_size=0, max_size=120).map(lambda b: __import__("base64").b64encode(b).decode()),
+    st.binary(min_size=0, max_size=120).map(lambda b: base64.b64encode(b).decode()),
 )
 
 
