@@ -104,22 +104,17 @@ class Receiving(EngineCore):
         if key.kex:
             kex = flavour.parse_key_exchange(key.data)
             ik = flavour.identity_to_x25519(kex.ik)
+            level = self._sender_level(sender, ik)
             entry = next((e for e in sset.entries if e.session.same_key_exchange(kex)), None)
             if entry is not None:
-                self._refuse_distrusted(sender, ik)
                 try:
                     km = entry.session.decrypt(kex.message, self._rng)
                 except DuplicateMessage:
                     return Duplicate(sender, dev, ns)
                 self._promote(sset, entry)
             else:
-                if known_ik is not None and known_ik != ik:
-                    level = self.trust.level(sender, ik)
-                    if level is None or not level.trusted:
-                        if level is TrustLevel.DISTRUSTED:
-                            raise SenderDistrusted("the sender's identity key is distrusted")
-                        return UntrustedIdentity(sender, dev, ns, ik, known_ik)
-                self._refuse_distrusted(sender, ik)
+                if known_ik is not None and known_ik != ik and (level is None or not level.trusted):
+                    return UntrustedIdentity(sender, dev, ns, ik, known_ik)
                 ek = kex.ek
                 session, km = accept_session(
                     flavour,
@@ -135,10 +130,8 @@ class Receiving(EngineCore):
         else:
             if not sset.entries:
                 raise NoSession(f"no session with device {dev}")
-            if known_ik is not None:
-                level = self.trust.level(sender, known_ik)
-                if level is TrustLevel.DISTRUSTED:
-                    raise SenderDistrusted("the sender's identity key is distrusted")
+            if known_ik is not None:  # refuse a distrusted sender before any work
+                level = self._sender_level(sender, known_ik)
             entry, km = self._decrypt_message(sset, flavour, key.data)
             if entry is None:
                 return Duplicate(sender, dev, ns)
@@ -146,7 +139,9 @@ class Receiving(EngineCore):
                 ik = known_ik
             else:
                 ik = flavour.identity_to_x25519(entry.session.peer_ik)
-                self._refuse_distrusted(sender, ik)
+                level = self._sender_level(sender, ik)
+        if level is None:  # a key seen for the first time gets the policy's level
+            level = self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
 
         # the payload: nothing is stored unless it decrypts too
         result: DecryptResult
@@ -155,8 +150,6 @@ class Receiving(EngineCore):
                 raise MalformedMessage("an empty OMEMO 2 message carries 32 bytes of key material")
             result = EmptyMessage(sender, dev, ns)
         else:
-            if level is None:
-                level = self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
             result = self._open_payload(backend, enc, km, sender, dev, level, ik, to, timestamp or now, require_to)
 
         # commit
@@ -164,7 +157,6 @@ class Receiving(EngineCore):
             state = self._state()
             own.consume_prekey(new_kex.pk_id, new_kex.ek, keep=state.catching_up)
             self._devices.set_identity(sender, dev, ik)
-            self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
             effects += self._bundle_effects()
             if state.catching_up:
                 state.pending.append((flavour.name, sender, dev))
@@ -184,9 +176,13 @@ class Receiving(EngineCore):
             result = _with_effects(result, effects)
         return result
 
-    def _refuse_distrusted(self, jid: str, ik: bytes | None) -> None:
-        if ik is not None and self.trust.level(jid, ik) is TrustLevel.DISTRUSTED:
+    def _sender_level(self, jid: str, ik: bytes) -> TrustLevel | None:
+        """The trust level of the sender's key (None: never seen); a distrusted key is refused
+        with :class:`~e2ee.errors.SenderDistrusted` before anything is decrypted or stored."""
+        level = self.trust.level(jid, ik)
+        if level is TrustLevel.DISTRUSTED:
             raise SenderDistrusted("the sender's identity key is distrusted")
+        return level
 
     def _promote(self, sset: SessionSet, entry: Entry) -> None:
         if sset.entries[0] is not entry:
