@@ -7,13 +7,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from .errors import (
-    E2EEError,
     InvalidKey,
     InvalidSignature,
     UsageError,
 )
 from .legacy import payload as legacy_payload
-from .model import EncryptedElement, KeyElement
+from .model import Bundle, EncryptedElement, KeyElement
 from .omemo2 import envelope as sce
 from .omemo2 import payload as omemo2_payload
 from .results import (
@@ -26,10 +25,10 @@ from .results import (
 )
 from .session import PeerBundle
 from .session import initiate as initiate_session
-from .sessions import session_key
+from .sessions import SessionSet, session_key
 from .trust import TrustLevel
 
-from .core import _BODY, _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Plan, _backend, _bare
+from .core import _BODY, _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _Plan, _backend, _bare
 
 __all__ = ["Sending"]
 
@@ -118,15 +117,8 @@ class Sending(EngineCore):
                         effects.append(FetchBundle(jid, dev, ns))
                         outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.NO_BUNDLE))
                         continue
-                    b = stored.bundle
-                    try:
-                        ik = backend.flavour.identity_to_x25519(b.ik)
-                        ids = sorted(b.prekeys)
-                        pk_id = ids[int.from_bytes(self._rng(4), "big") % len(ids)]
-                    except (E2EEError, ZeroDivisionError) as e:
-                        outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.FAILED, error=str(e)))
-                        continue
-                    peer_bundle = PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])
+                    ik = backend.flavour.identity_to_x25519(stored.bundle.ik)  # checked on arrival
+                    peer_bundle = self._pick_prekey(stored.bundle)
                 level = levels.get(ik, TrustLevel.UNDECIDED)
                 if level is TrustLevel.DISTRUSTED:
                     outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.DISTRUSTED, ik))
@@ -175,14 +167,10 @@ class Sending(EngineCore):
             fname = backend.flavour.name
             if peer_bundle is not None:
                 try:
-                    session = initiate_session(
-                        backend.flavour, own.identity, peer_bundle, self._rng, signature_verified=True
-                    )
+                    self._start_session(backend, jid, dev, sset, peer_bundle, ik)
                 except (InvalidKey, InvalidSignature) as e:
                     outcomes.append(DeviceOutcome(jid, dev, backend.namespace, Outcome.FAILED, ik, str(e)))
                     continue
-                sset.entries.insert(0, self._sessions.new_entry(session, now.timestamp()))
-                self._devices.set_identity(jid, dev, ik)
             entry = sset.entries[0]
             data, kex = entry.session.encrypt(key_material[fname])
             self._sessions.save(sset)
@@ -197,6 +185,23 @@ class Sending(EngineCore):
                 enc = EncryptedElement(fname, own.device_id, tuple(ks), ct, payload_iv)
                 elements[backend.namespace] = backend.xml.build_encrypted(enc)
         return EncryptResult(elements, tuple(outcomes), tuple(effects), ())
+
+    def _pick_prekey(self, bundle: Bundle) -> PeerBundle:
+        """The bundle with one of its one-time prekeys, chosen at random (a stored bundle was
+        checked on arrival: it holds at least the minimum number of valid prekeys)."""
+        ids = sorted(bundle.prekeys)
+        pk_id = ids[int.from_bytes(self._rng(4), "big") % len(ids)]
+        b = bundle
+        return PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])
+
+    def _start_session(
+        self, backend: _Backend, jid: str, device_id: int, sset: SessionSet, peer_bundle: PeerBundle, ik: bytes
+    ) -> None:
+        """Active X3DH with a bundle whose signature was verified on arrival; the new session
+        becomes current and the device is bound to the identity key it showed."""
+        session = initiate_session(backend.flavour, self._own.identity, peer_bundle, self._rng, signature_verified=True)
+        sset.entries.insert(0, self._sessions.new_entry(session, self._now().timestamp()))
+        self._devices.set_identity(jid, device_id, ik)
 
     def empty_message(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
         """An empty message to one device (no trust needed), building a session from its stored
@@ -213,13 +218,8 @@ class Sending(EngineCore):
                 stored = self._devices.bundle(backend.flavour.name, jid, device_id)
                 if stored is None:
                     return [FetchBundle(jid, device_id, namespace)]
-                b = stored.bundle
-                ids = sorted(b.prekeys)
-                pk_id = ids[int.from_bytes(self._rng(4), "big") % len(ids)]
-                pb = PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])
-                session = initiate_session(backend.flavour, self._own.identity, pb, self._rng, signature_verified=True)
-                sset.entries.insert(0, self._sessions.new_entry(session, self._now().timestamp()))
-                self._devices.set_identity(jid, device_id, backend.flavour.identity_to_x25519(b.ik))
+                ik = backend.flavour.identity_to_x25519(stored.bundle.ik)
+                self._start_session(backend, jid, device_id, sset, self._pick_prekey(stored.bundle), ik)
             return [self._empty(backend, jid, device_id, sset, "session-replacement")]
 
         return self._run(op)
