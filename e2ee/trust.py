@@ -71,14 +71,10 @@ class TrustStore:
 
     def levels(self, jid: str) -> dict[bytes, TrustLevel]:
         """Every identity key of ``jid`` with a decision or a first-sight level."""
-        return dict(self._levels(jid))
+        return dict(self.levels_view(jid))
 
     def levels_view(self, jid: str) -> dict[bytes, TrustLevel]:
-        """Like :meth:`levels`, without copying: never mutate the result."""
-        return self._levels(jid)
-
-    def _levels(self, jid: str) -> dict[bytes, TrustLevel]:
-        """Like :meth:`levels`, the cached dict itself: never mutate it."""
+        """Like :meth:`levels`, the cached dict itself (no copy): never mutate it."""
         raw = self._storage.get(_TABLE, jid)
         if raw is None:
             return {}
@@ -100,7 +96,7 @@ class TrustStore:
 
     def level(self, jid: str, ik: bytes) -> TrustLevel | None:
         """The level of ``ik`` for ``jid``, or None when the key was never seen."""
-        return self._levels(jid).get(ik)
+        return self.levels_view(jid).get(ik)
 
     def set(self, jid: str, ik: bytes, level: TrustLevel) -> None:
         """Record the user's decision."""
@@ -113,7 +109,7 @@ class TrustStore:
     def first_sight(self, jid: str, ik: bytes, replaces_known_key: bool = False) -> TrustLevel:
         """The level of ``ik``, assigning the policy's level when it is new.
         ``replaces_known_key``: a known device now shows this key (never trusted automatically)."""
-        known = self._levels(jid).get(ik)
+        known = self.levels_view(jid).get(ik)
         if known is not None:
             return known
         levels = self.levels(jid)
