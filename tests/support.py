@@ -5,7 +5,9 @@ minimal; the engine's own device and bundle management is tested elsewhere."""
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+import sqlite3
+from pathlib import Path
+from typing import Any, Literal
 
 from e2ee.flavour import Flavour
 from e2ee.identity import IdentityKeyPair
@@ -102,3 +104,14 @@ class OurDevice:
 
     def state(self, jid: str, device_id: int) -> bytes:
         return self.sessions[(jid, device_id)].to_bytes()
+
+
+def sql(path: Path, query: str, *args: object) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on a keystore file behind its back (to damage it in tests)."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute(query, args).fetchall()
+        db.commit()
+        return rows
+    finally:
+        db.close()

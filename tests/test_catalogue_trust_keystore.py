@@ -69,7 +69,7 @@ from e2ee.trust import TrustLevel, TrustPolicy
 from keystore import KdfParams, Keystore
 
 from .engine_support import DEVICE_LIST_NODE, LEGACY, O2, Net, bundle_item, snapshot
-from .support import seeded_rng
+from .support import seeded_rng, sql
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
@@ -170,15 +170,6 @@ def restore_memory(engine: Engine, state: dict[str, dict[str, bytes]]) -> None:
     engine.storage._tables = {t: dict(rows) for t, rows in state.items()}  # type: ignore[attr-defined]
     engine._sessions.forget_cache()
 
-
-def sql(path: Path, query: str, *args: object) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute(query, args).fetchall()
-        db.commit()
-        return rows
-    finally:
-        db.close()
 
 
 def raw_records(path: Path) -> list[tuple[bytes, bytes]]:

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 
-from .xmpp_server import Prosody, available
+from .xmpp_server import running
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -28,11 +28,7 @@ def test_engine_without_slixmpp_example_runs() -> None:
 
 
 def test_slixmpp_plugin_example_runs(tmp_path: Path) -> None:
-    assert available(), "Prosody is missing: scripts/test.sh installs it"
-    with Prosody(tmp_path) as server:
-        server.register("alice", "alice-pw")
-        server.register("bob", "bob-pw")
-        server.start()
+    with running(tmp_path) as server:
         code = _example("slixmpp plugin")
         namespace: dict[str, object] = {"SERVER": ("127.0.0.1", server.port), "CA_FILE": server.cert,
                                         "DOMAIN": server.domain}

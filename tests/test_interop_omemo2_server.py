@@ -38,7 +38,7 @@ from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
 
 from .peers.slixmpp_omemo2_peer import Omemo2Message, Omemo2Peer
-from .xmpp_server import Prosody, available
+from .xmpp_server import Prosody, running
 
 # slixmpp-omemo 2.2.0 itself uses the deprecated xmpp["xep_0060"] plugin access
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning")
@@ -46,19 +46,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XM
 O2, LEGACY = NAMESPACES
 
 
-def setup_module() -> None:
-    assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    p = Prosody(tmp_path_factory.mktemp("prosody-omemo2"))
-    p.__enter__()
-    for user in ("alice", "bob"):
-        p.register(user, f"{user}-pw")
-    p.start()
-    yield p
-    p.stop()
+    with running(tmp_path_factory.mktemp("prosody-omemo2"), ("alice", "bob")) as p:
+        yield p
 
 
 async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: float = 5) -> None:

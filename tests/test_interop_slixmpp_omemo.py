@@ -32,27 +32,19 @@ from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
 
 from .peers.slixmpp_omemo_peer import LegacyOmemoPeer, PeerMessage
-from .xmpp_server import Prosody, available
+from .xmpp_server import Prosody, running
 
 # slixmpp-omemo 2.2.0 itself uses the deprecated xmpp["xep_0060"] plugin access
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning")
 
-
-def setup_module() -> None:
-    assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
 
 O2, LEGACY = NAMESPACES
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    p = Prosody(tmp_path_factory.mktemp("prosody-slixmpp-omemo"))
-    p.__enter__()
-    for user in ("alice", "bob"):
-        p.register(user, f"{user}-pw")
-    p.start()
-    yield p
-    p.stop()
+    with running(tmp_path_factory.mktemp("prosody-slixmpp-omemo"), ("alice", "bob")) as p:
+        yield p
 
 
 async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: float = 5) -> None:

@@ -4,7 +4,6 @@ passphrase change, locking, and rollback detection."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,13 +16,13 @@ from e2ee.errors import (
     KeystoreLocked,
     RollbackDetected,
     UnsupportedKeystoreVersion,
-    UsageError,
     WrongPassphrase,
 )
 from e2ee.storage import Storage
 from keystore import KdfParams, Keystore
 
 from .storage_conformance import CONFORMANCE
+from .support import sql
 
 PW = "correct horse battery staple"
 FAST = KdfParams.floor()
@@ -74,19 +73,10 @@ def test_wrong_passphrase(tmp_path: Path) -> None:
     assert len(before) > 0
 
 
-def _sql(path: Path, query: str, *args: object) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute(query, args).fetchall()
-        db.commit()
-        return rows
-    finally:
-        db.close()
-
 
 def test_header_edits(tmp_path: Path) -> None:
     path = _store(tmp_path)
-    (header,) = _sql(path, "SELECT value FROM meta WHERE name='header'")[0]
+    (header,) = sql(path, "SELECT value FROM meta WHERE name='header'")[0]
     h = bytearray(header)  # type: ignore[arg-type]
     # magic 6, version 1, kdf 1, t 4, m 4, p 1, salt 16
     cases = {
@@ -100,22 +90,22 @@ def test_header_edits(tmp_path: Path) -> None:
     for name, (where, value, error) in cases.items():
         edited = bytearray(h)
         edited[where] = value
-        _sql(path, "UPDATE meta SET value=? WHERE name='header'", bytes(edited))
+        sql(path, "UPDATE meta SET value=? WHERE name='header'", bytes(edited))
         with pytest.raises(error):
             Keystore.open(path, PW)
-    _sql(path, "UPDATE meta SET value=? WHERE name='header'", bytes(h))
+    sql(path, "UPDATE meta SET value=? WHERE name='header'", bytes(h))
     Keystore.open(path, PW).close()
 
 
 def test_flipped_byte_in_a_record_is_corrupt_record_and_other_rows_stay_usable(tmp_path: Path) -> None:
     path = _store(tmp_path)
-    rows = _sql(path, "SELECT k, v FROM records")
+    rows = sql(path, "SELECT k, v FROM records")
     assert len(rows) == 3
     for i in range(0, len(rows[0][1]), 7):  # type: ignore[arg-type]
         for k, v in rows:
             flipped = bytearray(v)  # type: ignore[arg-type]
             flipped[i % len(flipped)] ^= 0x01
-            _sql(path, "UPDATE records SET v=? WHERE k=?", bytes(flipped), k)
+            sql(path, "UPDATE records SET v=? WHERE k=?", bytes(flipped), k)
             with Keystore.open(path, PW) as ks:
                 values = []
                 for table, key in (("session", "omemo2/1234/bob@example.net"), ("trust", "mallory@evil.example"),
@@ -125,7 +115,7 @@ def test_flipped_byte_in_a_record_is_corrupt_record_and_other_rows_stay_usable(t
                     except CorruptRecord:
                         values.append("corrupt")
                 assert values.count("corrupt") == 1 and None not in values
-            _sql(path, "UPDATE records SET v=? WHERE k=?", v, k)
+            sql(path, "UPDATE records SET v=? WHERE k=?", v, k)
 
 
 def test_a_record_copied_into_another_row_is_corrupt_not_missing(tmp_path: Path) -> None:
@@ -135,9 +125,9 @@ def test_a_record_copied_into_another_row_is_corrupt_not_missing(tmp_path: Path)
         mallory = keys.blind_key("trust", "mallory@evil.example")
         alice = keys.blind_key("trust", "alice@example.org")
         session = keys.blind_key("session", "omemo2/1234/bob@example.net")
-    (mallory_v,) = _sql(path, "SELECT v FROM records WHERE k=?", mallory)[0]
-    _sql(path, "UPDATE records SET v=? WHERE k=?", mallory_v, alice)
-    _sql(path, "INSERT OR REPLACE INTO records VALUES (?, ?)", session, mallory_v)  # across tables
+    (mallory_v,) = sql(path, "SELECT v FROM records WHERE k=?", mallory)[0]
+    sql(path, "UPDATE records SET v=? WHERE k=?", mallory_v, alice)
+    sql(path, "INSERT OR REPLACE INTO records VALUES (?, ?)", session, mallory_v)  # across tables
     with Keystore.open(path, PW) as ks:
         with pytest.raises(CorruptRecord):
             ks.get("trust", "alice@example.org")
@@ -151,12 +141,10 @@ def test_truncated_file_is_keystore_corrupt(tmp_path: Path, keep: int) -> None:
     path = _store(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[:keep])
-    with pytest.raises((KeystoreCorrupt, UsageError)) as info:
+    with pytest.raises(KeystoreCorrupt):
         with Keystore.open(path, PW) as ks:
             ks.get("trust", "alice@example.org")
             ks.keys("session")
-    if keep:
-        assert isinstance(info.value, KeystoreCorrupt)
 
 
 def test_foreign_file_is_keystore_corrupt(tmp_path: Path) -> None:
@@ -206,14 +194,14 @@ def test_second_process_gets_keystore_locked(tmp_path: Path) -> None:
 
 def test_passphrase_change_rewraps_the_key_only(tmp_path: Path) -> None:
     path = _store(tmp_path)
-    records_before = _sql(path, "SELECT k, v FROM records ORDER BY k")
+    records_before = sql(path, "SELECT k, v FROM records ORDER BY k")
     with Keystore.open(path, PW) as ks:
         ks.change_passphrase("a new passphrase")
     with pytest.raises(WrongPassphrase):
         Keystore.open(path, PW)
     with Keystore.open(path, "a new passphrase") as ks:
         assert ks.get("trust", "alice@example.org") == b"alice trust"
-    assert _sql(path, "SELECT k, v FROM records ORDER BY k") == records_before
+    assert sql(path, "SELECT k, v FROM records ORDER BY k") == records_before
 
 
 def test_kdf_floor_enforced_on_create() -> None:

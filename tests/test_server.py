@@ -4,6 +4,7 @@ including the carbon copy for our own other device."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,22 +14,14 @@ from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, available
+from .xmpp_server import Prosody, running
 
-
-def setup_module() -> None:
-    assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Prosody:
-    p = Prosody(tmp_path_factory.mktemp("prosody"))
-    p.__enter__()
-    for user in ("alice", "bob"):
-        p.register(user, f"{user}-pw")
-    p.start()
-    yield p  # type: ignore[misc]
-    p.stop()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    with running(tmp_path_factory.mktemp("prosody"), ("alice", "bob")) as p:
+        yield p
 
 
 async def _session(server: Prosody, user: str, inbox: list[tuple[str, Received]], name: str) -> E2EESession:

@@ -6,6 +6,7 @@ message afterwards still decrypts."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 import logging
 from pathlib import Path
 from unittest import mock
@@ -19,22 +20,14 @@ from e2ee.errors import AffixMismatch, MalformedMessage, RestrictedXml
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, available
+from .xmpp_server import Prosody, running
 
-
-def setup_module() -> None:
-    assert available(), "Prosody is missing: scripts/test.sh installs it"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Prosody:
-    p = Prosody(tmp_path_factory.mktemp("prosody-hostile"))
-    p.__enter__()
-    for user in ("alice", "bob", "mallory"):
-        p.register(user, f"{user}-pw")
-    p.start()
-    yield p  # type: ignore[misc]
-    p.stop()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    with running(tmp_path_factory.mktemp("prosody-hostile"), ("alice", "bob", "mallory")) as p:
+        yield p
 
 
 class Raw(slixmpp.ClientXMPP):  # type: ignore[misc]

@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Prosody", "available"]
+__all__ = ["Prosody", "available", "running"]
 
 DOMAIN = "localhost"
 
@@ -157,3 +159,14 @@ class Prosody:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def running(directory: Path, users: Iterable[str] = ("alice", "bob")) -> Iterator[Prosody]:
+    """A started server in ``directory`` with each user registered (password ``<user>-pw``)."""
+    assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
+    with Prosody(directory) as server:
+        for user in users:
+            server.register(user, f"{user}-pw")
+        server.start()
+        yield server
