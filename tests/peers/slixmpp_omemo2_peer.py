@@ -39,7 +39,6 @@ engine or the client may import this module.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -47,23 +46,15 @@ from pathlib import Path
 from typing import Any
 
 import oldmemo.oldmemo
-import slixmpp
 import twomemo
 import twomemo.etree
 import twomemo.twomemo
-from omemo.message import Message
-from omemo.session_manager import SessionManager
 from omemo.storage import Storage
-from omemo.types import DeviceInformation, DeviceList
+from omemo.types import DeviceInformation
 from slixmpp.jid import JID
 from slixmpp.plugins.base import register_plugin
-from slixmpp.xmlstream.handler import CoroutineCallback
-from slixmpp.xmlstream.matcher import MatchXPath
-from slixmpp_omemo import XEP_0384
-from slixmpp_omemo.base_session_manager import TrustLevel
-from slixmpp_omemo.xep_0384 import _make_session_manager
 
-from .omemo_peer import InMemoryStorage
+from .slixmpp_peer_base import OneBackendXEP0384, PeerClient, SentEmpty
 from .session_manager import sce_envelope
 
 __all__ = ["O2", "PLUGIN", "Omemo2Message", "Omemo2Peer", "SentEmpty", "TwomemoOnlyXEP0384", "parse_envelope"]
@@ -78,90 +69,14 @@ PLUGIN = "xep_0384_twomemo_only"  # own registry name: the global "xep_0384" ent
 FALLBACK = "This message is OMEMO 2 encrypted."
 
 
-@dataclass(frozen=True)
-class SentEmpty:
-    """An empty OMEMO message the library sent: to whom, and whether it carried a key exchange."""
-
-    bare_jid: str
-    key_exchange: bool
-
-
-class TwomemoOnlyXEP0384(XEP_0384):
+class TwomemoOnlyXEP0384(OneBackendXEP0384):
     """slixmpp-omemo's plugin with a session manager holding only the twomemo backend."""
 
     name = PLUGIN
+    namespace = O2
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._storage = InMemoryStorage()
-        self._sm: SessionManager | None = None
-        self._sm_task: asyncio.Task[SessionManager] | None = None
-        self.staleness_threshold: int | None = None  # set before connecting
-        self.sent_empty: list[SentEmpty] = []
-
-    @property
-    def storage(self) -> Storage:
-        return self._storage
-
-    @property
-    def _btbv_enabled(self) -> bool:
-        return True
-
-    async def _prompt_manual_trust(self, manually_trusted: frozenset[DeviceInformation], identifier: str | None) -> None:
-        sm = await self.get_session_manager()
-        for device in manually_trusted:
-            await sm.set_trust(device.bare_jid, device.identity_key, TrustLevel.TRUSTED.value)
-
-    async def get_session_manager(self) -> SessionManager:
-        if self._sm is not None:
-            return self._sm
-        if self._sm_task is None:
-            self._sm_task = asyncio.create_task(self._create_session_manager())
-            try:
-                self._sm = await self._sm_task
-            finally:
-                self._sm_task = None
-            self.xmpp.event("omemo_initialized")
-            return self._sm
-        return await self._sm_task
-
-    async def _create_session_manager(self) -> SessionManager:
-        base = _make_session_manager(self.xmpp, self)
-        sent_empty = self.sent_empty
-        attrs: dict[str, Any] = {}
-        if self.staleness_threshold is not None:
-            attrs["STALENESS_MAGIC_NUMBER"] = self.staleness_threshold
-
-        class TwomemoOnlySessionManager(base):  # type: ignore[misc, valid-type]
-            async def update_device_list(self, namespace: str, bare_jid: str, device_list: DeviceList) -> None:
-                if namespace != O2:
-                    log.debug("ignoring the %s device list of %s (OMEMO 2-only peer)", namespace, bare_jid)
-                    return
-                await super().update_device_list(namespace, bare_jid, device_list)
-
-            async def refresh_device_list(self, namespace: str, bare_jid: str) -> None:
-                if namespace != O2:
-                    return
-                await super().refresh_device_list(namespace, bare_jid)
-
-            async def _send_message(self, message: Message, bare_jid: str) -> None:
-                kex = any(key_exchange is not None for _key, key_exchange in message.keys)
-                sent_empty.append(SentEmpty(bare_jid, kex))
-                await super()._send_message(message, bare_jid)
-
-        for k, v in attrs.items():
-            setattr(TwomemoOnlySessionManager, k, v)
-
-        sm = await TwomemoOnlySessionManager.create(
-            [twomemo.Twomemo(self._storage, 1000, None)],
-            self._storage,
-            self.xmpp.boundjid.bare,
-            initial_own_label=None,
-            undecided_trust_level_name=TrustLevel.UNDECIDED.value,
-        )
-        await sm.ensure_data_consistency()
-        await sm.after_history_sync()
-        return sm  # type: ignore[no-any-return]
+    def backend(self, storage: Storage) -> twomemo.Twomemo:
+        return twomemo.Twomemo(storage, 1000, None)
 
 
 register_plugin(TwomemoOnlyXEP0384)
@@ -212,52 +127,16 @@ class Omemo2Message:
                 f"empty={self.body is None}, error={self.error!r})")
 
 
-class Omemo2Peer(slixmpp.ClientXMPP):
+class Omemo2Peer(PeerClient):
     """A slixmpp client with :class:`TwomemoOnlyXEP0384`; :meth:`start` returns once it is
     connected, has sent presence and has published its OMEMO 2 device list and bundle."""
 
+    plugin_name = PLUGIN
+    namespace = O2
+
     def __init__(self, jid: str, password: str, *, ca_file: Path, staleness_threshold: int | None = None) -> None:
-        super().__init__(jid, password)
-        self.enable_direct_tls = False
-        self.ca_certs = Path(ca_file)
-        self.register_plugin(PLUGIN)
-        self.omemo.staleness_threshold = staleness_threshold
+        super().__init__(jid, password, ca_file=ca_file, staleness_threshold=staleness_threshold)
         self.inbox: list[Omemo2Message] = []
-        self.failed: str | None = None
-        self._peer_lock = asyncio.Lock()
-        self._peer_started = asyncio.Event()
-        self._peer_omemo_ready = asyncio.Event()
-        self.add_event_handler("session_start", self._on_session_start)
-        self.add_event_handler("omemo_initialized", lambda _e: self._peer_omemo_ready.set())
-        self.register_handler(CoroutineCallback(
-            "OMEMO 2 message", MatchXPath(f"{{jabber:client}}message/{{{O2}}}encrypted"), self._on_message))
-        self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
-        self.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("certificate not trusted"))
-        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
-
-    @property
-    def omemo(self) -> TwomemoOnlyXEP0384:
-        return self.plugin[PLUGIN]  # type: ignore[literal-required, no-any-return]
-
-    def _fail(self, why: str) -> None:
-        self.failed = why
-        self._peer_started.set()
-        self._peer_omemo_ready.set()
-        self.disconnect()
-
-    async def start(self, host: str, port: int, timeout: float = 20) -> None:
-        self.connect(host, port)
-        await asyncio.wait_for(asyncio.gather(self._peer_started.wait(), self._peer_omemo_ready.wait()), timeout)
-        if self.failed:
-            raise ConnectionError(self.failed)
-
-    def _on_session_start(self, _event: object) -> None:
-        self.send_presence()
-        self._peer_started.set()
-
-    async def device_id(self) -> int:
-        own, _ = await (await self.omemo.get_session_manager()).get_own_device_information()
-        return int(own.device_id)
 
     async def _on_message(self, msg: Any) -> None:
         if msg["type"] not in ("chat", "normal"):

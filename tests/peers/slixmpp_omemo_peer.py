@@ -32,26 +32,18 @@ Test oracle only: nothing in the engine or the client may import this module.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 import oldmemo
 import oldmemo.oldmemo
-import slixmpp
-from omemo.session_manager import SessionManager
 from omemo.storage import Storage
-from omemo.types import DeviceInformation, DeviceList
+from omemo.types import DeviceInformation
 from slixmpp.jid import JID
 from slixmpp.plugins.base import register_plugin
-from slixmpp.xmlstream.handler import CoroutineCallback
-from slixmpp.xmlstream.matcher import MatchXPath
-from slixmpp_omemo import XEP_0384
-from slixmpp_omemo.base_session_manager import TrustLevel
-from slixmpp_omemo.xep_0384 import _make_session_manager
 
-from .omemo_peer import InMemoryStorage
+from .slixmpp_peer_base import OneBackendXEP0384, PeerClient
 
 __all__ = ["PLUGIN", "LegacyOmemoPeer", "LegacyOnlyXEP0384", "PeerMessage"]
 
@@ -61,68 +53,14 @@ LEGACY = oldmemo.oldmemo.NAMESPACE
 PLUGIN = "xep_0384_legacy_only"  # own registry name: the global "xep_0384" entry stays untouched
 
 
-class LegacyOnlyXEP0384(XEP_0384):
+class LegacyOnlyXEP0384(OneBackendXEP0384):
     """slixmpp-omemo's plugin with a session manager holding only the oldmemo backend."""
 
     name = PLUGIN
+    namespace = LEGACY
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._storage = InMemoryStorage()
-        self._sm: SessionManager | None = None
-        self._sm_task: asyncio.Task[SessionManager] | None = None
-
-    @property
-    def storage(self) -> Storage:
-        return self._storage
-
-    @property
-    def _btbv_enabled(self) -> bool:
-        return True
-
-    async def _prompt_manual_trust(self, manually_trusted: frozenset[DeviceInformation], identifier: str | None) -> None:
-        sm = await self.get_session_manager()
-        for device in manually_trusted:
-            await sm.set_trust(device.bare_jid, device.identity_key, TrustLevel.TRUSTED.value)
-
-    async def get_session_manager(self) -> SessionManager:
-        if self._sm is not None:
-            return self._sm
-        if self._sm_task is None:
-            self._sm_task = asyncio.create_task(self._create_session_manager())
-            try:
-                self._sm = await self._sm_task
-            finally:
-                self._sm_task = None
-            self.xmpp.event("omemo_initialized")
-            return self._sm
-        return await self._sm_task
-
-    async def _create_session_manager(self) -> SessionManager:
-        base = _make_session_manager(self.xmpp, self)
-
-        class LegacyOnlySessionManager(base):  # type: ignore[misc, valid-type]
-            async def update_device_list(self, namespace: str, bare_jid: str, device_list: DeviceList) -> None:
-                if namespace != LEGACY:
-                    log.debug("ignoring the %s device list of %s (legacy-only peer)", namespace, bare_jid)
-                    return
-                await super().update_device_list(namespace, bare_jid, device_list)
-
-            async def refresh_device_list(self, namespace: str, bare_jid: str) -> None:
-                if namespace != LEGACY:
-                    return
-                await super().refresh_device_list(namespace, bare_jid)
-
-        sm = await LegacyOnlySessionManager.create(
-            [oldmemo.Oldmemo(self._storage, 1000, None)],
-            self._storage,
-            self.xmpp.boundjid.bare,
-            initial_own_label=None,
-            undecided_trust_level_name=TrustLevel.UNDECIDED.value,
-        )
-        await sm.ensure_data_consistency()
-        await sm.after_history_sync()
-        return sm  # type: ignore[no-any-return]
+    def backend(self, storage: Storage) -> oldmemo.Oldmemo:
+        return oldmemo.Oldmemo(storage, 1000, None)
 
 
 register_plugin(LegacyOnlyXEP0384)
@@ -144,53 +82,16 @@ class PeerMessage:
         return f"PeerMessage(kex={self.key_exchange}, device={self.device and self.device.device_id}, error={self.error!r})"
 
 
-class LegacyOmemoPeer(slixmpp.ClientXMPP):
+class LegacyOmemoPeer(PeerClient):
     """A slixmpp client with :class:`LegacyOnlyXEP0384`; :meth:`start` returns once it is
     connected, has sent presence and has published its legacy device list and bundle."""
 
+    plugin_name = PLUGIN
+    namespace = LEGACY
+
     def __init__(self, jid: str, password: str, *, ca_file: Path) -> None:
-        super().__init__(jid, password)
-        self.enable_direct_tls = False
-        self.ca_certs = Path(ca_file)
-        self.register_plugin(PLUGIN)
+        super().__init__(jid, password, ca_file=ca_file)
         self.inbox: list[PeerMessage] = []
-        self.failed: str | None = None
-        self._peer_lock = asyncio.Lock()
-        self._peer_started = asyncio.Event()
-        self._peer_omemo_ready = asyncio.Event()
-        self.add_event_handler("session_start", self._on_session_start)
-        self.add_event_handler("omemo_initialized", lambda _e: self._peer_omemo_ready.set())
-        # not the "message" event: slixmpp raises it only for stanzas with a <body>, and empty OMEMO
-        # messages (key-exchange answers, heartbeats) have none
-        self.register_handler(CoroutineCallback(
-            "legacy OMEMO message", MatchXPath(f"{{jabber:client}}message/{{{LEGACY}}}encrypted"), self._on_message))
-        self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
-        self.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("certificate not trusted"))
-        self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
-
-    @property
-    def omemo(self) -> LegacyOnlyXEP0384:
-        return self.plugin[PLUGIN]  # type: ignore[literal-required, no-any-return]
-
-    def _fail(self, why: str) -> None:
-        self.failed = why
-        self._peer_started.set()
-        self._peer_omemo_ready.set()
-        self.disconnect()
-
-    async def start(self, host: str, port: int, timeout: float = 20) -> None:
-        self.connect(host, port)
-        await asyncio.wait_for(asyncio.gather(self._peer_started.wait(), self._peer_omemo_ready.wait()), timeout)
-        if self.failed:
-            raise ConnectionError(self.failed)
-
-    def _on_session_start(self, _event: object) -> None:
-        self.send_presence()
-        self._peer_started.set()
-
-    async def device_id(self) -> int:
-        own, _ = await (await self.omemo.get_session_manager()).get_own_device_information()
-        return int(own.device_id)
 
     async def _on_message(self, msg: Any) -> None:
         if msg["type"] not in ("chat", "normal"):
