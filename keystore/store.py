@@ -78,6 +78,7 @@ class Keystore(Storage):
         self._cache: OrderedDict[bytes, tuple[str, str, bytes] | None] = OrderedDict()
         self._blinds: dict[tuple[str, str], bytes] = {}
         self.path = Path()
+        self._gen_path = Path()  #: the generation counter beside the database
         self.rolled_back = False
 
     def __repr__(self) -> str:
@@ -118,7 +119,7 @@ class Keystore(Storage):
             ks._write_sidecar(0)
         except BaseException:
             ks.close()
-            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), ks._sidecar_path()):
+            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), ks._gen_path):
                 p.unlink(missing_ok=True)
             raise
         return ks
@@ -184,9 +185,6 @@ class Keystore(Storage):
         os.chmod(path, 0o600)
         self._db = db
 
-    def _sidecar_path(self) -> Path:
-        return getattr(self, "_gen_path", Path(f"{self.path}.generation"))
-
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise UsageError("the keystore is closed")
@@ -243,12 +241,12 @@ class Keystore(Storage):
 
     def _write_sidecar(self, generation: int) -> None:
         if self._gen_fd < 0:
-            self._gen_fd = os.open(self._sidecar_path(), os.O_RDWR | os.O_CREAT, 0o600)
+            self._gen_fd = os.open(self._gen_path, os.O_RDWR | os.O_CREAT, 0o600)
         data = generation.to_bytes(8, "big") + self._k().generation_mac(generation)
         os.pwrite(self._gen_fd, data, 0)
 
     def _check_rollback(self, accept: bool) -> None:
-        path = self._sidecar_path()
+        path = self._gen_path
         try:
             data = path.read_bytes()
         except FileNotFoundError:
