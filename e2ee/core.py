@@ -163,8 +163,9 @@ class EngineCore:
 
     def _bundle_effects(self) -> list[Effect]:
         own = self._own
-        o2 = omemo2_xml.build_bundle(own.bundle(_OMEMO2.flavour))
-        lg = legacy_xml.build_bundle(own.bundle(_LEGACY.flavour))
+        o2_bundle, legacy_bundle = own.bundles((_OMEMO2.flavour, _LEGACY.flavour))
+        o2 = omemo2_xml.build_bundle(o2_bundle)
+        lg = legacy_xml.build_bundle(legacy_bundle)
         return [
             Publish("urn:xmpp:omemo:2:bundles", str(own.device_id), o2, (("pubsub#max_items", "max"), _OPEN)),
             Publish(f"eu.siacs.conversations.axolotl.bundles:{own.device_id}", "current", lg, (_OPEN,)),

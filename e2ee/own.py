@@ -192,6 +192,13 @@ class OwnDevice:
         """Top the unused prekeys up to :data:`~e2ee.limits.PREKEY_COUNT` when fewer than
         :data:`~e2ee.limits.PREKEY_REFILL_THRESHOLD` remain.  Returns whether any was added."""
         rec = self._prekeys()
+        if not self._top_up(rec):
+            return False
+        self._put_prekeys(rec)
+        return True
+
+    def _top_up(self, rec: dict[str, Any]) -> bool:
+        """Add fresh prekeys to the decoded record ``rec`` if needed; whether it changed."""
         keys: dict[str, Any] = rec["keys"]
         unused = sum(1 for k in keys.values() if not k["used"])
         if unused >= PREKEY_REFILL_THRESHOLD:
@@ -204,7 +211,6 @@ class OwnDevice:
             keys[str(next_id)] = {"priv": priv.hex(), "pub": x25519_public(priv).hex(), "used": False, "base_keys": []}
             next_id = next_id % OWN_PREKEY_ID_MAX + 1
         rec["next_id"] = next_id
-        self._put_prekeys(rec)
         return True
 
     def prekey_for_exchange(self, pk_id: int, ek: bytes) -> bytes | None:
@@ -231,8 +237,8 @@ class OwnDevice:
             entry["base_keys"].append(ek.hex())
         else:
             del keys[str(pk_id)]
+        self._top_up(rec)
         self._put_prekeys(rec)
-        self.refill_prekeys()
 
     def delete_used_prekeys(self) -> int:
         """End of a catch-up: delete every hidden prekey.  Returns how many."""
@@ -248,14 +254,25 @@ class OwnDevice:
 
     def bundle(self, flavour: Flavour) -> Bundle:
         """Our bundle for ``flavour``: identity key, current signed prekey, unused prekeys."""
+        (bundle,) = self.bundles((flavour,))
+        return bundle
+
+    def bundles(self, flavours: tuple[Flavour, ...]) -> list[Bundle]:
+        """:meth:`bundle` for each flavour, reading the key records once."""
         cur = self._spk()["current"]
-        enc = flavour.encode_public
-        prekeys = {int(k): enc(bytes.fromhex(v["pub"])) for k, v in self._prekeys()["keys"].items() if not v["used"]}
-        return Bundle(
-            flavour.name,
-            flavour.own_identity(self.identity),
-            cur["id"],
-            enc(bytes.fromhex(cur["pub"])),
-            bytes.fromhex(cur["sig"][flavour.name]),
-            prekeys,
-        )
+        spk = bytes.fromhex(cur["pub"])
+        unused = [(int(k), bytes.fromhex(v["pub"])) for k, v in self._prekeys()["keys"].items() if not v["used"]]
+        out = []
+        for flavour in flavours:
+            enc = flavour.encode_public
+            out.append(
+                Bundle(
+                    flavour.name,
+                    flavour.own_identity(self.identity),
+                    cur["id"],
+                    enc(spk),
+                    bytes.fromhex(cur["sig"][flavour.name]),
+                    {pk_id: enc(pub) for pk_id, pub in unused},
+                )
+            )
+        return out
