@@ -228,11 +228,7 @@ def _online(args: argparse.Namespace, work: Any) -> int:
         try:
             return asyncio.run(run())
         except (ConnectionError, TimeoutError) as e:
-            raise _NetworkError(f"could not connect to {host}:{port}: {e or 'timed out'}") from None
-
-
-class _NetworkError(E2EEError):
-    pass
+            raise ConnectionError(f"could not connect to {host}:{port}: {e or 'timed out'}") from None
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -327,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return asyncio.run(run_over_server(sys.stdout, host, port, args.domain or host, args.ca_file))
             except (ConnectionError, TimeoutError) as e:
-                raise _NetworkError(f"demo over {host}:{port} failed: {e or 'timed out'}") from None
+                raise ConnectionError(f"demo over {host}:{port} failed: {e or 'timed out'}") from None
         handlers = {
             "init": _init,
             "fingerprint": _fingerprint,
@@ -349,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # output closed early (e.g. piped into head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except ConnectionError as exc:  # the server could not be reached, or refused us
+        print(f"e2ee: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("e2ee: interrupted", file=sys.stderr)
