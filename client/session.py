@@ -35,6 +35,8 @@ from e2ee.results import (
     SendMessage,
 )
 
+from .guard import install_depth_guard
+
 __all__ = ["E2EESession", "Received", "FALLBACK_BODY"]
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class E2EEHandlers:
 
     def install(self) -> None:
         xmpp = self.xmpp
+        install_depth_guard(xmpp)
         for plugin in (
             "xep_0030", "xep_0004", "xep_0059", "xep_0060", "xep_0115", "xep_0163", "xep_0280", "xep_0297",
             "xep_0313", "xep_0334", "xep_0380",

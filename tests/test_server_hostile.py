@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 import logging
 from pathlib import Path
 from unittest import mock
@@ -145,6 +146,51 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
             assert len(refused) == 1 + len(evil)  # each logged once
 
             await _still_works(alice, bob, inbox, "and the session goes on")
+        finally:
+            for client in (alice, bob, mallory):
+                client.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(run())
+
+
+def test_deeply_nested_stanzas_through_the_server(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
+    """I3 at stanza level: 10^5 levels are over Prosody's stanza size limit (the server ends the
+    sender's stream; nothing reaches alice); an iq nested 30,000 levels fits in it and reaches
+    alice's client (a message that deep does not: Prosody fails to archive it and drops it),
+    whose depth guard drops the stanza with one warning, before slixmpp walks it recursively
+    (without the guard, slixmpp's error reply to the iq recursed until ``RecursionError`` and the
+    connection died).  Alice's session goes on."""
+    caplog.set_level(logging.WARNING, logger="client.session")
+
+    async def run() -> None:
+        inbox: list[Received] = []
+        alice, bob, mallory = await _pair(server, inbox)
+        a = alice.boundjid.bare
+        loop_errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: loop_errors.append(ctx))
+        try:
+            await _still_works(alice, bob, inbox, "before the nesting")
+            caplog.clear()
+            deep = 30_000
+            nested = "<x>" * deep + "</x>" * deep
+            mallory.send_raw(f"<iq to='{alice.boundjid.full}' type='get' id='deep'><query xmlns='q'>{nested}</query></iq>")
+            for _ in range(200):
+                if any("nested deeper" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.02)
+            dropped = [r.getMessage() for r in caplog.records if "nested deeper" in r.getMessage()]
+            assert len(dropped) == 1 and mallory.boundjid.bare in dropped[0]
+
+            ended = asyncio.Event()
+            mallory.add_event_handler("disconnected", lambda _e: ended.set())
+            mallory.send_raw(f"<message to='{a}' type='chat'>{'<x>' * 100_000}{'</x>' * 100_000}</message>")
+            await asyncio.wait_for(ended.wait(), 10)  # over the server's limit: mallory is cut off
+
+            await _still_works(alice, bob, inbox, "after the nesting")
+            assert not [r for r in inbox if r.error is not None]
+            assert not loop_errors, loop_errors
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         finally:
             for client in (alice, bob, mallory):
                 client.disconnect()
