@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from e2ee.results import (
     SendMessage,
 )
 
+from .archive import SID_NS, ArchivePosition, own_stanza_id
 from .guard import install_depth_guard
 
 __all__ = ["E2EESession", "Received", "FALLBACK_BODY"]
@@ -45,8 +48,14 @@ O2, LEGACY = NAMESPACES
 DEVICE_LIST_NODES = {O2: "urn:xmpp:omemo:2:devices", LEGACY: "eu.siacs.conversations.axolotl.devicelist"}
 FALLBACK_BODY = "This message is end-to-end encrypted (OMEMO); your client cannot show it."
 _PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
-#: Archived messages looked at on connect.
+#: Archived messages read at the first connect (newest first).
 MAM_PAGE = 200
+#: Page size when reading the archive forward from the remembered position.
+MAM_FORWARD_PAGE = 100
+#: At most this many archived messages are read at one connect.
+MAM_MAX = 10_000
+#: Reading forward by time (when the archive was empty last time) starts this much earlier.
+CLOCK_SKEW = 300.0
 
 
 def _bundle_node(namespace: str, device_id: int) -> tuple[str, str | None]:
@@ -80,6 +89,10 @@ class E2EEHandlers:
         self.on_received = on_received
         self.ready = asyncio.Event()
         self.failed: str | None = None
+        self._sid = False  # our account stamps stanza-ids (XEP-0359) on what it archives
+        self._position: ArchivePosition | None = None
+        #: Archived messages processed by the catch-up at the last connect.
+        self.caught_up = 0
 
     def __getattr__(self, name: str) -> Any:  # plugin, boundjid, make_message, send_presence, ...
         return getattr(self.xmpp, name)
@@ -132,7 +145,8 @@ class E2EEHandlers:
             for ns in NAMESPACES:
                 await self.run_effects(self.engine.on_device_list(own, ns, await self._fetch_device_list(own, ns)))
             await self.run_effects(self.engine.publish())
-            await self.catch_up()
+            self._sid = await self._announces_stanza_ids()
+            self.caught_up = await self.catch_up()
             # presence last: offline messages then arrive after the archive was read, and are
             # recognised as duplicates of what the catch-up decrypted
             self.send_presence()
@@ -146,30 +160,74 @@ class E2EEHandlers:
         self.ready.set()
 
     async def catch_up(self, max_messages: int = MAM_PAGE) -> int:
-        """Decrypt the newest ``max_messages`` of our archive (duplicates of what we already
-        decrypted are ignored by the engine).  Returns how many results were processed."""
-        own = self.boundjid.bare
+        """Decrypt what our archive holds since we last read it: forward from the remembered
+        position, page by page (at most :data:`MAM_MAX` messages per connect; the next connect
+        goes on from there), or the newest ``max_messages`` when there is no position yet or the
+        archive no longer knows it.  Messages already decrypted are recognised by the engine.
+        Returns how many archived messages were processed."""
         self.engine.begin_catch_up()
-        count = 0
         try:
-            iq = await self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": max_messages}, reverse=True)
-            results = list(iq["mam"]["results"])
-            for result in reversed(results):  # oldest first
-                frm = result["from"].bare
-                if frm and frm != own:  # only our own archive
-                    continue
-                inner = result.xml.find(
-                    "{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message"
-                )
-                if inner is None:
-                    continue
-                sender = slixmpp.JID(inner.get("from", "")).bare
-                to = slixmpp.JID(inner.get("to", "")).bare
-                await self._decrypt_stanza(inner, sender, to, carbon=False, archived=True)
-                count += 1
+            position = self._position = ArchivePosition(self.engine.storage)
+            if position.archive_id is not None or position.time is not None:
+                try:
+                    return await self._read_forward(position)
+                except IqError as e:
+                    if e.condition != "item-not-found":
+                        raise
+                    log.warning("the archive no longer has message %s: reading its newest page", position.archive_id)
+            return await self._read_newest(position, max_messages)
         finally:
             await self.run_effects(self.engine.end_catch_up())
+
+    async def _announces_stanza_ids(self) -> bool:
+        try:
+            info = await self.plugin["xep_0030"].get_info(jid=self.boundjid.bare)
+        except (IqError, IqTimeout):
+            return False
+        return SID_NS in info["disco_info"]["features"]
+
+    async def _read_newest(self, position: ArchivePosition, max_messages: int) -> int:
+        now = time.time()
+        iq = await self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": max_messages}, reverse=True)
+        results = list(iq["mam"]["results"])
+        results.reverse()  # oldest first
+        await self._decrypt_archived(results)
+        position.advance(results[-1]["mam_result"]["id"] if results else None, now)
+        return len(results)
+
+    async def _read_forward(self, position: ArchivePosition) -> int:
+        count = 0
+        after = position.archive_id
+        while count < MAM_MAX:
+            now = time.time()
+            if after is not None:
+                iq = await self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": MAM_FORWARD_PAGE, "after": after})
+            else:  # we read the archive when it was empty: everything since then
+                since = datetime.fromtimestamp((position.time or now) - CLOCK_SKEW, timezone.utc)
+                iq = await self.plugin["xep_0313"].retrieve(jid=None, start=since, rsm={"max": MAM_FORWARD_PAGE})
+            results = list(iq["mam"]["results"])
+            await self._decrypt_archived(results)
+            count += len(results)
+            if results:
+                after = results[-1]["mam_result"]["id"]
+            position.advance(after, now)
+            if not results or iq["mam_fin"]["complete"]:
+                return count
+        log.warning("more than %d archived messages since the last connect: the rest is read at the next one", MAM_MAX)
         return count
+
+    async def _decrypt_archived(self, results: list[Any]) -> None:
+        own = self.boundjid.bare
+        for result in results:
+            frm = result["from"].bare
+            if frm and frm != own:  # only our own archive
+                continue
+            inner = result.xml.find("{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+            if inner is None:
+                continue
+            sender = slixmpp.JID(inner.get("from", "")).bare
+            to = slixmpp.JID(inner.get("to", "")).bare
+            await self._decrypt_stanza(inner, sender, to, carbon=False, archived=True)
 
     # ------------------------------------------------------------------ effects
 
@@ -292,6 +350,10 @@ class E2EEHandlers:
         if msg.xml.find("{urn:xmpp:carbons:2}sent") is not None:
             return
         await self._decrypt_stanza(msg.xml, msg["from"].bare, msg["to"].bare, carbon=False)
+        if self._sid and self._position is not None:
+            archive_id = own_stanza_id(msg.xml, self.boundjid.bare)
+            if archive_id is not None:
+                self._position.advance(archive_id, time.time())
 
     async def _carbon_origin(self, msg: Any) -> None:
         if msg["from"].bare != self.boundjid.bare:

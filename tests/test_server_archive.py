@@ -1,0 +1,107 @@
+"""The archive catch-up through a real Prosody: reading forward from the remembered position
+(more than one page), the position advanced by live messages' stanza-ids, and a sender's forged
+stanza-id (catalogue I5) neither hiding a message nor moving the position."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from client.archive import ArchivePosition
+from client.session import MAM_PAGE, E2EESession, Received
+from e2ee.engine import Engine
+from e2ee.results import Decrypted
+from e2ee.storage import MemoryStorage
+
+from .xmpp_server import Prosody, running
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    with running(tmp_path_factory.mktemp("prosody-archive"), ("alice", "bob")) as p:
+        yield p
+
+
+async def _connect(server: Prosody, engine: Engine, user: str, inbox: list[Received] | None = None) -> E2EESession:
+    session = E2EESession(engine, f"{user}-pw", ca_file=server.cert,
+                          on_received=None if inbox is None else inbox.append)
+    await session.start("127.0.0.1", server.port)
+    return session
+
+
+def _bodies(inbox: list[Received], archived: bool | None = None) -> list[str]:
+    return [r.result.body for r in inbox
+            if isinstance(r.result, Decrypted) and (archived is None or r.archived == archived)]
+
+
+async def _until(inbox: list[Received], count: int) -> None:
+    for _ in range(500):
+        if len(_bodies(inbox)) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(_bodies(inbox))} of {count} arrived")
+
+
+def test_catch_up_reads_forward_from_where_it_stopped(server: Prosody) -> None:
+    async def run() -> None:
+        d = server.domain
+        alice_engine = Engine.create(MemoryStorage(), f"alice@{d}")
+        bob = await _connect(server, Engine.create(MemoryStorage(), f"bob@{d}"), "bob")
+        alice = await _connect(server, alice_engine, "alice")  # publishes; reads an empty archive
+        first = ArchivePosition(alice_engine.storage)
+        assert first.archive_id is None and first.time is not None
+        await alice.close()
+
+        offline = MAM_PAGE + 50  # more than the newest page read at a first connect
+        for i in range(offline):
+            assert (await bob.send_text(f"alice@{d}", f"offline {i}")).ready
+        inbox: list[Received] = []
+        alice = await _connect(server, alice_engine, "alice", inbox)
+        assert _bodies(inbox, archived=True) == [f"offline {i}" for i in range(offline)]
+        # plus the heartbeat alice sent to bob during the catch-up (it is archived too)
+        reflections = [r for r in inbox if getattr(r.result, "reflection", False)]
+        assert alice.e2ee.caught_up == offline + len(reflections) == len([r for r in inbox if r.archived])
+        assert alice.e2ee._sid  # Prosody stamps stanza-ids and says so
+
+        # live messages move the position on; the next catch-up reads only what came after
+        for i in range(3):
+            assert (await bob.send_text(f"alice@{d}", f"live {i}")).ready
+        await _until(inbox, offline + 3)
+        position = ArchivePosition(alice_engine.storage).archive_id
+        await alice.close()
+        for i in range(2):
+            assert (await bob.send_text(f"alice@{d}", f"later {i}")).ready
+        inbox.clear()
+        alice = await _connect(server, alice_engine, "alice", inbox)
+        assert len(inbox) == 2 and _bodies(inbox, archived=True) == ["later 0", "later 1"]
+        assert alice.e2ee.caught_up == 2  # not the live ones again
+        assert ArchivePosition(alice_engine.storage).archive_id != position
+
+        # I5: bob adds a stanza-id "by alice" to his message
+        def forge(stanza: Any) -> Any:
+            if stanza.xml.tag == "{jabber:client}message":
+                ET.SubElement(stanza.xml, "{urn:xmpp:sid:0}stanza-id", {"by": f"alice@{d}", "id": "poison"})
+            return stanza
+
+        bob.add_filter("out", forge)
+        inbox.clear()
+        assert (await bob.send_text(f"alice@{d}", "with a forged stanza-id")).ready
+        await _until(inbox, 1)
+        assert _bodies(inbox) == ["with a forged stanza-id"]
+        assert ArchivePosition(alice_engine.storage).archive_id not in (None, "poison")
+
+        # a position the archive does not know: the newest page is read instead
+        ArchivePosition(alice_engine.storage).advance("not-an-archive-id", 0.0)
+        await alice.close()
+        inbox.clear()
+        alice = await _connect(server, alice_engine, "alice", inbox)
+        assert ArchivePosition(alice_engine.storage).archive_id != "not-an-archive-id"
+        assert not [r for r in inbox if r.error is not None]
+        for client in (alice, bob):
+            await client.close()
+
+    asyncio.run(run())
