@@ -9,6 +9,7 @@ live in memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from pathlib import Path
 from typing import TextIO
@@ -20,6 +21,10 @@ from e2ee.trust import fingerprint
 
 from .register import register_account
 from .session import E2EESession, Received, cancel_pending_tasks
+
+
+def _collect(received: list[tuple[str, Received]], name: str, r: Received) -> None:
+    received.append((name, r))
 
 
 async def run_over_server(out: TextIO, host: str, port: int, domain: str, ca_file: Path | None) -> int:
@@ -36,7 +41,7 @@ async def run_over_server(out: TextIO, host: str, port: int, domain: str, ca_fil
             jid, password = accounts[account]
             engine = Engine.create(MemoryStorage(), jid)
             session = E2EESession(engine, password, ca_file=ca_file,
-                                  on_received=lambda r, n=name: received.append((n, r)))
+                                  on_received=functools.partial(_collect, received, name))
             await session.start(host, port)
             devices[name] = session
             print(f"  {name:13} device {engine.device_id:<10} fingerprint {fingerprint(engine.identity_key)}", file=out)

@@ -12,7 +12,7 @@ from e2ee.engine import Engine
 from e2ee.errors import UsageError
 from keystore import KdfParams, Keystore
 
-__all__ = ["default_home", "keystore_path", "passphrase", "new_passphrase", "open_engine", "Account"]
+__all__ = ["Account", "default_home", "keystore_path", "new_passphrase", "open_engine", "passphrase"]
 
 PASSPHRASE_ENV = "E2EE_PASSPHRASE"
 NEW_PASSPHRASE_ENV = "E2EE_NEW_PASSPHRASE"

@@ -14,7 +14,9 @@ every decrypted message (or refusal) is passed to ``on_received`` as a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+import slixmpp
 
 from slixmpp.plugins.base import BasePlugin
 
@@ -25,15 +27,17 @@ from .session import E2EEHandlers
 __all__ = ["e2ee_omemo"]
 
 
-class e2ee_omemo(BasePlugin):  # type: ignore[misc]  # slixmpp finds a plugin class by its name
+class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
     name = "e2ee_omemo"
     description = "End-to-end encryption with OMEMO 2 and legacy OMEMO (e2ee engine)"
-    dependencies: set[str] = set()
-    default_config: dict[str, Any] = {"engine": None, "on_received": None}
+    dependencies: ClassVar[set[str]] = set()
+    default_config: ClassVar[dict[str, Any]] = {"engine": None, "on_received": None}
 
     def plugin_init(self) -> None:
         if self.engine is None:
             raise ValueError("register e2ee_omemo with pconfig={'engine': ...}")
+        if not isinstance(self.xmpp, slixmpp.ClientXMPP):
+            raise TypeError("e2ee_omemo works on a ClientXMPP")
         self.handlers = E2EEHandlers(self.xmpp, self.engine, self.on_received)
         self.handlers.install()
 

@@ -15,7 +15,7 @@ import segno
 
 from e2ee.errors import UsageError
 
-__all__ = ["QUIET_ZONE", "ERROR_LEVEL", "qr_code", "qr_terminal", "qr_png", "qr_svg"]
+__all__ = ["ERROR_LEVEL", "QUIET_ZONE", "qr_code", "qr_png", "qr_svg", "qr_terminal"]
 
 #: Quiet zone around the symbol, in modules (ISO/IEC 18004 asks for 4).
 QUIET_ZONE: Final = 4

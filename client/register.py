@@ -15,7 +15,7 @@ from .session import cancel_pending_tasks
 __all__ = ["register_account"]
 
 
-class _Registrar(slixmpp.ClientXMPP):  # type: ignore[misc]
+class _Registrar(slixmpp.ClientXMPP):
     def __init__(self, jid: str, password: str, ca_file: Path | None) -> None:
         super().__init__(jid, password)
         if ca_file is not None:
@@ -42,7 +42,7 @@ class _Registrar(slixmpp.ClientXMPP):  # type: ignore[misc]
         iq["register"]["username"] = self.boundjid.user
         iq["register"]["password"] = self.password
         try:
-            await iq.send()
+            await iq.send()  # type: ignore[no-untyped-call]
         except IqError as e:
             self._finish(f"the server refused in-band registration ({e.iq['error']['condition']})")
         except IqTimeout:
@@ -56,11 +56,11 @@ async def register_account(host: str, port: int, jid: str, password: str, ca_fil
     client.connect(host, port)
     try:
         error = await asyncio.wait_for(client.done, 20)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         error = "registration timed out"
     try:
         await asyncio.wait_for(asyncio.shield(client.disconnect()), 3)
-    except (asyncio.TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
+    except (TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
         pass
     # its send loop would otherwise be destroyed pending when the client object goes away;
     # the demo registers before it connects anything else

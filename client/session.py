@@ -16,7 +16,7 @@ import logging
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from e2ee.results import (
 from .archive import SID_NS, ArchivePosition, own_stanza_id
 from .guard import install_depth_guard
 
-__all__ = ["E2EESession", "Received", "FALLBACK_BODY"]
+__all__ = ["FALLBACK_BODY", "E2EESession", "Received"]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ class E2EEHandlers:
         xmpp.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
         xmpp.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("the server's certificate is not trusted"))
         for ns, node in DEVICE_LIST_NODES.items():
-            xmpp.plugin["xep_0060"].map_node_event(node, f"devices_{'o2' if ns == O2 else 'legacy'}")
+            xmpp.plugin["xep_0060"].map_node_event(node,  # type: ignore[no-untyped-call]
+                                                    f"devices_{'o2' if ns == O2 else 'legacy'}")
             xmpp.add_event_handler(f"devices_{'o2' if ns == O2 else 'legacy'}_publish", self._devices_event(ns))
 
     def _fail(self, why: str) -> None:
@@ -203,7 +204,7 @@ class E2EEHandlers:
             if after is not None:
                 iq = await self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": MAM_FORWARD_PAGE, "after": after})
             else:  # we read the archive when it was empty: everything since then
-                since = datetime.fromtimestamp((position.time or now) - CLOCK_SKEW, timezone.utc)
+                since = datetime.fromtimestamp((position.time or now) - CLOCK_SKEW, UTC)
                 iq = await self.plugin["xep_0313"].retrieve(jid=None, start=since, rsm={"max": MAM_FORWARD_PAGE})
             results = list(iq["mam"]["results"])
             await self._decrypt_archived(results)
@@ -286,7 +287,7 @@ class E2EEHandlers:
                 return None
             raise
         for item in iq["pubsub"]["items"]:
-            payload = item.xml.find("*")
+            payload: ET.Element | None = item.xml.find("*")
             if payload is not None:
                 return payload
         return None
@@ -397,7 +398,7 @@ def _precondition(e: IqError) -> bool:
     return e.iq.xml.find(f".//{{{_PUBSUB_ERRORS}}}precondition-not-met") is not None
 
 
-class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
+class E2EESession(slixmpp.ClientXMPP):
     """A client of its own for one engine.  Connect with :meth:`start` (returns once the
     session is set up, published and caught up)."""
 
@@ -438,7 +439,7 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
             return
         try:
             await asyncio.wait_for(asyncio.shield(self.disconnect(wait=wait)), wait + 1)
-        except (asyncio.TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
+        except (TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
             pass
 
 
