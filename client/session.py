@@ -24,6 +24,7 @@ import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, PeerError
@@ -48,6 +49,10 @@ O2, LEGACY = NAMESPACES
 DEVICE_LIST_NODES = {O2: "urn:xmpp:omemo:2:devices", LEGACY: "eu.siacs.conversations.axolotl.devicelist"}
 FALLBACK_BODY = "This message is end-to-end encrypted (OMEMO); your client cannot show it."
 _PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+#: Seconds between two runs of the engine's maintenance (signed-prekey rotation, prekey refill)
+#: in a long-lived session; it also runs at every connect.
+MAINTENANCE_INTERVAL = 6 * 3600
+_MAINTENANCE = "e2ee maintenance"
 #: Archived messages read at the first connect (newest first).
 MAM_PAGE = 200
 #: Page size when reading the archive forward from the remembered position.
@@ -91,6 +96,7 @@ class E2EEHandlers:
         self.failed: str | None = None
         self._sid = False  # our account stamps stanza-ids (XEP-0359) on what it archives
         self._position: ArchivePosition | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         #: Archived messages processed by the catch-up at the last connect.
         self.caught_up = 0
 
@@ -120,6 +126,7 @@ class E2EEHandlers:
             )
         xmpp.add_event_handler("carbon_received", self._carbon)
         xmpp.add_event_handler("carbon_sent", self._carbon)
+        xmpp.add_event_handler("disconnected", lambda _e: xmpp.cancel_schedule(_MAINTENANCE))
         xmpp.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
         xmpp.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
         xmpp.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("the server's certificate is not trusted"))
@@ -145,7 +152,10 @@ class E2EEHandlers:
             own = self.boundjid.bare
             for ns in NAMESPACES:
                 await self.run_effects(self.engine.on_device_list(own, ns, await self._fetch_device_list(own, ns)))
+            self.engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
             await self.run_effects(self.engine.publish())
+            self.xmpp.cancel_schedule(_MAINTENANCE)
+            self.xmpp.schedule(_MAINTENANCE, MAINTENANCE_INTERVAL, self._maintenance, repeat=True)
             self._sid = await self._announces_stanza_ids()
             self.caught_up = await self.catch_up()
             # presence last: offline messages then arrive after the archive was read, and are
@@ -179,6 +189,17 @@ class E2EEHandlers:
             return await self._read_newest(position, max_messages)
         finally:
             await self.run_effects(self.engine.end_catch_up())
+
+    def _maintenance(self) -> None:
+        async def run() -> None:
+            try:
+                await self.run_effects(self.engine.maintenance())
+            except (IqError, IqTimeout, E2EEError, NotConnectedError) as e:
+                log.warning("periodic maintenance failed: %s", e)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _announces_stanza_ids(self) -> bool:
         try:
