@@ -27,7 +27,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from e2ee.engine import NAMESPACES, Engine
-from e2ee.errors import DuplicateMessage, E2EEError, PeerError
+from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError
 from e2ee.results import (
     DecryptResult,
     Effect,
@@ -97,6 +97,7 @@ class E2EEHandlers:
         self._sid = False  # our account stamps stanza-ids (XEP-0359) on what it archives
         self._position: ArchivePosition | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._healed: set[tuple[str, str, int]] = set()
         #: Archived messages processed by the catch-up at the last connect.
         self.caught_up = 0
 
@@ -405,10 +406,32 @@ class E2EEHandlers:
             except E2EEError as e:
                 log.warning("message from %s refused: %s: %s", sender, type(e).__name__, e)
                 self._deliver(Received(None, e, carbon, sender, archived))
+                if isinstance(e, NoSession) and not archived:
+                    await self._heal(e)
                 return
             await self.run_effects(result.effects)
             self._deliver(Received(result, None, carbon, sender, archived))
             return
+
+    async def _heal(self, e: NoSession) -> None:
+        """A device writes to us on a session we do not have (we lost it, or it never reached
+        us): build one from its bundle and send it an empty message, so that its next messages
+        use the new session (XEP-0384).  Once per device per connection; never for archived
+        messages (they are old, the device has moved on)."""
+        device = (e.namespace, e.jid, e.device_id)
+        if not e.jid or device in self._healed:
+            return
+        self._healed.add(device)
+        try:
+            effects = self.engine.empty_message(e.jid, e.device_id, e.namespace)
+            if any(isinstance(x, FetchBundle) for x in effects):
+                await self.run_effects(effects)
+                effects = self.engine.empty_message(e.jid, e.device_id, e.namespace)
+            await self.run_effects(effects)
+        except (IqError, IqTimeout, E2EEError) as err:
+            log.warning("could not build a session with device %d of %s: %s", e.device_id, e.jid, err)
+            return
+        log.info("built a new session with device %d of %s", e.device_id, e.jid)
 
     def _deliver(self, received: Received) -> None:
         if self.on_received is not None:

@@ -120,7 +120,15 @@ class TooManySkippedKeys(DecryptionFailed):
 
 
 class NoSession(DecryptionFailed):
-    """There is no session to decrypt this message with."""
+    """There is no session to decrypt this message with.  ``jid``, ``device_id`` and
+    ``namespace`` name the sender's device: the embedder may build a session with it and send
+    an empty message (XEP-0384: "build a session and send an empty message")."""
+
+    def __init__(self, message: str, jid: str = "", device_id: int = 0, namespace: str = "") -> None:
+        super().__init__(message)
+        self.jid = jid
+        self.device_id = device_id
+        self.namespace = namespace
 
 
 class MissingPreKey(PeerError):

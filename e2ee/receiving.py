@@ -129,7 +129,7 @@ class Receiving(EngineCore):
                 new_kex = kex
         else:
             if not sset.entries:
-                raise NoSession(f"no session with device {dev}")
+                raise NoSession(f"no session with device {dev}", sender, dev, ns)
             if known_ik is not None:  # refuse a distrusted sender before any work
                 level = self._sender_level(sender, known_ik)
             entry, km = self._decrypt_message(sset, flavour, key.data)

@@ -271,8 +271,9 @@ def test_no_session_is_a_typed_error() -> None:
         key.set("jid", c.jid)
     for key in msg.iter("{urn:xmpp:omemo:2}key"):
         key.set("rid", str(c.device_id))
-    with pytest.raises(NoSession):
+    with pytest.raises(NoSession) as info:
         c.decrypt(msg, a.jid, to=c.jid)
+    assert (info.value.jid, info.value.device_id, info.value.namespace) == (a.jid, a.device_id, O2)
 
 
 def test_catch_up_keeps_used_prekeys_until_it_ends_then_answers() -> None:
