@@ -20,6 +20,7 @@ from slixmpp.plugins.base import BasePlugin
 
 from e2ee.results import EncryptResult
 
+from .muc import Rooms
 from .session import E2EEHandlers
 
 __all__ = ["e2ee_omemo"]
@@ -36,6 +37,7 @@ class e2ee_omemo(BasePlugin):  # type: ignore[misc]  # slixmpp finds a plugin cl
             raise ValueError("register e2ee_omemo with pconfig={'engine': ...}")
         self.handlers = E2EEHandlers(self.xmpp, self.engine, self.on_received)
         self.handlers.install()
+        self.rooms = Rooms(self.handlers)  #: group chats (XEP-0045): join, send_text, ...
 
     @property
     def ready(self) -> Any:
