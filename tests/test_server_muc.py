@@ -368,3 +368,38 @@ def test_readme_group_chat_example_runs(server: Prosody) -> None:
                                     "DOMAIN": server.domain, "MUC": server.muc}
     exec(compile(_example("group chat"), "README.md (group chat example)", "exec"), namespace)
     assert namespace["got"] == [(f"team@{server.muc}", f"ann@{server.domain}", "Hello, team")]
+
+
+def test_a_member_with_a_legacy_only_device_gets_the_legacy_element(server: Prosody) -> None:
+    """A member whose device is only on the legacy OMEMO list gets the room message in legacy
+    OMEMO (no SCE envelope, so no ``<to>`` to check) and decrypts it with the sender's real JID;
+    his answer reaches the sender's device, which is on both lists, in OMEMO 2."""
+    for user in ("max", "ned"):
+        server.register(user, f"{user}-pw")
+    room = f"mixed@{server.muc}"
+    legacy = NAMESPACES[1]
+
+    async def run() -> None:
+        inbox: Inbox = []
+        mx = await _session(server, "max", inbox, "max")
+        ned = await _session(server, "ned", inbox, "ned")
+        try:
+            # ned's account no longer announces an OMEMO 2 device list: his device is legacy-only
+            await ned.plugin["xep_0060"].delete_node(ned.boundjid.bare, "urn:xmpp:omemo:2:devices")
+            await mx.rooms.create(room, members=[ned.engine.jid])
+            await ned.rooms.join(room)
+            result = await mx.rooms.send_text(room, "in legacy OMEMO")
+            assert result.ready and set(result.elements) == {legacy}, result.devices
+            assert {(d.jid, d.namespace) for d in result.devices if d.outcome is Outcome.ENCRYPTED} == {(ned.engine.jid, legacy)}
+            await _until(lambda: _room_bodies(inbox, "ned", room) == ["in legacy OMEMO"], lambda: inbox)
+            (got,) = [r.result for n, r in inbox if n == "ned" and isinstance(r.result, Decrypted)]
+            assert got.namespace == legacy and got.jid == mx.engine.jid
+            reply = await ned.rooms.send_text(room, "a legacy-only answer")
+            assert reply.ready and set(reply.elements) == {O2}  # max's device is on both lists
+            await _until(lambda: _room_bodies(inbox, "max", room) == ["a legacy-only answer"], lambda: inbox)
+        finally:
+            for x in (mx, ned):
+                x.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(run())
