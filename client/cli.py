@@ -72,7 +72,33 @@ def _parser() -> argparse.ArgumentParser:
     recv.add_argument("--count", type=int, default=None, help="stop after N messages")
     recv.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds (default 10)")
     recv.add_argument("--json", action="store_true", help="one JSON object per line")
+    recv.add_argument("--room", action="append", default=[], metavar="ROOM",
+                      help="also join this group chat and print its messages (repeatable)")
+    recv.add_argument("--nick", help="nickname in the rooms (default: your JID's localpart)")
+    _room_parsers(sub)
     return p
+
+
+def _room_parsers(sub: Any) -> None:
+    """Group chats (XEP-0045): members-only rooms that show real JIDs."""
+    create = sub.add_parser("room-create", help="create a members-only, non-anonymous room for OMEMO")
+    create.add_argument("room", help="room@service")
+    create.add_argument("--member", action="append", default=[], metavar="JID", help="make JID a member (repeatable)")
+    create.add_argument("--nick")
+    aff = sub.add_parser("room-affiliation", help="change someone's affiliation in a room (owner, admin, member, none, outcast)")
+    aff.add_argument("room")
+    aff.add_argument("jid")
+    aff.add_argument("affiliation", choices=("owner", "admin", "member", "none", "outcast"))
+    aff.add_argument("--nick")
+    members = sub.add_parser("room-members", help="join a room, check it and list who receives its messages")
+    members.add_argument("room")
+    members.add_argument("--nick")
+    members.add_argument("--json", action="store_true")
+    rsend = sub.add_parser("room-send", help="encrypt a message for every member of a room and send it there")
+    rsend.add_argument("room")
+    rsend.add_argument("text")
+    rsend.add_argument("--nick")
+    rsend.add_argument("--json", action="store_true")
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -259,6 +285,71 @@ def _send(args: argparse.Namespace) -> int:
     return _online(args, work)
 
 
+def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
+    """Per-device status of a group send, like ``send``'s; exit status 1 when nothing was sent."""
+    rows = [
+        {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
+        for d in result.devices
+    ]
+    if args.json:
+        print(json.dumps({**head, "recipients": rows}))
+    else:
+        for r in rows:
+            print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+    if not result.ready:
+        why = f"no trusted device for {', '.join(result.unreachable)}" if result.unreachable else "no device to encrypt for"
+        print(f"e2ee: error: not sent: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _room_create(args: argparse.Namespace) -> int:
+    async def work(session: Any, _received: list[Any]) -> int:
+        state = await session.rooms.create(args.room, args.nick, args.member)
+        print(f"created {state.jid} (members-only, real JIDs visible); members: {', '.join(sorted(state.members))}")
+        session.rooms.leave(state.jid)
+        return 0
+
+    return _online(args, work)
+
+
+def _room_affiliation(args: argparse.Namespace) -> int:
+    async def work(session: Any, _received: list[Any]) -> int:
+        state = await session.rooms.join(args.room, args.nick)
+        await session.rooms.set_affiliation(state.jid, args.jid, args.affiliation)
+        print(f"{args.jid} is now {args.affiliation} in {state.jid}")
+        session.rooms.leave(state.jid)
+        return 0
+
+    return _online(args, work)
+
+
+def _room_members(args: argparse.Namespace) -> int:
+    async def work(session: Any, _received: list[Any]) -> int:
+        state = await session.rooms.join(args.room, args.nick)
+        present = set(state.occupants.values())
+        rows = [{"jid": j, "affiliation": a, "present": j in present} for j, a in sorted(state.members.items())]
+        if args.json:
+            print(json.dumps({"room": state.jid, "members": rows}))
+        else:
+            for r in rows:
+                print(f"{r['jid']} {r['affiliation']}{' (present)' if r['present'] else ''}")
+        session.rooms.leave(state.jid)
+        return 0
+
+    return _online(args, work)
+
+
+def _room_send(args: argparse.Namespace) -> int:
+    async def work(session: Any, _received: list[Any]) -> int:
+        state = await session.rooms.join(args.room, args.nick)
+        result = await session.rooms.send_text(state.jid, args.text)
+        session.rooms.leave(state.jid)
+        return _report(result, args, {"id": None, "room": state.jid})
+
+    return _online(args, work)
+
+
 def _recv(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -267,6 +358,9 @@ def _recv(args: argparse.Namespace) -> int:
     async def work(session: Any, received: list[Any]) -> int:
         shown = 0
         deadline = asyncio.get_running_loop().time() + args.timeout
+        for room in args.room:
+            state = await session.rooms.join(room, args.nick)
+            print(f"joined {state.jid} as {state.nick}", file=sys.stderr, flush=True)
         while asyncio.get_running_loop().time() < deadline and (args.count is None or shown < args.count):
             while received:
                 r = received.pop(0)
@@ -277,8 +371,9 @@ def _recv(args: argparse.Namespace) -> int:
                     continue
                 d = r.result
                 row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
-                       "body": d.body, "carbon": r.carbon, "archived": r.archived}
-                print(json.dumps(row) if args.json else f"{d.jid}/{d.device_id} [{d.trust.value}]: {d.body}", flush=True)
+                       "body": d.body, "carbon": r.carbon, "archived": r.archived, "room": r.room}
+                where = f"[{r.room}] " if r.room else ""
+                print(json.dumps(row) if args.json else f"{where}{d.jid}/{d.device_id} [{d.trust.value}]: {d.body}", flush=True)
                 shown += 1
             await asyncio.sleep(0.05)
         return 0
@@ -335,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
             "publish": _publish,
             "send": _send,
             "recv": _recv,
+            "room-create": _room_create,
+            "room-affiliation": _room_affiliation,
+            "room-members": _room_members,
+            "room-send": _room_send,
         }
         return int(handlers[args.command](args))
     except UsageError as exc:

@@ -22,6 +22,7 @@ from slixmpp.plugins.base import BasePlugin
 
 from e2ee.results import EncryptResult
 
+from .muc import Rooms
 from .session import E2EEHandlers
 
 __all__ = ["e2ee_omemo"]
@@ -40,6 +41,7 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
             raise TypeError("e2ee_omemo works on a ClientXMPP")
         self.handlers = E2EEHandlers(self.xmpp, self.engine, self.on_received)
         self.handlers.install()
+        self.rooms = Rooms(self.handlers)  #: group chats (XEP-0045): join, send_text, ...
 
     @property
     def ready(self) -> Any:

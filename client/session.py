@@ -40,6 +40,7 @@ from e2ee.results import (
 
 from .archive import SID_NS, ArchivePosition, own_stanza_id
 from .guard import install_depth_guard
+from .muc import Rooms
 
 __all__ = ["FALLBACK_BODY", "E2EESession", "Received"]
 
@@ -73,13 +74,15 @@ class Received:
     """What arrived: the engine's result plus where it came from."""
 
     def __init__(
-        self, result: DecryptResult | None, error: E2EEError | None, carbon: bool, stanza_from: str, archived: bool = False
+        self, result: DecryptResult | None, error: E2EEError | None, carbon: bool, stanza_from: str, archived: bool = False,
+        room: str | None = None,
     ) -> None:
         self.result = result
         self.error = error
         self.carbon = carbon
         self.stanza_from = stanza_from
         self.archived = archived
+        self.room = room  #: the room's bare JID for a group message (then stanza_from is room/nick)
 
 
 class E2EEHandlers:
@@ -342,8 +345,10 @@ class E2EEHandlers:
         item = self.client_roster[bare] if bare in self.client_roster else None
         return item is not None and item["subscription"] in ("to", "both")
 
-    def _send_encrypted_element(self, to: str, elem: ET.Element, namespace: str, body: str | None) -> None:
-        msg = self.make_message(mto=to, mtype="chat", mbody=body)
+    def _send_encrypted_element(
+        self, to: str, elem: ET.Element, namespace: str, body: str | None, mtype: str = "chat"
+    ) -> None:
+        msg = self.make_message(mto=to, mtype=mtype, mbody=body)
         msg.xml.append(elem)
         eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
         eme.set("namespace", namespace)
@@ -460,6 +465,7 @@ class E2EESession(slixmpp.ClientXMPP):
         self.enable_direct_tls = False
         self.e2ee = E2EEHandlers(self, engine, on_received)
         self.e2ee.install()
+        self.rooms = Rooms(self.e2ee)  #: group chats (XEP-0045)
 
     @property
     def engine(self) -> Engine:

@@ -567,7 +567,8 @@ def test_D8_group_and_private_messages_cannot_be_turned_into_each_other() -> Non
     ``AffixMismatch`` with the stored state unchanged, and later traffic still decrypts.
     Refusing semi-anonymous rooms, keying sessions by real JID, ``UnknownSender`` for an unknown
     real JID and trusting ``muc#user`` only from the room's own archive are the client's job (the
-    engine is given the occupant's real JID as ``sender``)."""
+    engine is given the occupant's real JID as ``sender``): ``tests/test_server_muc.py`` and
+    ``tests/test_muc_state.py`` show the first three (no room archive is read yet)."""
     net = Net()
     alice = net.device(ALICE, "d8-a")
     bob = net.device(BOB, "d8-b")

@@ -50,6 +50,9 @@ archive_expires_after = "1w"
 certificates = "{dir}/certs"
 VirtualHost "{domain}"
     ssl = {{ key = "{dir}/certs/{domain}.key", certificate = "{dir}/certs/{domain}.crt" }}
+-- group chats (XEP-0045): an internal component, no port of its own
+Component "rooms.{domain}" "muc"
+    restrict_room_creation = false
 """
 
 
@@ -84,6 +87,11 @@ class Prosody:
     @property
     def config(self) -> Path:
         return self.directory / "prosody.cfg.lua"
+
+    @property
+    def muc(self) -> str:
+        """The domain of the group-chat service (XEP-0045) on this server."""
+        return f"rooms.{self.domain}"
 
     @property
     def cert(self) -> Path:

@@ -1,0 +1,429 @@
+"""OMEMO in group chats (XEP-0045 rooms, XEP-0384 "Group chats") on top of the slixmpp session.
+
+:class:`Rooms` is attached to an :class:`~client.session.E2EEHandlers` (every
+:class:`~client.session.E2EESession` has one as ``session.rooms``).  It joins rooms, keeps each
+room's :class:`~client.muc_room.RoomState`, encrypts for the room's members and decrypts what
+occupants send.  The engine stays room-agnostic: it gets the members' bare JIDs as recipients,
+the room as the SCE ``<to>`` (``to=room``), and the occupant's real JID as the sender
+(``require_to=True`` on receipt, so that a group message cannot pass as a private one or the
+reverse).
+
+What it does, as the deployed clients do (Conversations, Dino, Gajim):
+
+* OMEMO only in rooms that show real JIDs to everyone and admit members only: the room's
+  disco#info must list ``muc_nonanonymous`` and ``muc_membersonly``, else
+  :class:`~e2ee.errors.RoomNotSuitable` (checked before joining and before every send; a room
+  that announces a configuration change is checked again and a warning logged).
+  ``require_members_only=False`` accepts a non-anonymous open room with a warning (its present
+  occupants are then recipients as well).
+* Recipients are the owners, admins and members from the room's affiliation lists, online or
+  not, fetched at join and again before every send (Prosody lets members read them in
+  members-only non-anonymous rooms), plus our own account.  Their device lists are fetched again
+  before each send unless we have a presence subscription (no PEP notifications otherwise).  A
+  member whose affiliation is removed is no longer a recipient of the next message.
+* Sent messages are ``type='groupchat'`` to the room with the same hints as 1:1 messages (EME,
+  store hint, a clear-text notice).
+* A received ``<encrypted/>`` of ``type='groupchat'`` is accepted only from a room we are in, and
+  only from an occupant whose real JID the room announced; else it is refused with
+  :class:`~e2ee.errors.UnknownSender` (logged once per nickname, reported to ``on_received``
+  every time).  Our own message coming back is the engine's ``NotForThisDevice`` with
+  ``reflection=True`` (the sending device never encrypts for itself).
+* Key-exchange answers and heartbeats that decryption asks for go 1:1 to the member's real JID
+  (the engine's ``SendMessage`` effects), as Conversations does.
+* No room history is requested at join (``maxstanzas=0``): history would arrive under nicknames
+  whose holders may have changed since.  Messages sent while we were not in the room are not
+  read (no room-archive catch-up yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout, PresenceError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from e2ee.engine import NAMESPACES, Engine
+from e2ee.errors import (
+    DuplicateMessage,
+    E2EEError,
+    RoomNotSuitable,
+    RoomUnavailable,
+    UnknownSender,
+    UsageError,
+)
+from e2ee.omemo2.envelope import bare_jid_key
+from e2ee.results import Effect, EncryptResult, FetchDeviceList
+
+from .muc_room import MEMBER_AFFILIATIONS, MEMBERSONLY, MUC_USER, NONANONYMOUS, RoomState, account
+
+if TYPE_CHECKING:
+    from .session import E2EEHandlers
+
+__all__ = ["Rooms", "AFFILIATIONS", "MUC"]
+
+log = logging.getLogger(__name__)
+
+MUC = "http://jabber.org/protocol/muc"
+#: Affiliations :meth:`Rooms.set_affiliation` accepts.
+AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
+_X = f"{{{MUC_USER}}}x"
+#: Status codes of a room notice that announce a configuration change.
+_CONFIG_CHANGE = frozenset({104, 170, 171, 172, 173, 174})
+#: The configuration :meth:`Rooms.create` submits.
+OMEMO_ROOM_CONFIG = (
+    ("muc#roomconfig_membersonly", True),
+    ("muc#roomconfig_whois", "anyone"),
+    ("muc#roomconfig_persistentroom", True),
+    ("muc#roomconfig_publicroom", False),
+)
+
+
+def _room_jid(room: str) -> str:
+    key = account(room) if isinstance(room, str) else None
+    if key is None or "/" in room:
+        raise UsageError(f"not a room address (room@service): {room!r}")
+    return key
+
+
+def _condition(e: IqError | PresenceError) -> str:
+    return str(e.condition or "error")
+
+
+class Rooms:
+    """The rooms of one session.  Build it before connecting (it registers slixmpp's XEP-0045
+    plugin and its own stanza handlers)."""
+
+    def __init__(self, handlers: E2EEHandlers, *, require_members_only: bool = True, timeout: float = 10.0) -> None:
+        self.handlers = handlers
+        self.require_members_only = require_members_only
+        self.timeout = timeout
+        self._rooms: dict[str, RoomState] = {}
+        self._unknown_logged: set[tuple[str, str]] = set()
+        self._joining: dict[str, asyncio.Future[str]] = {}
+        xmpp = handlers.xmpp
+        xmpp.register_plugin("xep_0045")
+        xmpp.register_handler(Callback("e2ee muc presence", MatchXPath(f"{{jabber:client}}presence/{_X}"), self._presence))
+        xmpp.register_handler(
+            Callback("e2ee muc join error", MatchXPath("{jabber:client}presence/{jabber:client}error"), self._presence_error)
+        )
+        xmpp.register_handler(Callback("e2ee muc notice", MatchXPath(f"{{jabber:client}}message/{_X}"), self._notice))
+        for ns in NAMESPACES:
+            xmpp.register_handler(
+                Callback(f"e2ee muc {ns}", MatchXPath(f"{{jabber:client}}message/{{{ns}}}encrypted"), self._groupchat)
+            )
+
+    @property
+    def engine(self) -> Engine:
+        return self.handlers.engine
+
+    @property
+    def xmpp(self) -> slixmpp.ClientXMPP:
+        return self.handlers.xmpp
+
+    def get(self, room: str) -> RoomState | None:
+        """What we know of ``room`` (None when we never joined it in this session)."""
+        return self._rooms.get(_room_jid(room))
+
+    def _joined(self, room: str) -> RoomState:
+        state = self._rooms.get(_room_jid(room))
+        if state is None:
+            raise UsageError(f"not in room {room}: join it first")
+        if not state.joined:
+            why = ", ".join(str(c) for c in sorted(state.removed)) or "left"
+            raise RoomUnavailable(f"no longer in room {room} (status {why})", "not-in-room")
+        return state
+
+    # ------------------------------------------------------------------ room configuration
+
+    async def features(self, room: str) -> frozenset[str]:
+        """The room's disco#info features; raises :class:`~e2ee.errors.RoomUnavailable`
+        (``condition`` ``item-not-found`` when there is no such room)."""
+        try:
+            info = await self.xmpp.plugin["xep_0030"].get_info(jid=slixmpp.JID(_room_jid(room)), timeout=self.timeout)
+        except IqError as e:
+            raise RoomUnavailable(f"room {room}: {_condition(e)}", _condition(e)) from None
+        except IqTimeout:
+            raise RoomUnavailable(f"room {room} did not answer", "timeout") from None
+        return frozenset(info["disco_info"]["features"])
+
+    async def check(self, room: str) -> bool:
+        """Refuse a room that is unfit for OMEMO (:class:`~e2ee.errors.RoomNotSuitable` naming the
+        missing features).  Returns whether it is members-only (False only with
+        ``require_members_only=False``, after a warning)."""
+        room = _room_jid(room)
+        features = await self.features(room)
+        missing = tuple(f for f in (MUC, NONANONYMOUS, MEMBERSONLY) if f not in features)
+        if missing == (MEMBERSONLY,) and not self.require_members_only:
+            log.warning("room %s is not members-only: whoever joins it reads later messages", room)
+            return False
+        if missing:
+            raise RoomNotSuitable(room, missing)
+        return True
+
+    async def _recheck(self, room: str) -> None:
+        try:
+            await self.check(room)
+        except RoomNotSuitable as e:
+            log.warning("%s: nothing more is sent there", e)
+        except RoomUnavailable as e:
+            log.warning("room %s could not be checked after a configuration change: %s", room, e)
+
+    # ------------------------------------------------------------------ joining and leaving
+
+    async def join(self, room: str, nick: str | None = None) -> RoomState:
+        """Check the room, join it as ``nick`` (default: our JID's localpart; devices of one
+        account may share it) and fetch its affiliation lists.  Raises
+        :class:`~e2ee.errors.RoomNotSuitable` or :class:`~e2ee.errors.RoomUnavailable` (e.g.
+        ``registration-required``: we are not a member)."""
+        room = _room_jid(room)
+        known = self._rooms.get(room)
+        if known is not None and known.joined:
+            return known
+        members_only = await self.check(room)
+        state = self._enter(room, nick, members_only)
+        await self._join_presence(state)
+        await self.refresh_members(room)
+        return state
+
+    def _enter(self, room: str, nick: str | None, members_only: bool) -> RoomState:
+        own = self.handlers.engine.jid
+        state = RoomState(room, nick or own.partition("@")[0], own, members_only)
+        self._rooms[room] = state
+        return state
+
+    async def _join_presence(self, state: RoomState) -> None:
+        """Join and wait for our own presence and the subject, or an error presence (Prosody's
+        lacks the ``muc`` child slixmpp waits for, so it is watched for here too)."""
+        refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._joining[state.jid] = refused
+        join: asyncio.Future[Any] = asyncio.ensure_future(
+            self.xmpp.plugin["xep_0045"].join_muc_wait(slixmpp.JID(state.jid), state.nick, maxstanzas=0, timeout=self.timeout)
+        )
+        condition = None
+        try:
+            done, _pending = await asyncio.wait([join, refused], timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+            if refused in done:
+                condition = refused.result()
+            elif join in done:
+                try:
+                    join.result()
+                except PresenceError as e:
+                    condition = _condition(e)
+                except asyncio.TimeoutError:
+                    condition = "timeout"
+            else:
+                condition = "timeout"
+        finally:
+            self._joining.pop(state.jid, None)
+            if not join.done():
+                join.cancel()
+        if condition is not None:
+            self._rooms.pop(state.jid, None)
+            self.xmpp.plugin["xep_0045"].rooms[None].pop(slixmpp.JID(state.jid), None)
+            if condition == "timeout":
+                raise RoomUnavailable(f"room {state.jid} did not answer the join", condition)
+            raise RoomUnavailable(f"could not join {state.jid}: {condition}", condition)
+
+    def leave(self, room: str) -> None:
+        """Leave ``room`` (nothing happens when we are not in it)."""
+        state = self._rooms.pop(_room_jid(room), None)
+        if state is not None and state.joined:
+            try:
+                self.xmpp.plugin["xep_0045"].leave_muc(slixmpp.JID(state.jid), state.nick)
+            except KeyError:  # slixmpp already forgot it (we were removed)
+                pass
+
+    async def create(self, room: str, nick: str | None = None, members: Iterable[str] = ()) -> RoomState:
+        """Create ``room`` (it must not exist yet) as its owner, configured for OMEMO: members-only,
+        real JIDs shown to everyone, persistent, not listed publicly; then make each of
+        ``members`` a member.  Raises :class:`~e2ee.errors.UsageError` when the room exists."""
+        room = _room_jid(room)
+        try:
+            await self.features(room)
+        except RoomUnavailable as e:
+            if e.condition != "item-not-found":
+                raise
+        else:
+            raise UsageError(f"room {room} already exists")
+        state = self._enter(room, nick, True)
+        await self._join_presence(state)
+        muc = self.xmpp.plugin["xep_0045"]
+        form = self.xmpp.plugin["xep_0004"].make_form(ftype="submit")  # type: ignore[no-untyped-call]
+        form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig")
+        for var, value in OMEMO_ROOM_CONFIG:
+            form.add_field(var=var, value=value)
+        try:
+            await muc.set_room_config(room, form, timeout=self.timeout)
+        except (IqError, IqTimeout) as e:
+            why = _condition(e) if isinstance(e, IqError) else "timeout"
+            raise RoomUnavailable(f"room {room} could not be configured: {why}", why) from None
+        await self.check(room)
+        for jid in members:
+            await self.set_affiliation(room, jid, "member")
+        await self.refresh_members(room)
+        return state
+
+    async def set_affiliation(self, room: str, jid: str, affiliation: str) -> None:
+        """Change ``jid``'s affiliation (owner, admin, member, none, outcast); we must be allowed
+        to (owner or admin).  ``none`` or ``outcast`` removes a member: later messages are no
+        longer encrypted for them."""
+        room = _room_jid(room)
+        if affiliation not in AFFILIATIONS:
+            raise UsageError(f"affiliation must be one of {', '.join(AFFILIATIONS)}, not {affiliation!r}")
+        target = account(jid)
+        if target is None:
+            raise UsageError(f"not the JID of an account: {jid!r}")
+        try:
+            await self.xmpp.plugin["xep_0045"].set_affiliation(room, affiliation, jid=target, timeout=self.timeout)  # type: ignore[arg-type]
+        except IqError as e:
+            raise RoomUnavailable(f"room {room} refused the affiliation change: {_condition(e)}", _condition(e)) from None
+        except IqTimeout:
+            raise RoomUnavailable(f"room {room} did not answer", "timeout") from None
+        state = self._rooms.get(room)
+        if state is not None:
+            state.set_affiliation(target, affiliation)
+
+    # ------------------------------------------------------------------ members
+
+    async def refresh_members(self, room: str) -> list[str]:
+        """Fetch the owner, admin and member lists of a joined room; returns the recipients
+        (:meth:`~client.muc_room.RoomState.recipients`).  A list the room does not let us read
+        is logged, and what presences and notices told us is kept for it."""
+        state = self._joined(room)
+        kinds = sorted(MEMBER_AFFILIATIONS)
+        answers = await asyncio.gather(*(self._affiliation_list(state.jid, a) for a in kinds), return_exceptions=True)
+        fetched: dict[str, str] = {}
+        complete = True
+        for affiliation, answer in zip(kinds, answers):
+            if isinstance(answer, IqError):
+                complete = False
+                log.warning("room %s does not let us read its %s list: %s", state.jid, affiliation, _condition(answer))
+                continue
+            if isinstance(answer, IqTimeout):
+                raise RoomUnavailable(f"room {state.jid} did not answer", "timeout")
+            if isinstance(answer, BaseException):
+                raise answer
+            for jid in answer:
+                key = account(jid)
+                if key is not None:
+                    fetched[key] = affiliation
+        if complete:
+            state.set_members(fetched)
+        else:
+            for jid, affiliation in fetched.items():
+                state.set_affiliation(jid, affiliation)
+        return state.recipients()
+
+    async def _affiliation_list(self, room: str, affiliation: Any) -> list[str]:
+        jids = await self.xmpp.plugin["xep_0045"].get_affiliation_list(room, affiliation, timeout=self.timeout)
+        return [str(j) for j in jids]
+
+    # ------------------------------------------------------------------ sending
+
+    async def send_text(self, room: str, body: str) -> EncryptResult:
+        """Encrypt ``body`` for every trusted device of every member of ``room`` and of our own
+        account, and send it to the room (one message per namespace in use).  The room is
+        checked again and its lists fetched first.  Nothing is sent when some member has no
+        eligible device: the result says, per member and device, what happened."""
+        state = self._joined(room)
+        await self.check(state.jid)
+        recipients = await self.refresh_members(state.jid)
+        await self._parallel(
+            [FetchDeviceList(j, ns) for j in recipients if not self.handlers._subscribed(j) for ns in NAMESPACES]
+        )
+        for _ in range(4):
+            fetches = self.engine.prepare(recipients)
+            if not fetches:
+                break
+            await self._parallel(fetches)
+        result = self.engine.encrypt(recipients, body, to=state.jid)
+        if result.ready:
+            from .session import FALLBACK_BODY
+
+            for ns, elem in result.elements.items():
+                self.handlers._send_encrypted_element(state.jid, elem, ns, body=FALLBACK_BODY, mtype="groupchat")
+        return result
+
+    async def _parallel(self, effects: list[Effect]) -> None:
+        await asyncio.gather(*(self.handlers.run_effects([e]) for e in dict.fromkeys(effects)))
+
+    # ------------------------------------------------------------------ receiving
+
+    def _state_of(self, stanza: Any) -> RoomState | None:
+        return self._rooms.get(bare_jid_key(stanza["from"].bare))
+
+    def _presence(self, pres: Any) -> None:
+        state = self._state_of(pres)
+        nick = pres["from"].resource
+        if state is None or not nick or pres["type"] == "error":
+            return
+        was_joined = state.joined
+        state.on_presence(nick, pres["type"] == "unavailable", pres.xml.find(_X))
+        if was_joined and not state.joined:
+            log.warning("we are no longer in room %s (status %s)", state.jid, sorted(state.removed))
+
+    def _presence_error(self, pres: Any) -> None:
+        waiting = self._joining.get(bare_jid_key(pres["from"].bare))
+        if pres["type"] == "error" and waiting is not None and not waiting.done():
+            waiting.set_result(str(pres["error"]["condition"] or "error"))
+
+    def _notice(self, msg: Any) -> None:
+        state = self._state_of(msg)
+        x = msg.xml.find(_X)
+        if state is None or msg["from"].resource or msg["type"] == "error" or x is None:
+            return  # only the room itself speaks for the room
+        if state.on_notice(x) & _CONFIG_CHANGE:
+            asyncio.ensure_future(self._recheck(state.jid))
+
+    def _groupchat(self, msg: Any) -> None:
+        """Resolve the sender now (presences that follow must not change who sent it), then
+        decrypt."""
+        if msg["type"] != "groupchat":
+            return
+        frm = msg["from"]
+        state = self._state_of(msg)
+        if state is None or not state.joined:
+            log.warning("dropped a group message from %s: not a room we are in", frm)
+            return
+        nick = frm.resource
+        if not nick:
+            log.warning("dropped an encrypted message from room %s itself", state.jid)
+            return
+        try:
+            sender = state.sender(nick)
+        except UnknownSender as e:
+            if (state.jid, nick) not in self._unknown_logged:
+                self._unknown_logged.add((state.jid, nick))
+                log.warning("%s", e)
+            self._deliver(None, e, str(frm), state.jid)
+            return
+        asyncio.ensure_future(self._decrypt(msg.xml, sender, state.jid, str(frm)))
+
+    async def _decrypt(self, stanza: ET.Element, sender: str, room: str, occupant: str) -> None:
+        for ns in NAMESPACES:
+            elem = stanza.find(f"{{{ns}}}encrypted")
+            if elem is None:
+                continue
+            try:
+                result = self.engine.decrypt(elem, sender, to=room, require_to=True)
+            except DuplicateMessage:
+                return
+            except E2EEError as e:
+                log.warning("group message from %s (%s) refused: %s: %s", occupant, sender, type(e).__name__, e)
+                self._deliver(None, e, occupant, room)
+                return
+            await self.handlers.run_effects(result.effects)
+            self._deliver(result, None, occupant, room)
+            return
+
+    def _deliver(self, result: Any, error: E2EEError | None, occupant: str, room: str) -> None:
+        from .session import Received
+
+        if self.handlers.on_received is not None:
+            self.handlers.on_received(Received(result, error, False, occupant, room=room))
