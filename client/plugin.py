@@ -14,12 +14,14 @@ every decrypted message (or refusal) is passed to ``on_received`` as a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from slixmpp.plugins.base import BasePlugin
 
 from e2ee.results import EncryptResult
 
+from . import media
 from .session import E2EEHandlers
 
 __all__ = ["e2ee_omemo"]
@@ -45,3 +47,9 @@ class e2ee_omemo(BasePlugin):  # type: ignore[misc]  # slixmpp finds a plugin cl
     async def send_text(self, to: str, body: str) -> EncryptResult:
         """Encrypt for every trusted device of ``to`` and of our account, and send."""
         return await self.handlers.send_text(to, body)
+
+    async def send_file(self, to: str, path: Path, progress: media.Progress | None = None) -> media.SentFile:
+        """Encrypt and upload a file (XEP-0363) and send its ``aesgcm://`` link (XEP-0454).
+        Fetch received ones with :func:`client.media.download` (``Received.media`` holds the
+        link)."""
+        return await media.send_file(self.handlers, to, path, progress=progress)
