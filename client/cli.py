@@ -68,10 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("jid")
     send.add_argument("text")
     send.add_argument("--json", action="store_true")
+    send_file = sub.add_parser("send-file", help="encrypt a file, upload it (HTTP File Upload) and send the link")
+    send_file.add_argument("jid")
+    send_file.add_argument("path", type=Path)
+    send_file.add_argument("--json", action="store_true")
     recv = sub.add_parser("recv", help="connect and print decrypted messages")
     recv.add_argument("--count", type=int, default=None, help="stop after N messages")
     recv.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds (default 10)")
     recv.add_argument("--json", action="store_true", help="one JSON object per line")
+    recv.add_argument("--download-dir", type=Path, metavar="DIR", help="download, decrypt and save shared files here")
     recv.add_argument("--room", action="append", default=[], metavar="ROOM",
                       help="also join this group chat and print its messages (repeatable)")
     recv.add_argument("--nick", help="nickname in the rooms (default: your JID's localpart)")
@@ -340,6 +345,38 @@ def _room_members(args: argparse.Namespace) -> int:
     return _online(args, work)
 
 
+def _send_file(args: argparse.Namespace) -> int:
+    from .progress import ProgressReport
+
+    if not args.path.is_file():
+        raise UsageError(f"not a file: {args.path}")
+
+    async def work(session: Any, _received: list[Any]) -> int:
+        report = ProgressReport(f"sending {args.path.name}")
+        try:
+            sent = await session.send_file(args.jid, args.path, progress=report)
+        finally:
+            report.close()
+        result = sent.result
+        rows = [
+            {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
+            for d in result.devices
+        ]
+        file = {"name": args.path.name, "size": sent.size, "url": sent.link.url}
+        if args.json:
+            print(json.dumps({"id": None, "to": args.jid, "recipients": rows, "file": file}))
+        else:
+            print(f"uploaded {args.path.name} ({sent.size} bytes) to {sent.link.url}")
+            for r in rows:
+                print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+        if not result.ready:
+            print(f"e2ee: error: not sent: no trusted device for {', '.join(result.unreachable)}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _online(args, work)
+
+
 def _room_send(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         state = await session.rooms.join(args.room, args.nick)
@@ -350,13 +387,37 @@ def _room_send(args: argparse.Namespace) -> int:
     return _online(args, work)
 
 
+async def _fetch_file(session: Any, media: Any, directory: Path | None) -> tuple[dict[str, Any], str | None]:
+    """Download a received file into ``directory``: its ``file`` row and an error, if any."""
+    from .progress import ProgressReport
+
+    row: dict[str, Any] = {"name": media.filename, "url": media.url, "path": None, "size": None}
+    if directory is None:
+        return row, None
+    report = ProgressReport(f"receiving {media.filename}")
+    try:
+        path = await session.download(media, directory, progress=report)
+    except (E2EEError, OSError) as e:
+        why = _explain(e) if isinstance(e, E2EEError) else (e.strerror or str(e))
+        row["error"] = why
+        return row, why
+    finally:
+        report.close()
+    row["path"], row["size"] = str(path), path.stat().st_size
+    return row, None
+
+
 def _recv(args: argparse.Namespace) -> int:
     import asyncio
 
     from e2ee.results import Decrypted
 
+    if args.download_dir is not None and not args.download_dir.is_dir():
+        raise UsageError(f"--download-dir: not a directory: {args.download_dir}")
+
     async def work(session: Any, received: list[Any]) -> int:
         shown = 0
+        failed = False
         deadline = asyncio.get_running_loop().time() + args.timeout
         for room in args.room:
             state = await session.rooms.join(room, args.nick)
@@ -371,12 +432,20 @@ def _recv(args: argparse.Namespace) -> int:
                     continue
                 d = r.result
                 row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
-                       "body": d.body, "carbon": r.carbon, "archived": r.archived, "room": r.room}
-                where = f"[{r.room}] " if r.room else ""
-                print(json.dumps(row) if args.json else f"{where}{d.jid}/{d.device_id} [{d.trust.value}]: {d.body}", flush=True)
+                       "body": d.body, "carbon": r.carbon, "archived": r.archived, "room": r.room, "file": None}
+                text = d.body
+                if r.media is not None:  # an aesgcm:// link (XEP-0454): never shown as a link
+                    row["file"], error = await _fetch_file(session, r.media, args.download_dir)
+                    if error is not None:
+                        print(f"e2ee: a file from {d.jid} could not be downloaded: {error}", file=sys.stderr)
+                        failed = True
+                    where = row["file"]["path"] or ("not downloaded" if error else "not downloaded, see --download-dir")
+                    text = f"file {row['file']['name']} ({where})"
+                room = f"[{r.room}] " if r.room else ""
+                print(json.dumps(row) if args.json else f"{room}{d.jid}/{d.device_id} [{d.trust.value}]: {text}", flush=True)
                 shown += 1
             await asyncio.sleep(0.05)
-        return 0
+        return 1 if failed else 0
 
     return _online(args, work)
 
@@ -429,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             "passphrase": _passphrase,
             "publish": _publish,
             "send": _send,
+            "send-file": _send_file,
             "recv": _recv,
             "room-create": _room_create,
             "room-affiliation": _room_affiliation,

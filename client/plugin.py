@@ -14,6 +14,7 @@ every decrypted message (or refusal) is passed to ``on_received`` as a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import slixmpp
@@ -22,6 +23,7 @@ from slixmpp.plugins.base import BasePlugin
 
 from e2ee.results import EncryptResult
 
+from . import media
 from .muc import Rooms
 from .session import E2EEHandlers
 
@@ -51,3 +53,9 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
     async def send_text(self, to: str, body: str) -> EncryptResult:
         """Encrypt for every trusted device of ``to`` and of our account, and send."""
         return await self.handlers.send_text(to, body)
+
+    async def send_file(self, to: str, path: Path, progress: media.Progress | None = None) -> media.SentFile:
+        """Encrypt and upload a file (XEP-0363) and send its ``aesgcm://`` link (XEP-0454).
+        Fetch received ones with :func:`client.media.download` (``Received.media`` holds the
+        link)."""
+        return await media.send_file(self.handlers, to, path, progress=progress)

@@ -28,7 +28,9 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError
+from e2ee.media import MediaLink, media_link_in
 from e2ee.results import (
+    Decrypted,
     DecryptResult,
     Effect,
     EncryptResult,
@@ -38,6 +40,7 @@ from e2ee.results import (
     SendMessage,
 )
 
+from . import media
 from .archive import SID_NS, ArchivePosition, own_stanza_id
 from .guard import install_depth_guard
 from .muc import Rooms
@@ -83,6 +86,12 @@ class Received:
         self.stanza_from = stanza_from
         self.archived = archived
         self.room = room  #: the room's bare JID for a group message (then stanza_from is room/nick)
+
+    @property
+    def media(self) -> MediaLink | None:
+        """The shared file (XEP-0454) when the decrypted body is exactly one ``aesgcm://`` link;
+        fetch it with :func:`client.media.download`.  Never hand the link to a browser."""
+        return media_link_in(self.result.body) if isinstance(self.result, Decrypted) else None
 
 
 class E2EEHandlers:
@@ -476,6 +485,17 @@ class E2EESession(slixmpp.ClientXMPP):
 
     async def run_effects(self, effects: list[Effect] | tuple[Effect, ...]) -> None:
         await self.e2ee.run_effects(effects)
+
+    async def send_file(self, to: str, path: Path, progress: media.Progress | None = None) -> media.SentFile:
+        """Encrypt ``path``, upload it (XEP-0363) and send its ``aesgcm://`` link (XEP-0454) to
+        ``to`` (see :func:`client.media.send_file`).  ``progress(done, total)`` is optional."""
+        return await media.send_file(self.e2ee, to, path, progress=progress)
+
+    async def download(self, link: MediaLink | str, dest_path: Path, progress: media.Progress | None = None) -> Path:
+        """Download, decrypt and verify a shared file into ``dest_path`` (a file, or a directory
+        to save it in under its own name), trusting the session's ``ca_file`` too (see
+        :func:`client.media.download`)."""
+        return await media.download(link, dest_path, progress=progress, ca_file=media.session_ca(self))
 
     async def start(self, host: str, port: int, timeout: float = 20) -> None:
         self.connect(host, port)

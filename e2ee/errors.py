@@ -44,6 +44,9 @@ __all__ = [
     "RoomUnavailable",
     "InvalidFingerprint",
     "InvalidVerificationUri",
+    "InvalidMediaLink",
+    "MediaIntegrityError",
+    "MediaTransferFailed",
     "StorageError",
     "CorruptState",
     "WrongPassphrase",
@@ -202,6 +205,25 @@ class InvalidFingerprint(PeerError):
 
 class InvalidVerificationUri(PeerError):
     """A scanned or pasted verification URI is malformed or carries no usable fingerprint."""
+
+
+class InvalidMediaLink(MalformedMessage):
+    """An ``aesgcm://`` link (XEP-0454) is malformed: a bad host or path, a key-and-IV fragment
+    of the wrong length or not hex, or (when building one) an upload URL that is not ``https://``."""
+
+
+class MediaIntegrityError(AuthenticationFailed):
+    """A downloaded file failed its AES-256-GCM tag check: it was modified or truncated, or the
+    link carries another key.  Nothing of its plaintext is kept.  Carries no detail."""
+
+    def __init__(self) -> None:
+        DecryptionFailed.__init__(self, "the file failed its integrity check (modified, truncated or wrong key)")
+
+
+class MediaTransferFailed(PeerError):
+    """The upload service or the HTTP server refused or broke off a file transfer (no upload
+    service, a refused slot, an HTTP error status, a connection closed early, a body larger than
+    announced or allowed)."""
 
 
 class StorageError(E2EEError):

@@ -147,3 +147,19 @@ MAX_URI_FINGERPRINTS: Final = 64
 #: accept, in characters (room for any spacing of 66 hex digits).
 MAX_FINGERPRINT_TEXT: Final = 512
 
+
+# ---- media sharing (XEP-0454) --------------------------------------------------------------
+
+#: Bytes read, encrypted, sent, received and decrypted at a time when a file is streamed: the
+#: memory a transfer needs is a small multiple of this, whatever the file's size.
+MEDIA_CHUNK_SIZE: Final = 64 * 1024
+
+#: Longest ``aesgcm://`` link accepted, in characters (URL and 88 or 96 hex digits of fragment).
+MAX_MEDIA_LINK_CHARS: Final = 4096
+
+#: Largest download accepted by default (ciphertext and tag), in bytes: a hostile server cannot
+#: fill the disk with an endless body.  ``download(..., max_size=...)`` changes it per call.
+MAX_MEDIA_DOWNLOAD: Final = 1024 * 1024 * 1024
+
+#: Longest file name (in characters) suggested for a received file; the extension is kept.
+MAX_MEDIA_FILENAME: Final = 120
