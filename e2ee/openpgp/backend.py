@@ -380,10 +380,10 @@ class OpenPgp:
         info = self.crypto.inspect_public_key(data)
         if info.fingerprint != fpr:
             raise InvalidPublicKey("the key's fingerprint does not match")
-        if not _has_uid(info.user_ids, jid):
-            raise InvalidPublicKey(f"the key {fpr} has no valid self-signed user id xmpp:{jid}")
         if info.revoked or info.expired:
             raise InvalidPublicKey(f"the key {fpr} is {'revoked' if info.revoked else 'expired'}")
+        if not _has_uid(info.user_ids, jid):
+            raise InvalidPublicKey(f"the key {fpr} has no valid self-signed user id xmpp:{jid}")
         if not info.can_encrypt:
             raise InvalidPublicKey(f"the key {fpr} cannot encrypt")
 

@@ -17,7 +17,9 @@ Rules (catalogue P3, P4, P5):
   ``FAILURE``, ``NODATA``...).  Any failure is :class:`~e2ee.errors.DecryptionFailed`.
 * Signatures: exactly one ``NEWSIG``, one ``GOODSIG`` and one ``VALIDSIG`` that agree; no
   ``BADSIG``/``ERRSIG``/``EXPSIG``/``EXPKEYSIG``/``REVKEYSIG``; a v4 signature over binary or
-  text data.  The verdict is the ``VALIDSIG`` primary-key fingerprint (field 10), never
+  text data.  A single signature by a key GnuPG does not have (``ERRSIG`` code 9) is
+  :class:`~e2ee.errors.SignatureNotFromSender`: the engine hands over every key the sender
+  announced, so the signer is not one of them (a client may re-fetch the sender's keys once).  The verdict is the ``VALIDSIG`` primary-key fingerprint (field 10), never
   ``GOODSIG`` or ``ok`` alone.  Any failure is :class:`~e2ee.errors.InvalidSignature`.
 * Symmetric decryption: the same integrity rules, a passphrase-encrypted session key
   (``NEED_PASSPHRASE_SYM``), no public-key session key and no signature.
@@ -32,7 +34,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from ..errors import DecryptionFailed, InvalidSignature, OpenPgpFailure
+from ..errors import DecryptionFailed, InvalidSignature, OpenPgpFailure, SignatureNotFromSender
 
 __all__ = ["Status", "parse_status", "check_decryption", "check_symmetric_decryption", "check_encryption"]
 
@@ -68,8 +70,12 @@ def parse_status(text: str) -> list[Status]:
 
 
 def _decrypted(lines: list[Status], returncode: int | None) -> Counter[str]:
+    """Decryption and integrity checks.  A non-zero exit code is left to the caller when a
+    signature status explains it (GnuPG exits non-zero for a bad or unverifiable signature)."""
     counts = Counter(s.keyword for s in lines)
-    if returncode != 0 or any(k in counts for k in _DECRYPTION_BAD):
+    if any(k in counts for k in _DECRYPTION_BAD):
+        raise DecryptionFailed("decryption failed")
+    if returncode != 0 and not any(k in counts for k in _SIGNATURE_BAD):
         raise DecryptionFailed("decryption failed")
     for keyword in ("BEGIN_DECRYPTION", "DECRYPTION_OKAY", "END_DECRYPTION", "PLAINTEXT"):
         if counts[keyword] != 1:
@@ -85,7 +91,11 @@ def check_decryption(lines: list[Status], returncode: int | None) -> tuple[str, 
     """Verdict on a public-key decryption with verification: (primary fingerprint, signing-key
     fingerprint) of the single valid signature."""
     counts = _decrypted(lines, returncode)
-    if any(k in counts for k in _SIGNATURE_BAD):
+    missing = [s.args for s in lines if s.keyword == "ERRSIG" and len(s.args) > 5 and s.args[5] == "9"]
+    if missing and counts["NEWSIG"] == 1 and set(counts) & _SIGNATURE_BAD <= {"ERRSIG", "NO_PUBKEY"}:
+        signer = missing[0][6] if len(missing[0]) > 6 and _FPR.fullmatch(missing[0][6]) else missing[0][0]
+        raise SignatureNotFromSender(f"signed by {signer}, a key the sender did not announce (or not fetched yet)")
+    if returncode != 0 or any(k in counts for k in _SIGNATURE_BAD):
         raise InvalidSignature()
     if counts["NEWSIG"] != 1 or counts["GOODSIG"] != 1 or counts["VALIDSIG"] != 1:
         raise InvalidSignature()
