@@ -38,6 +38,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,14 +76,43 @@ def _tmp_root() -> str | None:
     return None
 
 
+def _agent_pid(home: str, env: dict[str, str]) -> int | None:
+    """The pid of the agent serving ``home``, if one runs (never starts one)."""
+    tool = shutil.which("gpg-connect-agent", path=env["PATH"])
+    if tool is None:
+        return None
+    try:
+        out = subprocess.run([tool, "--homedir", home, "--no-autostart", "getinfo pid", "/bye"], env=env,
+                             capture_output=True, text=True, timeout=15, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        if line.startswith("D ") and line[2:].strip().isdigit():
+            return int(line[2:].strip())
+    return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _cleanup(home: str, gpgconf: str | None, env: dict[str, str]) -> None:
-    """Stop the agent of ``home`` (only that one) and delete the directory."""
+    """Stop the agent GnuPG started for ``home`` (that one only: it is addressed through the
+    home's socket) and wait until it is gone, then delete the directory."""
     if gpgconf is not None:
-        for what in (["--kill", "gpg-agent"], ["--remove-socketdir"]):
-            try:
-                subprocess.run([gpgconf, "--homedir", home, *what], env=env, capture_output=True, timeout=15, check=False)
-            except (OSError, subprocess.SubprocessError):
-                pass
+        pid = _agent_pid(home, env)
+        try:
+            subprocess.run([gpgconf, "--homedir", home, "--kill", "gpg-agent"], env=env, capture_output=True,
+                           timeout=15, check=False)
+        except (OSError, subprocess.SubprocessError):
+            pid = None
+        deadline = time.monotonic() + 5
+        while pid is not None and _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
     shutil.rmtree(home, ignore_errors=True)
 
 

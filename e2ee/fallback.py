@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .core import _bare
+from .core import _BY_NAME, _bare
 from .errors import NoEligibleDevices, UsageError
 from .openpgp.backend import OpenPgp
 from .openpgp.crypto import OpenPgpCrypto
@@ -107,14 +107,21 @@ class Fallback(Sending):
         jid = _bare(jid)
         view = self._devices.view(jid)
         levels = self.trust.levels_view(jid)
-        active = view.active or {}
-        undecided = sum(1 for d in active if levels.get(view.iks.get(d, b"")) in (None, TrustLevel.UNDECIDED))
-        if not active:
-            omemo = "no OMEMO device"
-        elif undecided:
-            omemo = f"{undecided} OMEMO device(s) awaiting a trust decision or a bundle"
-        else:
-            omemo = "its OMEMO devices are distrusted"
+        counts = {"awaiting a trust decision": 0, "distrusted": 0, "without a bundle": 0}
+        for dev, fname in (view.active or {}).items():
+            ik = view.iks.get(dev)
+            if ik is None:
+                stored = self._devices.bundle(fname, jid, dev)
+                ik = None if stored is None else _BY_NAME[fname].flavour.identity_to_x25519(stored.bundle.ik)
+            level = None if ik is None else levels.get(ik)
+            if ik is None:
+                counts["without a bundle"] += 1
+            elif level is TrustLevel.DISTRUSTED:
+                counts["distrusted"] += 1
+            elif level is None or not level.trusted:
+                counts["awaiting a trust decision"] += 1
+        parts = [f"{n} {what}" for what, n in counts.items() if n]
+        omemo = "its OMEMO devices: " + ", ".join(parts) if parts else "no OMEMO device"
         if self._openpgp is None:
             pgp = "OpenPGP is not set up"
         else:
