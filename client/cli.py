@@ -289,7 +289,7 @@ def _send(args: argparse.Namespace) -> int:
     from e2ee.fallback import Route
 
     async def work(session: Any, _received: list[Any]) -> int:
-        sent = await session.send_message(args.jid, args.text, allow_plaintext=args.plaintext)
+        sent = await session.send_chat(args.jid, args.text, allow_plaintext=args.plaintext)
         routed = sent.recipients[0]
         rows: list[dict[str, Any]] = []
         if routed.omemo is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from slixmpp.plugins.base import BasePlugin
 
+from e2ee.fallback import SendResult
 from e2ee.results import EncryptResult
 
 from .session import E2EEHandlers
@@ -45,3 +46,9 @@ class e2ee_omemo(BasePlugin):  # type: ignore[misc]  # slixmpp finds a plugin cl
     async def send_text(self, to: str, body: str) -> EncryptResult:
         """Encrypt for every trusted device of ``to`` and of our account, and send."""
         return await self.handlers.send_text(to, body)
+
+    async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
+        """Send by the engine's policy: OMEMO, else OpenPGP (with an engine created with
+        ``openpgp=client.gpg.GnuPG()``), else refused (:class:`~e2ee.errors.NoEligibleDevices`)
+        unless ``allow_plaintext``."""
+        return await self.handlers.send_chat(to, body, allow_plaintext=allow_plaintext)

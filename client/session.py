@@ -11,7 +11,7 @@ from our own bare JID).
 With an engine that has an OpenPGP backend (``Engine(..., openpgp=GnuPG())``) it also speaks
 OpenPGP for XMPP (XEP-0373/0374): it publishes our key (data node, then metadata, with
 publish-options), follows ``urn:xmpp:openpgp:0:public-keys`` (+notify), fetches contacts' keys,
-sends ``<openpgp/>`` messages through :meth:`E2EEHandlers.send_message` (the OMEMO-then-OpenPGP
+sends ``<openpgp/>`` messages through :meth:`E2EEHandlers.send_chat` (the OMEMO-then-OpenPGP
 policy of :mod:`e2ee.fallback`) and decrypts received ones (re-fetching the sender's keys once
 when a signature is by a key we have not seen announced).
 """
@@ -147,7 +147,6 @@ class E2EEHandlers:
         xmpp.register_handler(
             CoroutineCallback("e2ee openpgp", MatchXPath(f"{{jabber:client}}message/{{{OX}}}openpgp"), self._message_openpgp)
         )
-        xmpp.plugin["xep_0030"].add_feature(IM_FEATURE)
         xmpp.plugin["xep_0060"].map_node_event(PUBLIC_KEYS_NODE, "openpgp_keys")
         xmpp.add_event_handler("openpgp_keys_publish", self._openpgp_keys_event)
 
@@ -296,7 +295,7 @@ class E2EEHandlers:
                 self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
         return result
 
-    async def send_message(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
+    async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
         """Send ``body`` to ``to`` by the engine's policy (:mod:`e2ee.fallback`): OMEMO when ``to``
         has a trusted OMEMO device, else OpenPGP when it has a trusted OpenPGP key, else clear
         text only with ``allow_plaintext``.  Raises :class:`~e2ee.errors.NoEligibleDevices`
@@ -413,6 +412,7 @@ class E2EEHandlers:
         """Follow our own metadata, then announce our key (created first when allowed)."""
         op = self.engine.openpgp
         own = self.boundjid.bare
+        self.plugin["xep_0030"].add_feature(IM_FEATURE)  # after binding: for our full JID
         self.plugin["xep_0163"].add_interest(PUBLIC_KEYS_NODE)
         await self.run_effects(op.on_public_keys(own, await self._first_item(own, PUBLIC_KEYS_NODE, None)))
         if op.fingerprint is not None or self.openpgp_generate:
@@ -525,9 +525,9 @@ class E2EESession(slixmpp.ClientXMPP):  # type: ignore[misc]
     async def send_text(self, to: str, body: str) -> EncryptResult:
         return await self.e2ee.send_text(to, body)
 
-    async def send_message(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
-        """See :meth:`E2EEHandlers.send_message` (OMEMO, else OpenPGP, else refused)."""
-        return await self.e2ee.send_message(to, body, allow_plaintext=allow_plaintext)
+    async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
+        """See :meth:`E2EEHandlers.send_chat` (OMEMO, else OpenPGP, else refused)."""
+        return await self.e2ee.send_chat(to, body, allow_plaintext=allow_plaintext)
 
     async def run_effects(self, effects: list[Effect] | tuple[Effect, ...]) -> None:
         await self.e2ee.run_effects(effects)

@@ -42,7 +42,7 @@ from e2ee.openpgp.crypto import SecretKey
 from e2ee.openpgp.packets import encode_packet, split_packets
 from e2ee.openpgp.status import check_decryption, parse_status
 from e2ee.openpgp.xml import PUBLIC_KEYS_NODE, build_metadata, build_pubkey
-from e2ee.results import Decrypted
+from e2ee.results import Decrypted, FetchPublicKeys
 from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
 
@@ -182,6 +182,25 @@ def test_P1_replay_memory_ages_out_with_the_clock(world: World) -> None:
     refused(w.alice, StaleMessage, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid))
 
 
+def test_P1_after_a_keystore_rollback_older_messages_are_refused(world: World) -> None:
+    """A restored older copy of the store has forgotten what it accepted since: after
+    ``Engine.after_rollback`` everything older than the rollback is refused."""
+    w = world
+    storage = w.alice.storage
+    assert isinstance(storage, MemoryStorage)
+    copy = storage.snapshot()
+    msg = w.from_bob([w.alice.jid], "accepted after the copy was made")
+    assert w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid).body == "accepted after the copy was made"
+    storage._tables = {t: dict(rows) for t, rows in copy.items()}  # the old copy comes back
+    w.alice._sessions.forget_cache()
+    w.alice.after_rollback()
+    refused(w.alice, UntrustedKey, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid))  # trust to re-confirm
+    w.alice.set_trust(BOB, bytes.fromhex(w.bob_fpr), TrustLevel.VERIFIED)
+    refused(w.alice, ReplayedMessage, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid))
+    w.net.clock.advance(timedelta(seconds=2))
+    still_works(w)
+
+
 # ---- P2: signature stripping, <crypt/> and <sign/> ------------------------------------------
 
 
@@ -246,8 +265,10 @@ def test_P3_two_signatures_are_refused(world: World) -> None:
     second = w.bob.generate(f"xmpp:{BOB}")
     publish_plain(w.net, BOB, w.bob, second, announce=[w.bob_fpr, second])
     w.net.latest[(BOB, f"{PUBLIC_KEYS_NODE}:{w.bob_fpr}")] = w.bob.pubkey_item(w.bob_fpr)
-    w.net.run(w.alice, w.alice.openpgp.prepare([BOB]))
+    w.net.run(w.alice, [FetchPublicKeys(BOB)])  # bob's new metadata (a push, or a fetch before sending)
     w.alice.set_trust(BOB, bytes.fromhex(second), TrustLevel.VERIFIED)
+    # (two announced, trusted keys: messages to bob are encrypted to both)
+    assert set(w.alice.openpgp.encrypt([BOB], "to both keys").fingerprints[BOB]) == {w.bob_fpr, second}
     both = w.from_bob([w.alice.jid], "two signers", signers=[w.bob_fpr, second])
     refused(w.alice, InvalidSignature, lambda: w.alice.openpgp.decrypt(both, BOB, to=w.alice.jid))
     # one good signature and one by a key alice does not have

@@ -72,7 +72,10 @@ def test_openpgp_fallback_between_sessions_over_prosody(server: Prosody) -> None
         carol = await connect("carol", engine("carol", openpgp=False), omemo=False)  # neither
         sessions = [alice, bob, carol]
         try:
-            result = await alice.send_message(bob.boundjid.bare, "hello bob, over OpenPGP")
+            info = await alice.plugin["xep_0030"].get_info(jid=bob.boundjid.full)
+            features = set(info["disco_info"]["features"])
+            assert {"urn:xmpp:openpgp:im:0", "urn:xmpp:openpgp:0:public-keys+notify"} <= features
+            result = await alice.send_chat(bob.boundjid.bare, "hello bob, over OpenPGP")
             assert result.route(bob.boundjid.bare) is Route.OPENPGP
             await _wait(lambda: any(isinstance(r.result, Decrypted) for n, r in inbox if n == "bob"), "bob's message")
             (got,) = [r.result for n, r in inbox if n == "bob" and isinstance(r.result, Decrypted)]
@@ -88,9 +91,9 @@ def test_openpgp_fallback_between_sessions_over_prosody(server: Prosody) -> None
 
             # carol: no OMEMO device and no OpenPGP key -> a clear error, nothing sent
             with pytest.raises(NoEligibleDevices) as info:
-                await alice.send_message(carol.boundjid.bare, "this must not leave")
+                await alice.send_chat(carol.boundjid.bare, "this must not leave")
             assert str(info.value).startswith(f"carol@{server.domain} has no trusted OMEMO device and no trusted OpenPGP key")
-            await alice.send_message(carol.boundjid.bare, "explicitly in clear text", allow_plaintext=True)
+            await alice.send_chat(carol.boundjid.bare, "explicitly in clear text", allow_plaintext=True)
             await _wait(lambda: wire["carol"], "carol's message")
             assert [m.findtext("{jabber:client}body") for m in wire["carol"]] == ["explicitly in clear text"]
 
@@ -99,7 +102,7 @@ def test_openpgp_fallback_between_sessions_over_prosody(server: Prosody) -> None
             bob.disconnect()
             await asyncio.sleep(0.3)
             inbox.clear()
-            await alice.send_message(bob.boundjid.bare, "while you were away")
+            await alice.send_chat(bob.boundjid.bare, "while you were away")
             await asyncio.sleep(0.3)
             bob = await connect("bob", bob_engine, omemo=False)
             sessions.append(bob)

@@ -15,7 +15,7 @@ import pytest
 
 from e2ee.errors import MalformedMessage, RestrictedXml, UsageError
 from e2ee.openpgp import xml as ox
-from e2ee.results import Publish
+from e2ee.results import FetchPublicKey, Publish
 from e2ee.xmlsafe import serialize
 
 from .openpgp_support import OxNet, signcrypt_xml
@@ -139,6 +139,14 @@ def test_what_the_engine_publishes_and_sends(net: OxNet) -> None:
     assert secret.options == (("pubsub#access_model", "whitelist"),)
     assert secret.payload.tag == f"{{{NS}}}secretkey" and len(secret.payload) == 0
     assert re.fullmatch(r"([1-9A-NP-Z]{4}-){5}[1-9A-NP-Z]{4}", backup.code)
+
+    # our own key missing from our metadata (another device published without it): re-announced
+    other = "AB" * 20
+    again, fetch = alice.openpgp.on_public_keys(alice.jid, ox.build_metadata({other: None}))
+    assert isinstance(again, Publish) and again.node == "urn:xmpp:openpgp:0:public-keys"
+    assert {m.get("v4-fingerprint") for m in again.payload} == {other, fpr}
+    assert fetch == FetchPublicKey(alice.jid, other)  # the other device's key
+    assert alice.openpgp.on_public_keys(alice.jid, again.payload) == [fetch]  # listed: no republication
 
     net.ox_prepare(alice, [bob.jid])
     msg = alice.openpgp.encrypt([bob.jid], "hello")
