@@ -302,16 +302,16 @@ class E2EEHandlers:
         (nothing is sent) otherwise.  What is missing is fetched first."""
         bare = slixmpp.JID(to).bare
         if not self._subscribed(to):
-            fetches: list[Effect] = [FetchDeviceList(bare, ns) for ns in NAMESPACES]
+            fetches: list[Effect] = [FetchDeviceList(bare, ns) for ns in NAMESPACES] if self.omemo else []
             if self.engine.has_openpgp:
                 fetches.append(FetchPublicKeys(bare))
             await self.run_effects(fetches)
         for _ in range(6):  # device lists, bundles, OpenPGP metadata, keys
-            effects = self.engine.prepare_with_fallback([bare])
+            effects = self.engine.prepare_with_fallback([bare], use_omemo=self.omemo)
             if not effects:
                 break
             await self.run_effects(effects)
-        result = self.engine.encrypt_with_fallback([bare], body, allow_plaintext=allow_plaintext)
+        result = self.engine.encrypt_with_fallback([bare], body, allow_plaintext=allow_plaintext, use_omemo=self.omemo)
         for r in result.recipients:
             if r.route is Route.OMEMO and r.omemo is not None and r.omemo.ready:
                 for ns, elem in r.omemo.elements.items():

@@ -90,15 +90,16 @@ class Fallback(Sending):
         _plans, _outcomes, _effects, unreachable = self._run(lambda: self._plan(plan_jids, self._now().timestamp()))
         return {j for j in jids if j not in unreachable}
 
-    def prepare_with_fallback(self, recipients: Sequence[str]) -> list[Effect]:
+    def prepare_with_fallback(self, recipients: Sequence[str], *, use_omemo: bool = True) -> list[Effect]:
         """The fetches :meth:`encrypt_with_fallback` needs now: OMEMO device lists and bundles,
         and for recipients that OMEMO cannot reach (and whose OMEMO fetches are done) their
-        OpenPGP metadata and keys.  Run them and call again until it returns nothing."""
+        OpenPGP metadata and keys.  Run them and call again until it returns nothing.
+        ``use_omemo=False``: OpenPGP only (an OpenPGP-only client)."""
         jids = list(dict.fromkeys(_bare(j) for j in recipients))
-        effects = self.prepare(jids)
+        effects = self.prepare(jids) if use_omemo else []
         if self._openpgp is not None:
             waiting = {e.jid for e in effects if isinstance(e, (FetchDeviceList, FetchBundle))}
-            reachable = self._omemo_reachable(jids)
+            reachable = self._omemo_reachable(jids) if use_omemo else set()
             effects += self._openpgp.prepare([j for j in jids if j not in reachable and j not in waiting])
         return effects
 
@@ -135,16 +136,18 @@ class Fallback(Sending):
         *,
         content: Sequence[ET.Element] = (),
         allow_plaintext: bool = False,
+        use_omemo: bool = True,
     ) -> SendResult:
         """Encrypt for each recipient by the policy in the module docstring.  Raises
         :class:`~e2ee.errors.NoEligibleDevices` when some recipient can be reached neither way
-        and ``allow_plaintext`` is false; nothing is encrypted then."""
+        and ``allow_plaintext`` is false; nothing is encrypted then.  ``use_omemo=False`` skips
+        step 1 (an OpenPGP-only client)."""
         if not recipients:
             raise UsageError("no recipients")
         if body is None and not content:
             raise UsageError("nothing to send")
         jids = list(dict.fromkeys(_bare(j) for j in recipients))
-        reachable = self._omemo_reachable(jids)
+        reachable = self._omemo_reachable(jids) if use_omemo else set()
         routes: dict[str, Route] = {}
         missing: dict[str, str] = {}
         for jid in jids:

@@ -6,15 +6,18 @@ and a backup made with ``gpg`` alone restores with us."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from e2ee.engine import Engine
 from e2ee.errors import DecryptionFailed, InvalidPassphrase, MalformedMessage, UsageError
 from e2ee.openpgp.backend import BACKUP_ALPHABET, make_backup_code, parse_backup_code
 from e2ee.openpgp.xml import PUBLIC_KEYS_NODE, SECRET_KEY_NODE, build_secretkey
 from e2ee.results import Publish
+from e2ee.storage import MemoryStorage
 from keystore import KdfParams, Keystore
 
 from .engine_support import snapshot
@@ -60,8 +63,6 @@ def test_backup_and_restore_between_two_keystores(net: OxNet, tmp_path: Path) ->
 
         # the second device: a keystore of its own, no key yet
         phone_gpg = net.runner()
-        from e2ee.engine import Engine
-
         phone = Engine.create(ks2, ALICE, rng=seeded_rng("phone"), clock=net.clock, openpgp=phone_gpg)
         assert phone.openpgp.fingerprint is None
         with pytest.raises(DecryptionFailed):  # a wrong (well-formed) code
@@ -70,8 +71,6 @@ def test_backup_and_restore_between_two_keystores(net: OxNet, tmp_path: Path) ->
         assert phone.openpgp.restore(element, backup.code.lower()) == fpr
         assert phone.openpgp.fingerprint == fpr
         # the restored key was re-protected with a passphrase of the phone's own
-        import json
-
         laptop_rec = json.loads((ks1.get("own", "openpgp") or b" ")[1:])
         phone_rec = json.loads((ks2.get("own", "openpgp") or b" ")[1:])
         assert laptop_rec["passphrase"] != phone_rec["passphrase"] and laptop_rec["secret"] != phone_rec["secret"]
@@ -129,9 +128,6 @@ def test_restore_of_a_backup_made_with_gpg_alone(net: OxNet, tmp_path: Path) -> 
         device = net.ox_device("carol@example.org", "carol")  # a stranger's backup is refused
         with pytest.raises(MalformedMessage):
             device.openpgp.restore(build_secretkey(encrypted), code, replace=True)
-        from e2ee.engine import Engine
-        from e2ee.storage import MemoryStorage
-
         alice = Engine.create(MemoryStorage(), ALICE, rng=seeded_rng("a"), clock=net.clock, openpgp=net.runner())
         assert alice.openpgp.restore(build_secretkey(encrypted), code) == fpr
         stamp = net.clock().strftime("%Y-%m-%dT%H:%M:%SZ")

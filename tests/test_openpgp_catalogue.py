@@ -10,6 +10,8 @@ stored bytes are identical before and after it; a legitimate message still decry
 from __future__ import annotations
 
 import base64
+import json
+import random
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -362,8 +364,6 @@ def test_P4_integrity_failures_give_no_plaintext(world: World) -> None:
     # python-gnupg's own result holds the plaintext (the trap); our runner discards it
     own = w.alice.storage.get("own", "openpgp")
     assert own is not None
-    import json
-
     passphrase = json.loads(own[1:])["passphrase"]
     raw = runner._g().decrypt(sed, passphrase=passphrase, always_trust=True)
     assert b"no integrity protection" in raw.data
@@ -383,8 +383,6 @@ def test_P4_integrity_failures_give_no_plaintext(world: World) -> None:
 
 def test_P4_garbage_only_raises_peer_errors(world: World) -> None:
     w = world
-    import random
-
     rnd = random.Random(5)
     samples = [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300))) for _ in range(12)]
     samples += [b"\x85\x01\x0c" + bytes(200), b"-----BEGIN PGP MESSAGE-----\n\nabc\n-----END PGP MESSAGE-----\n"]

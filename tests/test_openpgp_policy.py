@@ -9,9 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from e2ee.engine import Engine
 from e2ee.errors import NoEligibleDevices, UsageError
 from e2ee.fallback import Route
 from e2ee.results import Decrypted
+from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
 
 from .engine_support import snapshot
@@ -102,9 +104,6 @@ def test_without_openpgp_or_without_an_own_key(net: OxNet) -> None:
     with pytest.raises(UsageError):
         plain.openpgp  # noqa: B018
     assert not plain.has_openpgp and dave.has_openpgp
-    from e2ee.engine import Engine
-    from e2ee.storage import MemoryStorage
-
     fresh = Engine.create(MemoryStorage(), "frank@example.org", clock=net.clock, openpgp=net.runner())
     net.run(fresh, fresh.openpgp.prepare([dave.jid]))
     with pytest.raises(NoEligibleDevices) as info:

@@ -89,6 +89,13 @@ def test_openpgp_fallback_between_sessions_over_prosody(server: Prosody) -> None
             assert eme is not None and eme.get("namespace") == "urn:xmpp:openpgp:0"
             assert stanza.find("{urn:xmpp:omemo:2}encrypted") is None
 
+            # bob's OpenPGP-only client answers with OpenPGP although alice has OMEMO devices
+            reply = await bob.send_chat(alice.boundjid.bare, "hi alice, OpenPGP only here")
+            assert reply.route(alice.boundjid.bare) is Route.OPENPGP
+            await _wait(lambda: any(isinstance(r.result, Decrypted) for n, r in inbox if n == "alice"), "alice's reply")
+            assert [r.result.body for n, r in inbox if n == "alice" and isinstance(r.result, Decrypted)] == [
+                "hi alice, OpenPGP only here"]
+
             # carol: no OMEMO device and no OpenPGP key -> a clear error, nothing sent
             with pytest.raises(NoEligibleDevices) as info:
                 await alice.send_chat(carol.boundjid.bare, "this must not leave")
