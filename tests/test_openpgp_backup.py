@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.errors import DecryptionFailed, InvalidPassphrase, MalformedMessage, UsageError
+from e2ee.errors import DecryptionFailed, InvalidPassphrase, MalformedMessage, ReplayedMessage, UsageError
 from e2ee.openpgp.backend import BACKUP_ALPHABET, make_backup_code, parse_backup_code
 from e2ee.openpgp.xml import PUBLIC_KEYS_NODE, SECRET_KEY_NODE, build_secretkey
 from e2ee.results import Publish
 from e2ee.storage import MemoryStorage
+from e2ee.trust import TrustLevel
 from keystore import KdfParams, Keystore
 
 from .engine_support import snapshot
@@ -87,6 +88,11 @@ def test_backup_and_restore_between_two_keystores(net: OxNet, tmp_path: Path) ->
         reply = phone.encrypt_with_fallback(["bob@example.net"], "from the phone").recipients[0]
         assert reply.openpgp is not None
         assert bob.openpgp.decrypt(reply.openpgp, ALICE, to="bob@example.net").body == "from the phone"
+        # the copy the server keeps (archive, carbon): the laptop reads it, the phone knows it sent it
+        own_copy = laptop.openpgp.decrypt(reply.openpgp, ALICE, to="bob@example.net", timestamp=None)
+        assert own_copy.body == "from the phone" and own_copy.trust is TrustLevel.VERIFIED
+        with pytest.raises(ReplayedMessage):
+            phone.openpgp.decrypt(reply.openpgp, ALICE, to="bob@example.net", timestamp=None)
         # a device that has a key of its own keeps it unless told to replace it
         other = net.ox_device("alice@example.org", "tablet")
         before = snapshot(other)

@@ -500,8 +500,12 @@ class OpenPgp:
             b = ET.Element(_BODY)
             b.text = body
             payload.insert(0, b)
-        xml = ox.build_signcrypt(jids, self._core._now(), self._rpad(), payload)
+        now = self._core._now()
+        xml = ox.build_signcrypt(jids, now, self._rpad(), payload)
         message = self.crypto.encrypt_and_sign(xml, list(keys.values()), own.secret_key)
+        # our own copy coming back (archive, carbon to this device) is then a duplicate, as an
+        # OMEMO message of this device is; our other devices read it
+        self._core._run(lambda: self._replay.remember(digest(own.fingerprint, xml), now, now))
         return OpenPgpMessage(ox.build_openpgp(message), per)
 
     def decrypt(
