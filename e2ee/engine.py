@@ -33,7 +33,6 @@ from .xmlsafe import check_element
 from .core import _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, _backend, _bare, _CatchUp, parse_device_list
 from .fallback import Fallback
 from .openpgp.crypto import OpenPgpCrypto
-from .receiving import Receiving
 from .verification import make_uri, parse_uri
 
 __all__ = ["Engine", "NAMESPACES", "DeviceInfo", "parse_device_list"]
@@ -49,11 +48,11 @@ class DeviceInfo:
     label: str | None  #: OMEMO 2 label, only when its signature verified
 
 
-class Engine(Fallback, Receiving):
+class Engine(Fallback):
     """One device of one account.  Build it with :meth:`create` (new identity) or by passing a
     storage that already holds one.  ``openpgp``: an OpenPGP implementation
     (:class:`~e2ee.openpgp.crypto.OpenPgpCrypto`, e.g. ``client.gpg.GnuPG``) enables the
-    OpenPGP fallback (:attr:`openpgp`, :meth:`encrypt_with_fallback`)."""
+    OpenPGP fallback (:attr:`openpgp`, :meth:`encrypt_with_fallback`, :meth:`decrypt_any`)."""
 
     def __init__(
         self,

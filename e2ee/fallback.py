@@ -21,12 +21,15 @@ import enum
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .core import _BY_NAME, _bare
 from .errors import NoEligibleDevices, UsageError
 from .openpgp.backend import OpenPgp
 from .openpgp.crypto import OpenPgpCrypto
-from .results import Effect, EncryptResult, FetchDeviceList, FetchBundle
+from .openpgp.xml import NS as OX_NS
+from .receiving import Receiving
+from .results import DecryptResult, Effect, EncryptResult, FetchBundle, FetchDeviceList
 from .sending import Sending
 from .trust import TrustLevel
 
@@ -64,7 +67,7 @@ class SendResult:
         return next(r.route for r in self.recipients if r.jid == bare)
 
 
-class Fallback(Sending):
+class Fallback(Sending, Receiving):
     """The policy methods of :class:`~e2ee.engine.Engine` and its OpenPGP backend."""
 
     _openpgp: OpenPgp | None = None
@@ -89,6 +92,16 @@ class Fallback(Sending):
         plan_jids = list(dict.fromkeys([*jids, own]))
         _plans, _outcomes, _effects, unreachable = self._run(lambda: self._plan(plan_jids, self._now().timestamp()))
         return {j for j in jids if j not in unreachable}
+
+    def decrypt_any(
+        self, element: ET.Element, sender: str, *, to: str | None = None, timestamp: datetime | None = None
+    ) -> DecryptResult:
+        """Decrypt a received element of any backend, chosen by its namespace: OMEMO
+        ``<encrypted/>`` (:meth:`~e2ee.receiving.Receiving.decrypt`) or OpenPGP ``<openpgp/>``
+        (:meth:`~e2ee.openpgp.backend.OpenPgp.decrypt`); same arguments and errors."""
+        if element.tag == f"{{{OX_NS}}}openpgp":
+            return self.openpgp.decrypt(element, sender, to=to, timestamp=timestamp)
+        return self.decrypt(element, sender, to=to, timestamp=timestamp)
 
     def prepare_with_fallback(self, recipients: Sequence[str], *, use_omemo: bool = True) -> list[Effect]:
         """The fetches :meth:`encrypt_with_fallback` needs now: OMEMO device lists and bundles,

@@ -38,12 +38,13 @@ def test_omemo_first_then_openpgp_then_refusal(net: OxNet) -> None:
     assert [(r.jid, r.route) for r in sent.recipients] == [(bob.jid, Route.OMEMO), (dave.jid, Route.OPENPGP)]
     omemo = sent.recipients[0].omemo
     assert omemo is not None and omemo.ready
-    got = bob.decrypt(omemo.elements["urn:xmpp:omemo:2"], alice.jid, to=bob.jid)
+    got = bob.decrypt_any(omemo.elements["urn:xmpp:omemo:2"], alice.jid, to=bob.jid)
     assert isinstance(got, Decrypted) and got.body == "hello both"
     pgp = sent.recipients[1].openpgp
     assert pgp is not None
     net.run(dave, dave.openpgp.prepare([alice.jid]))
-    assert dave.openpgp.decrypt(pgp, alice.jid, to=dave.jid).body == "hello both"
+    got = dave.decrypt_any(pgp, alice.jid, to=dave.jid)  # one entry point, chosen by namespace
+    assert isinstance(got, Decrypted) and got.body == "hello both" and got.namespace == "urn:xmpp:openpgp:0"
     assert set(sent.recipients[1].fingerprints) == {dave.openpgp.fingerprint, alice.openpgp.fingerprint}
 
     before = snapshot(alice)
