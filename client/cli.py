@@ -4,6 +4,13 @@ clear line on stderr (never a traceback).
 Commands that need no server: ``init``, ``fingerprint``, ``devices``, ``trust``, ``distrust``,
 ``verify``, ``passphrase`` and ``demo``.  The keystore passphrase comes from ``E2EE_PASSPHRASE``
 or a prompt; a new one (``init``, ``passphrase``) from ``E2EE_NEW_PASSPHRASE`` or a prompt.
+
+OpenPGP for XMPP (the fallback): ``publish`` creates and announces our OpenPGP key too; ``send``
+uses OMEMO when the contact has a trusted OMEMO device, else OpenPGP when it has a trusted OpenPGP
+key, else refuses (``--plaintext`` allows clear text explicitly); ``devices`` lists OpenPGP keys;
+``trust``/``distrust`` take 40-digit OpenPGP fingerprints too; ``backup`` publishes the secret key
+encrypted under a new backup code (printed once) and ``restore`` reads it back on another device
+(code from ``E2EE_BACKUP_CODE`` or a prompt).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from e2ee.errors import (
     KeystoreCorrupt,
     KeystoreDowngrade,
     KeystoreLocked,
+    NoEligibleDevices,
     PeerError,
     RollbackDetected,
     UnsupportedKeystoreVersion,
@@ -59,12 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in (("trust", "mark a contact's key as verified"), ("distrust", "refuse a contact's key")):
         t = sub.add_parser(name, help=what)
         t.add_argument("jid")
-        t.add_argument("fingerprint", help="64 hex digits (spaces and colons allowed)")
+        t.add_argument("fingerprint", help="64 hex digits (OMEMO) or 40 (OpenPGP); spaces and colons allowed")
     v = sub.add_parser("verify", help="apply a scanned verification URI (xmpp:...?omemo-sid-...)")
     v.add_argument("uri")
     sub.add_parser("passphrase", help="change the keystore passphrase")
-    sub.add_parser("publish", help="connect and publish device lists and bundles")
-    send = sub.add_parser("send", help="encrypt and send a message")
+    sub.add_parser("publish", help="connect and publish device lists, bundles and the OpenPGP key")
+    send = sub.add_parser("send", help="encrypt and send a message (OMEMO, else OpenPGP)")
     send.add_argument("jid")
     send.add_argument("text")
     send.add_argument("--json", action="store_true")
@@ -72,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     send_file.add_argument("jid")
     send_file.add_argument("path", type=Path)
     send_file.add_argument("--json", action="store_true")
+    send.add_argument("--plaintext", action="store_true",
+                      help="send in clear text when the contact has no trusted OMEMO device or OpenPGP key")
+    sub.add_parser("backup", help="publish an encrypted backup of the OpenPGP secret key; prints its code")
+    restore = sub.add_parser("restore", help="restore the OpenPGP secret key from the backup (E2EE_BACKUP_CODE or prompt)")
+    restore.add_argument("--replace", action="store_true", help="replace this device's own OpenPGP key")
     recv = sub.add_parser("recv", help="connect and print decrypted messages")
     recv.add_argument("--count", type=int, default=None, help="stop after N messages")
     recv.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds (default 10)")
@@ -136,16 +149,26 @@ def _fp(ik: bytes) -> str:
     return fingerprint_omemo(ik)
 
 
+def _pgp_fp(fpr: str) -> str:
+    from e2ee.verification import fingerprint_openpgp
+
+    return fingerprint_openpgp(fpr)
+
+
 def _fingerprint(args: argparse.Namespace) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
         uri = engine.own_uri()
+        pgp = engine.openpgp.fingerprint
         if args.json:
-            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(), "uri": uri}
+            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(), "uri": uri,
+                   "openpgp": pgp}
             print(json.dumps(out))
         else:
             print(f"{engine.jid}: device {engine.device_id}")
             print(f"fingerprint {_fp(engine.identity_key)}")
+            if pgp is not None:
+                print(f"openpgp     {_pgp_fp(pgp)}")
             print(uri)
         if args.qr:
             from .qr import qr_terminal
@@ -169,31 +192,51 @@ def _devices(args: argparse.Namespace) -> int:
             }
             for d in infos
         ]
+        rows += [
+            {
+                "device": None,
+                "namespaces": ["urn:xmpp:openpgp:0"],
+                "active": k.announced or k.own,
+                "fingerprint": k.fingerprint,
+                "trust": k.trust.value if k.trust else None,
+                "label": "this device" if k.own else (None if k.available else "not fetched"),
+            }
+            for k in engine.openpgp.keys(args.jid)
+        ]
         if args.json:
             print(json.dumps(rows))
         elif not rows:
             print(f"no device of {args.jid} is known yet")
         for r in rows if not args.json else ():
             state = "active" if r["active"] else "inactive"
-            fp = _fp(bytes.fromhex(r["fingerprint"])) if r["fingerprint"] else "(no key yet)"
+            if r["device"] is None:  # an OpenPGP key
+                fp, device = _pgp_fp(r["fingerprint"]), "openpgp"
+            else:
+                fp = _fp(bytes.fromhex(r["fingerprint"])) if r["fingerprint"] else "(no key yet)"
+                device = r["device"]
             label = f" {r['label']!r}" if r["label"] else ""
-            print(f"{r['device']:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
+            print(f"{device:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
     return 0
 
 
 def _set_trust(args: argparse.Namespace, verified: bool) -> int:
     from e2ee.trust import TrustLevel
-    from e2ee.verification import parse_fingerprint
+    from e2ee.verification import parse_fingerprint, parse_openpgp_fingerprint
 
     try:
-        ik = parse_fingerprint(args.fingerprint)
+        try:
+            pgp: str | None = parse_openpgp_fingerprint(args.fingerprint)
+        except PeerError:
+            pgp = None
+        key = bytes.fromhex(pgp) if pgp is not None else parse_fingerprint(args.fingerprint)
     except PeerError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(f"{e} (or an OpenPGP fingerprint of 40 hex digits)") from None
     ks, engine = open_engine(_home(args))
     with ks:
         level = TrustLevel.VERIFIED if verified else TrustLevel.DISTRUSTED
-        engine.set_trust(args.jid, ik, level)
-        print(f"{args.jid}: {_fp(ik)} is now {level.value}")
+        engine.set_trust(args.jid, key, level)
+        shown = f"OpenPGP key {_pgp_fp(pgp)}" if pgp is not None else _fp(key)
+        print(f"{args.jid}: {shown} is now {level.value}")
     return 0
 
 
@@ -231,8 +274,9 @@ def _server(args: argparse.Namespace, jid: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _online(args: argparse.Namespace, work: Any) -> int:
-    """Open the keystore, connect, run ``work(session)``, disconnect."""
+def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = False) -> int:
+    """Open the keystore, connect, run ``work(session)``, disconnect.  An existing OpenPGP key is
+    re-announced at connect; ``openpgp_generate`` creates one first when there is none."""
     import asyncio
 
     from .home import Account
@@ -247,7 +291,8 @@ def _online(args: argparse.Namespace, work: Any) -> int:
 
         async def run() -> int:
             received: list[Any] = []
-            session = E2EESession(engine, password, ca_file=args.ca_file, on_received=received.append)
+            session = E2EESession(engine, password, ca_file=args.ca_file, on_received=received.append,
+                                  openpgp_generate=openpgp_generate)
             try:
                 print(f"connecting to {host}:{port} as {engine.jid}...", file=sys.stderr)
                 await session.start(host, port)
@@ -265,26 +310,71 @@ def _online(args: argparse.Namespace, work: Any) -> int:
 def _publish(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         print(f"published device {session.engine.device_id} (both namespaces)")
+        print(f"published OpenPGP key {_pgp_fp(session.engine.openpgp.fingerprint)}")
+        return 0
+
+    return _online(args, work, openpgp_generate=True)
+
+
+def _send(args: argparse.Namespace) -> int:
+    from e2ee.fallback import Route
+
+    async def work(session: Any, _received: list[Any]) -> int:
+        sent = await session.send_chat(args.jid, args.text, allow_plaintext=args.plaintext)
+        routed = sent.recipients[0]
+        rows: list[dict[str, Any]] = []
+        if routed.omemo is not None:
+            rows = [
+                {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
+                for d in routed.omemo.devices
+            ]
+        if args.json:
+            print(json.dumps({"id": None, "to": args.jid, "route": routed.route.value, "recipients": rows,
+                              "openpgp": list(routed.fingerprints)}))
+        else:
+            for r in rows:
+                print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+            for fpr in routed.fingerprints:
+                print(f"openpgp {_pgp_fp(fpr)}: encrypted")
+            if routed.route is Route.PLAINTEXT:
+                print(f"{routed.jid}: sent in clear text (--plaintext)")
+        if routed.route is Route.OMEMO and (routed.omemo is None or not routed.omemo.ready):
+            print(f"e2ee: error: not sent: no trusted device for {args.jid}", file=sys.stderr)
+            return 1
         return 0
 
     return _online(args, work)
 
 
-def _send(args: argparse.Namespace) -> int:
+def _backup(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
-        result = await session.send_text(args.jid, args.text)
-        rows = [
-            {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
-            for d in result.devices
-        ]
-        if args.json:
-            print(json.dumps({"id": None, "to": args.jid, "recipients": rows}))
-        else:
-            for r in rows:
-                print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
-        if not result.ready:
-            print(f"e2ee: error: not sent: no trusted device for {', '.join(result.unreachable)}", file=sys.stderr)
-            return 1
+        backup = session.engine.openpgp.backup()
+        await session.run_effects(list(backup.effects))
+        print(backup.code)
+        print("published the encrypted OpenPGP secret key; keep this backup code to restore it", file=sys.stderr)
+        return 0
+
+    return _online(args, work)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    import getpass
+
+    from e2ee.openpgp import SECRET_KEY_NODE, parse_backup_code
+
+    code = os.environ.get("E2EE_BACKUP_CODE")
+    if code is None:
+        code = getpass.getpass("Backup code: ")
+    code = parse_backup_code(code)  # a malformed code is refused before connecting
+
+    async def work(session: Any, _received: list[Any]) -> int:
+        own = session.boundjid.bare
+        elem = await session.e2ee._first_item(own, SECRET_KEY_NODE, None)
+        if elem is None:
+            raise UsageError(f"no OpenPGP secret-key backup on {own}'s server (make one with 'e2ee backup')")
+        fpr = session.engine.openpgp.restore(elem, code, replace=args.replace)
+        await session.run_effects(session.engine.openpgp.publish())
+        print(f"restored OpenPGP key {_pgp_fp(fpr)}")
         return 0
 
     return _online(args, work)
@@ -464,6 +554,8 @@ def _explain(exc: E2EEError) -> str:
         return f"this keystore needs a newer e2ee: {exc}"
     if isinstance(exc, KeystoreCorrupt):
         return f"the keystore is damaged: {exc}"
+    if isinstance(exc, NoEligibleDevices):
+        return f"not sent: {exc}"
     return str(exc)
 
 
@@ -504,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             "room-affiliation": _room_affiliation,
             "room-members": _room_members,
             "room-send": _room_send,
+            "backup": _backup,
+            "restore": _restore,
         }
         return int(handlers[args.command](args))
     except UsageError as exc:

@@ -90,13 +90,17 @@ class Account:
 
 
 def open_engine(home: Path) -> tuple[Keystore, Engine]:
-    """Open the keystore of ``home`` and the engine on it (the caller closes the keystore)."""
+    """Open the keystore of ``home`` and the engine on it (the caller closes the keystore).  The
+    engine has the OpenPGP fallback on GnuPG (:class:`client.gpg.GnuPG`); GnuPG only runs, on a
+    temporary home that is removed at exit, when an OpenPGP operation is needed."""
+    from .gpg import GnuPG
+
     path = keystore_path(home)
     if not path.exists():
         raise UsageError(f"no keystore in {home}: run 'e2ee init --jid JID' first")
     ks = Keystore.open(path, passphrase())
     try:
-        return ks, Engine(ks)
+        return ks, Engine(ks, openpgp=GnuPG())
     except BaseException:
         ks.close()
         raise

@@ -21,6 +21,7 @@ import slixmpp
 
 from slixmpp.plugins.base import BasePlugin
 
+from e2ee.fallback import SendResult
 from e2ee.results import EncryptResult
 
 from . import media
@@ -59,3 +60,9 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
         Fetch received ones with :func:`client.media.download` (``Received.media`` holds the
         link)."""
         return await media.send_file(self.handlers, to, path, progress=progress)
+
+    async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
+        """Send by the engine's policy: OMEMO, else OpenPGP (with an engine created with
+        ``openpgp=client.gpg.GnuPG()``), else refused (:class:`~e2ee.errors.NoEligibleDevices`)
+        unless ``allow_plaintext``."""
+        return await self.handlers.send_chat(to, body, allow_plaintext=allow_plaintext)

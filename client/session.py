@@ -7,6 +7,13 @@ fallback body) and decrypts what arrives: a MAM (XEP-0313) catch-up of our own a
 connect (results accepted only with our query id and from our own archive; the engine keeps
 used prekeys during it), live and offline messages, and carbons of our own devices (accepted only
 from our own bare JID).
+
+With an engine that has an OpenPGP backend (``Engine(..., openpgp=GnuPG())``) it also speaks
+OpenPGP for XMPP (XEP-0373/0374): it publishes our key (data node, then metadata, with
+publish-options), follows ``urn:xmpp:openpgp:0:public-keys`` (+notify), fetches contacts' keys,
+sends ``<openpgp/>`` messages through :meth:`E2EEHandlers.send_chat` (the OMEMO-then-OpenPGP
+policy of :mod:`e2ee.fallback`) and decrypts received ones (re-fetching the sender's keys once
+when a signature is by a key we have not seen announced).
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from e2ee.engine import NAMESPACES, Engine
-from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError
+from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender
+from e2ee.fallback import Route, SendResult
 from e2ee.media import MediaLink, media_link_in
+from e2ee.omemo2.envelope import parse_timestamp
+from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
+from e2ee.openpgp.xml import NS as OX
 from e2ee.results import (
     Decrypted,
     DecryptResult,
@@ -36,6 +47,8 @@ from e2ee.results import (
     EncryptResult,
     FetchBundle,
     FetchDeviceList,
+    FetchPublicKey,
+    FetchPublicKeys,
     Publish,
     SendMessage,
 )
@@ -52,6 +65,8 @@ log = logging.getLogger(__name__)
 O2, LEGACY = NAMESPACES
 DEVICE_LIST_NODES = {O2: "urn:xmpp:omemo:2:devices", LEGACY: "eu.siacs.conversations.axolotl.devicelist"}
 FALLBACK_BODY = "This message is end-to-end encrypted (OMEMO); your client cannot show it."
+#: The clear-text hint of an OpenPGP for XMPP message (XEP-0374).
+OX_FALLBACK_BODY = "This message is encrypted using OpenPGP for XMPP."
 _PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 #: Seconds between two runs of the engine's maintenance (signed-prekey rotation, prekey refill)
 #: in a long-lived session; it also runs at every connect.
@@ -100,7 +115,15 @@ class E2EEHandlers:
     to (attribute access falls through to it).  Used by :class:`E2EESession` and by the slixmpp
     plugin :class:`client.plugin.e2ee_omemo`."""
 
-    def __init__(self, xmpp: slixmpp.ClientXMPP, engine: Engine, on_received: Callable[[Received], None] | None) -> None:
+    def __init__(
+        self,
+        xmpp: slixmpp.ClientXMPP,
+        engine: Engine,
+        on_received: Callable[[Received], None] | None,
+        *,
+        omemo: bool = True,
+        openpgp_generate: bool = True,
+    ) -> None:
         self.xmpp = xmpp
         self.engine = engine
         self.on_received = on_received
@@ -112,6 +135,11 @@ class E2EEHandlers:
         self._healed: set[tuple[str, str, int]] = set()
         #: Archived messages processed by the catch-up at the last connect.
         self.caught_up = 0
+        #: publish our OMEMO device at start (False: an OpenPGP-only client)
+        self.omemo = omemo
+        #: with an OpenPGP backend: create our OpenPGP key at start when there is none (an
+        #: existing key is always re-announced)
+        self.openpgp_generate = openpgp_generate
 
     def __getattr__(self, name: str) -> Any:  # plugin, boundjid, make_message, send_presence, ...
         return getattr(self.xmpp, name)
@@ -147,6 +175,16 @@ class E2EEHandlers:
             xmpp.plugin["xep_0060"].map_node_event(node,  # type: ignore[no-untyped-call]
                                                     f"devices_{'o2' if ns == O2 else 'legacy'}")
             xmpp.add_event_handler(f"devices_{'o2' if ns == O2 else 'legacy'}_publish", self._devices_event(ns))
+        if self.engine.has_openpgp:
+            self._install_openpgp()
+
+    def _install_openpgp(self) -> None:
+        xmpp = self.xmpp
+        xmpp.register_handler(
+            CoroutineCallback("e2ee openpgp", MatchXPath(f"{{jabber:client}}message/{{{OX}}}openpgp"), self._message_openpgp)
+        )
+        xmpp.plugin["xep_0060"].map_node_event(PUBLIC_KEYS_NODE, "openpgp_keys")  # type: ignore[no-untyped-call]
+        xmpp.add_event_handler("openpgp_keys_publish", self._openpgp_keys_event)
 
     def _fail(self, why: str) -> None:
         if self.ready.is_set():
@@ -163,12 +201,15 @@ class E2EEHandlers:
                 self.plugin["xep_0163"].add_interest(node)
             await self.plugin["xep_0280"].enable()
             own = self.boundjid.bare
-            for ns in NAMESPACES:
-                await self.run_effects(self.engine.on_device_list(own, ns, await self._fetch_device_list(own, ns)))
-            self.engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
-            await self.run_effects(self.engine.publish())
-            self.xmpp.cancel_schedule(_MAINTENANCE)
-            self.xmpp.schedule(_MAINTENANCE, MAINTENANCE_INTERVAL, self._maintenance, repeat=True)
+            if self.omemo:
+                for ns in NAMESPACES:
+                    await self.run_effects(self.engine.on_device_list(own, ns, await self._fetch_device_list(own, ns)))
+                self.engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
+                await self.run_effects(self.engine.publish())
+                self.xmpp.cancel_schedule(_MAINTENANCE)
+                self.xmpp.schedule(_MAINTENANCE, MAINTENANCE_INTERVAL, self._maintenance, repeat=True)
+            if self.engine.has_openpgp:
+                await self._openpgp_start()
             self._sid = await self._announces_stanza_ids()
             self.caught_up = await self.catch_up()
             # presence last: offline messages then arrive after the archive was read, and are
@@ -282,6 +323,8 @@ class E2EEHandlers:
                         log.warning("unusable bundle of %s/%s: %s", effect.jid, effect.device_id, e)
             elif isinstance(effect, SendMessage):
                 self._send_encrypted_element(effect.jid, effect.encrypted, effect.namespace, body=None)
+            elif isinstance(effect, (FetchPublicKeys, FetchPublicKey)):
+                await self._fetch_openpgp(effect)
 
     def _form(self, options: tuple[tuple[str, str], ...], form_type: str) -> Any:
         form = self.plugin["xep_0004"].make_form(ftype="submit")
@@ -346,6 +389,42 @@ class E2EEHandlers:
             for ns, elem in result.elements.items():
                 self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
         return result
+
+    async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
+        """Send ``body`` to ``to`` by the engine's policy (:mod:`e2ee.fallback`): OMEMO when ``to``
+        has a trusted OMEMO device, else OpenPGP when it has a trusted OpenPGP key, else clear
+        text only with ``allow_plaintext``.  Raises :class:`~e2ee.errors.NoEligibleDevices`
+        (nothing is sent) otherwise.  What is missing is fetched first."""
+        bare = slixmpp.JID(to).bare
+        if not self._subscribed(to):
+            fetches: list[Effect] = [FetchDeviceList(bare, ns) for ns in NAMESPACES] if self.omemo else []
+            if self.engine.has_openpgp:
+                fetches.append(FetchPublicKeys(bare))
+            await self.run_effects(fetches)
+        for _ in range(6):  # device lists, bundles, OpenPGP metadata, keys
+            effects = self.engine.prepare_with_fallback([bare], use_omemo=self.omemo)
+            if not effects:
+                break
+            await self.run_effects(effects)
+        result = self.engine.encrypt_with_fallback([bare], body, allow_plaintext=allow_plaintext, use_omemo=self.omemo)
+        for r in result.recipients:
+            if r.route is Route.OMEMO and r.omemo is not None and r.omemo.ready:
+                for ns, elem in r.omemo.elements.items():
+                    self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
+            elif r.route is Route.OPENPGP and r.openpgp is not None:
+                self._send_openpgp(to, r.openpgp)
+            elif r.route is Route.PLAINTEXT:
+                self.make_message(mto=to, mtype="chat", mbody=body).send()
+        return result
+
+    def _send_openpgp(self, to: str, elem: ET.Element) -> None:
+        msg = self.make_message(mto=to, mtype="chat", mbody=OX_FALLBACK_BODY)
+        msg.xml.append(elem)
+        ET.SubElement(msg.xml, "{urn:xmpp:hints}store")
+        eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
+        eme.set("namespace", OX)
+        eme.set("name", "OpenPGP for XMPP")
+        msg.send()
 
     def _subscribed(self, jid: str) -> bool:
         bare = slixmpp.JID(jid).bare
@@ -426,6 +505,91 @@ class E2EEHandlers:
             await self.run_effects(result.effects)
             self._deliver(Received(result, None, carbon, sender, archived))
             return
+        ox = stanza.find(f"{{{OX}}}openpgp")
+        if ox is not None and self.engine.has_openpgp:
+            await self._decrypt_openpgp(ox, stanza, sender, to, carbon, archived)
+
+    # ------------------------------------------------------------------ OpenPGP for XMPP
+
+    async def _openpgp_start(self) -> None:
+        """Follow our own metadata, then announce our key (created first when allowed)."""
+        op = self.engine.openpgp
+        own = self.boundjid.bare
+        self.plugin["xep_0030"].add_feature(IM_FEATURE)  # after binding: for our full JID
+        self.plugin["xep_0163"].add_interest(PUBLIC_KEYS_NODE)
+        await self.run_effects(op.on_public_keys(own, await self._first_item(own, PUBLIC_KEYS_NODE, None)))
+        if op.fingerprint is not None or self.openpgp_generate:
+            await self.run_effects(op.publish())
+
+    async def _fetch_openpgp(self, effect: FetchPublicKeys | FetchPublicKey) -> None:
+        op = self.engine.openpgp
+        node = PUBLIC_KEYS_NODE if isinstance(effect, FetchPublicKeys) else public_key_node(effect.fingerprint)
+        try:
+            elem = await self._first_item(effect.jid, node, None)
+        except IqError as e:  # e.g. service-unavailable: no PEP there; asked again next time
+            log.warning("fetching %s of %s failed: %s", node, effect.jid, e.iq["error"]["condition"])
+            return
+        try:
+            if isinstance(effect, FetchPublicKeys):
+                await self.run_effects(op.on_public_keys(effect.jid, elem))
+            else:
+                await self.run_effects(op.on_public_key(effect.jid, effect.fingerprint, elem))
+        except PeerError as e:
+            log.warning("OpenPGP key data of %s refused: %s: %s", effect.jid, type(e).__name__, e)
+
+    async def _openpgp_keys_event(self, msg: Any) -> None:
+        sender = msg["from"].bare or self.boundjid.bare  # no from: our own account
+        for item in msg["pubsub_event"]["items"]:
+            payload = item.xml.find("*")
+            try:
+                if payload is None:  # notification without payload: fetch
+                    await self.run_effects([FetchPublicKeys(sender)])
+                else:
+                    await self.run_effects(self.engine.openpgp.on_public_keys(sender, payload))
+            except E2EEError as e:
+                log.warning("OpenPGP key metadata of %s refused: %s", sender, e)
+
+    async def _message_openpgp(self, msg: Any) -> None:
+        if msg["type"] not in ("chat", "normal"):
+            return
+        if msg.xml.find("{urn:xmpp:carbons:2}received") is not None or msg.xml.find("{urn:xmpp:carbons:2}sent") is not None:
+            return
+        if any(msg.xml.find(f"{{{ns}}}encrypted") is not None for ns in NAMESPACES):
+            return  # the OMEMO handler takes it
+        await self._decrypt_stanza(msg.xml, msg["from"].bare, msg["to"].bare, carbon=False)
+
+    async def _decrypt_openpgp(
+        self, elem: ET.Element, stanza: ET.Element, sender: str, to: str, carbon: bool, archived: bool
+    ) -> None:
+        op = self.engine.openpgp
+        delay = stanza.find("{urn:xmpp:delay}delay")
+        stamp = None
+        if delay is not None:
+            try:
+                stamp = parse_timestamp(delay.get("stamp") or "")
+            except E2EEError:
+                stamp = None
+        if stamp is None and not archived:
+            stamp = datetime.now(UTC)  # a live message: compare with the receive time
+        await self.run_effects(op.prepare([sender]))
+        for attempt in (1, 2):
+            try:
+                result = op.decrypt(elem, sender, to=to or None, timestamp=stamp)
+            except SignatureNotFromSender as e:
+                if attempt == 1:  # maybe a key announced since we last looked
+                    await self.run_effects([FetchPublicKeys(sender)])
+                    continue
+                error: E2EEError = e
+            except DuplicateMessage:
+                return
+            except E2EEError as e:
+                error = e
+            else:
+                self._deliver(Received(result, None, carbon, sender, archived))
+                return
+            log.warning("OpenPGP message from %s refused: %s: %s", sender, type(error).__name__, error)
+            self._deliver(Received(None, error, carbon, sender, archived))
+            return
 
     async def _heal(self, e: NoSession) -> None:
         """A device writes to us on a session we do not have (we lost it, or it never reached
@@ -467,12 +631,14 @@ class E2EESession(slixmpp.ClientXMPP):
         *,
         ca_file: Path | None = None,
         on_received: Callable[[Received], None] | None = None,
+        omemo: bool = True,
+        openpgp_generate: bool = True,
     ) -> None:
         super().__init__(engine.jid, password)
         if ca_file is not None:
             self.ca_certs = Path(ca_file)
         self.enable_direct_tls = False
-        self.e2ee = E2EEHandlers(self, engine, on_received)
+        self.e2ee = E2EEHandlers(self, engine, on_received, omemo=omemo, openpgp_generate=openpgp_generate)
         self.e2ee.install()
         self.rooms = Rooms(self.e2ee)  #: group chats (XEP-0045)
 
@@ -482,6 +648,10 @@ class E2EESession(slixmpp.ClientXMPP):
 
     async def send_text(self, to: str, body: str) -> EncryptResult:
         return await self.e2ee.send_text(to, body)
+
+    async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
+        """See :meth:`E2EEHandlers.send_chat` (OMEMO, else OpenPGP, else refused)."""
+        return await self.e2ee.send_chat(to, body, allow_plaintext=allow_plaintext)
 
     async def run_effects(self, effects: list[Effect] | tuple[Effect, ...]) -> None:
         await self.e2ee.run_effects(effects)

@@ -31,8 +31,8 @@ from .trust import TrustLevel, TrustPolicy
 from .xmlsafe import check_element
 
 from .core import _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, _backend, _bare, _CatchUp, parse_device_list
-from .receiving import Receiving
-from .sending import Sending
+from .fallback import Fallback
+from .openpgp.crypto import OpenPgpCrypto
 from .verification import make_uri, parse_uri
 
 __all__ = ["Engine", "NAMESPACES", "DeviceInfo", "parse_device_list"]
@@ -48,9 +48,23 @@ class DeviceInfo:
     label: str | None  #: OMEMO 2 label, only when its signature verified
 
 
-class Engine(Sending, Receiving):
+class Engine(Fallback):
     """One device of one account.  Build it with :meth:`create` (new identity) or by passing a
-    storage that already holds one."""
+    storage that already holds one.  ``openpgp``: an OpenPGP implementation
+    (:class:`~e2ee.openpgp.crypto.OpenPgpCrypto`, e.g. ``client.gpg.GnuPG``) enables the
+    OpenPGP fallback (:attr:`openpgp`, :meth:`encrypt_with_fallback`, :meth:`decrypt_any`)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        rng: Random = system_random,
+        clock: Clock = system_clock,
+        policy: TrustPolicy = TrustPolicy.BTBV,
+        openpgp: OpenPgpCrypto | None = None,
+    ) -> None:
+        super().__init__(storage, rng=rng, clock=clock, policy=policy)
+        self._init_openpgp(openpgp)
 
     @classmethod
     def create(
@@ -63,6 +77,7 @@ class Engine(Sending, Receiving):
         rng: Random = system_random,
         clock: Clock = system_clock,
         policy: TrustPolicy = TrustPolicy.BTBV,
+        openpgp: OpenPgpCrypto | None = None,
     ) -> Engine:
         """A new identity for ``jid``.  Pass our account's current device lists (fetch both
         namespaces first): the device id is chosen outside them, and they are kept so that
@@ -75,7 +90,7 @@ class Engine(Sending, Receiving):
             registry = DeviceRegistry(storage)
             for dl in lists:
                 registry.set_list(jid, dl)
-        return cls(storage, rng=rng, clock=clock, policy=policy)
+        return cls(storage, rng=rng, clock=clock, policy=policy, openpgp=openpgp)
 
     def publish(self) -> list[Effect]:
         """Everything to announce this device: both device lists (ours added to what the
@@ -203,6 +218,8 @@ class Engine(Sending, Receiving):
                 for ik, level in self.trust.levels(jid).items():
                     if level.trusted:
                         self.trust.set(jid, ik, TrustLevel.UNDECIDED)
+            if self._openpgp is not None:
+                self._openpgp.after_rollback()
             return count
 
         return self._run(op)
@@ -234,7 +251,8 @@ class Engine(Sending, Receiving):
         return make_uri(self.jid, devices)
 
     def set_trust(self, jid: str, identity_key: bytes, level: TrustLevel) -> None:
-        """Record the user's decision for an identity key (X25519 form) of ``jid``."""
+        """Record the user's decision for an identity key (X25519 form) or an OpenPGP key (its
+        20-byte fingerprint) of ``jid``."""
         jid = _bare(jid)
         self._run(lambda: self.trust.set(jid, identity_key, level))
 

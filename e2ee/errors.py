@@ -47,6 +47,14 @@ __all__ = [
     "InvalidMediaLink",
     "MediaIntegrityError",
     "MediaTransferFailed",
+    "InvalidPublicKey",
+    "SignatureNotFromSender",
+    "UntrustedKey",
+    "ReplayedMessage",
+    "StaleMessage",
+    "InvalidPassphrase",
+    "NoEligibleDevices",
+    "OpenPgpFailure",
     "StorageError",
     "CorruptState",
     "WrongPassphrase",
@@ -104,7 +112,8 @@ class AuthenticationFailed(DecryptionFailed):
 
 
 class InvalidSignature(PeerError):
-    """A signature (signed prekey, device label) does not verify."""
+    """A signature (signed prekey, device label, OpenPGP message signature) does not verify,
+    is missing, or is not the single valid signature a message must carry."""
 
     def __init__(self) -> None:
         super().__init__("invalid signature")
@@ -224,6 +233,52 @@ class MediaTransferFailed(PeerError):
     """The upload service or the HTTP server refused or broke off a file transfer (no upload
     service, a refused slot, an HTTP error status, a connection closed early, a body larger than
     announced or allowed)."""
+
+
+class InvalidPublicKey(PeerError):
+    """A published OpenPGP public key is unacceptable: too large, not a v4 transferable public
+    key, not the fingerprint its node names, no ``xmpp:`` user id of the account that published
+    it, revoked or expired."""
+
+
+class SignatureNotFromSender(PeerError):
+    """An OpenPGP message carries a valid signature, but by a key the stanza's sender did not
+    announce in their key metadata (a forwarded or foreign message)."""
+
+
+class UntrustedKey(PeerError):
+    """An OpenPGP message is signed by one of the sender's announced keys, but the user has not
+    trusted that key (it awaits a decision)."""
+
+
+class ReplayedMessage(DuplicateMessage):
+    """An OpenPGP ``<signcrypt/>`` that was already accepted (same signer and content) or that
+    is older than what the replay memory covers: ignore it."""
+
+
+class StaleMessage(PeerError):
+    """The ``<time/>`` of an OpenPGP ``<signcrypt/>`` is implausible: too far from the delay
+    stamp or receive time, in the future, or older than the replay memory."""
+
+
+class InvalidPassphrase(UsageError):
+    """A passphrase or backup code is malformed (wrong alphabet or length, or a line break or
+    NUL that could reach GnuPG's passphrase channel); refused before GnuPG runs."""
+
+
+class NoEligibleDevices(E2EEError):
+    """A recipient can be reached neither with OMEMO nor with OpenPGP (no trusted device or key),
+    and clear text was not explicitly allowed: nothing was encrypted or sent.  ``missing`` maps
+    each such recipient to a sentence naming what is missing."""
+
+    def __init__(self, missing: dict[str, str]) -> None:
+        self.missing = dict(missing)
+        super().__init__("; ".join(missing.values()))
+
+
+class OpenPgpFailure(E2EEError):
+    """The local OpenPGP implementation (GnuPG) failed at something that involves no peer
+    input: key generation, export, or an encryption it should have been able to do."""
 
 
 class StorageError(E2EEError):

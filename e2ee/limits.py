@@ -163,3 +163,37 @@ MAX_MEDIA_DOWNLOAD: Final = 1024 * 1024 * 1024
 
 #: Longest file name (in characters) suggested for a received file; the extension is kept.
 MAX_MEDIA_FILENAME: Final = 120
+
+# ---- OpenPGP for XMPP (XEP-0373/0374, e2ee.openpgp) ------------------------------------------
+
+#: Largest decoded ``<openpgp/>`` message accepted (it travels in one stanza).
+MAX_OPENPGP_MESSAGE_BYTES: Final = MAX_XML_BYTES
+
+#: Largest transferable public key accepted from a ``public-keys:FPR`` node (XEP-0373: keys are
+#: tens of KB; catalogue P3 asks for a bound), and largest secret-key backup.
+MAX_OPENPGP_KEY_BYTES: Final = 128 * 1024
+
+#: Most OpenPGP packets in one transferable key, and most user ids (catalogue P3: a key with
+#: thousands of user ids or signatures is refused before GnuPG sees it).
+MAX_OPENPGP_KEY_PACKETS: Final = 256
+MAX_OPENPGP_KEY_UIDS: Final = 16
+
+#: Most keys one account may announce in its ``urn:xmpp:openpgp:0:public-keys`` metadata.
+MAX_OPENPGP_ANNOUNCED_KEYS: Final = 32
+
+#: Largest difference between a ``<signcrypt/>`` ``<time/>`` and the reference (delay stamp or
+#: receive time) that is accepted, and how far in the future it may lie.
+OPENPGP_TIME_WINDOW: Final = timedelta(minutes=10)
+
+#: Oldest ``<signcrypt/>`` accepted at all, and how long digests of accepted ones are
+#: remembered to refuse replays: every message young enough to be accepted is in the replay
+#: memory (catalogue P1).
+OPENPGP_MAX_AGE: Final = timedelta(days=30)
+
+#: Most digests remembered per UTC day (by ``<time/>``); beyond it the oldest of that day are
+#: dropped and that day's older messages are refused.
+OPENPGP_REPLAY_PER_DAY: Final = 5000
+
+#: Length range of the random ``<rpad/>`` text (letters; nbxmpp writes 30-50).
+OPENPGP_RPAD_MIN: Final = 16
+OPENPGP_RPAD_MAX: Final = 64

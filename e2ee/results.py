@@ -20,6 +20,8 @@ __all__ = [
     "FetchDeviceList",
     "FetchBundle",
     "SendMessage",
+    "FetchPublicKeys",
+    "FetchPublicKey",
     "Outcome",
     "DeviceOutcome",
     "EncryptResult",
@@ -78,7 +80,24 @@ class SendMessage:
     reason: str  #: "key-exchange-answer", "heartbeat", "catch-up-end", "session-replacement"
 
 
-Effect = Publish | FetchDeviceList | FetchBundle | SendMessage
+@dataclass(frozen=True, slots=True)
+class FetchPublicKeys:
+    """Fetch ``jid``'s OpenPGP key metadata (node ``urn:xmpp:openpgp:0:public-keys``, newest
+    item); pass the payload (or None) to :meth:`~e2ee.openpgp.backend.OpenPgp.on_public_keys`."""
+
+    jid: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPublicKey:
+    """Fetch one OpenPGP public key of ``jid`` (node ``urn:xmpp:openpgp:0:public-keys:FPR``,
+    newest item); pass the payload (or None) to :meth:`~e2ee.openpgp.backend.OpenPgp.on_public_key`."""
+
+    jid: str
+    fingerprint: str
+
+
+Effect = Publish | FetchDeviceList | FetchBundle | SendMessage | FetchPublicKeys | FetchPublicKey
 
 
 # ---- encryption -----------------------------------------------------------------------------

@@ -34,7 +34,8 @@ TABLES: tuple[str, ...] = (
     "skipped",  # skipped message keys, one record each
     "device",  # per bare JID: device lists seen, per-device identity keys and labels
     "bundle",  # per (namespace, bare JID, device id): the last bundle fetched
-    "trust",  # per bare JID: trust level of each identity key
+    "trust",  # per bare JID: trust level of each identity key (and OpenPGP fingerprint)
+    "openpgp",  # per bare JID: announced and fetched OpenPGP keys; "seen/...": replay memory
 )
 
 

@@ -1,7 +1,10 @@
 """Trust decisions, keyed by (bare JID, identity key) -- never by device id.
 
 The identity key is taken in its canonical X25519 form (32 bytes), so one decision covers a
-device in both namespaces (``trust-atm.md`` section 2).  Levels:
+device in both namespaces (``trust-atm.md`` section 2).  OpenPGP keys (XEP-0373) live in the same
+record under their 20-byte v4 primary-key fingerprint, so one policy covers both: once any key of
+a JID is verified, a new OpenPGP key stays undecided too (no silent fallback to an unverified
+key, catalogue D5).  Levels:
 
 * ``UNDECIDED`` -- no decision yet: nothing is encrypted for it; its messages decrypt but are
   marked;
@@ -100,8 +103,8 @@ class TrustStore:
 
     def set(self, jid: str, ik: bytes, level: TrustLevel) -> None:
         """Record the user's decision."""
-        if len(ik) != 32:
-            raise UsageError("identity keys are given in their 32-byte X25519 form")
+        if len(ik) not in (32, 20):
+            raise UsageError("keys are given as 32-byte X25519 identity keys or 20-byte OpenPGP fingerprints")
         levels = self.levels(jid)
         levels[ik] = level
         self._write(jid, levels)
