@@ -3,8 +3,8 @@
 File layout (one SQLite database, WAL mode, ``secure_delete`` on):
 
 * ``meta(name, value)``: ``header`` (magic, version, Argon2id parameters, salt, in clear: it is
-  the associated data of the wrapped key), ``dek`` (the wrapped data key), ``generation`` (a
-  sealed commit counter);
+  the associated data of the wrapped key), ``dek`` (the wrapped data key), ``generation`` (the
+  commit counter with its MAC);
 * ``records(k, v)``: ``k`` is the blinded lookup key (HMAC of table and key), ``v`` the sealed
   record (see :mod:`keystore.sealing`).  Nothing else: no table names, JIDs or device ids.
 
@@ -20,10 +20,19 @@ with ``accept_rollback=True`` resets the file; the caller must then call
 
 A second process opening the same keystore gets :class:`~e2ee.errors.KeystoreLocked`.
 
+Transactions nest: an inner transaction is a savepoint, so an operation that fails inside a
+larger batch (:meth:`Keystore.transaction` around many engine operations, see
+``Engine.batch``) undoes only its own writes; the batch commits once, at its end.
+
 Limits: the passphrase and keys are Python ``bytes``/``str`` and cannot be wiped from memory;
 decrypted records are cached in memory while the store is open.  While the store is open, the
-sealed bytes of records overwritten or deleted since the last checkpoint (at most
-``_WAL_PAGES`` pages) remain in the WAL file; ``close()`` checkpoints and truncates it.
+sealed bytes of records overwritten or deleted remain in the WAL file until they are
+overwritten: SQLite checkpoints every ``_WAL_PAGES`` pages and then reuses the WAL from its
+start, and the file is cut back to ``_WAL_PAGES`` pages (``_WAL_KEEP`` bytes) at each restart,
+so it holds old versions from the last two checkpoint intervals at most (about 2 MiB).
+Keeping the file instead of truncating it to nothing makes a synced commit overwrite blocks
+in place rather than grow the file (a third cheaper).  ``close()`` checkpoints and truncates
+it.
 """
 
 from __future__ import annotations
@@ -54,6 +63,9 @@ _CACHE_SIZE = 8192
 #: Pages in the WAL before SQLite checkpoints it into the database (default 1000; 256 pages =
 #: 1 MiB of window for old record versions at rest, at about 4% of encrypt time).
 _WAL_PAGES = 256
+#: The WAL file is cut back to this size when SQLite reuses it after a checkpoint (bytes: the
+#: WAL header and ``_WAL_PAGES`` frames of 4 KiB pages).
+_WAL_KEEP = 32 + _WAL_PAGES * (24 + 4096)
 _GEN_LEN = 8 + 32
 
 
@@ -77,6 +89,7 @@ class Keystore(Storage):
         self._failed = False
         self._cache: OrderedDict[bytes, tuple[str, str, bytes] | None] = OrderedDict()
         self._blinds: dict[tuple[str, str], bytes] = {}
+        self._gen_blind = b""  #: the blinded key of the generation row (fixed while open)
         self.path = Path()
         self._gen_path = Path()  #: the generation counter beside the database
         self.rolled_back = False
@@ -114,7 +127,8 @@ class Keystore(Storage):
             db.execute("INSERT INTO meta VALUES ('dek', ?)", (wrap_dek(dek, passphrase, header, os.urandom(24)),))
             ks._keys = derive_keys(dek)
             ks._dek = dek
-            ks._write_generation(0)
+            ks._gen_blind = ks._keys.blind_key("meta", "generation")
+            db.execute("INSERT INTO meta VALUES ('generation', ?)", (ks._k().generation_row(0),))
             db.execute("COMMIT")
             ks._write_sidecar(0)
         except BaseException:
@@ -154,6 +168,7 @@ class Keystore(Storage):
             header = Header.from_bytes(bytes(rows["header"]))
             ks._dek = unwrap_dek(bytes(rows["dek"]), passphrase, header)
             ks._keys = derive_keys(ks._dek)
+            ks._gen_blind = ks._keys.blind_key("meta", "generation")
             ks._generation = ks._read_generation(rows.get("generation"))
             ks._check_rollback(accept_rollback)
         except BaseException:
@@ -179,7 +194,7 @@ class Keystore(Storage):
             # checkpoint: checkpoint often, and shrink the WAL file after each, so that the
             # window in which they can be found at rest stays small (catalogue K6).
             db.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
-            db.execute("PRAGMA journal_size_limit=0")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP}")
         except sqlite3.Error as e:
             raise _db_error(e) from None
         os.chmod(path, 0o600)
@@ -222,21 +237,21 @@ class Keystore(Storage):
 
     # ------------------------------------------------------------------ generation counter
 
-    def _read_generation(self, sealed: object) -> int:
-        if not isinstance(sealed, bytes):
+    def _read_generation(self, row: object) -> int:
+        if not isinstance(row, bytes):
             raise KeystoreCorrupt("generation record missing")
-        blind = self._k().blind_key("meta", "generation")
         try:
-            _t, _k, value = self._k().open(blind, sealed)
+            return self._k().open_generation_row(row, self._gen_blind)
         except CorruptRecord:
             raise KeystoreCorrupt("generation record failed authentication") from None
-        return int.from_bytes(value, "big")
 
     def _write_generation(self, generation: int) -> None:
-        keys = self._k()
-        blind = keys.blind_key("meta", "generation")
-        sealed = keys.seal(blind, "meta", "generation", generation.to_bytes(8, "big"), os.urandom(24))
-        self._conn().execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (sealed,))
+        # UPDATE, not INSERT OR REPLACE: the row keeps its rowid, so only the meta table's page
+        # is written, not also the page of its primary-key index (one WAL frame less per commit)
+        row = self._k().generation_row(generation)
+        cur = self._conn().execute("UPDATE meta SET value = ? WHERE name = 'generation'", (row,))
+        if cur.rowcount != 1:
+            raise KeystoreCorrupt("generation record missing")
         self._generation = generation
 
     def _write_sidecar(self, generation: int) -> None:
@@ -315,26 +330,36 @@ class Keystore(Storage):
 
     def put(self, table: str, key: str, value: bytes) -> None:
         self._check_table(table)
-        with self.transaction():
-            keys = self._k()
-            blind = self._blind(table, key)
-            sealed = keys.seal(blind, table, key, bytes(value), os.urandom(24))
-            try:
-                self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
-            except sqlite3.Error as e:
-                raise _db_error(e) from None
-            self._remember(blind, (table, key, bytes(value)))
+        if self._depth == 0:  # on its own: one transaction (inside one, a statement is atomic)
+            with self.transaction():
+                return self._put(table, key, value)
+        self._put(table, key, value)
+
+    def _put(self, table: str, key: str, value: bytes) -> None:
+        blind = self._blind(table, key)
+        value = bytes(value)
+        sealed = self._k().seal(blind, table, key, value, os.urandom(24))
+        try:
+            self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
+        self._remember(blind, (table, key, value))
 
     def delete(self, table: str, key: str) -> bool:
         self._check_table(table)
-        with self.transaction():
-            blind = self._blind(table, key)
-            try:
-                cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
-            except sqlite3.Error as e:
-                raise _db_error(e) from None
-            self._remember(blind, None)
-            return cur.rowcount > 0
+        if self._depth == 0:
+            with self.transaction():
+                return self._delete(table, key)
+        return self._delete(table, key)
+
+    def _delete(self, table: str, key: str) -> bool:
+        blind = self._blind(table, key)
+        try:
+            cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
+        self._remember(blind, None)
+        return cur.rowcount > 0
 
     def keys(self, table: str) -> list[str]:
         """Every key of ``table`` (decrypts every record: meant for rare listings)."""
@@ -381,40 +406,57 @@ class Keystore(Storage):
 
 class _Transaction:
     """Outermost transaction: BEGIN IMMEDIATE ... bump the generation, COMMIT, then record the
-    generation beside the file.  Nested ones join it.  On an exception: ROLLBACK, and the cache of
-    decrypted records is dropped."""
+    generation beside the file; on an exception: ROLLBACK.  A nested one is a savepoint: on an
+    exception it undoes its own writes (ROLLBACK TO) and the enclosing transaction goes on.
+    Whenever writes are undone, the cache of decrypted records is dropped."""
 
-    __slots__ = ("_ks", "_outer")
+    __slots__ = ("_ks", "_savepoint")
 
     def __init__(self, ks: Keystore) -> None:
         self._ks = ks
-        self._outer = False
+        self._savepoint = ""  #: empty for the outermost transaction
 
     def __enter__(self) -> None:
         ks = self._ks
-        if ks._depth == 0:
-            try:
+        try:
+            if ks._depth == 0:
                 ks._conn().execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise _db_error(e) from None
-            self._outer = True
+            else:
+                self._savepoint = f"s{ks._depth}"
+                ks._conn().execute(f"SAVEPOINT {self._savepoint}")
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
         ks._depth += 1
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         ks = self._ks
         ks._depth -= 1
-        if not self._outer:
-            return
         db = ks._conn()
-        if exc_type is None:
+        if self._savepoint:
             try:
-                ks._write_generation(ks._generation + 1)
-                db.execute("COMMIT")
+                if exc_type is not None:
+                    ks._cache.clear()
+                    db.execute(f"ROLLBACK TO {self._savepoint}")
+                db.execute(f"RELEASE {self._savepoint}")
             except sqlite3.Error as e:
-                db.execute("ROLLBACK")
+                if exc_type is None:
+                    raise _db_error(e) from None
+            return
+        if exc_type is None:
+            generation = ks._generation
+            try:
+                ks._write_generation(generation + 1)
+                db.execute("COMMIT")
+            except BaseException as e:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 ks._cache.clear()
-                ks._generation -= 1
-                raise _db_error(e) from None
+                ks._generation = generation
+                if isinstance(e, sqlite3.Error):
+                    raise _db_error(e) from None
+                raise
             ks._write_sidecar(ks._generation)
         else:
             try:
