@@ -23,6 +23,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from client.republish import drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, PeerError
 from e2ee.results import (
@@ -124,11 +125,14 @@ class E2EEHandlers:
         try:
             for node in DEVICE_LIST_NODES.values():
                 self.plugin["xep_0163"].add_interest(node)
-            await self.plugin["xep_0280"].enable()
             own = self.boundjid.bare
-            for ns in NAMESPACES:
-                await self.run_effects(self.engine.on_device_list(own, ns, await self._fetch_device_list(own, ns)))
-            await self.run_effects(self.engine.publish())
+            # carbons and our two device lists in one round trip (the server answers in order)
+            _, *lists = await asyncio.gather(
+                self.plugin["xep_0280"].enable(), *(self._fetch_device_list(own, ns) for ns in NAMESPACES)
+            )
+            for ns, elem in zip(NAMESPACES, lists):
+                await self.run_effects(self.engine.on_device_list(own, ns, elem))
+            await self.run_effects(await drop_unchanged(lambda node, item: self._first_item(own, node, item), self.engine.publish()))
             await self.catch_up()
             # presence last: offline messages then arrive after the archive was read, and are
             # recognised as duplicates of what the catch-up decrypted
@@ -171,10 +175,15 @@ class E2EEHandlers:
     # ------------------------------------------------------------------ effects
 
     async def run_effects(self, effects: list[Effect] | tuple[Effect, ...]) -> None:
+        publications: list[Publish] = []
         for effect in effects:
             if isinstance(effect, Publish):
-                await self._publish(effect)
-            elif isinstance(effect, FetchDeviceList):
+                publications.append(effect)
+                continue
+            if publications:
+                await self._publish_all(publications)
+                publications = []
+            if isinstance(effect, FetchDeviceList):
                 elem = await self._fetch_device_list(effect.jid, effect.namespace)
                 await self.run_effects(self.engine.on_device_list(effect.jid, effect.namespace, elem))
             elif isinstance(effect, FetchBundle):
@@ -186,6 +195,13 @@ class E2EEHandlers:
                         log.warning("unusable bundle of %s/%s: %s", effect.jid, effect.device_id, e)
             elif isinstance(effect, SendMessage):
                 self._send_encrypted_element(effect.jid, effect.encrypted, effect.namespace, body=None)
+        if publications:
+            await self._publish_all(publications)
+
+    async def _publish_all(self, publications: list[Publish]) -> None:
+        """Consecutive publications go out together: the server handles them in the order sent,
+        and we wait for the answers once instead of once each."""
+        await asyncio.gather(*(self._publish(p) for p in publications))
 
     def _form(self, options: tuple[tuple[str, str], ...], form_type: str) -> Any:
         form = self.plugin["xep_0004"].make_form(ftype="submit")
