@@ -302,13 +302,15 @@ class Keystore(Storage):
         return blind
 
     def get(self, table: str, key: str) -> bytes | None:
-        self._check_table(table)
-        keys = self._k()
-        blind = self._blind(table, key)
+        blind = self._blinds.get((table, key))  # memoised: the table was checked then
+        if blind is None:
+            self._check_table(table)
+            blind = self._blind(table, key)
         cache = self._cache
-        if blind in cache:
+        if blind in cache:  # (emptied by close(): a closed store misses and raises below)
             hit = cache[blind]
             return None if hit is None else hit[2]
+        keys = self._k()
         try:
             row = self._conn().execute("SELECT v FROM records WHERE k = ?", (blind,)).fetchone()
         except sqlite3.Error as e:
