@@ -45,6 +45,8 @@ class Row:
     target: Target | None = None
     note: str = ""
     extra: dict[str, float | int | str] = field(default_factory=dict)
+    #: why the target is missed, shown only when it is (the cause, as far as it is known)
+    if_missed: str = ""
 
     def to_json(self, results: Results) -> dict[str, object]:
         out: dict[str, object] = {"unit": self.unit}
@@ -61,6 +63,8 @@ class Row:
         if self.target is not None:
             met, how = self.target.check(results, self)
             out.update(target=self.target.text, met=met, measured=how)
+            if not met and self.if_missed:
+                out["gap"] = self.if_missed
         if self.extra:
             out["extra"] = dict(self.extra)
         if self.note:
@@ -77,6 +81,7 @@ class Results:
         self.rows: dict[str, Row] = {}
         self.started = datetime.now(timezone.utc)
         self.notes: list[str] = []
+        self.load_start = _loadavg()
 
     def add(self, row: Row) -> Row:
         self.rows[row.name] = row
@@ -95,6 +100,7 @@ class Results:
             "date": self.started.strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(),
             "machine": _machine(),
+            "load_average": {"start": self.load_start, "end": _loadavg()},
             "quick": self.quick,
             "rounds": self.rounds,
             "scenarios": {name: row.to_json(self) for name, row in self.rows.items()},
@@ -113,12 +119,22 @@ class Results:
             "# Benchmark results",
             "",
             f"Run on {self.started.strftime('%Y-%m-%d %H:%M UTC')}, Python {platform.python_version()}, {_machine()};"
-            f" {'QUICK MODE (a smoke check, not a measurement)' if self.quick else 'full run'}, {self.rounds} rounds.",
+            f" {'QUICK MODE (a smoke check, not a measurement)' if self.quick else 'full run'}, {self.rounds} rounds;"
+            f" load average (1 min) {self.load_start} at the start, {_loadavg()} at the end.",
             "Regenerate with `python -m bench` from the repository root (writes this file and `bench/results.json`).",
             "",
         ]
         if preamble:
             lines += [preamble.rstrip(), ""]
+        judged = [(r, *r.target.check(self, r)) for r in self.rows.values() if r.target is not None]
+        missed = [(r, how) for r, met, how in judged if not met]
+        lines += [f"**Targets: {len(judged) - len(missed)} of {len(judged)} met.**", ""]
+        if missed:
+            lines += ["Not met:", ""]
+            for r, how in missed:
+                assert r.target is not None
+                lines.append(f"- **{r.name}**: {r.target.text}, measured {how}." + (f" {r.if_missed}" if r.if_missed else ""))
+            lines.append("")
         groups: dict[str, list[Row]] = {}
         for row in self.rows.values():
             groups.setdefault(row.group, []).append(row)
@@ -237,10 +253,17 @@ def _cell(s: Sample | None) -> str:
 
 def _fmt_extra(v: float | int | str) -> str:
     if isinstance(v, float):
-        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}"
+        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.2f}"
     if isinstance(v, int):
         return f"{v:,}"
     return v
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
 
 
 def _machine() -> str:

@@ -28,11 +28,12 @@ Limits: the passphrase and keys are Python ``bytes``/``str`` and cannot be wiped
 decrypted records are cached in memory while the store is open.  While the store is open, the
 sealed bytes of records overwritten or deleted remain in the WAL file until they are
 overwritten: SQLite checkpoints every ``_WAL_PAGES`` pages and then reuses the WAL from its
-start, and the file is cut back to ``_WAL_PAGES`` pages (``_WAL_KEEP`` bytes) at each restart,
-so it holds old versions from the last two checkpoint intervals at most (about 2 MiB).
-Keeping the file instead of truncating it to nothing makes a synced commit overwrite blocks
-in place rather than grow the file (a third cheaper).  ``close()`` checkpoints and truncates
-it.
+start, and the file is cut back to ``_WAL_PAGES`` pages (``_WAL_KEEP`` bytes, 1 MiB) when it is
+reused.  So the WAL file never holds more than about ``_WAL_PAGES`` pages of old versions, but
+one may stay there up to two checkpoint intervals (until the next interval's frames overwrite
+it) rather than one.  Keeping the file at that size instead of truncating it to nothing makes
+a synced commit overwrite blocks in place rather than grow the file (a third cheaper).
+``close()`` checkpoints and truncates it.
 """
 
 from __future__ import annotations
