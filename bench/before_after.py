@@ -13,7 +13,6 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,13 +21,13 @@ from keystore import KdfParams, Keystore
 
 from . import engine_bench
 from .__main__ import _time
-from .keystore_bench import PW
+from .keystore_bench import PW, cleanup, scratch_dir
 
 DEFAULT_REV = "d2ccb19"
 
 
 def _old_keystore(rev: str, root: Path) -> Any:
-    package = Path(tempfile.mkdtemp(prefix="keystore-before-")) / "keystore_before"
+    package = scratch_dir() / "keystore_before"
     package.mkdir()
     for name in ("__init__.py", "store.py", "sealing.py"):
         text = subprocess.check_output(["git", "show", f"{rev}:keystore/{name}"], cwd=root, text=True)
@@ -40,7 +39,7 @@ def _old_keystore(rev: str, root: Path) -> Any:
 
 
 def _factory(cls: Any, sync: bool) -> Callable[[str], Storage]:
-    base = Path(tempfile.mkdtemp(prefix="e2ee-before-after-"))
+    base = scratch_dir()
 
     def make(name: str) -> Storage:
         store: Storage = cls.create(base / f"{name}.db", PW, kdf=KdfParams.floor(), sync=sync)
@@ -56,12 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=300)
     args = parser.parse_args(argv)
     root = Path(__file__).resolve().parent.parent
-    before = _old_keystore(args.rev, root)
+    try:
+        _compare(_old_keystore(args.rev, root), args.rounds, args.ops)
+    finally:
+        cleanup()
+    return 0
+
+
+def _compare(before: Any, rounds: int, ops_per_round: int) -> None:
     for sync in (False, True):
-        n = args.ops if not sync else max(1, args.ops // 3)
+        n = ops_per_round if not sync else max(1, ops_per_round // 3)
         for name in ("encrypt", "decrypt"):
             label = f"{name}[keystore{'+sync' if sync else ''}]"
-            total = args.rounds * n + 300
+            total = rounds * n + 300
             ops = {
                 "before": engine_bench.SCENARIOS[name](total, _factory(before, sync)),
                 "after": engine_bench.SCENARIOS[name](total, _factory(Keystore, sync)),
@@ -70,12 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(300):  # warm-up: the WAL reaches its working size
                     op()
             times: dict[str, list[float]] = {k: [] for k in ops}
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 for k, op in ops.items():
                     times[k].append(_time(op, n))
             b, a = statistics.median(times["before"]), statistics.median(times["after"])
             print(f"{label:24} before {b:8.1f} µs   after {a:8.1f} µs   {b / a:5.2f}x faster", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
