@@ -27,13 +27,16 @@ larger batch (:meth:`Keystore.transaction` around many engine operations, see
 Limits: the passphrase and keys are Python ``bytes``/``str`` and cannot be wiped from memory;
 decrypted records are cached in memory while the store is open.  While the store is open, the
 sealed bytes of records overwritten or deleted remain in the WAL file until they are
-overwritten: SQLite checkpoints every ``_WAL_PAGES`` pages and then reuses the WAL from its
-start, and the file is cut back to ``_WAL_PAGES`` pages (``_WAL_KEEP`` bytes, 1 MiB) when it is
-reused.  So the WAL file never holds more than about ``_WAL_PAGES`` pages of old versions, but
-one may stay there up to two checkpoint intervals (until the next interval's frames overwrite
-it) rather than one.  Keeping the file at that size instead of truncating it to nothing makes
-a synced commit overwrite blocks in place rather than grow the file (a third cheaper).
-``close()`` checkpoints and truncates it.
+overwritten: the keystore checkpoints every ``_WAL_PAGES`` pages (counted from what it writes;
+SQLite's automatic checkpoint at twice that is the backstop), SQLite then reuses the WAL from
+its start, and the file is cut back to ``_WAL_PAGES`` pages (``_WAL_KEEP`` bytes, 1 MiB) when it
+is reused.  So the WAL file never holds more than about ``_WAL_PAGES`` pages of old versions,
+but one may stay there up to two checkpoint intervals (until the next interval's frames
+overwrite it) rather than one.  Keeping the file at that size instead of truncating it to
+nothing makes a synced commit overwrite blocks in place rather than grow the file (a third
+cheaper).  Without ``sync``, the WAL is synced on a thread shortly before each checkpoint
+(:mod:`keystore.walsync`), so that the checkpoint, which runs in the commit of some operation,
+has little left to sync.  ``close()`` ends that thread, checkpoints and truncates the WAL.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from e2ee.errors import (
 from e2ee.storage import TABLES, Storage
 
 from .sealing import Header, KdfParams, Keys, derive_keys, unwrap_dek, wrap_dek
+from .walsync import WalSyncer
 
 __all__ = ["Keystore", "KdfParams"]
 
@@ -91,6 +95,10 @@ class Keystore(Storage):
         self._cache: OrderedDict[bytes, tuple[str, str, bytes] | None] = OrderedDict()
         self._blinds: dict[tuple[str, str], bytes] = {}
         self._gen_blind = b""  #: the blinded key of the generation row (fixed while open)
+        self._sync = False
+        self._pages = 0  #: WAL pages written since the last checkpoint (an estimate)
+        self._early_sync = False
+        self._wal_syncer: WalSyncer | None = None
         self.path = Path()
         self._gen_path = Path()  #: the generation counter beside the database
         self.rolled_back = False
@@ -194,12 +202,15 @@ class Keystore(Storage):
             # Old versions of records (overwritten sessions, deleted keys) live in the WAL until a
             # checkpoint: checkpoint often, and shrink the WAL file after each, so that the
             # window in which they can be found at rest stays small (catalogue K6).
-            db.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            # The keystore checkpoints itself every _WAL_PAGES pages (_after_commit); SQLite's
+            # automatic checkpoint stays as a backstop should its count fall behind.
+            db.execute(f"PRAGMA wal_autocheckpoint={2 * _WAL_PAGES}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP}")
         except sqlite3.Error as e:
             raise _db_error(e) from None
         os.chmod(path, 0o600)
         self._db = db
+        self._sync = sync
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -214,6 +225,9 @@ class Keystore(Storage):
     def close(self) -> None:
         """Checkpoint the WAL into the database (so that deleted records leave no copy in it)
         and release the file."""
+        if self._wal_syncer is not None:
+            self._wal_syncer.stop()
+            self._wal_syncer = None
         if self._db is not None:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -286,6 +300,26 @@ class Keystore(Storage):
     def generation(self) -> int:
         return self._generation
 
+    def _after_commit(self) -> None:
+        """Count the commit's WAL pages (the generation row's, and the writes' estimate).  Every
+        ``_WAL_PAGES`` pages, checkpoint (what SQLite's automatic checkpoint did, counted here
+        so that the early sync below is in step with it); at seven eighths of the interval,
+        have the WAL synced ahead of the checkpoint on a thread (keystore/walsync.py), so that
+        the checkpoint finds little left to sync.  Not needed when every commit is synced."""
+        self._pages += 1
+        if self._pages >= _WAL_PAGES:
+            self._pages = 0
+            self._early_sync = False
+            try:
+                self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass  # SQLite's own checkpoint (every 2 intervals) is the fallback
+        elif self._pages >= _WAL_PAGES * 7 // 8 and not self._early_sync and not self._sync:
+            self._early_sync = True
+            if self._wal_syncer is None:
+                self._wal_syncer = WalSyncer(Path(f"{self.path}-wal"))
+            self._wal_syncer.request()
+
     # ------------------------------------------------------------------ Storage
 
     def _check_table(self, table: str) -> None:
@@ -342,6 +376,7 @@ class Keystore(Storage):
         blind = self._blind(table, key)
         value = bytes(value)
         sealed = self._k().seal(blind, table, key, value, os.urandom(24))
+        self._pages += 1 + (len(sealed) >> 12)
         try:
             self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
         except sqlite3.Error as e:
@@ -357,6 +392,7 @@ class Keystore(Storage):
 
     def _delete(self, table: str, key: str) -> bool:
         blind = self._blind(table, key)
+        self._pages += 1
         try:
             cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
         except sqlite3.Error as e:
@@ -461,6 +497,7 @@ class _Transaction:
                     raise _db_error(e) from None
                 raise
             ks._write_sidecar(ks._generation)
+            ks._after_commit()
         else:
             try:
                 db.execute("ROLLBACK")

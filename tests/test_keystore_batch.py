@@ -11,6 +11,8 @@ format, and opening a store with many sessions without reading them all.
 * Opening a keystore holding many sessions and decrypting one message reads as many records as
   with one session stored, and never the whole table (``bench/memory_bench.py`` does the same
   with 10,000 sessions).
+* The keystore's own checkpoints keep the WAL at its working size, and the thread that syncs
+  the WAL ahead of them ends with the store.
 """
 
 from __future__ import annotations
@@ -169,3 +171,26 @@ def test_the_probe_message_is_a_real_message(tmp_path: Path) -> None:
 
     built = build(tmp_path / "one.db", 1)
     assert ET.fromstring(built.message).tag == f"{{{O2}}}encrypted"
+
+
+def test_checkpoints_keep_the_wal_small_and_the_early_sync_thread_ends_with_the_store(tmp_path: Path) -> None:
+    """The keystore checkpoints every ``_WAL_PAGES`` pages itself and syncs the WAL ahead of it
+    on a thread: after many single-record commits the WAL file is still about one interval
+    long (it is reused, not grown), the thread ran, and ``close()`` ends it and empties the WAL."""
+    import threading
+
+    from keystore.store import _WAL_KEEP, _WAL_PAGES
+
+    path = tmp_path / "ks.db"
+    ks = Keystore.create(path, PW, kdf=KdfParams.floor())
+    for i in range(3 * _WAL_PAGES):  # two pages per commit: about six intervals
+        ks.put("session", "peer", os.urandom(400) + bytes([i & 0xFF]))
+    assert os.path.getsize(f"{path}-wal") <= _WAL_KEEP + 8 * (4096 + 24)
+    assert ks._wal_syncer is not None
+    names = {t.name for t in threading.enumerate()}
+    assert "keystore-wal-sync" in names
+    ks.close()
+    assert "keystore-wal-sync" not in {t.name for t in threading.enumerate()}
+    assert not Path(f"{path}-wal").exists() or os.path.getsize(f"{path}-wal") == 0
+    with Keystore.open(path, PW) as again:
+        assert again.get("session", "peer") is not None
