@@ -65,7 +65,7 @@ from .walsync import WalSyncer
 __all__ = ["Keystore", "KdfParams"]
 
 _CACHE_SIZE = 8192
-#: Pages in the WAL before SQLite checkpoints it into the database (default 1000; 256 pages =
+#: WAL pages between two checkpoints into the database (SQLite's default is 1000; 256 pages =
 #: 1 MiB of window for old record versions at rest, at about 4% of encrypt time).
 _WAL_PAGES = 256
 #: The WAL file is cut back to this size when SQLite reuses it after a checkpoint (bytes: the
@@ -200,10 +200,10 @@ class Keystore(Storage):
             db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
             db.execute("PRAGMA secure_delete=ON")
             # Old versions of records (overwritten sessions, deleted keys) live in the WAL until a
-            # checkpoint: checkpoint often, and shrink the WAL file after each, so that the
-            # window in which they can be found at rest stays small (catalogue K6).
-            # The keystore checkpoints itself every _WAL_PAGES pages (_after_commit); SQLite's
-            # automatic checkpoint stays as a backstop should its count fall behind.
+            # checkpoint: checkpoint often, and keep the WAL file at one interval's size, so that
+            # the window in which they can be found at rest stays small (catalogue K6).  The
+            # keystore checkpoints itself every _WAL_PAGES pages (_after_commit); SQLite's
+            # automatic checkpoint stays as a backstop should that count fall behind.
             db.execute(f"PRAGMA wal_autocheckpoint={2 * _WAL_PAGES}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP}")
         except sqlite3.Error as e:
