@@ -16,6 +16,11 @@ same work:
 * ``fanout_100``: one message for bob's 100 devices, all sessions confirmed.
 * ``reverse_1000``: 1000 messages of one chain decrypted last-first (total time).
 
+Each scenario takes ``storage``: a factory ``storage(name)`` for the measured device's store
+(default: :class:`~e2ee.storage.MemoryStorage`; :mod:`bench.keystore_bench` passes keystores).
+Only the measured side (alice for ``encrypt``/``session_init``/``fanout_100``, bob for the others)
+gets it; the other devices stay in memory.
+
 Floors: only the primitives the protocol demands for the same work (HMAC/HKDF/AES/X25519/Ed25519
 through the same bindings), no parsing, no storage.
 """
@@ -51,16 +56,22 @@ ALICE, BOB = "alice@example.org", "bob@example.net"
 MSG = "Hello Bob, this is a short message."
 
 Op = Callable[[], object]
+#: messages per ``reverse_1000`` op (``python -m bench --quick`` lowers it to 100)
+REVERSE_LENGTH = 1000
+StorageFactory = Callable[[str], Storage]
+
+
+def _memory(_name: str) -> Storage:
+    return MemoryStorage()
 
 
 def _pair(
-    net: Net, bob_devices: int = 1, storage: Callable[[str], Storage] | None = None
+    net: Net, bob_devices: int = 1, alice_storage: StorageFactory = _memory, bob_storage: StorageFactory = _memory
 ) -> tuple[Engine, list[Engine]]:
-    """Alice and bob's devices with confirmed sessions, the DH step taken.  ``storage(name)``
-    makes each device's store (default: in memory)."""
-    make = storage or (lambda _name: MemoryStorage())
-    bobs = [net.device(BOB, f"b{i}", rng=system_random, storage=make(f"b{i}")) for i in range(bob_devices)]
-    alice = net.device(ALICE, "a", rng=system_random, storage=make("a"))
+    """Alice and bob's devices with confirmed sessions, the DH step taken.  ``..._storage(name)``
+    makes each device's store."""
+    bobs = [net.device(BOB, f"b{i}", rng=system_random, storage=bob_storage(f"b{i}")) for i in range(bob_devices)]
+    alice = net.device(ALICE, "a", rng=system_random, storage=alice_storage("a"))
     first = net.encrypt(alice, [BOB], "start")
     for b in bobs:
         out = b.decrypt(first.elements[O2], ALICE, to=BOB)
@@ -75,18 +86,18 @@ def _pair(
     return alice, bobs
 
 
-def _encrypt(count: int) -> Op:
-    alice, _ = _pair(Net())
+def _encrypt(count: int, storage: StorageFactory = _memory) -> Op:
+    alice, _ = _pair(Net(), alice_storage=storage)
     return lambda: alice.encrypt([BOB], MSG)
 
 
-def _decrypt(count: int) -> Op:
-    alice, (bob,) = _pair(Net())
+def _decrypt(count: int, storage: StorageFactory = _memory) -> Op:
+    alice, (bob,) = _pair(Net(), bob_storage=storage)
     supply = iter([alice.encrypt([BOB], MSG).elements[O2] for _ in range(count)])
     return lambda: bob.decrypt(next(supply), ALICE, to=BOB)
 
 
-def _session_init(count: int) -> Op:
+def _session_init(count: int, storage: StorageFactory = _memory) -> Op:
     """Each op: bob's bundle arrives (parse, signature check) and a fresh alice encrypts her
     first message (X3DH, ratchet start, encryption); bob's device list is already known."""
     net = Net()
@@ -94,7 +105,7 @@ def _session_init(count: int) -> Op:
     bundle = net.pep.bundle(BOB, O2, bob.device_id)
     alices = []
     for i in range(count):
-        a = net.device(f"alice{i}@example.org", f"a{i}", rng=system_random)
+        a = net.device(f"alice{i}@example.org", f"a{i}", rng=system_random, storage=storage(f"a{i}"))
         net.run(a, [e for e in a.prepare([BOB]) if not isinstance(e, FetchBundle)])
         alices.append(a)
     it = iter(alices)
@@ -107,13 +118,13 @@ def _session_init(count: int) -> Op:
     return op
 
 
-def _session_accept(count: int) -> Op:
+def _session_accept(count: int, storage: StorageFactory = _memory) -> Op:
     """Each key exchange names a prekey no other one uses: after each alice encrypted, her prekey
     is taken out of bob's published bundle (as bob's republication would); a bob serves 70."""
     kexes = []
     for start in range(0, count, 70):
         net = Net()
-        bob = net.device(BOB, f"b{start}", rng=system_random)
+        bob = net.device(BOB, f"b{start}", rng=system_random, storage=storage(f"b{start}"))
         bundle = net.pep.bundle(BOB, O2, bob.device_id)
         assert bundle is not None
         prekeys = bundle.find("{urn:xmpp:omemo:2}prekeys")
@@ -139,14 +150,14 @@ def _session_accept(count: int) -> Op:
     return op
 
 
-def _fanout_100(count: int) -> Op:
-    alice, _ = _pair(Net(), bob_devices=100)
+def _fanout_100(count: int, storage: StorageFactory = _memory) -> Op:
+    alice, _ = _pair(Net(), bob_devices=100, alice_storage=storage)
     return lambda: alice.encrypt([BOB], MSG)
 
 
-def _reverse_1000(count: int) -> Op:
-    alice, (bob,) = _pair(Net())
-    batches = iter([[alice.encrypt([BOB], MSG).elements[O2] for _ in range(1000)] for _ in range(count)])
+def _reverse_1000(count: int, storage: StorageFactory = _memory) -> Op:
+    alice, (bob,) = _pair(Net(), bob_storage=storage)
+    batches = iter([[alice.encrypt([BOB], MSG).elements[O2] for _ in range(REVERSE_LENGTH)] for _ in range(count)])
 
     def op() -> object:
         for elem in reversed(next(batches)):
@@ -156,7 +167,7 @@ def _reverse_1000(count: int) -> Op:
     return op
 
 
-SCENARIOS: dict[str, Callable[[int], Op]] = {
+SCENARIOS: dict[str, Callable[[int, StorageFactory], Op]] = {
     "encrypt": _encrypt,
     "decrypt": _decrypt,
     "session_init": _session_init,
@@ -294,10 +305,10 @@ def _floor_reverse() -> Op:
     ck = os.urandom(32)
 
     def op() -> None:
-        for _ in range(1000):  # the first message derives every key of the chain
+        for _ in range(REVERSE_LENGTH):  # the first message derives every key of the chain
             hmac_sha256(ck, b"\x01")
             hmac_sha256(ck, b"\x02")
-        for _ in range(1000):
+        for _ in range(REVERSE_LENGTH):
             _ratchet_open()
             _payload_decrypt()
 

@@ -1,12 +1,16 @@
-"""The engine on the durable keystore beside the in-memory store (issue 4 and 7).
+"""The engine on the durable keystore (issues 4 and 7).
 
-* ``encrypt[keystore]`` / ``decrypt[keystore]``: the steady-state scenarios of
-  :mod:`bench.engine_bench` with both devices on keystores (WAL, commits not fsync'ed: durable
-  against a crash of the process); ``...[keystore+sync]`` with every commit fsync'ed.  Each op is
-  one engine operation, committed before it returns.  The floor is the same operation on the
-  in-memory store, so ``ours/floor`` is the price of durability.
+* ``<scenario>[keystore]``: every scenario of :mod:`bench.engine_bench` with the measured device
+  on a keystore (WAL, commits not fsync'ed: they survive a crash of the process, not a power
+  cut).  Each op is one engine operation, committed before it returns (before a ciphertext is
+  handed out).
+* ``encrypt[keystore+sync]`` / ``decrypt[keystore+sync]``: every commit fsync'ed as well
+  (``Keystore(sync=True)``: SQLite ``synchronous=FULL``).
 * ``keystore_open``: opening a keystore with the default Argon2id parameters (64 MiB, 3 passes);
   floor: the Argon2id derivation alone.
+
+Keystores are created with the cheapest allowed Argon2id parameters (the KDF runs only when a
+store is opened, never per operation) in a temporary directory that :func:`cleanup` removes.
 """
 
 from __future__ import annotations
@@ -22,19 +26,23 @@ import nacl.pwhash
 from e2ee.storage import Storage
 from keystore import KdfParams, Keystore
 
-from .engine_bench import ALICE, BOB, MSG, _pair
-from tests.engine_support import O2, Net
-
-__all__ = ["SCENARIOS", "cleanup", "floor_open"]
+__all__ = ["durable", "cleanup", "keystore_open", "floor_open", "scratch_dir", "PW"]
 
 Op = Callable[[], object]
 PW = "benchmark passphrase"
 _DIRS: list[str] = []
 
 
-def _stores(sync: bool) -> Callable[[str], Storage]:
-    base = Path(tempfile.mkdtemp(prefix="e2ee-bench-"))
-    _DIRS.append(str(base))
+def scratch_dir() -> Path:
+    """A temporary directory removed by :func:`cleanup`."""
+    base = tempfile.mkdtemp(prefix="e2ee-bench-")
+    _DIRS.append(base)
+    return Path(base)
+
+
+def durable(sync: bool = False) -> Callable[[str], Storage]:
+    """A storage factory for :mod:`bench.engine_bench`: a fresh keystore per device."""
+    base = scratch_dir()
 
     def make(name: str) -> Storage:
         return Keystore.create(base / f"{name}.db", PW, kdf=KdfParams.floor(), sync=sync)
@@ -42,27 +50,8 @@ def _stores(sync: bool) -> Callable[[str], Storage]:
     return make
 
 
-def _encrypt(sync: bool) -> Callable[[int], Op]:
-    def setup(count: int) -> Op:
-        alice, _ = _pair(Net(), storage=_stores(sync))
-        return lambda: alice.encrypt([BOB], MSG)
-
-    return setup
-
-
-def _decrypt(sync: bool) -> Callable[[int], Op]:
-    def setup(count: int) -> Op:
-        alice, (bob,) = _pair(Net(), storage=_stores(sync))
-        supply = iter([alice.encrypt([BOB], MSG).elements[O2] for _ in range(count)])
-        return lambda: bob.decrypt(next(supply), ALICE, to=BOB)
-
-    return setup
-
-
-def _keystore_open(count: int) -> Op:
-    base = Path(tempfile.mkdtemp(prefix="e2ee-bench-"))
-    _DIRS.append(str(base))
-    path = base / "open.db"
+def keystore_open(count: int) -> Op:
+    path = scratch_dir() / "open.db"
     Keystore.create(path, PW).close()  # default parameters
 
     def op() -> object:
@@ -78,17 +67,7 @@ def floor_open() -> Op:
     return lambda: nacl.pwhash.argon2id.kdf(32, PW.encode(), salt, opslimit=params.passes, memlimit=params.memory_kib * 1024)
 
 
-SCENARIOS: dict[str, Callable[[int], Op]] = {
-    "encrypt[keystore]": _encrypt(False),
-    "decrypt[keystore]": _decrypt(False),
-    "encrypt[keystore+sync]": _encrypt(True),
-    "decrypt[keystore+sync]": _decrypt(True),
-    "keystore_open": _keystore_open,
-}
-
-
 def cleanup() -> None:
     for d in _DIRS:
         shutil.rmtree(d, ignore_errors=True)
     _DIRS.clear()
-

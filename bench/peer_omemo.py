@@ -59,6 +59,8 @@ NS = NS_OMEMO2
 ALICE, BOB = "alice@example.org", "bob@example.net"
 MSG = "Hello Bob, this is a short message."
 NO_HEARTBEATS = 10**9
+#: messages per ``reverse_1000`` op (``python -m bench --quick`` lowers it to 100)
+REVERSE_LENGTH = 1000
 
 Op = Callable[[], object]
 
@@ -224,7 +226,7 @@ def fanout_100(count: int) -> Op:
 
 def reverse_1000(count: int) -> Op:
     alice, bob = _steady_pair(NO_HEARTBEATS)
-    batches = [[alice.encrypt([BOB], MSG)[NS] for _ in range(1000)][::-1] for _ in range(count)]
+    batches = [[alice.encrypt([BOB], MSG)[NS] for _ in range(REVERSE_LENGTH)][::-1] for _ in range(count)]
     it = iter(batches)
 
     def op() -> object:

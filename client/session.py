@@ -33,6 +33,7 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
+from client.republish import drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender
 from e2ee.fallback import Route, SendResult
@@ -199,15 +200,22 @@ class E2EEHandlers:
         try:
             for node in DEVICE_LIST_NODES.values():
                 self.plugin["xep_0163"].add_interest(node)
-            await self.plugin["xep_0280"].enable()
             own = self.boundjid.bare
             if self.omemo:
-                for ns in NAMESPACES:
-                    await self.run_effects(self.engine.on_device_list(own, ns, await self._fetch_device_list(own, ns)))
+                # carbons and our two device lists in one round trip (the server answers in order)
+                _, *lists = await asyncio.gather(
+                    self.plugin["xep_0280"].enable(), *(self._fetch_device_list(own, ns) for ns in NAMESPACES)
+                )
+                for ns, elem in zip(NAMESPACES, lists):
+                    await self.run_effects(self.engine.on_device_list(own, ns, elem))
                 self.engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
-                await self.run_effects(self.engine.publish())
+                await self.run_effects(
+                    await drop_unchanged(lambda node, item: self._first_item(own, node, item), self.engine.publish())
+                )
                 self.xmpp.cancel_schedule(_MAINTENANCE)
                 self.xmpp.schedule(_MAINTENANCE, MAINTENANCE_INTERVAL, self._maintenance, repeat=True)
+            else:
+                await self.plugin["xep_0280"].enable()
             if self.engine.has_openpgp:
                 await self._openpgp_start()
             self._sid = await self._announces_stanza_ids()
@@ -308,10 +316,15 @@ class E2EEHandlers:
     # ------------------------------------------------------------------ effects
 
     async def run_effects(self, effects: list[Effect] | tuple[Effect, ...]) -> None:
+        publications: list[Publish] = []
         for effect in effects:
             if isinstance(effect, Publish):
-                await self._publish(effect)
-            elif isinstance(effect, FetchDeviceList):
+                publications.append(effect)
+                continue
+            if publications:
+                await self._publish_all(publications)
+                publications = []
+            if isinstance(effect, FetchDeviceList):
                 elem = await self._fetch_device_list(effect.jid, effect.namespace)
                 await self.run_effects(self.engine.on_device_list(effect.jid, effect.namespace, elem))
             elif isinstance(effect, FetchBundle):
@@ -325,6 +338,13 @@ class E2EEHandlers:
                 self._send_encrypted_element(effect.jid, effect.encrypted, effect.namespace, body=None)
             elif isinstance(effect, (FetchPublicKeys, FetchPublicKey)):
                 await self._fetch_openpgp(effect)
+        if publications:
+            await self._publish_all(publications)
+
+    async def _publish_all(self, publications: list[Publish]) -> None:
+        """Consecutive publications go out together: the server handles them in the order sent,
+        and we wait for the answers once instead of once each."""
+        await asyncio.gather(*(self._publish(p) for p in publications))
 
     def _form(self, options: tuple[tuple[str, str], ...], form_type: str) -> Any:
         form = self.plugin["xep_0004"].make_form(ftype="submit")

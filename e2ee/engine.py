@@ -13,7 +13,8 @@ when it is on the account's OMEMO 2 device list, else legacy OMEMO.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .devices import DeviceRegistry
@@ -190,6 +191,28 @@ class Engine(Fallback):
             return effects
 
         return self._run(op)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many operations into one storage commit, e.g. the decryption of an archive
+        catch-up (``with engine.batch(): ...``)::
+
+            with engine.batch():
+                results = [engine.decrypt(e, jid) for e, jid in archived]
+            # only now are the results acknowledged: show them, run their effects
+
+        Each operation inside still runs in its own nested transaction (a savepoint): one that
+        raises undoes its own writes and the batch goes on.  The batch commits once when the
+        block ends; if the block raises or the process dies first, every operation of the batch
+        is undone together.  Hence the rule: nothing an operation inside a batch returns
+        (a ciphertext, an effect, a decrypted message to acknowledge) may leave the process
+        before the block has ended."""
+        try:
+            with self.storage.transaction():
+                yield
+        except BaseException:
+            self._sessions.forget_cache()
+            raise
 
     @property
     def catching_up(self) -> bool:

@@ -14,7 +14,10 @@ Contract (what the conformance suite checks):
 * ``transaction()`` is a context manager: when its block raises, every write made inside it is
   undone, so the stored state is byte-identical to what it was before; when the block returns,
   the writes are durable (for a persistent backend: committed) before ``__exit__`` returns.
-  Transactions may nest; only the outermost one commits or rolls back.
+  Transactions may nest; only the outermost one commits.  A nested transaction whose block
+  raises undoes its own writes only (a savepoint): the enclosing one goes on and may still
+  commit.  So a caller can group many engine operations into one commit (``Engine.batch``)
+  and an operation that fails inside the group still leaves nothing behind.
 * Tables and keys are short text; values are bytes of any length.
 """
 
@@ -104,27 +107,31 @@ class _MemoryTransaction:
     """Context manager of :meth:`MemoryStorage.transaction` (a class: cheaper than a generator
     on the hot path)."""
 
-    __slots__ = ("_store", "_outer")
+    __slots__ = ("_store", "_mark")
 
     def __init__(self, store: MemoryStorage) -> None:
         self._store = store
-        self._outer = False
+        self._mark = -1  #: the journal length at a nested transaction's start (-1: outermost)
 
     def __enter__(self) -> None:
         store = self._store
         if store._journal is None:  # the outermost transaction decides
             store._journal = []
-            self._outer = True
+        else:
+            self._mark = len(store._journal)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._outer:
-            return
         store = self._store
         journal = store._journal
-        store._journal = None
-        if exc_type is not None and journal:
-            for t, key, old in reversed(journal):
+        assert journal is not None
+        mark = self._mark
+        if mark < 0:
+            store._journal = None
+            mark = 0
+        if exc_type is not None and len(journal) > mark:
+            for t, key, old in reversed(journal[mark:]):
                 if old is None:
                     t.pop(key, None)
                 else:
                     t[key] = old
+            del journal[mark:]

@@ -6,6 +6,11 @@ records and blinded lookup keys.
   associated data, so any edit of it makes the passphrase fail.  Changing the passphrase rewraps
   the DEK only.
 * From the DEK, HKDF derives the record key, the blinding key and the generation key.
+* The commit counter in the database (the ``generation`` row) is the counter and its
+  HMAC-SHA-256 under the generation key, labelled apart from the MAC in the generation file
+  beside the database (so that file's content is no valid row).  The counter is not secret (the
+  file beside the database shows it too); a MAC costs a third of a seal on every commit.  Rows
+  written by the first version (a sealed record) are still read.
 * A record is sealed with XChaCha20-Poly1305 under a fresh random 24-byte nonce; its associated
   data is the blinded lookup key, which is an HMAC of (table, logical key).  A record copied to
   another row or table therefore fails authentication.  The plaintext carries the table and the
@@ -40,6 +45,7 @@ _KDF_ARGON2ID: Final = 1
 _HEADER = struct.Struct(">6sBBIIB16s")  # magic, version, kdf, t, m (KiB), p, salt
 _NONCE: Final = 24
 _RECORD_V1: Final = 1
+_GENERATION_ROW_V2: Final = 2
 
 #: The floor below which a header is refused (issue: at least 19 MiB and 2 passes; the OWASP
 #: minimum for Argon2id).
@@ -171,7 +177,28 @@ class Keys:
         return table, key, bytes(plain[off + tl + kl :])
 
     def generation_mac(self, generation: int) -> bytes:
+        """The MAC of the generation file beside the database."""
         return hmac.digest(self.generation, b"generation" + generation.to_bytes(8, "big"), "sha256")
+
+    def generation_row(self, generation: int) -> bytes:
+        """The database's ``generation`` row: version, counter, MAC (labelled apart from
+        :meth:`generation_mac`)."""
+        counter = generation.to_bytes(8, "big")
+        return bytes((_GENERATION_ROW_V2,)) + counter + hmac.digest(self.generation, b"generation row" + counter, "sha256")
+
+    def open_generation_row(self, row: bytes, blind: bytes) -> int:
+        """The counter of a ``generation`` row (this version's MAC form, or the first version's
+        sealed record under ``blind``); :class:`~e2ee.errors.CorruptRecord` when it does not
+        authenticate."""
+        if len(row) == 41 and row[0] == _GENERATION_ROW_V2:
+            counter = row[1:9]
+            if hmac.compare_digest(row[9:], hmac.digest(self.generation, b"generation row" + counter, "sha256")):
+                return int.from_bytes(counter, "big")
+            raise CorruptRecord("the generation record failed authentication")
+        table, key, value = self.open(blind, row)
+        if (table, key) != ("meta", "generation") or len(value) != 8:
+            raise CorruptRecord("the generation record is in the wrong place")
+        return int.from_bytes(value, "big")
 
 
 def derive_keys(dek: bytes) -> Keys:

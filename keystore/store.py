@@ -3,8 +3,8 @@
 File layout (one SQLite database, WAL mode, ``secure_delete`` on):
 
 * ``meta(name, value)``: ``header`` (magic, version, Argon2id parameters, salt, in clear: it is
-  the associated data of the wrapped key), ``dek`` (the wrapped data key), ``generation`` (a
-  sealed commit counter);
+  the associated data of the wrapped key), ``dek`` (the wrapped data key), ``generation`` (the
+  commit counter with its MAC);
 * ``records(k, v)``: ``k`` is the blinded lookup key (HMAC of table and key), ``v`` the sealed
   record (see :mod:`keystore.sealing`).  Nothing else: no table names, JIDs or device ids.
 
@@ -20,10 +20,23 @@ with ``accept_rollback=True`` resets the file; the caller must then call
 
 A second process opening the same keystore gets :class:`~e2ee.errors.KeystoreLocked`.
 
+Transactions nest: an inner transaction is a savepoint, so an operation that fails inside a
+larger batch (:meth:`Keystore.transaction` around many engine operations, see
+``Engine.batch``) undoes only its own writes; the batch commits once, at its end.
+
 Limits: the passphrase and keys are Python ``bytes``/``str`` and cannot be wiped from memory;
 decrypted records are cached in memory while the store is open.  While the store is open, the
-sealed bytes of records overwritten or deleted since the last checkpoint (at most
-``_WAL_PAGES`` pages) remain in the WAL file; ``close()`` checkpoints and truncates it.
+sealed bytes of records overwritten or deleted remain in the WAL file until they are
+overwritten: the keystore checkpoints every ``_WAL_PAGES`` pages (counted from what it writes;
+SQLite's automatic checkpoint at twice that is the backstop), SQLite then reuses the WAL from
+its start, and the file is cut back to ``_WAL_PAGES`` pages (``_WAL_KEEP`` bytes, 1 MiB) when it
+is reused.  So the WAL file never holds more than about ``_WAL_PAGES`` pages of old versions,
+but one may stay there up to two checkpoint intervals (until the next interval's frames
+overwrite it) rather than one.  Keeping the file at that size instead of truncating it to
+nothing makes a synced commit overwrite blocks in place rather than grow the file (a third
+cheaper).  Without ``sync``, the WAL is synced on a thread shortly before each checkpoint
+(:mod:`keystore.walsync`), so that the checkpoint, which runs in the commit of some operation,
+has little left to sync.  ``close()`` ends that thread, checkpoints and truncates the WAL.
 """
 
 from __future__ import annotations
@@ -47,13 +60,17 @@ from e2ee.errors import (
 from e2ee.storage import TABLES, Storage
 
 from .sealing import Header, KdfParams, Keys, derive_keys, unwrap_dek, wrap_dek
+from .walsync import WalSyncer
 
 __all__ = ["Keystore", "KdfParams"]
 
 _CACHE_SIZE = 8192
-#: Pages in the WAL before SQLite checkpoints it into the database (default 1000; 256 pages =
+#: WAL pages between two checkpoints into the database (SQLite's default is 1000; 256 pages =
 #: 1 MiB of window for old record versions at rest, at about 4% of encrypt time).
 _WAL_PAGES = 256
+#: The WAL file is cut back to this size when SQLite reuses it after a checkpoint (bytes: the
+#: WAL header and ``_WAL_PAGES`` frames of 4 KiB pages).
+_WAL_KEEP = 32 + _WAL_PAGES * (24 + 4096)
 _GEN_LEN = 8 + 32
 
 
@@ -77,6 +94,11 @@ class Keystore(Storage):
         self._failed = False
         self._cache: OrderedDict[bytes, tuple[str, str, bytes] | None] = OrderedDict()
         self._blinds: dict[tuple[str, str], bytes] = {}
+        self._gen_blind = b""  #: the blinded key of the generation row (fixed while open)
+        self._sync = False
+        self._pages = 0  #: WAL pages written since the last checkpoint (an estimate)
+        self._early_sync = False
+        self._wal_syncer: WalSyncer | None = None
         self.path = Path()
         self._gen_path = Path()  #: the generation counter beside the database
         self.rolled_back = False
@@ -114,7 +136,8 @@ class Keystore(Storage):
             db.execute("INSERT INTO meta VALUES ('dek', ?)", (wrap_dek(dek, passphrase, header, os.urandom(24)),))
             ks._keys = derive_keys(dek)
             ks._dek = dek
-            ks._write_generation(0)
+            ks._gen_blind = ks._keys.blind_key("meta", "generation")
+            db.execute("INSERT INTO meta VALUES ('generation', ?)", (ks._k().generation_row(0),))
             db.execute("COMMIT")
             ks._write_sidecar(0)
         except BaseException:
@@ -154,6 +177,7 @@ class Keystore(Storage):
             header = Header.from_bytes(bytes(rows["header"]))
             ks._dek = unwrap_dek(bytes(rows["dek"]), passphrase, header)
             ks._keys = derive_keys(ks._dek)
+            ks._gen_blind = ks._keys.blind_key("meta", "generation")
             ks._generation = ks._read_generation(rows.get("generation"))
             ks._check_rollback(accept_rollback)
         except BaseException:
@@ -176,14 +200,17 @@ class Keystore(Storage):
             db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
             db.execute("PRAGMA secure_delete=ON")
             # Old versions of records (overwritten sessions, deleted keys) live in the WAL until a
-            # checkpoint: checkpoint often, and shrink the WAL file after each, so that the
-            # window in which they can be found at rest stays small (catalogue K6).
-            db.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
-            db.execute("PRAGMA journal_size_limit=0")
+            # checkpoint: checkpoint often, and keep the WAL file at one interval's size, so that
+            # the window in which they can be found at rest stays small (catalogue K6).  The
+            # keystore checkpoints itself every _WAL_PAGES pages (_after_commit); SQLite's
+            # automatic checkpoint stays as a backstop should that count fall behind.
+            db.execute(f"PRAGMA wal_autocheckpoint={2 * _WAL_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP}")
         except sqlite3.Error as e:
             raise _db_error(e) from None
         os.chmod(path, 0o600)
         self._db = db
+        self._sync = sync
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -198,6 +225,9 @@ class Keystore(Storage):
     def close(self) -> None:
         """Checkpoint the WAL into the database (so that deleted records leave no copy in it)
         and release the file."""
+        if self._wal_syncer is not None:
+            self._wal_syncer.stop()
+            self._wal_syncer = None
         if self._db is not None:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -222,21 +252,21 @@ class Keystore(Storage):
 
     # ------------------------------------------------------------------ generation counter
 
-    def _read_generation(self, sealed: object) -> int:
-        if not isinstance(sealed, bytes):
+    def _read_generation(self, row: object) -> int:
+        if not isinstance(row, bytes):
             raise KeystoreCorrupt("generation record missing")
-        blind = self._k().blind_key("meta", "generation")
         try:
-            _t, _k, value = self._k().open(blind, sealed)
+            return self._k().open_generation_row(row, self._gen_blind)
         except CorruptRecord:
             raise KeystoreCorrupt("generation record failed authentication") from None
-        return int.from_bytes(value, "big")
 
     def _write_generation(self, generation: int) -> None:
-        keys = self._k()
-        blind = keys.blind_key("meta", "generation")
-        sealed = keys.seal(blind, "meta", "generation", generation.to_bytes(8, "big"), os.urandom(24))
-        self._conn().execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (sealed,))
+        # UPDATE, not INSERT OR REPLACE: the row keeps its rowid, so only the meta table's page
+        # is written, not also the page of its primary-key index (one WAL frame less per commit)
+        row = self._k().generation_row(generation)
+        cur = self._conn().execute("UPDATE meta SET value = ? WHERE name = 'generation'", (row,))
+        if cur.rowcount != 1:
+            raise KeystoreCorrupt("generation record missing")
         self._generation = generation
 
     def _write_sidecar(self, generation: int) -> None:
@@ -270,6 +300,26 @@ class Keystore(Storage):
     def generation(self) -> int:
         return self._generation
 
+    def _after_commit(self) -> None:
+        """Count the commit's WAL pages (the generation row's, and the writes' estimate).  Every
+        ``_WAL_PAGES`` pages, checkpoint (what SQLite's automatic checkpoint did, counted here
+        so that the early sync below is in step with it); at seven eighths of the interval,
+        have the WAL synced ahead of the checkpoint on a thread (keystore/walsync.py), so that
+        the checkpoint finds little left to sync.  Not needed when every commit is synced."""
+        self._pages += 1
+        if self._pages >= _WAL_PAGES:
+            self._pages = 0
+            self._early_sync = False
+            try:
+                self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                pass  # SQLite's own checkpoint (every 2 intervals) is the fallback
+        elif self._pages >= _WAL_PAGES * 7 // 8 and not self._early_sync and not self._sync:
+            self._early_sync = True
+            if self._wal_syncer is None:
+                self._wal_syncer = WalSyncer(Path(f"{self.path}-wal"))
+            self._wal_syncer.request()
+
     # ------------------------------------------------------------------ Storage
 
     def _check_table(self, table: str) -> None:
@@ -287,13 +337,15 @@ class Keystore(Storage):
         return blind
 
     def get(self, table: str, key: str) -> bytes | None:
-        self._check_table(table)
-        keys = self._k()
-        blind = self._blind(table, key)
+        blind = self._blinds.get((table, key))  # memoised: the table was checked then
+        if blind is None:
+            self._check_table(table)
+            blind = self._blind(table, key)
         cache = self._cache
-        if blind in cache:
+        if blind in cache:  # (emptied by close(): a closed store misses and raises below)
             hit = cache[blind]
             return None if hit is None else hit[2]
+        keys = self._k()
         try:
             row = self._conn().execute("SELECT v FROM records WHERE k = ?", (blind,)).fetchone()
         except sqlite3.Error as e:
@@ -315,26 +367,38 @@ class Keystore(Storage):
 
     def put(self, table: str, key: str, value: bytes) -> None:
         self._check_table(table)
-        with self.transaction():
-            keys = self._k()
-            blind = self._blind(table, key)
-            sealed = keys.seal(blind, table, key, bytes(value), os.urandom(24))
-            try:
-                self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
-            except sqlite3.Error as e:
-                raise _db_error(e) from None
-            self._remember(blind, (table, key, bytes(value)))
+        if self._depth == 0:  # on its own: one transaction (inside one, a statement is atomic)
+            with self.transaction():
+                return self._put(table, key, value)
+        self._put(table, key, value)
+
+    def _put(self, table: str, key: str, value: bytes) -> None:
+        blind = self._blind(table, key)
+        value = bytes(value)
+        sealed = self._k().seal(blind, table, key, value, os.urandom(24))
+        self._pages += 1 + (len(sealed) >> 12)
+        try:
+            self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
+        self._remember(blind, (table, key, value))
 
     def delete(self, table: str, key: str) -> bool:
         self._check_table(table)
-        with self.transaction():
-            blind = self._blind(table, key)
-            try:
-                cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
-            except sqlite3.Error as e:
-                raise _db_error(e) from None
-            self._remember(blind, None)
-            return cur.rowcount > 0
+        if self._depth == 0:
+            with self.transaction():
+                return self._delete(table, key)
+        return self._delete(table, key)
+
+    def _delete(self, table: str, key: str) -> bool:
+        blind = self._blind(table, key)
+        self._pages += 1
+        try:
+            cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
+        self._remember(blind, None)
+        return cur.rowcount > 0
 
     def keys(self, table: str) -> list[str]:
         """Every key of ``table`` (decrypts every record: meant for rare listings)."""
@@ -381,41 +445,59 @@ class Keystore(Storage):
 
 class _Transaction:
     """Outermost transaction: BEGIN IMMEDIATE ... bump the generation, COMMIT, then record the
-    generation beside the file.  Nested ones join it.  On an exception: ROLLBACK, and the cache of
-    decrypted records is dropped."""
+    generation beside the file; on an exception: ROLLBACK.  A nested one is a savepoint: on an
+    exception it undoes its own writes (ROLLBACK TO) and the enclosing transaction goes on.
+    Whenever writes are undone, the cache of decrypted records is dropped."""
 
-    __slots__ = ("_ks", "_outer")
+    __slots__ = ("_ks", "_savepoint")
 
     def __init__(self, ks: Keystore) -> None:
         self._ks = ks
-        self._outer = False
+        self._savepoint = ""  #: empty for the outermost transaction
 
     def __enter__(self) -> None:
         ks = self._ks
-        if ks._depth == 0:
-            try:
+        try:
+            if ks._depth == 0:
                 ks._conn().execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise _db_error(e) from None
-            self._outer = True
+            else:
+                self._savepoint = f"s{ks._depth}"
+                ks._conn().execute(f"SAVEPOINT {self._savepoint}")
+        except sqlite3.Error as e:
+            raise _db_error(e) from None
         ks._depth += 1
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         ks = self._ks
         ks._depth -= 1
-        if not self._outer:
-            return
         db = ks._conn()
-        if exc_type is None:
+        if self._savepoint:
             try:
-                ks._write_generation(ks._generation + 1)
-                db.execute("COMMIT")
+                if exc_type is not None:
+                    ks._cache.clear()
+                    db.execute(f"ROLLBACK TO {self._savepoint}")
+                db.execute(f"RELEASE {self._savepoint}")
             except sqlite3.Error as e:
-                db.execute("ROLLBACK")
+                if exc_type is None:
+                    raise _db_error(e) from None
+            return
+        if exc_type is None:
+            generation = ks._generation
+            try:
+                ks._write_generation(generation + 1)
+                db.execute("COMMIT")
+            except BaseException as e:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 ks._cache.clear()
-                ks._generation -= 1
-                raise _db_error(e) from None
+                ks._generation = generation
+                if isinstance(e, sqlite3.Error):
+                    raise _db_error(e) from None
+                raise
             ks._write_sidecar(ks._generation)
+            ks._after_commit()
         else:
             try:
                 db.execute("ROLLBACK")

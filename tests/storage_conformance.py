@@ -100,6 +100,39 @@ def nested_transactions_are_decided_by_the_outermost(make: Factory) -> None:
     assert s.get("own", "inner") == b"1"
 
 
+def a_nested_transaction_that_raises_undoes_only_its_own_writes(make: Factory) -> None:
+    """A savepoint: the enclosing transaction keeps its writes (before and after) and commits."""
+    s = make()
+    s.put("own", "kept", b"old")
+    s.put("own", "gone", b"old")
+    with s.transaction():
+        s.put("own", "before", b"1")
+        with pytest.raises(Boom):
+            with s.transaction():
+                s.put("own", "kept", b"new")
+                s.delete("own", "gone")
+                s.put("own", "inner", b"1")
+                with s.transaction():
+                    s.put("own", "deeper", b"1")
+                raise Boom
+        assert s.get("own", "kept") == b"old" and s.get("own", "gone") == b"old"
+        assert s.get("own", "inner") is None and s.get("own", "deeper") is None
+        with s.transaction():
+            s.put("own", "after", b"1")
+    assert sorted(s.keys("own")) == ["after", "before", "gone", "kept"]
+    assert s.get("own", "kept") == b"old" and s.get("own", "before") == b"1"
+    with pytest.raises(Boom):  # the outermost one still undoes everything, savepoints included
+        with s.transaction():
+            with s.transaction():
+                s.put("own", "x", b"1")
+            with pytest.raises(Boom):
+                with s.transaction():
+                    s.put("own", "y", b"1")
+                    raise Boom
+            raise Boom
+    assert s.get("own", "x") is None and s.get("own", "y") is None
+
+
 def engine_errors_roll_back_too(make: Factory) -> None:
     s = make()
     with pytest.raises(E2EEError):
@@ -128,6 +161,7 @@ CONFORMANCE = [
     transaction_commits,
     transaction_rolls_back_every_write,
     nested_transactions_are_decided_by_the_outermost,
+    a_nested_transaction_that_raises_undoes_only_its_own_writes,
     engine_errors_roll_back_too,
     a_failed_transaction_leaves_the_store_usable,
 ]
