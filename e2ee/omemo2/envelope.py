@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timedelta, timezone
@@ -170,19 +170,8 @@ def build(
     and ``to_jid`` are bare JIDs; ``time`` must be timezone-aware.  Raises
     :class:`~e2ee.errors.UsageError` for content a receiver would refuse (too deep, too many
     elements, too large)."""
-    count = 0
     parts = [f"<envelope xmlns='{NS}'><content>"]
-    for child in content:
-        if not isinstance(child, ET.Element) or not str(child.tag).startswith("{"):
-            raise UsageError("children of <content> must be namespaced Elements")
-        if _server_processed(child):
-            raise UsageError(f"{child.tag} is processed by servers and must stay outside the envelope")
-        try:
-            check_element(child, MAX_XML_DEPTH - 2, MAX_XML_ELEMENTS)
-        except RestrictedXml as e:
-            raise UsageError(f"content a receiver would refuse: {e}") from None
-        count += sum(1 for _ in child.iter())
-        parts.append(serialize(child, inherited_ns=NS).decode())
+    count = serialize_content(content, NS, "<content>", "the envelope", parts)
     if count + 5 > MAX_XML_ELEMENTS:
         raise UsageError("content with too many elements")
     # the affixes are written directly: base64, a time stamp and checked JIDs (escaped)
@@ -216,11 +205,33 @@ def _affix(elem: ET.Element | None, expected: str | None, what: str) -> str | No
     return jid
 
 
-def _server_processed(elem: ET.Element) -> bool:
+def server_processed(elem: ET.Element) -> bool:
+    """Whether ``elem`` is one servers act on (hints, stanza-ids, ...): it must stay outside the
+    encrypted content, and is ignored when found inside it."""
     tag = elem.tag
     return isinstance(tag, str) and (
         tag in SERVER_PROCESSED_ELEMENTS or tag[1:].partition("}")[0] in SERVER_PROCESSED_NAMESPACES
     )
+
+
+def serialize_content(content: Iterable[ET.Element], ns: str, where: str, outside: str, parts: list[str]) -> int:
+    """Append the serialisation of the encrypted content's children (inside an element of
+    namespace ``ns``: ``<content>`` of an SCE envelope or ``<payload>`` of a ``<signcrypt>``)
+    to ``parts``; returns how many elements they hold.  Raises
+    :class:`~e2ee.errors.UsageError` for content a receiver would refuse."""
+    count = 0
+    for child in content:
+        if not isinstance(child, ET.Element) or not str(child.tag).startswith("{"):
+            raise UsageError(f"children of {where} must be namespaced Elements")
+        if server_processed(child):
+            raise UsageError(f"{child.tag} is processed by servers and must stay outside {outside}")
+        try:
+            check_element(child, MAX_XML_DEPTH - 2, MAX_XML_ELEMENTS)
+        except RestrictedXml as e:
+            raise UsageError(f"content a receiver would refuse: {e}") from None
+        count += sum(1 for _ in child.iter())
+        parts.append(serialize(child, inherited_ns=ns).decode())
+    return count
 
 
 def parse(
@@ -267,5 +278,5 @@ def parse(
     if time_elem is not None:
         stamp = parse_timestamp(time_elem.get("stamp") or "")
         suspicious = reference is not None and abs(stamp - reference) > window
-    kept = tuple(child for child in content if not _server_processed(child))
+    kept = tuple(child for child in content if not server_processed(child))
     return Envelope(kept, from_jid, to_jid, stamp, suspicious)

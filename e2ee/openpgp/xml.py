@@ -27,18 +27,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..errors import MalformedMessage, RestrictedXml, UsageError
+from ..errors import MalformedMessage, UsageError
 from ..limits import (
     MAX_JID_LENGTH,
     MAX_OPENPGP_ANNOUNCED_KEYS,
     MAX_OPENPGP_KEY_BYTES,
     MAX_OPENPGP_MESSAGE_BYTES,
     MAX_XML_BYTES,
-    MAX_XML_DEPTH,
     MAX_XML_ELEMENTS,
 )
-from ..omemo2.envelope import SERVER_PROCESSED_ELEMENTS, SERVER_PROCESSED_NAMESPACES, bare_jid_key, format_timestamp, parse_timestamp
-from ..xmlsafe import check_element, children, decode_base64, encode_base64, escape_attribute, optional_child, parse_xml, required_child, serialize
+from ..omemo2.envelope import bare_jid_key, format_timestamp, parse_timestamp, serialize_content, server_processed
+from ..xmlsafe import children, decode_base64, encode_base64, escape_attribute, optional_child, parse_xml, required_child
 
 __all__ = [
     "NS",
@@ -127,13 +126,6 @@ class Signcrypt:
     body: str | None  #: text of the first ``<body/>`` in the payload
 
 
-def _server_processed(elem: ET.Element) -> bool:
-    tag = elem.tag
-    return isinstance(tag, str) and (
-        tag in SERVER_PROCESSED_ELEMENTS or tag[1:].partition("}")[0] in SERVER_PROCESSED_NAMESPACES
-    )
-
-
 def build_signcrypt(recipients: Sequence[str], time: datetime, rpad: str, payload: Sequence[ET.Element]) -> bytes:
     """UTF-8 bytes of a ``<signcrypt/>`` for ``recipients`` (bare JIDs).  Raises
     :class:`~e2ee.errors.UsageError` for content a receiver would refuse."""
@@ -147,18 +139,7 @@ def build_signcrypt(recipients: Sequence[str], time: datetime, rpad: str, payloa
             raise UsageError(f"recipient must be a bare JID, got {jid!r}")
         parts.append(f"<to jid='{escape_attribute(jid)}'/>")
     parts.append(f"<time stamp='{format_timestamp(time)}'/><rpad>{rpad}</rpad><payload>")
-    count = 0
-    for child in payload:
-        if not isinstance(child, ET.Element) or not str(child.tag).startswith("{"):
-            raise UsageError("payload children must be namespaced Elements")
-        if _server_processed(child):
-            raise UsageError(f"{child.tag} is processed by servers and must stay outside the encryption")
-        try:
-            check_element(child, MAX_XML_DEPTH - 2, MAX_XML_ELEMENTS)
-        except RestrictedXml as e:
-            raise UsageError(f"content a receiver would refuse: {e}") from None
-        count += sum(1 for _ in child.iter())
-        parts.append(serialize(child, inherited_ns=NS).decode())
+    count = serialize_content(payload, NS, "<payload>", "the encryption", parts)
     if count + len(recipients) + 4 > MAX_XML_ELEMENTS:
         raise UsageError("payload with too many elements")
     parts.append("</payload></signcrypt>")
@@ -192,7 +173,7 @@ def parse_signcrypt(data: bytes) -> Signcrypt:
         raise MalformedMessage("<time/> stamp is not an XEP-0082 DateTime") from None
     optional_child(root, _RPAD, MalformedMessage)
     payload_elem = required_child(root, _PAYLOAD, MalformedMessage)
-    payload = tuple(child for child in payload_elem if not _server_processed(child))
+    payload = tuple(child for child in payload_elem if not server_processed(child))
     body = None
     for child in payload:
         if child.tag in _BODIES:
