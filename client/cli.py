@@ -322,18 +322,12 @@ def _send(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         sent = await session.send_chat(args.jid, args.text, allow_plaintext=args.plaintext)
         routed = sent.recipients[0]
-        rows: list[dict[str, Any]] = []
-        if routed.omemo is not None:
-            rows = [
-                {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
-                for d in routed.omemo.devices
-            ]
+        rows = _device_rows(routed.omemo) if routed.omemo is not None else []
         if args.json:
             print(json.dumps({"id": None, "to": args.jid, "route": routed.route.value, "recipients": rows,
                               "openpgp": list(routed.fingerprints)}))
         else:
-            for r in rows:
-                print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+            _print_rows(rows)
             for fpr in routed.fingerprints:
                 print(f"openpgp {_pgp_fp(fpr)}: encrypted")
             if routed.route is Route.PLAINTEXT:
@@ -380,17 +374,27 @@ def _restore(args: argparse.Namespace) -> int:
     return _online(args, work)
 
 
-def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
-    """Per-device status of a group send, like ``send``'s; exit status 1 when nothing was sent."""
-    rows = [
+def _device_rows(result: Any) -> list[dict[str, Any]]:
+    """The per-device outcome of an OMEMO send (an ``EncryptResult``) as JSON rows."""
+    return [
         {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
         for d in result.devices
     ]
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+
+
+def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
+    """Per-device status of an OMEMO send (a file or a group message), like ``send``'s, after
+    ``head`` in JSON; exit status 1 when nothing was sent."""
+    rows = _device_rows(result)
     if args.json:
         print(json.dumps({**head, "recipients": rows}))
     else:
-        for r in rows:
-            print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+        _print_rows(rows)
     if not result.ready:
         why = f"no trusted device for {', '.join(result.unreachable)}" if result.unreachable else "no device to encrypt for"
         print(f"e2ee: error: not sent: {why}", file=sys.stderr)
@@ -447,22 +451,10 @@ def _send_file(args: argparse.Namespace) -> int:
             sent = await session.send_file(args.jid, args.path, progress=report)
         finally:
             report.close()
-        result = sent.result
-        rows = [
-            {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
-            for d in result.devices
-        ]
-        file = {"name": args.path.name, "size": sent.size, "url": sent.link.url}
-        if args.json:
-            print(json.dumps({"id": None, "to": args.jid, "recipients": rows, "file": file}))
-        else:
+        if not args.json:
             print(f"uploaded {args.path.name} ({sent.size} bytes) to {sent.link.url}")
-            for r in rows:
-                print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
-        if not result.ready:
-            print(f"e2ee: error: not sent: no trusted device for {', '.join(result.unreachable)}", file=sys.stderr)
-            return 1
-        return 0
+        file = {"name": args.path.name, "size": sent.size, "url": sent.link.url}
+        return _report(sent.result, args, {"id": None, "to": args.jid, "file": file})
 
     return _online(args, work)
 
