@@ -481,6 +481,8 @@ class E2EEHandlers:
         return handler
 
     async def _message(self, msg: Any) -> None:
+        """A live or offline 1:1 message with OMEMO or OpenPGP content (carbons have their own
+        handler); advances the archive position by our server's stanza-id."""
         if msg["type"] not in ("chat", "normal") or msg.xml.find("{urn:xmpp:carbons:2}received") is not None:
             return
         if msg.xml.find("{urn:xmpp:carbons:2}sent") is not None:
@@ -570,13 +572,9 @@ class E2EEHandlers:
                 log.warning("OpenPGP key metadata of %s refused: %s", sender, e)
 
     async def _message_openpgp(self, msg: Any) -> None:
-        if msg["type"] not in ("chat", "normal"):
-            return
-        if msg.xml.find("{urn:xmpp:carbons:2}received") is not None or msg.xml.find("{urn:xmpp:carbons:2}sent") is not None:
-            return
         if any(msg.xml.find(f"{{{ns}}}encrypted") is not None for ns in NAMESPACES):
             return  # the OMEMO handler takes it
-        await self._decrypt_stanza(msg.xml, msg["from"].bare, msg["to"].bare, carbon=False)
+        await self._message(msg)
 
     async def _decrypt_openpgp(
         self, elem: ET.Element, stanza: ET.Element, sender: str, to: str, carbon: bool, archived: bool
