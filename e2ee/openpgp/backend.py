@@ -529,6 +529,8 @@ class OpenPgp:
         message = ox.parse_openpgp(element)
         sender = _bare(sender)
         stanza_to = _bare(to) if to else self.jid
+        if sender != self.jid and stanza_to != self.jid:  # decided by the stanza: before GnuPG runs
+            raise AffixMismatch("the message is not addressed to us")
         own = self._load_own()
         if own is None:
             raise NoSession("this device has no OpenPGP key")
@@ -554,8 +556,6 @@ class OpenPgp:
         content = ox.parse_signcrypt(verified.data)
         if not any(bare_jid_key(t) == stanza_to for t in content.to):
             raise AffixMismatch(f"the <signcrypt/> is not addressed to {stanza_to}")
-        if sender != self.jid and stanza_to != self.jid:
-            raise AffixMismatch("the message is not addressed to us")
         now = self._core._now()
         if content.time > now + OPENPGP_TIME_WINDOW:
             raise StaleMessage(f"message time {content.time.isoformat()} lies in the future")
