@@ -22,7 +22,12 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+try:  # cryptography >= 47 keeps CFB among its "decrepit" modes
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+except ImportError:  # pragma: no cover - older cryptography
+    from cryptography.hazmat.primitives.ciphers.modes import CFB
 
 from ..errors import E2EEError
 from .packets import (
@@ -46,17 +51,10 @@ _OUR_CIPHER, _OUR_HASH, _OUR_COUNT = 9, 8, 0x60
 
 
 def _aes_cfb(key: bytes, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
-    """OpenPGP's plain CFB (no resynchronisation) as used for secret keys, built on AES-ECB."""
-    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    out = bytearray()
-    feedback = iv
-    for i in range(0, len(data), _BLOCK):
-        chunk = data[i : i + _BLOCK]
-        stream = ecb.update(feedback)
-        block = bytes(a ^ b for a, b in zip(chunk, stream))
-        out += block
-        feedback = chunk if decrypt else block
-    return bytes(out)
+    """OpenPGP's plain CFB (no resynchronisation), as used for secret keys: standard AES-CFB."""
+    cipher = Cipher(algorithms.AES(key), CFB(iv))
+    ctx = cipher.decryptor() if decrypt else cipher.encryptor()
+    return ctx.update(data) + ctx.finalize()
 
 
 def _s2k(passphrase: bytes, spec: int, hash_algo: int, salt: bytes, count: int, key_len: int, error: type[E2EEError]) -> bytes:
