@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from e2ee.errors import CorruptState, DecryptionFailed, InvalidPublicKey, InvalidSignature, PeerError, SignatureNotFromSender
 from e2ee.openpgp import xml as ox
 from e2ee.openpgp.packets import encode_packet, parse_key_block, parse_key_blocks
-from e2ee.openpgp.secretkey import protect, unprotect
+from e2ee.openpgp.secretkey import secret_values, protect, unprotect
 from e2ee.openpgp.status import check_decryption, parse_status
 
 # a tiny unprotected EdDSA secret key packet (made up numbers, structure only) with a user id
@@ -40,11 +40,13 @@ def test_bit_flips_in_a_protected_key_are_caught(pos: int, bit: int) -> None:
     pos %= len(protected)
     flipped = protected[:pos] + bytes((protected[pos] ^ (1 << bit),)) + protected[pos + 1 :]
     try:
-        result = unprotect(parse_key_block(flipped, CorruptState, secret=True), "pw", CorruptState)
+        flipped_block = parse_key_block(flipped, CorruptState, secret=True)
+        result = unprotect(flipped_block, "pw", CorruptState)
     except CorruptState:
         return
     # a flip in the public part or the user id changes those, never the secret
     assert result != unprotect(block, "pw", CorruptState) or flipped == protected
+    assert secret_values(flipped_block, "pw", CorruptState) == secret_values(block, "pw", CorruptState)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
