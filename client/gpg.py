@@ -279,15 +279,9 @@ class GnuPG:
     def decrypt_and_verify(self, message: bytes, senders: Sequence[PublicKey], recipient: SecretKey, max_size: int) -> Verified:
         self._import_public(senders)
         self._import_secret(recipient)
-        bound = _Bounded(max_size)
-        g = self._g()
-        g.on_data = bound
-        try:
-            result = self._run("decrypt", message, passphrase=recipient.passphrase, always_trust=True)
-        finally:
-            g.on_data = None
+        result, overflow = self._decrypt_bounded(message, max_size, passphrase=recipient.passphrase, always_trust=True)
         primary, signing = check_decryption(_status(result), result.returncode)
-        if bound.overflow:
+        if overflow:
             raise DecryptionFailed("decrypted content too large")
         return Verified(bytes(result.data), primary, signing)
 
@@ -299,17 +293,23 @@ class GnuPG:
 
     def decrypt_symmetric(self, message: bytes, passphrase: str, max_size: int) -> bytes:
         _check_passphrase(passphrase)
+        result, overflow = self._decrypt_bounded(message, max_size, passphrase=passphrase)
+        check_symmetric_decryption(_status(result), result.returncode)
+        if overflow:
+            raise DecryptionFailed("decrypted content too large")
+        return bytes(result.data)
+
+    def _decrypt_bounded(self, message: bytes, max_size: int, **options: Any) -> tuple[Any, bool]:
+        """Run ``gpg --decrypt`` keeping at most ``max_size`` bytes of output: the result (its
+        status still to be judged by the caller) and whether the output was cut."""
         bound = _Bounded(max_size)
         g = self._g()
         g.on_data = bound
         try:
-            result = self._run("decrypt", message, passphrase=passphrase)
+            result = self._run("decrypt", message, **options)
         finally:
             g.on_data = None
-        check_symmetric_decryption(_status(result), result.returncode)
-        if bound.overflow:
-            raise DecryptionFailed("decrypted content too large")
-        return bytes(result.data)
+        return result, bound.overflow
 
 
 def _unescape(field: bytes) -> str:
