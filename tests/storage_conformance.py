@@ -1,8 +1,8 @@
 """The storage contract of :mod:`e2ee.storage`, as tests any backend must pass.
 
 A backend's test module imports :data:`CONFORMANCE` and parametrizes it with a factory that
-returns a fresh, empty store (``tests/test_storage.py`` does so for :class:`MemoryStorage`; the
-keystore's tests will do the same).
+returns a fresh, empty store (``tests/test_storage.py`` for :class:`MemoryStorage`,
+``tests/test_keystore.py`` for the keystore).
 """
 
 from __future__ import annotations

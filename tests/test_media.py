@@ -244,7 +244,7 @@ def test_decryptor_holds_back_the_tag() -> None:
     dec.finalize()
 
 
-def test_fresh_keys_differ_and_use_the_injected_random() -> None:
+def test_fresh_keys_differ() -> None:
     a, b = MediaEncryptor.fresh(), MediaEncryptor.fresh()
     assert a.key != b.key and a.iv != b.iv
     assert (len(a.key), len(a.iv)) == (32, 12)
