@@ -254,7 +254,9 @@ def _check_rest(rest: str) -> None:
 
 
 def _unquote(text: str) -> str:
-    """Percent-decoding as UTF-8 (invalid sequences become U+FFFD); input already checked."""
+    """Percent-decoding as UTF-8 (invalid sequences become U+FFFD); input already checked.
+    (``urllib.parse.unquote(text, errors="replace")``, which the engine may not import:
+    ``tests/test_layering.py``.)"""
     out = bytearray()
     i = 0
     while i < len(text):

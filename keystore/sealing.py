@@ -36,6 +36,7 @@ from e2ee.errors import (
     UsageError,
     WrongPassphrase,
 )
+from e2ee.primitives import hkdf_sha256
 
 __all__ = ["KdfParams", "Header", "Keys", "wrap_dek", "unwrap_dek", "derive_keys"]
 
@@ -131,11 +132,6 @@ def unwrap_dek(wrapped: bytes, passphrase: str, header: Header) -> bytes:
     return bytes(dek)
 
 
-def _hkdf(key: bytes, info: bytes) -> bytes:
-    prk = hmac.digest(bytes(32), key, "sha256")
-    return hmac.digest(prk, info + b"\x01", "sha256")
-
-
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Keys derived from the DEK (never printed)."""
@@ -202,4 +198,4 @@ class Keys:
 
 
 def derive_keys(dek: bytes) -> Keys:
-    return Keys(_hkdf(dek, b"e2ee-keystore records"), _hkdf(dek, b"e2ee-keystore blind"), _hkdf(dek, b"e2ee-keystore generation"))
+    return Keys(*(hkdf_sha256(dek, b"", b"e2ee-keystore " + name, 32) for name in (b"records", b"blind", b"generation")))
