@@ -207,12 +207,8 @@ class Engine(Fallback):
         is undone together.  Hence the rule: nothing an operation inside a batch returns
         (a ciphertext, an effect, a decrypted message to acknowledge) may leave the process
         before the block has ended."""
-        try:
-            with self.storage.transaction():
-                yield
-        except BaseException:
-            self._sessions.forget_cache()
-            raise
+        with self.storage.transaction():  # cached sessions are checked against the stored bytes
+            yield
 
     @property
     def catching_up(self) -> bool:
