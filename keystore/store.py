@@ -44,7 +44,6 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections import OrderedDict
 from pathlib import Path
 from types import TracebackType
 from typing import ContextManager
@@ -65,6 +64,7 @@ from .walsync import WalSyncer
 __all__ = ["Keystore", "KdfParams"]
 
 _CACHE_SIZE = 8192
+_MISS = object()
 #: WAL pages between two checkpoints into the database (SQLite's default is 1000; 256 pages =
 #: 1 MiB of window for old record versions at rest, at about 4% of encrypt time).
 _WAL_PAGES = 256
@@ -91,8 +91,8 @@ class Keystore(Storage):
         self._gen_fd = -1
         self._generation = 0
         self._depth = 0
-        self._failed = False
-        self._cache: OrderedDict[bytes, tuple[str, str, bytes] | None] = OrderedDict()
+        #: record values by blinded key (None: no such record); the oldest is evicted first
+        self._cache: dict[bytes, bytes | None] = {}
         self._blinds: dict[tuple[str, str], bytes] = {}
         self._gen_blind = b""  #: the blinded key of the generation row (fixed while open)
         self._sync = False
@@ -341,29 +341,28 @@ class Keystore(Storage):
         if blind is None:
             self._check_table(table)
             blind = self._blind(table, key)
-        cache = self._cache
-        if blind in cache:  # (emptied by close(): a closed store misses and raises below)
-            hit = cache[blind]
-            return None if hit is None else hit[2]
+        hit = self._cache.get(blind, _MISS)  # (emptied by close(): a closed store misses and raises below)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
         keys = self._k()
         try:
             row = self._conn().execute("SELECT v FROM records WHERE k = ?", (blind,)).fetchone()
         except sqlite3.Error as e:
             raise _db_error(e) from None
-        if row is None:
-            entry = None
-        else:
+        value: bytes | None = None
+        if row is not None:
             entry = keys.open(blind, bytes(row[0]))
             if entry[0] != table or entry[1] != key:  # a blind-key collision or a forged row
                 raise CorruptRecord("a keystore record is in the wrong place")
-        self._remember(blind, entry)
-        return None if entry is None else entry[2]
+            value = entry[2]
+        self._remember(blind, value)
+        return value
 
-    def _remember(self, blind: bytes, entry: tuple[str, str, bytes] | None) -> None:
+    def _remember(self, blind: bytes, value: bytes | None) -> None:
         cache = self._cache
-        cache[blind] = entry
+        cache[blind] = value
         if len(cache) > _CACHE_SIZE:
-            cache.popitem(last=False)
+            del cache[next(iter(cache))]
 
     def put(self, table: str, key: str, value: bytes) -> None:
         self._check_table(table)
@@ -381,7 +380,7 @@ class Keystore(Storage):
             self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
         except sqlite3.Error as e:
             raise _db_error(e) from None
-        self._remember(blind, (table, key, value))
+        self._remember(blind, value)
 
     def delete(self, table: str, key: str) -> bool:
         self._check_table(table)
