@@ -82,6 +82,12 @@ class Results:
         self.started = datetime.now(timezone.utc)
         self.notes: list[str] = []
         self.load_start = _loadavg()
+        self.load_end: str | None = None  #: read once, when the results are written
+
+    def _load_end(self) -> str:
+        if self.load_end is None:
+            self.load_end = _loadavg()
+        return self.load_end
 
     def add(self, row: Row) -> Row:
         self.rows[row.name] = row
@@ -100,7 +106,7 @@ class Results:
             "date": self.started.strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(),
             "machine": _machine(),
-            "load_average": {"start": self.load_start, "end": _loadavg()},
+            "load_average": {"start": self.load_start, "end": self._load_end()},
             "quick": self.quick,
             "rounds": self.rounds,
             "scenarios": {name: row.to_json(self) for name, row in self.rows.items()},
@@ -120,7 +126,7 @@ class Results:
             "",
             f"Run on {self.started.strftime('%Y-%m-%d %H:%M UTC')}, Python {platform.python_version()}, {_machine()};"
             f" {'QUICK MODE (a smoke check, not a measurement)' if self.quick else 'full run'}, {self.rounds} rounds;"
-            f" load average (1 min) {self.load_start} at the start, {_loadavg()} at the end.",
+            f" load average (1 min) {self.load_start} at the start, {self._load_end()} at the end.",
             "Regenerate with `python -m bench` from the repository root (writes this file and `bench/results.json`).",
             "",
         ]
