@@ -58,15 +58,37 @@ def _p99(values: list[float]) -> float:
 
 
 class _Side:
-    """One pair of clients of one implementation: start/stop, send and wait for the text."""
+    """One pair of clients of one implementation: start/stop, send and wait for the text.
+    Subclasses make a client (:meth:`_client`) and send one message (:meth:`_send`)."""
 
     name = ""
 
-    async def start(self, who: str) -> float:
+    def __init__(self, server: Any, users: dict[str, str]) -> None:
+        self.server = server
+        self.users = users  # role -> jid
+        self.clients: dict[str, Any] = {}
+        self.inbox: dict[str, asyncio.Queue[str]] = {role: asyncio.Queue() for role in users}
+
+    def _client(self, role: str) -> Any:
         raise NotImplementedError
 
-    async def send_and_wait(self, frm: str, to: str, body: str) -> float:
+    async def _send(self, frm: str, to: str, body: str) -> None:
         raise NotImplementedError
+
+    async def start(self, role: str) -> float:
+        c = self._client(role)
+        t0 = time.perf_counter()
+        await c.start("127.0.0.1", self.server.port)
+        elapsed = time.perf_counter() - t0
+        await c.get_roster()
+        self.clients[role] = c
+        return elapsed
+
+    async def send_and_wait(self, frm: str, to: str, body: str) -> float:
+        t0 = time.perf_counter()
+        await self._send(frm, to, body)
+        await _wait_for(self.inbox[to], body)
+        return time.perf_counter() - t0
 
     async def stop(self) -> None:
         raise NotImplementedError
@@ -86,12 +108,9 @@ class _Ours(_Side):
     def __init__(self, server: Any, users: dict[str, str], directory: Path) -> None:
         from keystore import KdfParams, Keystore
 
-        self.server = server
-        self.users = users  # role -> jid
+        super().__init__(server, users)
         self.stores = {role: Keystore.create(directory / f"{role}.db", "pw", kdf=KdfParams.floor()) for role in users}
         self.engines: dict[str, Any] = {}
-        self.clients: dict[str, Any] = {}
-        self.inbox: dict[str, asyncio.Queue[str]] = {role: asyncio.Queue() for role in users}
 
     def _client(self, role: str) -> Any:
         from client.session import E2EESession, Received
@@ -109,22 +128,10 @@ class _Ours(_Side):
         user = self.users[role].split("@")[0]
         return E2EESession(self.engines[role], f"{user}-pw", ca_file=self.server.cert, on_received=received)
 
-    async def start(self, role: str) -> float:
-        c = self._client(role)
-        t0 = time.perf_counter()
-        await c.start("127.0.0.1", self.server.port)
-        elapsed = time.perf_counter() - t0
-        await c.get_roster()
-        self.clients[role] = c
-        return elapsed
-
-    async def send_and_wait(self, frm: str, to: str, body: str) -> float:
-        t0 = time.perf_counter()
+    async def _send(self, frm: str, to: str, body: str) -> None:
         result = await self.clients[frm].send_text(self.users[to], body)
         if not result.ready:
             raise RuntimeError(f"ours: nothing sent to {to}: {result.devices}")
-        await _wait_for(self.inbox[to], body)
-        return time.perf_counter() - t0
 
     async def stop(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients.values()))
@@ -139,12 +146,9 @@ class _Theirs(_Side):
     name = "peer"
 
     def __init__(self, server: Any, users: dict[str, str]) -> None:
-        self.server = server
-        self.users = users
+        super().__init__(server, users)
         self.storages: dict[str, Any] = {}
-        self.clients: dict[str, Any] = {}
         self.talked: set[tuple[str, str]] = set()
-        self.inbox: dict[str, asyncio.Queue[str]] = {role: asyncio.Queue() for role in users}
 
     def _client(self, role: str) -> Any:
         from tests.peers.slixmpp_omemo2_peer import Omemo2Peer
@@ -169,19 +173,9 @@ class _Theirs(_Side):
             self.storages[role] = c.omemo._storage
         return c
 
-    async def start(self, role: str) -> float:
-        c = self._client(role)
-        t0 = time.perf_counter()
-        await c.start("127.0.0.1", self.server.port)
-        elapsed = time.perf_counter() - t0
-        await c.get_roster()
-        self.clients[role] = c
-        return elapsed
-
-    async def send_and_wait(self, frm: str, to: str, body: str) -> float:
+    async def _send(self, frm: str, to: str, body: str) -> None:
         from slixmpp.jid import JID
 
-        t0 = time.perf_counter()
         client = self.clients[frm]
         if (frm, to) not in self.talked:
             # the device list: a contact's PEP notification need not have arrived yet (ours
@@ -189,8 +183,6 @@ class _Theirs(_Side):
             await client.omemo.refresh_device_lists({JID(self.users[to])}, force_download=True)
             self.talked.add((frm, to))
         await client.send_text(self.users[to], body)
-        await _wait_for(self.inbox[to], body)
-        return time.perf_counter() - t0
 
     async def stop(self) -> None:
         for c in self.clients.values():
@@ -203,14 +195,14 @@ async def _befriend(side: _Side) -> None:
     """First time online for both, and mutual presence subscription (auto-accepted)."""
     await side.start("a")
     await side.start("b")
-    a, b = side.clients["a"], side.clients["b"]  # type: ignore[attr-defined]
-    a.send_presence_subscription(pto=side.users["b"])  # type: ignore[attr-defined]
+    a, b = side.clients["a"], side.clients["b"]
+    a.send_presence_subscription(pto=side.users["b"])
     for _ in range(400):
         await asyncio.sleep(0.01)
         await a.get_roster()
         await b.get_roster()
         ra, rb = a.client_roster, b.client_roster
-        jb, ja = side.users["b"], side.users["a"]  # type: ignore[attr-defined]
+        jb, ja = side.users["b"], side.users["a"]
         if jb in ra and ra[jb]["subscription"] == "both" and ja in rb and rb[ja]["subscription"] == "both":
             break
     else:
