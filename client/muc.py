@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +49,6 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import (
-    DuplicateMessage,
     E2EEError,
     RoomNotSuitable,
     RoomUnavailable,
@@ -168,7 +166,9 @@ class Rooms:
 
     async def _recheck(self, room: str) -> None:
         try:
-            await self.check(room)
+            members_only = await self.check(room)
+            if room in self._rooms:
+                self._rooms[room].members_only = members_only
         except RoomNotSuitable as e:
             log.warning("%s: nothing more is sent there", e)
         except RoomUnavailable as e:
@@ -332,7 +332,7 @@ class Rooms:
         checked again and its lists fetched first.  Nothing is sent when some member has no
         eligible device: the result says, per member and device, what happened."""
         state = self._joined(room)
-        await self.check(state.jid)
+        state.members_only = await self.check(state.jid)  # the configuration may have changed
         recipients = await self.refresh_members(state.jid)
         await self._parallel(
             [FetchDeviceList(j, ns) for j in recipients if not self.handlers._subscribed(j) for ns in NAMESPACES]
@@ -379,7 +379,7 @@ class Rooms:
         if state is None or msg["from"].resource or msg["type"] == "error" or x is None:
             return  # only the room itself speaks for the room
         if state.on_notice(x) & _CONFIG_CHANGE:
-            asyncio.ensure_future(self._recheck(state.jid))
+            self.handlers.spawn(self._recheck(state.jid))
 
     def _groupchat(self, msg: Any) -> None:
         """Resolve the sender now (presences that follow must not change who sent it), then
@@ -403,24 +403,9 @@ class Rooms:
                 log.warning("%s", e)
             self._deliver(None, e, str(frm), state.jid)
             return
-        asyncio.ensure_future(self._decrypt(msg.xml, sender, state.jid, str(frm)))
-
-    async def _decrypt(self, stanza: ET.Element, sender: str, room: str, occupant: str) -> None:
-        for ns in NAMESPACES:
-            elem = stanza.find(f"{{{ns}}}encrypted")
-            if elem is None:
-                continue
-            try:
-                result = self.engine.decrypt(elem, sender, to=room, require_to=True)
-            except DuplicateMessage:
-                return
-            except E2EEError as e:
-                log.warning("group message from %s (%s) refused: %s: %s", occupant, sender, type(e).__name__, e)
-                self._deliver(None, e, occupant, room)
-                return
-            await self.handlers.run_effects(result.effects)
-            self._deliver(result, None, occupant, room)
-            return
+        self.handlers.spawn(
+            self.handlers._decrypt_stanza(msg.xml, sender, "", carbon=False, room=state.jid, occupant=str(frm))
+        )
 
     def _deliver(self, result: Any, error: E2EEError | None, occupant: str, room: str) -> None:
         from .session import Received

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from e2ee.openpgp.xml import NS as OX
 from e2ee.results import (
     Decrypted,
     DecryptResult,
+    Duplicate,
     Effect,
     EncryptResult,
     FetchBundle,
@@ -252,6 +253,12 @@ class E2EEHandlers:
         finally:
             await self.run_effects(self.engine.end_catch_up())
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _maintenance(self) -> None:
         async def run() -> None:
             try:
@@ -259,9 +266,7 @@ class E2EEHandlers:
             except (IqError, IqTimeout, E2EEError, NotConnectedError) as e:
                 log.warning("periodic maintenance failed: %s", e)
 
-        task = asyncio.ensure_future(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(run())
 
     async def _announces_stanza_ids(self) -> bool:
         try:
@@ -508,27 +513,34 @@ class E2EEHandlers:
                 await self._decrypt_stanza(wrapper, inner_from, inner_to, carbon=True)
 
     async def _decrypt_stanza(
-        self, stanza: ET.Element, sender: str, to: str, carbon: bool, archived: bool = False
+        self, stanza: ET.Element, sender: str, to: str, carbon: bool, archived: bool = False,
+        room: str | None = None, occupant: str | None = None,
     ) -> None:
+        """Decrypt the OMEMO (or OpenPGP) content of ``stanza`` from ``sender`` (a bare JID) and
+        deliver the result or the refusal; a message already decrypted is dropped silently.  A
+        group message names its ``room`` (then the SCE ``<to>`` must be the room) and the
+        ``occupant`` (room/nick) it came from."""
+        shown = occupant or sender
         for ns in NAMESPACES:
             elem = stanza.find(f"{{{ns}}}encrypted")
             if elem is None:
                 continue
             try:
-                result = self.engine.decrypt(elem, sender, to=to or None)
-            except DuplicateMessage:
-                return
+                result = self.engine.decrypt(elem, sender, to=room or to or None, require_to=room is not None)
             except E2EEError as e:
-                log.warning("message from %s refused: %s: %s", sender, type(e).__name__, e)
-                self._deliver(Received(None, e, carbon, sender, archived))
-                if isinstance(e, NoSession) and not archived:
+                who = f"{occupant} ({sender})" if occupant else sender
+                log.warning("message from %s refused: %s: %s", who, type(e).__name__, e)
+                self._deliver(Received(None, e, carbon, shown, archived, room=room))
+                if isinstance(e, NoSession) and not archived and room is None:
                     await self._heal(e)
                 return
+            if isinstance(result, Duplicate):
+                return
             await self.run_effects(result.effects)
-            self._deliver(Received(result, None, carbon, sender, archived))
+            self._deliver(Received(result, None, carbon, shown, archived, room=room))
             return
         ox = stanza.find(f"{{{OX}}}openpgp")
-        if ox is not None and self.engine.has_openpgp:
+        if ox is not None and room is None and self.engine.has_openpgp:
             await self._decrypt_openpgp(ox, stanza, sender, to, carbon, archived)
 
     # ------------------------------------------------------------------ OpenPGP for XMPP
