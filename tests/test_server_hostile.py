@@ -76,10 +76,10 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
         a, b, m = alice.boundjid.bare, bob.boundjid.bare, mallory.boundjid.bare
         try:
             await _still_works(alice, bob, inbox, "a first, real message")
-            real = await bob.send_text(a, "captured by mallory")  # a genuine element to replay
-            await _settle()
-            genuine = next(iter(real.elements.values()))
-            encrypted_xml = slixmpp.xmlstream.tostring(genuine)
+            # a genuine element of bob's that alice has not seen (never sent): accepting the
+            # forgeries below would decrypt it
+            fresh = bob.engine.encrypt([a], "captured by mallory")
+            encrypted_xml = slixmpp.xmlstream.tostring(next(iter(fresh.elements.values())))
 
             # I4: a carbon from another account, wrapping a message "from bob"
             caplog.clear()
@@ -95,11 +95,9 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
                 f"type='chat'>{encrypted_xml}</message></forwarded></result></message>"
             )
             await _settle()
-            assert not [r for r in inbox if r.result is not None and getattr(r.result, "body", "") == "captured by mallory"
-                        and r.stanza_from != b]
+            assert len(inbox) == 1  # only the first real message: nothing of the forgeries
             carbon_logs = [r for r in caplog.records if "carbon" in r.getMessage()]
             assert len(carbon_logs) == 1 and m in carbon_logs[0].getMessage()
-            assert len(inbox) == 2  # the first real message and the captured one from bob himself
 
             # I2: 10^4 <key> elements (refused before any decryption), and a stanza over the
             # server's size limit (Prosody ends mallory's stream; alice sees nothing of it)
@@ -111,8 +109,12 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
             await _settle()
             errors = [r.error for r in inbox if r.error is not None]
             assert len(errors) == 1 and isinstance(errors[0], MalformedMessage)
+            cut_off = asyncio.Event()
+            mallory.add_event_handler("disconnected", lambda _e: cut_off.set())
             mallory.send_raw(f"<message to='{a}' type='chat'><body>{'x' * 600_000}</body></message>")
+            await asyncio.wait_for(cut_off.wait(), 10)  # Prosody ends mallory's stream
             await _settle()
+            assert len(inbox) == 2  # the first real message and the 10^4-key refusal: nothing more
 
             # I1, I3, I6: a legitimate device (bob's) sends envelopes alice must refuse
             evil = {
