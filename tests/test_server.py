@@ -256,6 +256,7 @@ def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> No
     bodies = [json.loads(line)["body"] for line in got.stdout.splitlines()]
     assert "second message" in bodies
     got = e2ee("jack1", "jack", "recv", "--timeout", "2", "--json")
+    assert got.returncode == 0, got.stderr
     assert "second message" not in got.stdout
 
 

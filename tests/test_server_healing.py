@@ -60,6 +60,8 @@ def test_a_lost_session_is_rebuilt_and_the_next_message_decrypts(server: Prosody
             if any("built a new session" in r.getMessage() for r in caplog.records):
                 break
             await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("alice built no new session")
         await asyncio.sleep(0.3)
         assert (await bob.send_text(a, "healed")).ready
         for _ in range(300):
