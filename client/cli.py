@@ -279,7 +279,6 @@ def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = Fal
     re-announced at connect; ``openpgp_generate`` creates one first when there is none."""
     import asyncio
 
-    from .home import Account
     from .session import E2EESession, cancel_pending_tasks
 
     ks, engine = open_engine(_home(args))
@@ -516,8 +515,9 @@ def _recv(args: argparse.Namespace) -> int:
                 row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
                        "body": d.body, "carbon": r.carbon, "archived": r.archived, "room": r.room, "file": None}
                 text = d.body
-                if r.media is not None:  # an aesgcm:// link (XEP-0454): never shown as a link
-                    row["file"], error = await _fetch_file(session, r.media, args.download_dir)
+                media = r.media  # (parses the body)
+                if media is not None:  # an aesgcm:// link (XEP-0454): never shown as a link
+                    row["file"], error = await _fetch_file(session, media, args.download_dir)
                     if error is not None:
                         print(f"e2ee: a file from {d.jid} could not be downloaded: {error}", file=sys.stderr)
                         failed = True

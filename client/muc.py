@@ -254,10 +254,7 @@ class Rooms:
         state = self._enter(room, nick, True)
         await self._join_presence(state)
         muc = self.xmpp.plugin["xep_0045"]
-        form = self.xmpp.plugin["xep_0004"].make_form(ftype="submit")  # type: ignore[no-untyped-call]
-        form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig")
-        for var, value in OMEMO_ROOM_CONFIG:
-            form.add_field(var=var, value=value)
+        form = self.handlers._form(OMEMO_ROOM_CONFIG, "http://jabber.org/protocol/muc#roomconfig")
         try:
             await muc.set_room_config(room, form, timeout=self.timeout)
         except (IqError, IqTimeout) as e:

@@ -351,7 +351,7 @@ class E2EEHandlers:
         and we wait for the answers once instead of once each."""
         await asyncio.gather(*(self._publish(p) for p in publications))
 
-    def _form(self, options: tuple[tuple[str, str], ...], form_type: str) -> Any:
+    def _form(self, options: tuple[tuple[str, Any], ...], form_type: str) -> Any:
         form = self.plugin["xep_0004"].make_form(ftype="submit")
         form.add_field(var="FORM_TYPE", ftype="hidden", value=form_type)
         for var, value in options:
