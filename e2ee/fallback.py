@@ -23,17 +23,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .core import _BY_NAME, _bare
+from .core import _bare
 from .errors import NoEligibleDevices, UsageError
 from .openpgp.backend import OpenPgp
 from .openpgp.crypto import OpenPgpCrypto
 from .openpgp.xml import NS as OX_NS
 from .receiving import Receiving
-from .results import DecryptResult, Effect, EncryptResult, FetchBundle, FetchDeviceList
+from .results import DecryptResult, Effect, EncryptResult, FetchBundle, FetchDeviceList, Outcome
 from .sending import Sending
-from .trust import TrustLevel
 
 __all__ = ["Route", "RecipientResult", "SendResult", "Fallback"]
+
+
+#: How :meth:`Fallback.describe_missing` names the OMEMO devices that could not be used.
+_MISSING = {
+    Outcome.UNDECIDED: "awaiting a trust decision",
+    Outcome.DISTRUSTED: "distrusted",
+    Outcome.NO_BUNDLE: "without a bundle",
+    Outcome.FAILED: "with an unusable bundle",
+}
 
 
 class Route(enum.Enum):
@@ -119,21 +127,11 @@ class Fallback(Sending, Receiving):
     def describe_missing(self, jid: str) -> str:
         """The sentence :class:`~e2ee.errors.NoEligibleDevices` carries for ``jid``."""
         jid = _bare(jid)
-        view = self._devices.view(jid)
-        levels = self.trust.levels_view(jid)
-        counts = {"awaiting a trust decision": 0, "distrusted": 0, "without a bundle": 0}
-        for dev, fname in (view.active or {}).items():
-            ik = view.iks.get(dev)
-            if ik is None:
-                stored = self._devices.bundle(fname, jid, dev)
-                ik = None if stored is None else _BY_NAME[fname].flavour.identity_to_x25519(stored.bundle.ik)
-            level = None if ik is None else levels.get(ik)
-            if ik is None:
-                counts["without a bundle"] += 1
-            elif level is TrustLevel.DISTRUSTED:
-                counts["distrusted"] += 1
-            elif level is None or not level.trusted:
-                counts["awaiting a trust decision"] += 1
+        _plans, outcomes, _effects, _unreachable = self._run(lambda: self._plan([jid], self._now().timestamp()))
+        counts = dict.fromkeys(_MISSING.values(), 0)
+        for o in outcomes:
+            if o.jid == jid and o.outcome in _MISSING:
+                counts[_MISSING[o.outcome]] += 1
         parts = [f"{n} {what}" for what, n in counts.items() if n]
         omemo = "its OMEMO devices: " + ", ".join(parts) if parts else "no OMEMO device"
         if self._openpgp is None:
