@@ -22,6 +22,7 @@ from keystore import KdfParams, Keystore
 
 from .openpgp_support import OxNet
 from .support import seeded_rng
+from .xmpp_server import process_running
 
 
 def _secrets(ks: Keystore) -> tuple[list[bytes], str]:
@@ -64,14 +65,6 @@ def _agent_pid(home: Path) -> int:
     out = subprocess.run(["gpg-connect-agent", "--homedir", str(home), "getinfo pid", "/bye"],
                          capture_output=True, text=True, timeout=15).stdout
     return int(next(line.split()[1] for line in out.splitlines() if line.startswith("D ")))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_no_unprotected_secret_key_on_disk(tmp_path: Path) -> None:
@@ -126,10 +119,10 @@ def test_no_unprotected_secret_key_on_disk(tmp_path: Path) -> None:
             probe.unlink()
 
             pid = _agent_pid(alice_gpg.home)  # type: ignore[arg-type]
-            assert _alive(pid)
+            assert process_running(pid)
         home = alice_gpg.home
         alice_gpg.close()
-        assert home is not None and not home.exists() and not _alive(pid)
+        assert home is not None and not home.exists() and not process_running(pid)
         assert _scan(stores, needles) == []  # the closed keystores too
     finally:
         for g in (alice_gpg, phone_gpg):

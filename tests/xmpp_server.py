@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Prosody", "available", "running"]
+__all__ = ["Prosody", "available", "process_running", "running"]
 
 DOMAIN = "localhost"
 #: Largest file the test upload service accepts (room for a 50 MB file and its tag).
@@ -71,7 +71,7 @@ Component "upload.{domain}" "http_file_share"
 """
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Alive and not a zombie (reaping can be slow in containers)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -178,9 +178,9 @@ class Prosody:
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and _running(pid):
+            while time.monotonic() < deadline and process_running(pid):
                 time.sleep(0.01)
-            if _running(pid):
+            if process_running(pid):
                 os.kill(pid, signal.SIGKILL)
         if proc is not None and proc.poll() is None:
             proc.kill()
