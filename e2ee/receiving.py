@@ -40,6 +40,14 @@ from .core import _BODY, _BY_NS, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bar
 __all__ = ["Receiving"]
 
 
+class _Refused(Exception):
+    """Raised inside an operation to roll it back and return ``result`` instead."""
+
+    def __init__(self, result: DecryptResult) -> None:
+        super().__init__()
+        self.result = result
+
+
 class Receiving(EngineCore):
     def decrypt(
         self,
@@ -75,6 +83,8 @@ class Receiving(EngineCore):
         for key in mine:  # legacy: the same rid may appear for several accounts
             try:
                 return self._run(lambda: self._decrypt_key(backend, enc, key, sender, to, timestamp, require_to))
+            except _Refused as r:  # rolled back: nothing of the attempt is stored
+                return r.result
             except E2EEError as e:
                 error = e
         assert error is not None
@@ -106,12 +116,15 @@ class Receiving(EngineCore):
             ik = flavour.identity_to_x25519(kex.ik)
             level = self._sender_level(sender, ik)
             entry = next((e for e in sset.entries if e.session.same_key_exchange(kex)), None)
-            if entry is not None:
+            if entry is not None:  # a repetition: the session's key is the key exchange's
+                if known_ik is not None and known_ik != ik and (level is None or not level.trusted):
+                    return UntrustedIdentity(sender, dev, ns, ik, known_ik)
                 try:
                     km = entry.session.decrypt(kex.message, self._rng)
                 except DuplicateMessage:
                     return Duplicate(sender, dev, ns)
-                self._promote(sset, entry)
+                if known_ik is None or known_ik == ik:  # never current for another key
+                    self._promote(sset, entry)
             else:
                 if known_ik is not None and known_ik != ik and (level is None or not level.trusted):
                     return UntrustedIdentity(sender, dev, ns, ik, known_ik)
@@ -130,16 +143,21 @@ class Receiving(EngineCore):
         else:
             if not sset.entries:
                 raise NoSession(f"no session with device {dev}", sender, dev, ns)
-            if known_ik is not None:  # refuse a distrusted sender before any work
-                level = self._sender_level(sender, known_ik)
+            # trust is decided on the key each session was built with, not the device's key
+            session_iks = [flavour.identity_to_x25519(e.session.peer_ik) for e in sset.entries]
+            if all(self.trust.level(sender, k) is TrustLevel.DISTRUSTED for k in set(session_iks)):
+                raise SenderDistrusted("the sender's identity key is distrusted")  # before any work
             entry, km = self._decrypt_message(sset, flavour, key.data)
             if entry is None:
                 return Duplicate(sender, dev, ns)
-            if known_ik is not None:
-                ik = known_ik
-            else:
-                ik = flavour.identity_to_x25519(entry.session.peer_ik)
-                level = self._sender_level(sender, ik)
+            ik = session_iks[sset.entries.index(entry)]
+            level = self._sender_level(sender, ik)  # raises: rolled back, never promoted
+            if known_ik is None or known_ik == ik:
+                self._promote(sset, entry)
+            elif level is None or not level.trusted:
+                # an archived session of a key the device no longer shows: refused, rolled back
+                raise _Refused(UntrustedIdentity(sender, dev, ns, ik, known_ik))
+            # else: a trusted key's archived session decrypts but does not become current
         if level is None:  # a key seen for the first time gets the policy's level
             level = self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
 
@@ -190,8 +208,8 @@ class Receiving(EngineCore):
             sset.entries.insert(0, entry)
 
     def _decrypt_message(self, sset: SessionSet, flavour: Flavour, data: bytes) -> tuple[Entry | None, bytes]:
-        """Decrypt with the current session, else an archived one (which then becomes current).
-        Returns (None, b"") for a duplicate."""
+        """Decrypt with the current session, else an archived one (the caller decides whether it
+        becomes current).  Returns (None, b"") for a duplicate."""
         msg = flavour.parse_message(data)
         first_error: DecryptionFailed | None = None
         for entry in sset.entries:
@@ -204,7 +222,6 @@ class Receiving(EngineCore):
                 first_error = first_error or e
                 continue
             session.confirmed = True
-            self._promote(sset, entry)
             return entry, km
         assert first_error is not None
         raise first_error

@@ -108,9 +108,18 @@ class Sending(EngineCore):
                 if cur is not None and cur.quarantined:
                     outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.FAILED, iks.get(dev), _QUARANTINED))
                     continue
-                if cur is not None and cur.session.ratchet.can_send and not self._stale(cur, ts):
-                    known = iks.get(dev)
-                    ik = known if known is not None else backend.flavour.identity_to_x25519(cur.session.peer_ik)
+                # trust is decided on the key the session was built with; a session of another
+                # key than the one the device is bound to is not used (a fresh one is built)
+                cur_ik = None if cur is None else backend.flavour.identity_to_x25519(cur.session.peer_ik)
+                known = iks.get(dev)
+                if (
+                    cur is not None
+                    and cur_ik is not None
+                    and (known is None or known == cur_ik)
+                    and cur.session.ratchet.can_send
+                    and not self._stale(cur, ts)
+                ):
+                    ik = cur_ik
                 else:
                     stored = self._devices.bundle(fname, jid, dev)
                     if stored is None or (cur is not None and stored.fetched <= cur.created):

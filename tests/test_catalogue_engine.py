@@ -1692,3 +1692,136 @@ def test_X8_identity_key_change_on_a_known_device_is_UntrustedIdentity(ns: str) 
     got = a.decrypt(forged, BOB, to=ALICE)
     assert isinstance(got, Decrypted) and got.body == "new identity" and got.identity_key == new_ik
     c.done()
+
+
+# ================================================================== sessions bound to their key
+
+
+def _impostor(net: Net, victim: Engine, jid: str, seed: str, ns: str) -> Engine:
+    """A device of ``jid`` that is on no list, with the victim's list and bundle fetched."""
+    impostor = Engine.create(MemoryStorage(), jid, rng=seeded_rng(seed), clock=net.clock)
+    for n in NS_BOTH:
+        dl = net.pep.device_list(victim.jid, n)
+        if dl is not None:
+            impostor.on_device_list(victim.jid, n, dl)
+    bundle = net.pep.bundle(victim.jid, ns, victim.device_id)
+    assert bundle is not None
+    impostor.on_bundle(victim.jid, victim.device_id, ns, bundle)
+    return impostor
+
+
+def _as_device(element: ET.Element, ns: str, sid: int) -> ET.Element:
+    forged = copy.deepcopy(element)
+    header = forged.find(q(ns, "header"))
+    assert header is not None
+    header.set("sid", str(sid))
+    return forged
+
+
+def _answer_to(net: Net, victim: Engine, claimed: int, impostor: Engine) -> None:
+    """Hand the victim's queued empty messages for device ``claimed`` to the impostor."""
+    for sender, msg in net.take_outbox():
+        if sender is victim and msg.device_id == claimed:
+            elem = copy.deepcopy(msg.encrypted)
+            key_elem(elem, claimed).set("rid", str(impostor.device_id))
+            assert isinstance(impostor.decrypt(elem, victim.jid, to=impostor.jid), EmptyMessage)
+
+
+@pytest.mark.parametrize("archived_level", [TrustLevel.DISTRUSTED, TrustLevel.UNDECIDED])
+@pytest.mark.parametrize("ns", NS_BOTH)
+def test_X9_an_archived_session_of_a_replaced_key_is_refused_and_never_becomes_current(
+    ns: str, archived_level: TrustLevel
+) -> None:
+    """Issue 14.1: an impostor makes first contact as bob's device D (blindly trusted); the user
+    verifies bob's real key and distrusts (or un-decides) the impostor's; bob's real key exchange
+    arrives.  A normal message on the impostor's archived session is refused with the stored
+    state unchanged; our next message goes to the real bob, who decrypts it."""
+    c = Checks()
+    net = Net()
+    a = dev(net, ALICE, "a", ns)
+    b1 = dev(net, BOB, "b1", ns)
+    mallory = _impostor(net, a, BOB, "impostor", ns)
+    ik_m, ik_b = mallory.identity_key, b1.identity_key
+
+    first = mallory.encrypt([ALICE], "hi, it is bob")
+    assert first.ready
+    got = recv(net, a, _as_device(first.elements[ns], ns, b1.device_id), BOB)
+    assert isinstance(got, Decrypted) and got.identity_key == ik_m and got.trust is TrustLevel.BLIND
+    _answer_to(net, a, b1.device_id, mallory)  # the impostor's session is confirmed: normal messages
+
+    a.set_trust(BOB, ik_b, TrustLevel.VERIFIED)
+    a.set_trust(BOB, ik_m, archived_level)
+    recv_body(net, a, send(net, b1, ALICE, "the real bob", ns), BOB, "the real bob")
+    flush(net)
+
+    later = mallory.encrypt([ALICE], "now listen to me")
+    assert later.ready and not is_kex(later.elements[ns], a.device_id)
+    forged = _as_device(later.elements[ns], ns, b1.device_id)
+    if archived_level is TrustLevel.DISTRUSTED:
+        c.decrypt_rejected("message on the impostor's archived session", a, forged, BOB, SenderDistrusted)
+    else:
+        out = c.returns("message on the impostor's archived session", a, lambda: a.decrypt(forged, BOB, to=ALICE), UntrustedIdentity, unchanged=True)
+        if isinstance(out, UntrustedIdentity):
+            c.expect(out.identity_key == ik_m and out.previous_identity_key == ik_b, f"{out}")
+
+    sent = net.encrypt(a, [BOB], "for the real bob")
+    c.expect(
+        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b1.device_id] == [(Outcome.ENCRYPTED, ik_b)],
+        f"sent to {[(d.outcome, d.identity_key) for d in sent.devices]}",
+    )
+    out = b1.decrypt(sent.elements[ns], ALICE, to=BOB)
+    c.expect(isinstance(out, Decrypted) and out.body == "for the real bob", f"the real bob got {out!r}")
+    c.done()
+
+
+@pytest.mark.parametrize("ns", NS_BOTH)
+def test_X9_a_trusted_key_taking_over_another_device_slot_keeps_each_session_on_its_key(ns: str) -> None:
+    """Issue 14.1: bob's device 1 key (trusted) sends a key exchange claiming device 2's id.  It
+    takes the slot (its key is trusted); device 2's archived session then decrypts as device 2's
+    own key (never reported as the new one) without becoming current, and is refused once that
+    key is distrusted.  Sending uses the session of the key the slot is bound to."""
+    c = Checks()
+    net = Net()
+    a = dev(net, ALICE, "a", ns)
+    b1 = dev(net, BOB, "b1", ns)
+    b2 = dev(net, BOB, "b2", ns)
+    for b in (b1, b2):
+        establish(net, b, a, ns)
+    ik1, ik2 = b1.identity_key, b2.identity_key
+    assert a.trust.level(BOB, ik1) is a.trust.level(BOB, ik2) is TrustLevel.BLIND
+
+    # b1's key in a fresh engine (same identity) claims b2's device id
+    twin_storage = MemoryStorage()
+    for table, rows in snapshot(b1).items():
+        for k, v in rows.items():
+            if table in ("own",):
+                twin_storage.put(table, k, v)
+    twin = Engine(twin_storage, rng=seeded_rng("twin"), clock=net.clock)
+    assert twin.identity_key == ik1
+    for n in NS_BOTH:
+        dl = net.pep.device_list(ALICE, n)
+        if dl is not None:
+            twin.on_device_list(ALICE, n, dl)
+    bundle = net.pep.bundle(ALICE, ns, a.device_id)
+    assert bundle is not None
+    twin.on_bundle(ALICE, a.device_id, ns, bundle)
+    res = twin.encrypt([ALICE], "device 2 is mine now")
+    assert res.ready
+    got = recv(net, a, _as_device(res.elements[ns], ns, b2.device_id), BOB)
+    assert isinstance(got, Decrypted) and got.identity_key == ik1, got
+    net.take_outbox()
+
+    # device 2's own message on its (now archived) session: its own key, not promoted
+    msg = send(net, b2, ALICE, "from device 2", ns)
+    got = a.decrypt(msg, BOB, to=ALICE)
+    c.expect(isinstance(got, Decrypted) and got.body == "from device 2" and got.identity_key == ik2, f"{got!r}")
+    sent = net.encrypt(a, [BOB], "to the slot")
+    c.expect(
+        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b2.device_id] == [(Outcome.ENCRYPTED, ik1)],
+        f"slot 2 sent to {[(d.device_id, d.outcome, d.identity_key) for d in sent.devices]}",
+    )
+    c.expect(a._devices.identity(BOB, b2.device_id) == ik1, "the slot's key changed")
+
+    a.set_trust(BOB, ik2, TrustLevel.DISTRUSTED)
+    c.decrypt_rejected("device 2 after its key was distrusted", a, send(net, b2, ALICE, "again", ns), BOB, SenderDistrusted)
+    c.done()
