@@ -21,7 +21,8 @@ from .devices import DeviceRegistry
 from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS
 from .model import DeviceList
 from .own import OwnDevice
-from .primitives import ed25519_verify
+from .errors import E2EEError
+from .primitives import ed25519_verify, x25519_public_to_ed25519
 from .results import (
     Effect,
 )
@@ -299,17 +300,24 @@ class Engine(Fallback):
                         ik = _BY_NAME[fname].flavour.identity_to_x25519(stored.bundle.ik)
                         break
             label = None
-            if dev in labels and ik is not None:
-                label = _verified_label(jid, dev, labels[dev], self._devices)
+            if dev in labels and ik is not None:  # the key this row shows and rates
+                label = _verified_label(labels[dev], ik)
             out.append(DeviceInfo(dev, tuple(nss), ik, levels.get(ik) if ik else None, label))
         return out
 
 
-def _verified_label(jid: str, dev: int, label: tuple[str, bytes], registry: DeviceRegistry) -> str | None:
-    """The label when its signature verifies with the device's Ed25519 identity key."""
-    stored = registry.bundle("omemo2", jid, dev)
-    if stored is None or not ed25519_verify(stored.bundle.ik, label[0].encode(), label[1]):
-        return None
-    return label[0]
+def _verified_label(label: tuple[str, bytes], bound_ik: bytes) -> str | None:
+    """The label when its signature verifies with the identity key the device is bound to (its
+    sessions and trust are on that key; the stored bundle's only for a device never talked to),
+    not with whatever bundle is stored now: the server can replace a bundle.  ``bound_ik`` is
+    the X25519 form; both Ed25519 signs are tried."""
+    for sign in (0, 1):
+        try:
+            ed = x25519_public_to_ed25519(bound_ik, sign)
+        except E2EEError:
+            return None
+        if ed25519_verify(ed, label[0].encode(), label[1]):
+            return label[0]
+    return None
 
 

@@ -557,6 +557,29 @@ def test_D7_trust_is_per_jid_and_key_distrusted_senders_are_refused_and_bad_labe
     assert [d.label for d in alice.devices(BOB)] == ["Bob's phone"]
 
 
+def test_D7_a_label_is_verified_with_the_key_the_device_is_bound_to_not_a_replaced_bundle() -> None:
+    """Issue 14.7: the server replaces bob's bundle (same device id) with one of its own key and
+    lists a label signed by that key.  The device's sessions and trust are on bob's key: the
+    label is not shown; bob's own signed label still is."""
+    net = Net()
+    alice = net.device(ALICE, "d7-a4")
+    bob = net.device(BOB, "d7-b4", label="Bob's phone")
+    deliver(net, bob, send(net, alice, BOB, "hi"), alice)
+    assert [(d.identity_key, d.label) for d in alice.devices(BOB)] == [(bob.identity_key, "Bob's phone")]
+    server = net.device(MALLORY, "d7-m4", label="Bob's new phone")
+    (forged,) = omemo2_xml.parse_device_list(net.pep.device_list(MALLORY, O2)).devices
+    assert forged.label_signature is not None
+    replaced = net.pep.get(MALLORY, *bundle_item(O2, server.device_id))
+    assert replaced is not None
+    alice.on_bundle(BOB, bob.device_id, O2, replaced)
+    alice.on_device_list(BOB, O2, o2_list(DeviceEntry(bob.device_id, forged.label, forged.label_signature)))
+    (info,) = alice.devices(BOB)
+    assert info.identity_key == bob.identity_key and info.label is None, info
+    (good,) = omemo2_xml.parse_device_list(net.pep.device_list(BOB, O2)).devices
+    alice.on_device_list(BOB, O2, o2_list(good))
+    assert [d.label for d in alice.devices(BOB)] == ["Bob's phone"]
+
+
 # ================================================================== D8
 
 
