@@ -45,6 +45,7 @@ from .home import (
     open_engine,
     xmpp_password,
 )
+from .safe_text import message_line, safe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,11 +135,11 @@ def _init(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     passphrase = initial_passphrase()
     password = xmpp_password()
-    print(f"creating the keystore in {home} (deriving the key from the passphrase)...", file=sys.stderr)
+    print(f"creating the keystore in {safe(home)} (deriving the key from the passphrase)...", file=sys.stderr)
     with Keystore.create(path, passphrase, kdf=kdf_params()) as ks:
         engine = Engine.create(ks, args.jid, label=args.device_label)
         Account.store(ks, password)
-        print(f"{engine.jid}: device {engine.device_id}")
+        print(f"{safe(engine.jid)}: device {engine.device_id}")
         print(f"fingerprint {_fp(engine.identity_key)}")
     return 0
 
@@ -165,11 +166,11 @@ def _fingerprint(args: argparse.Namespace) -> int:
                    "openpgp": pgp}
             print(json.dumps(out))
         else:
-            print(f"{engine.jid}: device {engine.device_id}")
+            print(f"{safe(engine.jid)}: device {engine.device_id}")
             print(f"fingerprint {_fp(engine.identity_key)}")
             if pgp is not None:
                 print(f"openpgp     {_pgp_fp(pgp)}")
-            print(uri)
+            print(safe(uri))
         if args.qr:
             from .qr import qr_terminal
 
@@ -206,7 +207,7 @@ def _devices(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows))
         elif not rows:
-            print(f"no device of {args.jid} is known yet")
+            print(f"no device of {safe(args.jid)} is known yet")
         for r in rows if not args.json else ():
             state = "active" if r["active"] else "inactive"
             if r["device"] is None:  # an OpenPGP key
@@ -214,7 +215,7 @@ def _devices(args: argparse.Namespace) -> int:
             else:
                 fp = _fp(bytes.fromhex(r["fingerprint"])) if r["fingerprint"] else "(no key yet)"
                 device = r["device"]
-            label = f" {r['label']!r}" if r["label"] else ""
+            label = f" '{safe(r['label'])}'" if r["label"] else ""
             print(f"{device:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
     return 0
 
@@ -236,7 +237,7 @@ def _set_trust(args: argparse.Namespace, verified: bool) -> int:
         level = TrustLevel.VERIFIED if verified else TrustLevel.DISTRUSTED
         engine.set_trust(args.jid, key, level)
         shown = f"OpenPGP key {_pgp_fp(pgp)}" if pgp is not None else _fp(key)
-        print(f"{args.jid}: {shown} is now {level.value}")
+        print(f"{safe(args.jid)}: {shown} is now {level.value}")
     return 0
 
 
@@ -252,7 +253,7 @@ def _verify(args: argparse.Namespace) -> int:
         jid, pairs = engine.verify_uri(args.uri)
         for dev, ik in pairs:
             where = f"device {dev}" if dev is not None else "a device"
-            print(f"{jid}: {where} {_fp(ik)} verified")
+            print(f"{safe(jid)}: {where} {_fp(ik)} verified")
     return 0
 
 
@@ -293,7 +294,7 @@ def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = Fal
             session = E2EESession(engine, password, ca_file=args.ca_file, on_received=received.append,
                                   openpgp_generate=openpgp_generate)
             try:
-                print(f"connecting to {host}:{port} as {engine.jid}...", file=sys.stderr)
+                print(f"connecting to {safe(host)}:{port} as {safe(engine.jid)}...", file=sys.stderr)
                 await session.start(host, port)
                 return int(await work(session, received))
             finally:
@@ -330,9 +331,9 @@ def _send(args: argparse.Namespace) -> int:
             for fpr in routed.fingerprints:
                 print(f"openpgp {_pgp_fp(fpr)}: encrypted")
             if routed.route is Route.PLAINTEXT:
-                print(f"{routed.jid}: sent in clear text (--plaintext)")
+                print(f"{safe(routed.jid)}: sent in clear text (--plaintext)")
         if routed.route is Route.OMEMO and (routed.omemo is None or not routed.omemo.ready):
-            print(f"e2ee: error: not sent: no trusted device for {args.jid}", file=sys.stderr)
+            print(f"e2ee: error: not sent: no trusted device for {safe(args.jid)}", file=sys.stderr)
             return 1
         return 0
 
@@ -383,7 +384,7 @@ def _device_rows(result: Any) -> list[dict[str, Any]]:
 
 def _print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
-        print(f"{r['jid']}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
+        print(f"{safe(r['jid'])}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
 
 
 def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
@@ -395,7 +396,7 @@ def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
     else:
         _print_rows(rows)
     if not result.ready:
-        why = f"no trusted device for {', '.join(result.unreachable)}" if result.unreachable else "no device to encrypt for"
+        why = f"no trusted device for {safe(', '.join(result.unreachable))}" if result.unreachable else "no device to encrypt for"
         print(f"e2ee: error: not sent: {why}", file=sys.stderr)
         return 1
     return 0
@@ -404,7 +405,8 @@ def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
 def _room_create(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         state = await session.rooms.create(args.room, args.nick, args.member)
-        print(f"created {state.jid} (members-only, real JIDs visible); members: {', '.join(sorted(state.members))}")
+        members = safe(", ".join(sorted(state.members)))
+        print(f"created {safe(state.jid)} (members-only, real JIDs visible); members: {members}")
         session.rooms.leave(state.jid)
         return 0
 
@@ -415,7 +417,7 @@ def _room_affiliation(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         state = await session.rooms.join(args.room, args.nick)
         await session.rooms.set_affiliation(state.jid, args.jid, args.affiliation)
-        print(f"{args.jid} is now {args.affiliation} in {state.jid}")
+        print(f"{safe(args.jid)} is now {args.affiliation} in {safe(state.jid)}")
         session.rooms.leave(state.jid)
         return 0
 
@@ -431,7 +433,7 @@ def _room_members(args: argparse.Namespace) -> int:
             print(json.dumps({"room": state.jid, "members": rows}))
         else:
             for r in rows:
-                print(f"{r['jid']} {r['affiliation']}{' (present)' if r['present'] else ''}")
+                print(f"{safe(r['jid'])} {safe(r['affiliation'])}{' (present)' if r['present'] else ''}")
         session.rooms.leave(state.jid)
         return 0
 
@@ -445,13 +447,13 @@ def _send_file(args: argparse.Namespace) -> int:
         raise UsageError(f"not a file: {args.path}")
 
     async def work(session: Any, _received: list[Any]) -> int:
-        report = ProgressReport(f"sending {args.path.name}")
+        report = ProgressReport(f"sending {safe(args.path.name)}")
         try:
             sent = await session.send_file(args.jid, args.path, progress=report)
         finally:
             report.close()
         if not args.json:
-            print(f"uploaded {args.path.name} ({sent.size} bytes) to {sent.link.url}")
+            print(f"uploaded {safe(args.path.name)} ({sent.size} bytes) to {safe(sent.link.url)}")
         file = {"name": args.path.name, "size": sent.size, "url": sent.link.url}
         return _report(sent.result, args, {"id": None, "to": args.jid, "file": file})
 
@@ -475,7 +477,7 @@ async def _fetch_file(session: Any, media: Any, directory: Path | None) -> tuple
     row: dict[str, Any] = {"name": media.filename, "url": media.url, "path": None, "size": None}
     if directory is None:
         return row, None
-    report = ProgressReport(f"receiving {media.filename}")
+    report = ProgressReport(f"receiving {safe(media.filename)}")
     try:
         path = await session.download(media, directory, progress=report)
     except (E2EEError, OSError) as e:
@@ -502,12 +504,12 @@ def _recv(args: argparse.Namespace) -> int:
         deadline = asyncio.get_running_loop().time() + args.timeout
         for room in args.room:
             state = await session.rooms.join(room, args.nick)
-            print(f"joined {state.jid} as {state.nick}", file=sys.stderr, flush=True)
+            print(f"joined {safe(state.jid)} as {safe(state.nick)}", file=sys.stderr, flush=True)
         while asyncio.get_running_loop().time() < deadline and (args.count is None or shown < args.count):
             while received:
                 r = received.pop(0)
                 if r.error is not None:
-                    print(f"e2ee: a message from {r.stanza_from} could not be decrypted: {r.error}", file=sys.stderr)
+                    print(f"e2ee: a message from {safe(r.stanza_from)} could not be decrypted: {safe(r.error)}", file=sys.stderr)
                     continue
                 if not isinstance(r.result, Decrypted):
                     continue
@@ -519,12 +521,13 @@ def _recv(args: argparse.Namespace) -> int:
                 if media is not None:  # an aesgcm:// link (XEP-0454): never shown as a link
                     row["file"], error = await _fetch_file(session, media, args.download_dir)
                     if error is not None:
-                        print(f"e2ee: a file from {d.jid} could not be downloaded: {error}", file=sys.stderr)
+                        print(f"e2ee: a file from {safe(d.jid)} could not be downloaded: {safe(error)}", file=sys.stderr)
                         failed = True
                     where = row["file"]["path"] or ("not downloaded" if error else "not downloaded, see --download-dir")
-                    text = f"file {row['file']['name']} ({where})"
-                room = f"[{r.room}] " if r.room else ""
-                print(json.dumps(row) if args.json else f"{room}{d.jid}/{d.device_id} [{d.trust.value}]: {text}", flush=True)
+                    text = f"file {safe(row['file']['name'])} ({safe(where)})"
+                room = f"[{safe(r.room)}] " if r.room else ""
+                header = f"{room}{safe(d.jid)}/{d.device_id} [{d.trust.value}]"
+                print(json.dumps(row) if args.json else message_line(header, text or ""), flush=True)
                 shown += 1
             await asyncio.sleep(0.05)
         return 1 if failed else 0
@@ -593,22 +596,22 @@ def main(argv: list[str] | None = None) -> int:
         }
         return int(handlers[args.command](args))
     except UsageError as exc:
-        print(f"e2ee: {exc}", file=sys.stderr)
+        print(f"e2ee: {safe(exc)}", file=sys.stderr)
         return 2
     except E2EEError as exc:
-        print(f"e2ee: error: {_explain(exc)}", file=sys.stderr)
+        print(f"e2ee: error: {safe(_explain(exc))}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output closed early (e.g. piped into head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except ConnectionError as exc:  # the server could not be reached, or refused us
-        print(f"e2ee: error: {exc}", file=sys.stderr)
+        print(f"e2ee: error: {safe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("e2ee: interrupted", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"e2ee: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(safe(f"e2ee: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")), file=sys.stderr)
         return 1
 
 
