@@ -294,6 +294,15 @@ class Keystore(Storage):
                 self.rolled_back = True
         elif data:
             raise KeystoreCorrupt(f"{path} is damaged")
+        elif self._generation > 0:
+            # the file is written at creation, before the first commit: a database that has
+            # committed without it is a copy restored without its generation file
+            if not accept:
+                raise RollbackDetected(
+                    f"the generation file {path} is missing (generation {self._generation}):"
+                    " this may be an old copy restored without it"
+                )
+            self.rolled_back = True
         self._write_sidecar(self._generation)
 
     @property

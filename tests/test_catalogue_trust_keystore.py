@@ -966,6 +966,35 @@ def test_K4_restored_copy_after_accept_rollback_keeps_distrust_and_resets_other_
     ks.close()
 
 
+def test_K4_a_copy_restored_without_its_generation_file_is_RollbackDetected(tmp_path: Path) -> None:
+    """Issue 14.3: an older copy of the database is put back and the ``.generation`` file beside
+    it is gone (not copied, deleted).  A database whose sealed generation is above 0 with no
+    generation file is ``RollbackDetected`` with the file unchanged; ``accept_rollback`` opens it
+    as rolled back.  A new keystore (generation 0) never written to opens without the file."""
+    path = tmp_path / "alice.db"
+    sidecar = Path(f"{path}.generation")
+    Keystore.create(path, PW, kdf=FAST).close()
+    sidecar.unlink()
+    with Keystore.open(path, PW) as ks:  # generation 0: nothing was ever committed
+        assert not ks.rolled_back and ks.generation == 0
+    net = Net()
+    alice, ks = ks_device(net, tmp_path / "a2.db", ALICE, "k4-gen")
+    assert ks.generation > 0
+    ks.close()
+    path = tmp_path / "a2.db"
+    Path(f"{path}.generation").unlink()
+    before = path.read_bytes()
+    with pytest.raises(RollbackDetected):
+        Keystore.open(path, PW)
+    assert path.read_bytes() == before and not Path(f"{path}.generation").exists()
+    with Keystore.open(path, PW, accept_rollback=True) as ks:
+        assert ks.rolled_back
+        engine = Engine(ks, rng=seeded_rng("k4-gen-2"), clock=net.clock)
+        assert engine.jid == ALICE
+    with Keystore.open(path, PW) as ks:  # the file is back: no rollback from now on
+        assert not ks.rolled_back
+
+
 # ================================================================== K5
 
 
