@@ -6,7 +6,7 @@ message afterwards still decrypts."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 import logging
 from pathlib import Path
@@ -50,21 +50,33 @@ async def _pair(server: Prosody, inbox: list[Received]) -> tuple[E2EESession, E2
     await bob.start("127.0.0.1", server.port)
     mallory = Raw(f"mallory@{server.domain}", "mallory-pw", server.cert)
     mallory.connect("127.0.0.1", server.port)
-    await asyncio.wait_for(mallory.started.wait(), 10)
+    await asyncio.wait_for(mallory.started.wait(), BOUND)
     return alice, bob, mallory
 
 
+#: how long an expected event may take on a loaded machine (a bound, not an expectation)
+BOUND = 60.0
+
+
 async def _settle() -> None:
+    """A pause before checking that nothing *more* arrived (the checks that something did arrive
+    wait for it with :func:`_until`)."""
     await asyncio.sleep(0.4)
+
+
+async def _until(condition: Callable[[], bool], what: Callable[[], str], bound: float = BOUND) -> None:
+    """Poll ``condition`` until it holds; fail after ``bound`` seconds with ``what()``."""
+    deadline = asyncio.get_running_loop().time() + bound
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {bound:.0f} s: {what()}")
+        await asyncio.sleep(0.02)
 
 
 async def _still_works(alice: E2EESession, bob: E2EESession, inbox: list[Received], body: str) -> None:
     assert (await bob.send_text(alice.boundjid.bare, body)).ready
-    for _ in range(200):
-        if any(isinstance(r.result, Decrypted) and r.result.body == body for r in inbox):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{body!r} never arrived: {[(r.result, r.error) for r in inbox]}")
+    await _until(lambda: any(isinstance(r.result, Decrypted) and r.result.body == body for r in inbox),
+                 lambda: f"{body!r} never arrived: {[(r.result, r.error) for r in inbox]}")
 
 
 def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
@@ -94,6 +106,7 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
                 f"<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' from='{b}/x' to='{a}' "
                 f"type='chat'>{encrypted_xml}</message></forwarded></result></message>"
             )
+            await _until(lambda: any("carbon" in r.getMessage() for r in caplog.records), lambda: "no carbon log")
             await _settle()
             assert len(inbox) == 1  # only the first real message: nothing of the forgeries
             carbon_logs = [r for r in caplog.records if "carbon" in r.getMessage()]
@@ -106,13 +119,17 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
                 f"<message to='{a}' type='chat'><encrypted xmlns='urn:xmpp:omemo:2'><header sid='7'>"
                 f"<keys jid='{a}'>{keys}</keys></header></encrypted></message>"
             )
+            # (mallory's stanzas arrive in order: once this one is refused, the MAM forgery
+            # before it was handled too)
+            await _until(lambda: any(r.error is not None for r in inbox), lambda: f"no refusal: {inbox}")
             await _settle()
             errors = [r.error for r in inbox if r.error is not None]
             assert len(errors) == 1 and isinstance(errors[0], MalformedMessage)
+            assert len(inbox) == 2  # the first real message and the refusal: nothing of the forgeries
             cut_off = asyncio.Event()
             mallory.add_event_handler("disconnected", lambda _e: cut_off.set())
             mallory.send_raw(f"<message to='{a}' type='chat'><body>{'x' * 600_000}</body></message>")
-            await asyncio.wait_for(cut_off.wait(), 10)  # Prosody ends mallory's stream
+            await asyncio.wait_for(cut_off.wait(), BOUND)  # Prosody ends mallory's stream
             await _settle()
             assert len(inbox) == 2  # the first real message and the 10^4-key refusal: nothing more
 
@@ -138,10 +155,8 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
                 before = len(inbox)
                 with mock.patch("e2ee.sending.sce.build", return_value=data):
                     assert (await bob.send_text(a, "ignored")).ready
-                for _ in range(100):
-                    if len(inbox) > before:
-                        break
-                    await asyncio.sleep(0.02)
+                await _until(lambda: len(inbox) > before, lambda: f"{name}: nothing arrived")  # noqa: B023
+                await _settle()
                 got = inbox[before:]
                 assert len(got) == 1 and isinstance(got[0].error, expected[name]), (name, got[0].result, got[0].error)
             refused = [r for r in caplog.records if "refused" in r.getMessage()]
@@ -177,17 +192,14 @@ def test_deeply_nested_stanzas_through_the_server(server: Prosody, caplog: pytes
             deep = 30_000
             nested = "<x>" * deep + "</x>" * deep
             mallory.send_raw(f"<iq to='{alice.boundjid.full}' type='get' id='deep'><query xmlns='q'>{nested}</query></iq>")
-            for _ in range(200):
-                if any("nested deeper" in r.getMessage() for r in caplog.records):
-                    break
-                await asyncio.sleep(0.02)
+            await _until(lambda: any("nested deeper" in r.getMessage() for r in caplog.records), lambda: "not dropped")
             dropped = [r.getMessage() for r in caplog.records if "nested deeper" in r.getMessage()]
             assert len(dropped) == 1 and mallory.boundjid.bare in dropped[0]
 
             ended = asyncio.Event()
             mallory.add_event_handler("disconnected", lambda _e: ended.set())
             mallory.send_raw(f"<message to='{a}' type='chat'>{'<x>' * 100_000}{'</x>' * 100_000}</message>")
-            await asyncio.wait_for(ended.wait(), 10)  # over the server's limit: mallory is cut off
+            await asyncio.wait_for(ended.wait(), BOUND)  # over the server's limit: mallory is cut off
 
             await _still_works(alice, bob, inbox, "after the nesting")
             assert not [r for r in inbox if r.error is not None]
