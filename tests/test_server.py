@@ -276,3 +276,88 @@ def test_demo_over_the_server(server: Prosody) -> None:
     assert out.count("decrypted") == 2 + 2 + 2  # bob + alice's other device; alice x2; bob + alice's laptop
     assert "(carbon)" in out and "demo finished over the server" in out
     assert proc.stderr == ""  # no stray slixmpp noise
+
+
+def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped_over_prosody(server: Prosody, tmp_path: Path) -> None:
+    """Issue 14.2 over a real server: a contact's bodies (OMEMO 2, and legacy OMEMO whose body is
+    raw UTF-8: ESC, OSC, NUL get through) and device label hold control and bidi characters and
+    forged header lines.  ``recv`` prints them escaped, continuation lines indented (no line
+    passes for a message header); ``devices`` shows the label escaped; ``--json`` is exact."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    from client.safe_text import CONTINUATION
+    from e2ee.engine import NAMESPACES
+
+    root = Path(__file__).resolve().parent.parent
+    server.register("gina", "gina-pw")
+    server.register("hank", "hank-pw")
+    gina, hank_jid = f"gina@{server.domain}", f"hank@{server.domain}"
+
+    def e2ee(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "gina-pw"}
+        return subprocess.run(
+            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "gina"), "--server",
+             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
+            cwd=root, env=env, capture_output=True, text=True, timeout=60,
+        )
+
+    assert e2ee("init", "--jid", gina).returncode == 0
+    assert e2ee("publish").returncode == 0
+    # (no CR/LF: slixmpp writes them raw into attributes, where XML turns them into spaces)
+    label = "phone\u202eenohp\u2066 [verified]\x9b2J\x85"
+    o2_body = f"hi\nhank@{server.domain}/1 [verified]: forged\u202eevil\u2066\x9b2J\x85end"
+    legacy_body = f"\x1b]0;pwned\x07\x1b[2J\x00\rgone\nalice@{server.domain}/4242 [verified]: forged\u202e"
+
+    engine = Engine.create(MemoryStorage(), hank_jid, label=label)
+
+    async def send(with_o2: bool) -> None:
+        hank = E2EESession(engine, "hank-pw", ca_file=server.cert)
+        await hank.start("127.0.0.1", server.port)
+        try:
+            if with_o2:
+                assert (await hank.send_text(gina, o2_body)).ready
+            # gina's device as legacy-only: the legacy body carries what XML cannot
+            engine.on_device_list(gina, NAMESPACES[0], ET.Element(f"{{{NAMESPACES[0]}}}devices"))
+            for _ in range(4):
+                fetches = engine.prepare([gina])
+                if not fetches:
+                    break
+                await hank.run_effects(fetches)
+            res = engine.encrypt([gina], legacy_body)
+            assert res.ready and list(res.elements) == [NAMESPACES[1]], res.devices
+            hank.e2ee._send_encrypted_element(gina, res.elements[NAMESPACES[1]], NAMESPACES[1], body=None)
+            await asyncio.sleep(0.5)  # the server has the message (offline storage) before we go
+        finally:
+            hank.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(send(True))
+    got = e2ee("recv", "--count", "2", "--timeout", "20")
+    assert got.returncode == 0, got.stderr
+    out = got.stdout
+    for raw in ("\x1b", "\x00", "\r", "\x07", "\u202e", "\u2066", "\x9b", "\x85"):
+        assert raw not in out, repr(raw)
+    lines = out.rstrip("\n").split("\n")
+    header = f"{hank_jid}/"
+    headers = [line for line in lines if not line.startswith(CONTINUATION)]
+    assert len(headers) == 2 and all(h.startswith(header) and " [blind]: " in h for h in headers), lines
+    assert "[blind]: hi" in headers[0] and "forged\\u202eevil\\u2066\\x9b2J\\x85end" in lines[1]
+    assert lines[1].startswith(CONTINUATION) and lines[3].startswith(CONTINUATION)
+    assert headers[1].endswith("[blind]: \\x1b]0;pwned\\x07\\x1b[2J\\x00\\rgone"), headers[1]
+
+    devices = e2ee("devices", hank_jid)
+    assert devices.returncode == 0, devices.stderr
+    assert all(c not in devices.stdout for c in "\u202e\u2066\x9b\x85") and len(devices.stdout.splitlines()) == 1
+    assert "'phone\\u202eenohp\\u2066 [verified]\\x9b2J\\x85'" in devices.stdout, devices.stdout
+    as_json = json.loads(e2ee("devices", hank_jid, "--json").stdout)
+    assert [d["label"] for d in as_json] == [label]
+
+    asyncio.run(send(False))
+    got = e2ee("recv", "--count", "1", "--timeout", "20", "--json")
+    assert got.returncode == 0, got.stderr
+    (line,) = got.stdout.strip().splitlines()
+    assert json.loads(line)["body"] == legacy_body
