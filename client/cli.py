@@ -1,5 +1,6 @@
 """The ``e2ee`` command line.  Exit status: 0 success, 2 usage error, 1 anything else, with one
-clear line on stderr (never a traceback).
+clear line on stderr (never a traceback, unless ``--debug`` or ``E2EE_DEBUG=1``).  Untrusted text
+(bodies, labels, JIDs, names, error lines) is printed through :mod:`client.safe_text`.
 
 Commands that need no server: ``init``, ``fingerprint``, ``devices``, ``trust``, ``distrust``,
 ``verify``, ``passphrase`` and ``demo``.  The keystore passphrase comes from ``E2EE_PASSPHRASE``
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, default=None, help=f"data directory (default: {default_home()})")
     p.add_argument("--server", metavar="HOST:PORT", help="XMPP server to connect to (default: the JID's domain, 5222)")
     p.add_argument("--ca-file", type=Path, metavar="PATH", help="trust this CA certificate for the server")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error (or E2EE_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the demo: in one process, or over --server (registers two accounts)")
     demo.add_argument("--domain", help="XMPP domain for the demo accounts (default: the --server host)")
@@ -612,6 +614,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         print(safe(f"e2ee: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")), file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback on request
+        if args.debug or os.environ.get("E2EE_DEBUG") == "1":
+            raise
+        print(f"e2ee: error: unexpected {type(exc).__name__}: {safe(exc)} (run with --debug for details)", file=sys.stderr)
         return 1
 
 

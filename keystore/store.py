@@ -74,9 +74,16 @@ _WAL_KEEP = 32 + _WAL_PAGES * (24 + 4096)
 _GEN_LEN = 8 + 32
 
 
-def _db_error(e: sqlite3.Error) -> E2EEError:
+#: what sqlite3 raises for a damaged file: its own errors, and UnicodeDecodeError when a damaged
+#: schema puts bytes that are not UTF-8 into an error message or a name
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+def _db_error(e: sqlite3.Error | UnicodeDecodeError) -> E2EEError:
     if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
         return KeystoreLocked("the keystore is in use by another process")
+    if isinstance(e, UnicodeDecodeError):
+        return KeystoreCorrupt("the keystore file is damaged (its schema holds text that is not UTF-8)")
     return KeystoreCorrupt(f"the keystore file is damaged ({e})")
 
 
@@ -170,10 +177,12 @@ class Keystore(Storage):
             db = ks._conn()
             try:
                 rows = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            except sqlite3.Error as e:
+            except _DB_ERRORS as e:
                 raise _db_error(e) from None
             if "header" not in rows or "dek" not in rows:
                 raise KeystoreCorrupt("keystore header missing")
+            if not all(isinstance(v, bytes) for v in rows.values()):  # bytes(n) of an int: n zeros
+                raise KeystoreCorrupt("keystore header is damaged")
             header = Header.from_bytes(bytes(rows["header"]))
             ks._dek = unwrap_dek(bytes(rows["dek"]), passphrase, header)
             ks._keys = derive_keys(ks._dek)
@@ -196,6 +205,10 @@ class Keystore(Storage):
             raise KeystoreLocked(f"{path} is in use by another process") from None
         try:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except _DB_ERRORS as e:
+            raise _db_error(e) from None
+        self._db = db  # closed by close() whatever fails below
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
             db.execute("PRAGMA secure_delete=ON")
@@ -206,7 +219,7 @@ class Keystore(Storage):
             # automatic checkpoint stays as a backstop should that count fall behind.
             db.execute(f"PRAGMA wal_autocheckpoint={2 * _WAL_PAGES}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP}")
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise _db_error(e) from None
         os.chmod(path, 0o600)
         self._db = db
@@ -231,7 +244,7 @@ class Keystore(Storage):
         if self._db is not None:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
+            except _DB_ERRORS:
                 pass
             self._db.close()
             self._db = None
@@ -321,7 +334,7 @@ class Keystore(Storage):
             self._early_sync = False
             try:
                 self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
+            except _DB_ERRORS:
                 pass  # SQLite's own checkpoint (every 2 intervals) is the fallback
         elif self._pages >= _WAL_PAGES * 7 // 8 and not self._early_sync and not self._sync:
             self._early_sync = True
@@ -356,7 +369,7 @@ class Keystore(Storage):
         keys = self._k()
         try:
             row = self._conn().execute("SELECT v FROM records WHERE k = ?", (blind,)).fetchone()
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise _db_error(e) from None
         value: bytes | None = None
         if row is not None:
@@ -387,7 +400,7 @@ class Keystore(Storage):
         self._pages += 1 + (len(sealed) >> 12)
         try:
             self._conn().execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (blind, sealed))
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise _db_error(e) from None
         self._remember(blind, value)
 
@@ -403,7 +416,7 @@ class Keystore(Storage):
         self._pages += 1
         try:
             cur = self._conn().execute("DELETE FROM records WHERE k = ?", (blind,))
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise _db_error(e) from None
         self._remember(blind, None)
         return cur.rowcount > 0
@@ -415,7 +428,7 @@ class Keystore(Storage):
         out = []
         try:
             rows = self._conn().execute("SELECT k, v FROM records").fetchall()
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise _db_error(e) from None
         for k, v in rows:
             t, key, _value = keys.open(bytes(k), bytes(v))
@@ -471,7 +484,7 @@ class _Transaction:
             else:
                 self._savepoint = f"s{ks._depth}"
                 ks._conn().execute(f"SAVEPOINT {self._savepoint}")
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise _db_error(e) from None
         ks._depth += 1
 
@@ -485,7 +498,7 @@ class _Transaction:
                     ks._cache.clear()
                     db.execute(f"ROLLBACK TO {self._savepoint}")
                 db.execute(f"RELEASE {self._savepoint}")
-            except sqlite3.Error as e:
+            except _DB_ERRORS as e:
                 if exc_type is None:
                     raise _db_error(e) from None
             return
@@ -497,11 +510,11 @@ class _Transaction:
             except BaseException as e:
                 try:
                     db.execute("ROLLBACK")
-                except sqlite3.Error:
+                except _DB_ERRORS:
                     pass
                 ks._cache.clear()
                 ks._generation = generation
-                if isinstance(e, sqlite3.Error):
+                if isinstance(e, _DB_ERRORS):
                     raise _db_error(e) from None
                 raise
             ks._write_sidecar(ks._generation)
@@ -509,6 +522,6 @@ class _Transaction:
         else:
             try:
                 db.execute("ROLLBACK")
-            except sqlite3.Error:
+            except _DB_ERRORS:
                 pass
             ks._cache.clear()

@@ -903,6 +903,39 @@ def test_K3_corruption_and_unknown_versions_are_typed_and_never_reset_the_identi
     assert identity_of(path) == ik
 
 
+def test_K3_a_damaged_schema_or_meta_row_is_KeystoreCorrupt_and_the_file_is_unchanged(tmp_path: Path) -> None:
+    """Issue 14.6: names in the schema that are not UTF-8 (sqlite3 then raises
+    ``UnicodeDecodeError`` from its error message), a malformed schema, and a header row that is
+    an integer or text instead of bytes are ``KeystoreCorrupt``, with the file left as it was."""
+    path = tmp_path / "alice.db"
+    Keystore.create(path, PW, kdf=FAST).close()
+    pristine = path.read_bytes()
+    damages = {
+        "schema name not UTF-8": "UPDATE sqlite_master SET name = CAST(X'ff41' AS TEXT), sql = CAST(X'4352454154452054414231' AS TEXT) WHERE name = 'meta'",
+        "schema sql malformed": "UPDATE sqlite_master SET sql = 'CREATE TABLE meta(' WHERE name = 'meta'",
+        "header an integer": "UPDATE meta SET value = 1000000000000 WHERE name = 'header'",
+        "header text": "UPDATE meta SET value = 'abc' WHERE name = 'header'",
+    }
+    def restore() -> None:
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        path.write_bytes(pristine)
+
+    for label, statement in damages.items():
+        restore()
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA writable_schema=ON")
+        db.execute(statement)
+        db.commit()
+        db.close()
+        damaged = path.read_bytes()
+        with pytest.raises(KeystoreCorrupt):
+            Keystore.open(path, PW)
+        assert path.read_bytes() == damaged, label
+    restore()
+    Keystore.open(path, PW).close()
+
+
 # ================================================================== K4
 
 

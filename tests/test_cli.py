@@ -139,3 +139,45 @@ def test_passphrase_change(tmp_path: Path) -> None:
     assert e2ee(h, "passphrase", E2EE_NEW_PASSPHRASE="second passphrase").returncode == 0
     assert one_error_line(e2ee(h, "fingerprint")) == "e2ee: error: wrong passphrase"
     assert e2ee(h, "fingerprint", passphrase="second passphrase").returncode == 0
+
+
+def test_damaged_schema_is_one_line(tmp_path: Path) -> None:
+    """Issue 14.6: a schema name that is not UTF-8 (sqlite3 raises UnicodeDecodeError)."""
+    h = _fresh(tmp_path)
+    con = sqlite3.connect(h / "keystore.db")
+    con.execute("PRAGMA writable_schema=ON")
+    con.execute("UPDATE sqlite_master SET name = CAST(X'ff41' AS TEXT) WHERE name = 'meta'")
+    con.commit()
+    con.close()
+    assert "keystore is damaged" in one_error_line(e2ee(h, "fingerprint"))
+
+
+def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14.6: whatever a command raises, ``main`` prints one line and exits 1; ``--debug``
+    or ``E2EE_DEBUG=1`` lets the traceback through."""
+    from client import cli
+
+    def bug(_args: object) -> int:
+        raise RuntimeError("a bug with \x1b[2J in its message")
+
+    monkeypatch.setattr(cli, "_fingerprint", bug)
+    monkeypatch.delenv("E2EE_DEBUG", raising=False)
+    assert cli.main(["--home", str(tmp_path), "fingerprint"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "\x1b" not in err
+    assert err.startswith("e2ee: error: unexpected RuntimeError: a bug with \\x1b[2J in its message")
+    with pytest.raises(RuntimeError):
+        cli.main(["--home", str(tmp_path), "--debug", "fingerprint"])
+    monkeypatch.setenv("E2EE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["--home", str(tmp_path), "fingerprint"])
+
+
+def test_error_lines_show_hostile_characters_escaped(tmp_path: Path) -> None:
+    """Issue 14.2: an error line that quotes a path (or anything else) shows controls escaped."""
+    h = tmp_path / "x\x1b]0;pwned\x07\u202e\rhome"
+    line = one_error_line(e2ee(h, "fingerprint"), code=2)
+    assert "\x1b" not in line and "\u202e" not in line and "\r" not in line and "\x07" not in line
+    assert "x\\x1b]0;pwned\\x07\\u202e\\rhome" in line
