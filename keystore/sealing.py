@@ -52,6 +52,11 @@ _GENERATION_ROW_V2: Final = 2
 #: minimum for Argon2id).
 MIN_MEMORY_KIB: Final = 19 * 1024
 MIN_PASSES: Final = 2
+#: The ceiling above which a header is refused before any derivation (``KeystoreCorrupt``): a
+#: one-byte edit of the header must not make opening run for minutes or exhaust memory.  1 GiB
+#: is libsodium's "sensitive" level; 10 passes of it take seconds, not minutes.
+MAX_MEMORY_KIB: Final = 1024 * 1024
+MAX_PASSES: Final = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,11 @@ class KdfParams:
     memory_kib: int = 64 * 1024
 
     def check(self) -> None:
+        if self.memory_kib > MAX_MEMORY_KIB or self.passes > MAX_PASSES:
+            raise UsageError(
+                f"key derivation above the ceiling ({self.memory_kib} KiB, {self.passes} passes;"
+                f" at most {MAX_MEMORY_KIB} KiB and {MAX_PASSES} passes)"
+            )
         if self.memory_kib < MIN_MEMORY_KIB or self.passes < MIN_PASSES:
             raise KeystoreDowngrade(
                 f"key derivation below the floor ({self.memory_kib} KiB, {self.passes} passes;"
@@ -92,6 +102,10 @@ class Header:
             raise KeystoreCorrupt("not an e2ee keystore")
         if version != VERSION or kdf != _KDF_ARGON2ID or p != 1:
             raise UnsupportedKeystoreVersion(f"keystore format {version} (kdf {kdf}, lanes {p}) is not supported")
+        if t > MAX_PASSES or m > MAX_MEMORY_KIB:  # refused before deriving anything
+            raise KeystoreCorrupt(
+                f"keystore header asks for {m} KiB and {t} passes (at most {MAX_MEMORY_KIB} KiB and {MAX_PASSES})"
+            )
         params = KdfParams(t, m)
         params.check()
         return cls(params, salt)

@@ -67,6 +67,7 @@ from e2ee.sessions import session_key
 from e2ee.storage import TABLES
 from e2ee.trust import TrustLevel, TrustPolicy
 from keystore import KdfParams, Keystore
+from keystore.sealing import MAX_MEMORY_KIB, MAX_PASSES
 
 from .engine_support import DEVICE_LIST_NODE, LEGACY, O2, Net, bundle_item, snapshot
 from .support import seeded_rng, sql
@@ -669,6 +670,12 @@ def test_K1_wrong_passphrase_and_header_edits_are_refused_and_nothing_is_written
         ("memory 8 MiB", 12, (8 * 1024).to_bytes(4, "big"), KeystoreDowngrade, False),
         ("memory 1 KiB", 12, (1).to_bytes(4, "big"), KeystoreDowngrade, False),
         ("memory floor - 1", 12, (FAST.memory_kib - 1).to_bytes(4, "big"), KeystoreDowngrade, False),
+        # issue 14.5: above the ceiling, refused before any derivation (minutes, or killed for memory)
+        ("passes 2^32 - 1", 8, b"\xff\xff\xff\xff", KeystoreCorrupt, False),
+        ("passes ceiling + 1", 8, (MAX_PASSES + 1).to_bytes(4, "big"), KeystoreCorrupt, False),
+        ("memory 4 TiB", 12, b"\xff\xff\xff\xff", KeystoreCorrupt, False),
+        ("memory ceiling + 1", 12, (MAX_MEMORY_KIB + 1).to_bytes(4, "big"), KeystoreCorrupt, False),
+        ("memory high byte", 12, bytes([header[12] | 0x80]), KeystoreCorrupt, False),
         ("passes up", 8, (FAST.passes + 1).to_bytes(4, "big"), WrongPassphrase, True),
         ("memory up", 12, (FAST.memory_kib + 1024).to_bytes(4, "big"), WrongPassphrase, True),
         ("salt", 17, bytes(16), WrongPassphrase, True),
