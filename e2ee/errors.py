@@ -37,6 +37,7 @@ __all__ = [
     "UnknownSignedPreKey",
     "ReusedBaseKey",
     "SenderDistrusted",
+    "SharedIdentityKey",
     "SpoofedEvent",
     "PolicyViolation",
     "RoomNotSuitable",
@@ -165,6 +166,17 @@ class ReusedBaseKey(PeerError):
 
 class SenderDistrusted(PeerError):
     """The sending device's identity key is distrusted: its messages are refused."""
+
+
+class SharedIdentityKey(PeerError):
+    """A legacy OMEMO key exchange from a JID shows an identity key already known for another
+    JID (catalogue D7, unknown key-share): legacy messages do not name their sender, so it may be
+    that JID's message forwarded.  Refused before anything is decrypted or stored; the user can
+    verify the key for this JID to accept it.  ``other_jids`` are the JIDs the key is known for."""
+
+    def __init__(self, message: str, other_jids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.other_jids = other_jids
 
 
 class SpoofedEvent(PeerError):

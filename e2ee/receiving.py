@@ -13,6 +13,7 @@ from .errors import (
     MalformedMessage,
     NoSession,
     SenderDistrusted,
+    SharedIdentityKey,
 )
 from .flavour import Flavour
 from .legacy import payload as legacy_payload
@@ -35,7 +36,7 @@ from .sessions import Entry, SessionSet, session_key
 from .trust import TrustLevel
 from .xmlsafe import check_element
 
-from .core import _BODY, _BY_NS, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bare
+from .core import _BODY, _BY_NS, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bare
 
 __all__ = ["Receiving"]
 
@@ -137,6 +138,8 @@ class Receiving(EngineCore):
                     lambda pk_id: own.prekey_for_exchange(pk_id, ek),
                     self._rng,
                 )
+                if backend is _LEGACY and level is not TrustLevel.VERIFIED:  # (after the prekey checks)
+                    self._refuse_shared_key(sender, ik)
                 entry = self._sessions.new_entry(session, now.timestamp())
                 sset.entries.insert(0, entry)
                 new_kex = kex
@@ -201,6 +204,18 @@ class Receiving(EngineCore):
         if level is TrustLevel.DISTRUSTED:
             raise SenderDistrusted("the sender's identity key is distrusted")
         return level
+
+    def _refuse_shared_key(self, sender: str, ik: bytes) -> None:
+        """Catalogue D7 (legacy OMEMO, unknown key-share): a legacy key exchange names no sender,
+        so a co-recipient or the server can forward another JID's one as its own.  A key already
+        known for another JID builds no session for this one (its one-time prekey stays for the
+        real sender) unless the user verified it for this JID."""
+        others = tuple(j for j in self.trust.holders(ik) if j != sender)
+        if others:
+            raise SharedIdentityKey(
+                f"the identity key of this key exchange is known for {', '.join(others)}: refused for {sender}",
+                others,
+            )
 
     def _promote(self, sset: SessionSet, entry: Entry) -> None:
         if sset.entries[0] is not entry:

@@ -101,6 +101,11 @@ class TrustStore:
         """The level of ``ik`` for ``jid``, or None when the key was never seen."""
         return self.levels_view(jid).get(ik)
 
+    def holders(self, ik: bytes) -> list[str]:
+        """Every JID ``ik`` has a level for (a scan of the table: for rare events only, such as
+        a key exchange under a key new to its JID)."""
+        return [jid for jid in self._storage.keys(_TABLE) if ik in self.levels_view(jid)]
+
     def set(self, jid: str, ik: bytes, level: TrustLevel) -> None:
         """Record the user's decision."""
         if len(ik) not in (32, 20):

@@ -45,6 +45,7 @@ from e2ee.errors import (
     MalformedMessage,
     RollbackDetected,
     SenderDistrusted,
+    SharedIdentityKey,
     UnsupportedKeystoreVersion,
     UsageError,
     WrongPassphrase,
@@ -556,6 +557,39 @@ def test_D7_trust_is_per_jid_and_key_distrusted_senders_are_refused_and_bad_labe
         assert outcomes(res, BOB) == {bob.device_id: (O2, Outcome.ENCRYPTED)}
     alice.on_device_list(BOB, O2, o2_list(good))
     assert [d.label for d in alice.devices(BOB)] == ["Bob's phone"]
+
+
+def test_D7_a_legacy_key_exchange_under_a_key_known_for_another_jid_is_refused_and_consumes_nothing() -> None:
+    """Issue 14.4 (D7, shared key, legacy OMEMO): alice's legacy key exchange for bob is forwarded
+    to bob as a 1:1 message from mallory before alice's own copy arrives.  Legacy messages name no
+    sender; alice's key is known to bob for alice, so the forged copy is ``SharedIdentityKey``
+    (naming alice), with bob's stored state unchanged: no session, no trust for mallory, the
+    one-time prekey kept.  Alice's own copy then decrypts.  Verifying the key for mallory is the
+    way to accept a genuinely shared key.  (OMEMO 2 is covered by the envelope's ``<from>``.)"""
+    net = Net()
+    alice = net.device(ALICE, "d7-a5")
+    bob = net.device(BOB, "d7-b5", namespaces=(LEGACY,))
+    net.prepare(bob, [ALICE])  # bob has seen alice's devices: her key is known for alice
+    assert bob.trust.level(ALICE, alice.identity_key) is not None
+    real = send(net, alice, BOB, "for bob", LEGACY)
+    assert kex_flag(real, bob.device_id) == "true"
+    before = snapshot(bob)
+    with pytest.raises(SharedIdentityKey) as refused:
+        bob.decrypt(copy.deepcopy(real), MALLORY, to=BOB)
+    assert refused.value.other_jids == (ALICE,)
+    assert snapshot(bob) == before
+    assert bob.trust.level(MALLORY, alice.identity_key) is None
+    out = deliver(net, bob, real, alice)
+    assert isinstance(out, Decrypted) and out.body == "for bob" and out.jid == ALICE
+
+    # a key the user verified for the other JID too is accepted there
+    net2 = Net()
+    carol = net2.device(CAROL, "d7-c5")
+    dave = net2.device(DAVE, "d7-d5", namespaces=(LEGACY,))
+    net2.prepare(dave, [CAROL])
+    dave.set_trust(MALLORY, carol.identity_key, TrustLevel.VERIFIED)
+    got = dave.decrypt(send(net2, carol, DAVE, "shared on purpose", LEGACY), MALLORY, to=DAVE)
+    assert isinstance(got, Decrypted) and got.jid == MALLORY
 
 
 def test_D7_a_label_is_verified_with_the_key_the_device_is_bound_to_not_a_replaced_bundle() -> None:
