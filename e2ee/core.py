@@ -108,8 +108,12 @@ class EngineCore:
         rng: Random = system_random,
         clock: Clock = system_clock,
         policy: TrustPolicy = TrustPolicy.BTBV,
+        legacy_tag_in_payload: bool = False,
     ) -> None:
         self.storage = storage
+        #: accept the historical legacy variant (16-byte key material, the GCM tag at the end
+        #: of ``<payload/>``); off by default: no current sender produces it
+        self.legacy_tag_in_payload = legacy_tag_in_payload
         self._rng = rng
         self._clock = clock
         self._own = OwnDevice(storage, rng)

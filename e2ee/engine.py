@@ -54,7 +54,9 @@ class Engine(Fallback):
     """One device of one account.  Build it with :meth:`create` (new identity) or by passing a
     storage that already holds one.  ``openpgp``: an OpenPGP implementation
     (:class:`~e2ee.openpgp.crypto.OpenPgpCrypto`, e.g. ``client.gpg.GnuPG``) enables the
-    OpenPGP fallback (:attr:`openpgp`, :meth:`encrypt_with_fallback`, :meth:`decrypt_any`)."""
+    OpenPGP fallback (:attr:`openpgp`, :meth:`encrypt_with_fallback`, :meth:`decrypt_any`).
+    ``legacy_tag_in_payload`` accepts the historical legacy OMEMO variant (16-byte key material,
+    the GCM tag at the end of ``<payload/>``), which no current sender produces; off by default."""
 
     def __init__(
         self,
@@ -64,8 +66,9 @@ class Engine(Fallback):
         clock: Clock = system_clock,
         policy: TrustPolicy = TrustPolicy.BTBV,
         openpgp: OpenPgpCrypto | None = None,
+        legacy_tag_in_payload: bool = False,
     ) -> None:
-        super().__init__(storage, rng=rng, clock=clock, policy=policy)
+        super().__init__(storage, rng=rng, clock=clock, policy=policy, legacy_tag_in_payload=legacy_tag_in_payload)
         self._init_openpgp(openpgp)
 
     @classmethod
@@ -80,6 +83,7 @@ class Engine(Fallback):
         clock: Clock = system_clock,
         policy: TrustPolicy = TrustPolicy.BTBV,
         openpgp: OpenPgpCrypto | None = None,
+        legacy_tag_in_payload: bool = False,
     ) -> Engine:
         """A new identity for ``jid``.  Pass our account's current device lists (fetch both
         namespaces first): the device id is chosen outside them, and they are kept so that
@@ -92,7 +96,7 @@ class Engine(Fallback):
             registry = DeviceRegistry(storage)
             for dl in lists:
                 registry.set_list(jid, dl)
-        return cls(storage, rng=rng, clock=clock, policy=policy, openpgp=openpgp)
+        return cls(storage, rng=rng, clock=clock, policy=policy, openpgp=openpgp, legacy_tag_in_payload=legacy_tag_in_payload)
 
     def publish(self) -> list[Effect]:
         """Everything to announce this device: both device lists (ours added to what the

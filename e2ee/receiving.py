@@ -261,7 +261,7 @@ class Receiving(EngineCore):
             body = next((c.text or "" for c in env.content if c.tag == _BODY), None)
             return Decrypted(sender, dev, backend.namespace, level, ik, body, env.content, env.time, env.time_suspicious)
         assert enc.iv is not None
-        if len(km) == legacy_payload.KEY_LENGTH:  # the historical variant: tag in the payload
+        if len(km) == legacy_payload.KEY_LENGTH and self.legacy_tag_in_payload:  # opt-in: tag in the payload
             raw = legacy_payload.decrypt_tag_in_payload(enc.payload, enc.iv, km)
         else:
             raw = legacy_payload.decrypt(enc.payload, enc.iv, km)

@@ -1825,3 +1825,24 @@ def test_X9_a_trusted_key_taking_over_another_device_slot_keeps_each_session_on_
     a.set_trust(BOB, ik2, TrustLevel.DISTRUSTED)
     c.decrypt_rejected("device 2 after its key was distrusted", a, send(net, b2, ALICE, "again", ns), BOB, SenderDistrusted)
     c.done()
+
+
+def test_R8_the_legacy_tag_in_payload_variant_is_opt_in() -> None:
+    """Issue 14.7: 16-byte key material with the GCM tag at the end of ``<payload/>`` (the
+    historical legacy variant; no current sender produces it, current Conversations rejects it)
+    is ``MalformedMessage`` with the state unchanged, unless the engine is built with
+    ``legacy_tag_in_payload=True``."""
+    ns = LEGACY
+    c = Checks()
+    net = Net()
+    a = dev(net, ALICE, "a", ns)
+    b = dev(net, BOB, "b", ns)
+    establish(net, a, b, ns)
+    rnd = random.Random(148)
+    key, iv = rnd.randbytes(16), rnd.randbytes(12)
+    old_style = forge_from_sender(a, b, ns, key, aes_gcm_encrypt(key, iv, b"very old sender"), iv)
+    c.decrypt_rejected("tag in the payload, by default", b, old_style, ALICE, MalformedMessage)
+    opted = Engine(b.storage, rng=seeded_rng("b-opt"), clock=net.clock, legacy_tag_in_payload=True)
+    out = c.returns("tag in the payload, opted in", opted, lambda: opted.decrypt(old_style, ALICE, to=BOB), Decrypted, unchanged=False)
+    c.expect(getattr(out, "body", None) == "very old sender", f"{out!r}")
+    c.done()
