@@ -482,8 +482,9 @@ def test_D7_trust_is_per_jid_and_key_distrusted_senders_are_refused_and_bad_labe
     """D7.  (a) Unknown key-share: mallory publishes bob's bundle (same identity key, valid
     signature) under her own JID.  Trust is keyed by (bare JID, identity key), so verifying the
     key for bob does not trust it for mallory, and distrusting it for mallory leaves bob's
-    verification alone.  GAP: the shared key is visible (``devices()`` of both JIDs shows the same
-    identity key) but not *flagged* by the engine.  (b) A distrusted sender: ``SenderDistrusted``
+    verification alone.  The shared key is visible (``devices()`` of both JIDs shows the same
+    identity key); a legacy key exchange under it is refused (``SharedIdentityKey``, the test
+    below); for bundles it is not flagged.  (b) A distrusted sender: ``SenderDistrusted``
     for a ratchet message sent before the decision and for a fresh key exchange, stored state
     unchanged, and it is excluded from encryption by the next ``encrypt``; undoing the decision
     makes the refused message decrypt (nothing was consumed).  The basic case is
