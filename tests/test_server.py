@@ -293,46 +293,49 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped_over_prosody(serv
     from e2ee.engine import NAMESPACES
 
     root = Path(__file__).resolve().parent.parent
-    server.register("gina", "gina-pw")
-    server.register("hank", "hank-pw")
-    gina, hank_jid = f"gina@{server.domain}", f"hank@{server.domain}"
+    server.register("quinn", "quinn-pw")
+    server.register("rosa", "rosa-pw")
+    quinn, rosa_jid = f"quinn@{server.domain}", f"rosa@{server.domain}"
 
     def e2ee(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "gina-pw"}
+        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "quinn-pw"}
         return subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "gina"), "--server",
+            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "quinn"), "--server",
              f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
             cwd=root, env=env, capture_output=True, text=True, timeout=60,
         )
 
-    assert e2ee("init", "--jid", gina).returncode == 0
+    assert e2ee("init", "--jid", quinn).returncode == 0
     assert e2ee("publish").returncode == 0
     # (no CR/LF: slixmpp writes them raw into attributes, where XML turns them into spaces)
     label = "phone\u202eenohp\u2066 [verified]\x9b2J\x85"
-    o2_body = f"hi\nhank@{server.domain}/1 [verified]: forged\u202eevil\u2066\x9b2J\x85end"
+    o2_body = f"hi\nrosa@{server.domain}/1 [verified]: forged\u202eevil\u2066\x9b2J\x85end"
     legacy_body = f"\x1b]0;pwned\x07\x1b[2J\x00\rgone\nalice@{server.domain}/4242 [verified]: forged\u202e"
 
-    engine = Engine.create(MemoryStorage(), hank_jid, label=label)
+    engine = Engine.create(MemoryStorage(), rosa_jid, label=label)
 
     async def send(with_o2: bool) -> None:
-        hank = E2EESession(engine, "hank-pw", ca_file=server.cert)
-        await hank.start("127.0.0.1", server.port)
+        rosa = E2EESession(engine, "rosa-pw", ca_file=server.cert)
+        await rosa.start("127.0.0.1", server.port)
         try:
             if with_o2:
-                assert (await hank.send_text(gina, o2_body)).ready
-            # gina's device as legacy-only: the legacy body carries what XML cannot
-            engine.on_device_list(gina, NAMESPACES[0], ET.Element(f"{{{NAMESPACES[0]}}}devices"))
+                assert (await rosa.send_text(quinn, o2_body)).ready
+            # quinn's device as legacy-only: the legacy body carries what XML cannot
+            engine.on_device_list(quinn, NAMESPACES[0], ET.Element(f"{{{NAMESPACES[0]}}}devices"))
             for _ in range(4):
-                fetches = engine.prepare([gina])
+                fetches = engine.prepare([quinn])
                 if not fetches:
                     break
-                await hank.run_effects(fetches)
-            res = engine.encrypt([gina], legacy_body)
+                await rosa.run_effects(fetches)
+            # (again, with no await before the encrypt: a late answer to an earlier fetch may
+            # have put the OMEMO 2 list back meanwhile)
+            engine.on_device_list(quinn, NAMESPACES[0], ET.Element(f"{{{NAMESPACES[0]}}}devices"))
+            res = engine.encrypt([quinn], legacy_body)
             assert res.ready and list(res.elements) == [NAMESPACES[1]], res.devices
-            hank.e2ee._send_encrypted_element(gina, res.elements[NAMESPACES[1]], NAMESPACES[1], body=None)
+            rosa.e2ee._send_encrypted_element(quinn, res.elements[NAMESPACES[1]], NAMESPACES[1], body=None)
             await asyncio.sleep(0.5)  # the server has the message (offline storage) before we go
         finally:
-            hank.disconnect()
+            rosa.disconnect()
             await asyncio.sleep(0.1)
 
     asyncio.run(send(True))
@@ -342,18 +345,18 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped_over_prosody(serv
     for raw in ("\x1b", "\x00", "\r", "\x07", "\u202e", "\u2066", "\x9b", "\x85"):
         assert raw not in out, repr(raw)
     lines = out.rstrip("\n").split("\n")
-    header = f"{hank_jid}/"
+    header = f"{rosa_jid}/"
     headers = [line for line in lines if not line.startswith(CONTINUATION)]
     assert len(headers) == 2 and all(h.startswith(header) and " [blind]: " in h for h in headers), lines
     assert "[blind]: hi" in headers[0] and "forged\\u202eevil\\u2066\\x9b2J\\x85end" in lines[1]
     assert lines[1].startswith(CONTINUATION) and lines[3].startswith(CONTINUATION)
     assert headers[1].endswith("[blind]: \\x1b]0;pwned\\x07\\x1b[2J\\x00\\rgone"), headers[1]
 
-    devices = e2ee("devices", hank_jid)
+    devices = e2ee("devices", rosa_jid)
     assert devices.returncode == 0, devices.stderr
     assert all(c not in devices.stdout for c in "\u202e\u2066\x9b\x85") and len(devices.stdout.splitlines()) == 1
     assert "'phone\\u202eenohp\\u2066 [verified]\\x9b2J\\x85'" in devices.stdout, devices.stdout
-    as_json = json.loads(e2ee("devices", hank_jid, "--json").stdout)
+    as_json = json.loads(e2ee("devices", rosa_jid, "--json").stdout)
     assert [d["label"] for d in as_json] == [label]
 
     asyncio.run(send(False))
