@@ -46,7 +46,7 @@ from .home import (
     open_engine,
     xmpp_password,
 )
-from .safe_text import message_line, safe
+from .safe_text import message_header, message_line, safe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -527,8 +527,7 @@ def _recv(args: argparse.Namespace) -> int:
                         failed = True
                     where = row["file"]["path"] or ("not downloaded" if error else "not downloaded, see --download-dir")
                     text = f"file {safe(row['file']['name'])} ({safe(where)})"
-                room = f"[{safe(r.room)}] " if r.room else ""
-                header = f"{room}{safe(d.jid)}/{d.device_id} [{d.trust.value}]"
+                header = message_header(d.jid, d.device_id, d.trust.value, r.room)
                 print(json.dumps(row) if args.json else message_line(header, text or ""), flush=True)
                 shown += 1
             await asyncio.sleep(0.05)

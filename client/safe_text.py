@@ -8,15 +8,15 @@ set the window title, hide output), a carriage return or line feed to forge a li
 :func:`safe` shows every such character escaped (``\\x1b``, ``\\r``, ``\\u202e``, ``\\x00``);
 :func:`safe_body` keeps a body's line breaks but indents each continuation line with
 :data:`CONTINUATION`, so no line of a body can pass for another message's header (headers start
-in the first column).  :func:`message_line` is the one way to print a received message; an
-interactive chat uses the same three.  JSON output needs none of this (``json.dumps`` escapes).
+in the first column).  :func:`message_header` and :func:`message_line` are the way to print a
+received message; an interactive chat uses the same functions.  JSON output needs none of this (``json.dumps`` escapes).
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["CONTINUATION", "message_line", "safe", "safe_body"]
+__all__ = ["CONTINUATION", "message_header", "message_line", "safe", "safe_body"]
 
 #: put in front of the second and later lines of a multi-line body
 CONTINUATION = "    | "
@@ -62,6 +62,12 @@ def safe_body(text: str, continuation: str = CONTINUATION) -> str:
     """A possibly multi-line body: each line made :func:`safe` (CR, tabs and the rest shown
     escaped), line feeds kept, every line after the first prefixed with ``continuation``."""
     return ("\n" + continuation).join(safe(line) for line in text.split("\n"))
+
+
+def message_header(jid: str, device_id: int | str, trust: str, room: str | None = None) -> str:
+    """``[room] jid/device [trust]`` with every part made :func:`safe` (for :func:`message_line`)."""
+    where = f"[{safe(room)}] " if room else ""
+    return f"{where}{safe(jid)}/{safe(device_id)} [{safe(trust)}]"
 
 
 def message_line(header: str, body: str) -> str:

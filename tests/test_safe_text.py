@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from client.safe_text import CONTINUATION, message_line, safe, safe_body
+from client.safe_text import CONTINUATION, message_header, message_line, safe, safe_body
 
 HOSTILE = {
     "ESC (CSI erase)": ("\x1b[2J", "\\x1b[2J"),
@@ -54,3 +54,20 @@ def test_safe_body_indents_continuation_lines_so_none_passes_for_a_header() -> N
 def test_json_output_stays_exact() -> None:
     for raw, _shown in HOSTILE.values():
         assert json.loads(json.dumps({"body": raw}))["body"] == raw
+
+
+@pytest.mark.parametrize("field", ["jid", "device", "trust", "room", "body"])
+def test_every_field_of_a_message_line_is_made_safe(field: str) -> None:
+    """ESC, OSC, CR, LF, U+202E and NUL in each field of a printed message (the JID, room and
+    nickname come from the server, the body from the contact): one header line, nothing raw."""
+    evil = "x\x1b[2J\x1b]0;t\x07\r\n\u202e\x00y"
+    parts = {"jid": "bob@example.net", "device": "7", "trust": "blind", "room": "room@muc.example.org", "body": "hi"}
+    parts[field] = evil
+    line = message_line(message_header(parts["jid"], parts["device"], parts["trust"], parts["room"]), parts["body"])
+    lines = line.split("\n")
+    assert all(c not in line for c in "\x1b\x07\r\u202e\x00")
+    if field == "body":  # the body keeps its line break, indented
+        assert lines == ["[room@muc.example.org] bob@example.net/7 [blind]: x\\x1b[2J\\x1b]0;t\\x07\\r",
+                         CONTINUATION + "\\u202e\\x00y"]
+    else:
+        assert len(lines) == 1 and "x\\x1b[2J\\x1b]0;t\\x07\\r\\n\\u202e\\x00y" in line
