@@ -561,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # slixmpp logs connection trouble with tracebacks: the CLI says one line itself
     logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
+    debug = args.debug or os.environ.get("E2EE_DEBUG") == "1"
+    if not debug:  # nor do background tasks' tracebacks ("Task exception was never retrieved")
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         if args.command == "demo" and not args.server:
             from .demo import run
@@ -615,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         print(safe(f"e2ee: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")), file=sys.stderr)
         return 1
     except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback on request
-        if args.debug or os.environ.get("E2EE_DEBUG") == "1":
+        if debug:
             raise
         print(f"e2ee: error: unexpected {type(exc).__name__}: {safe(exc)} (run with --debug for details)", file=sys.stderr)
         return 1

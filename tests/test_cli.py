@@ -157,7 +157,12 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(
 ) -> None:
     """Issue 14.6: whatever a command raises, ``main`` prints one line and exits 1; ``--debug``
     or ``E2EE_DEBUG=1`` lets the traceback through."""
+    import logging
+
     from client import cli
+
+    for name in ("asyncio", "slixmpp"):  # main() quietens them: undo that for the other tests
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
 
     def bug(_args: object) -> int:
         raise RuntimeError("a bug with \x1b[2J in its message")
