@@ -159,10 +159,18 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(
     or ``E2EE_DEBUG=1`` lets the traceback through."""
     import logging
 
-    from client import cli
+    levels = {name: logging.getLogger(name).level for name in ("asyncio", "slixmpp")}
+    try:
+        _unexpected_exception_checks(tmp_path, monkeypatch, capsys)
+    finally:  # main() quietens these loggers: undo that for the other tests
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
-    for name in ("asyncio", "slixmpp"):  # main() quietens them: undo that for the other tests
-        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+
+def _unexpected_exception_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from client import cli
 
     def bug(_args: object) -> int:
         raise RuntimeError("a bug with \x1b[2J in its message")
