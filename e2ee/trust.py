@@ -71,6 +71,9 @@ class TrustStore:
         self.policy = policy
         #: decoded records, reused while the store returns the same bytes
         self._cache: dict[str, tuple[bytes, dict[bytes, TrustLevel]]] = {}
+        #: every JID with a record (a superset: a rolled-back write may leave one that has
+        #: none), listed once from storage on first use, then kept up by :meth:`_write`
+        self._jids: set[str] | None = None
 
     def levels(self, jid: str) -> dict[bytes, TrustLevel]:
         """Every identity key of ``jid`` with a decision or a first-sight level."""
@@ -95,6 +98,8 @@ class TrustStore:
         return levels
 
     def _write(self, jid: str, levels: dict[bytes, TrustLevel]) -> None:
+        if self._jids is not None:
+            self._jids.add(jid)
         self._storage.put(_TABLE, jid, jsonrec.dump(_VERSION, {k.hex(): v.value for k, v in levels.items()}))
 
     def level(self, jid: str, ik: bytes) -> TrustLevel | None:
@@ -102,9 +107,12 @@ class TrustStore:
         return self.levels_view(jid).get(ik)
 
     def holders(self, ik: bytes) -> list[str]:
-        """Every JID ``ik`` has a level for (a scan of the table: for rare events only, such as
-        a key exchange under a key new to its JID)."""
-        return [jid for jid in self._storage.keys(_TABLE) if ik in self.levels_view(jid)]
+        """Every JID ``ik`` has a level for.  One read per JID with a record (the list of JIDs
+        is read from storage once, a full listing, then kept up to date): for rare events such
+        as a legacy key exchange that builds a new session."""
+        if self._jids is None:
+            self._jids = set(self._storage.keys(_TABLE))
+        return sorted(jid for jid in self._jids if ik in self.levels_view(jid))
 
     def set(self, jid: str, ik: bytes, level: TrustLevel) -> None:
         """Record the user's decision."""
