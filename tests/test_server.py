@@ -291,6 +291,7 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped_over_prosody(serv
 
     from client.safe_text import CONTINUATION
     from e2ee.engine import NAMESPACES
+    from e2ee.results import FetchDeviceList
 
     root = Path(__file__).resolve().parent.parent
     server.register("quinn", "quinn-pw")
@@ -333,7 +334,9 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped_over_prosody(serv
             res = engine.encrypt([quinn], legacy_body)
             assert res.ready and list(res.elements) == [NAMESPACES[1]], res.devices
             rosa.e2ee._send_encrypted_element(quinn, res.elements[NAMESPACES[1]], NAMESPACES[1], body=None)
-            await asyncio.sleep(0.5)  # the server has the message (offline storage) before we go
+            # a round trip after it (the legacy list, unchanged): the server handles our stream
+            # in order, so the message is in offline storage before we go
+            await rosa.run_effects([FetchDeviceList(quinn, NAMESPACES[1])])
         finally:
             rosa.disconnect()
             await asyncio.sleep(0.1)
