@@ -116,6 +116,9 @@ class EngineCore:
         self.trust = TrustStore(storage, policy)
         self._devices = DeviceRegistry(storage)
         self._sessions = SessionStore(storage, self._own.identity)
+        #: why the last bundle of (jid, device, namespace) was refused; in memory only (a
+        #: refused bundle changes no stored byte), for the "not sent" sentence
+        self._refused: dict[tuple[str, int, str], str] = {}
 
     # ------------------------------------------------------------------ identity
 
