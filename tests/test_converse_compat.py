@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import base64
+
 import pytest
+import xeddsa
 
 from e2ee import jsonrec
+from e2ee.identity import IdentityKeyPair
 from e2ee.engine import Engine
 from e2ee.errors import InvalidBundle, NoEligibleDevices
 from e2ee.results import Decrypted, Publish
@@ -131,3 +135,75 @@ def test_a_refused_bundle_is_named_with_its_reason_in_the_not_sent_error(ns: str
     assert f"1 whose bundle we refused: device {bob.device_id} ({name}): " in text, text
     assert "2147483648 outside [0, 2147483647]" in text, text
     assert "without a bundle" not in text, text
+
+
+# ------------------------------------------------------------------ defect 0: the sign bit
+
+
+def _text(bundle: ET.Element, local: str) -> bytes:
+    elem = next(e for e in bundle.iter() if str(e.tag).endswith("}" + local))
+    return base64.b64decode(elem.text or "")
+
+
+def _verifies_both_ways(ns: str, bundle: ET.Element) -> tuple[bool, bool]:
+    """(plain Ed25519 / libsignal convention, XEdDSA convention) for the bundle's signed-prekey
+    signature, checked by python-xeddsa (libsodium and Syndace's C code, not ours)."""
+    if ns == O2:
+        ik, spk, sig = _text(bundle, "ik"), _text(bundle, "spk"), _text(bundle, "spks")
+        plain = xeddsa.ed25519_verify(sig, ik, spk)
+        mont = xeddsa.ed25519_pub_to_curve25519_pub(ik)
+        xed = xeddsa.ed25519_verify(sig, xeddsa.curve25519_pub_to_ed25519_pub(mont, False), spk)
+        return plain, xed
+    ik, spk = _text(bundle, "identityKey"), _text(bundle, "signedPreKeyPublic")
+    sig = _text(bundle, "signedPreKeySignature")
+    assert ik[0] == 5 and spk[0] == 5
+    mont = ik[1:]
+    # libsignal: the sign of the Edwards key travels in bit 7 of sig[63]
+    signed = xeddsa.curve25519_pub_to_ed25519_pub(mont, bool(sig[63] & 0x80))
+    libsignal = xeddsa.ed25519_verify(sig[:63] + bytes((sig[63] & 0x7F,)), signed, spk)
+    # XEdDSA: the Edwards key with sign 0, the signature as it is
+    xed = xeddsa.ed25519_verify(sig, xeddsa.curve25519_pub_to_ed25519_pub(mont, False), spk)
+    return libsignal, xed
+
+
+def test_new_identities_have_the_sign_bit_clear_and_both_conventions_verify_our_bundles() -> None:
+    net = Net()
+    for i in range(40):  # with the bit left to chance, all 40 pass with probability 2^-40
+        jid = f"user{i}@example.org"
+        engine = Engine.create(MemoryStorage(), jid, clock=net.clock)  # the system's randomness
+        assert not engine.identity_sign_bit_set
+        assert engine.identity_key_ed25519[31] & 0x80 == 0
+        published = {e.node: e.payload for e in engine.publish() if isinstance(e, Publish)}
+        for ns in NS_BOTH:
+            node = "urn:xmpp:omemo:2:bundles" if ns == O2 else f"eu.siacs.conversations.axolotl.bundles:{engine.device_id}"
+            assert _verifies_both_ways(ns, published[node]) == (True, True), (i, ns)
+
+
+def test_generation_rejects_seeds_whose_key_has_the_sign_bit_set() -> None:
+    seeds = [bytes([i]) * 32 for i in range(16)]
+    bits = [IdentityKeyPair.from_seed(s).sign_bit_set for s in seeds]
+    assert any(bits) and not all(bits)
+    stream = iter(seeds)
+    pair = IdentityKeyPair.generate(lambda n: next(stream))
+    first_clear = seeds[bits.index(False)]
+    assert pair.seed == first_clear and not pair.sign_bit_set
+
+
+def test_an_old_identity_with_the_sign_bit_set_is_reported() -> None:
+    storage = MemoryStorage()
+    engine = Engine.create(storage, ALICE, rng=seeded_rng("old"))
+    assert not engine.identity_sign_bit_set
+    seed = next(bytes([i]) * 32 for i in range(256) if IdentityKeyPair.from_seed(bytes([i]) * 32).sign_bit_set)
+    rec = jsonrec.load(storage.get("own", "identity") or b"", 1, "identity")
+    rec["seed"] = seed.hex()  # as an identity made before the fix may be
+    storage.put("own", "identity", jsonrec.dump(1, rec))
+    old = Engine(storage)
+    assert old.identity_sign_bit_set
+    # signed afresh with that key: plain-Ed25519 / libsignal verifiers accept, XEdDSA ones
+    # refuse (what Converse.js did) -- the check above can fail
+    with storage.transaction():
+        old._own.rotate_signed_prekey(old._now(), force=True)
+    published = {e.node: e.payload for e in old.publish() if isinstance(e, Publish)}
+    assert _verifies_both_ways(O2, published["urn:xmpp:omemo:2:bundles"]) == (True, False)
+    legacy_node = f"eu.siacs.conversations.axolotl.bundles:{old.device_id}"
+    assert _verifies_both_ways(LEGACY, published[legacy_node]) == (True, False)
