@@ -474,8 +474,13 @@ def _room_send(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         state = await session.rooms.join(args.room, args.nick)
         result = await session.rooms.send_text(state.jid, args.text)
+        # stay until the room echoes the message back: it was delivered (and the echo is not
+        # taken for a message from a room we are not in)
+        reflected = await session.rooms.reflected(state.jid) if result.ready else False
         session.rooms.leave(state.jid)
-        return _report(result, args, {"id": None, "room": state.jid})
+        if result.ready and not reflected:
+            print(f"e2ee: warning: {state.jid} did not echo the message back (delivery not confirmed)", file=sys.stderr)
+        return _report(result, args, {"id": None, "room": state.jid, "reflected": reflected})
 
     return _online(args, work)
 
