@@ -139,7 +139,8 @@ def _init(args: argparse.Namespace) -> int:
         engine = Engine.create(ks, args.jid, label=args.device_label)
         Account.store(ks, password)
         print(f"{engine.jid}: device {engine.device_id}")
-        print(f"fingerprint {_fp(engine.identity_key)}")
+        print(f"fingerprint {_fp(engine.identity_key)}  (Curve25519: Conversations, Dino, Gajim, Monal)")
+        print(f"ed25519     {_ed_fp(engine.identity_key_ed25519)}  (OMEMO 2: Converse.js, Kaidan)")
     return 0
 
 

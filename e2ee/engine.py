@@ -178,6 +178,8 @@ class Engine(Fallback):
                 flavour.decode_public(pk)
             flavour.verify_prekey(bundle.ik, spk, bundle.spk_signature)
         except PeerError as e:
+            if len(self._refused) >= 4096:  # bounded whatever a server sends
+                self._refused.clear()
             self._refused[where] = str(e) or type(e).__name__
             raise
         self._refused.pop(where, None)
