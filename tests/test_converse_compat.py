@@ -290,3 +290,12 @@ def test_fingerprint_forms_are_labelled_and_exact() -> None:
     _net2, alice2, bob2 = _known_bob(LEGACY)
     (legacy_info,) = alice2.devices(BOB)
     assert legacy_info.identity_key == bob2.identity_key and legacy_info.ed25519_key is None
+
+
+def test_the_ed25519_form_is_recognised_whatever_its_sign_bit() -> None:
+    # Converse.js's own keys may have the sign bit set: its OMEMO 2 URI still names its key
+    for i in range(32):
+        pair = IdentityKeyPair.from_seed(bytes([i]) * 32)
+        assert pair.x25519_public in identity_candidates(pair.ed25519_public)
+        forms = fingerprint_forms(pair.x25519_public, pair.ed25519_public)
+        assert forms[FORM_OMEMO2].replace(" ", "") == pair.ed25519_public.hex()
