@@ -142,7 +142,8 @@ def _init(args: argparse.Namespace) -> int:
         engine = Engine.create(ks, args.jid, label=args.device_label)
         Account.store(ks, password)
         print(f"{safe(engine.jid)}: device {engine.device_id}")
-        print(f"fingerprint {_fp(engine.identity_key)}")
+        print(f"fingerprint {_fp(engine.identity_key)}  (Curve25519: Conversations, Dino, Gajim, Monal)")
+        print(f"ed25519     {_ed_fp(engine.identity_key_ed25519)}  (OMEMO 2: Converse.js, Kaidan)")
     return 0
 
 
@@ -152,24 +153,44 @@ def _fp(ik: bytes) -> str:
     return fingerprint_omemo(ik)
 
 
+def _ed_fp(ed25519: bytes) -> str:
+    """The Ed25519 form of an identity key, grouped as OMEMO 2 clients (Converse.js, Kaidan) show it."""
+    h = ed25519.hex()
+    return " ".join(h[i : i + 8] for i in range(0, 64, 8))
+
+
 def _pgp_fp(fpr: str) -> str:
     from e2ee.verification import fingerprint_openpgp
 
     return fingerprint_openpgp(fpr)
 
 
+def _sign_bit_warning(engine: Any) -> None:
+    """Identities made before issue 20 may have the Ed25519 sign bit set; say so, and how out."""
+    if engine.identity_sign_bit_set:
+        print("e2ee: warning: this device's identity key has its Ed25519 sign bit set, so Converse.js"
+              " (and other clients that verify by XEdDSA) refuse its bundle and cannot write to it;"
+              " a key cannot change: replace the device (`e2ee --home NEW_DIR init --jid "
+              f"{engine.jid}`, then `e2ee --home NEW_DIR publish`) and verify the new one with"
+              " your contacts", file=sys.stderr)
+
+
 def _fingerprint(args: argparse.Namespace) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
+        _sign_bit_warning(engine)
         uri = engine.own_uri()
         pgp = engine.openpgp.fingerprint
         if args.json:
-            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(), "uri": uri,
-                   "openpgp": pgp}
+            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(),
+                   "fingerprint_ed25519": engine.identity_key_ed25519.hex(), "uri": uri,
+                   "openpgp": pgp, "sign_bit_set": engine.identity_sign_bit_set}
             print(json.dumps(out))
         else:
             print(f"{safe(engine.jid)}: device {engine.device_id}")
-            print(f"fingerprint {_fp(engine.identity_key)}")
+            # what a person compares: legacy clients show the Curve25519 form, OMEMO 2 ones the Ed25519 form
+            print(f"fingerprint {_fp(engine.identity_key)}  (Curve25519: Conversations, Dino, Gajim, Monal)")
+            print(f"ed25519     {_ed_fp(engine.identity_key_ed25519)}  (OMEMO 2: Converse.js, Kaidan)")
             if pgp is not None:
                 print(f"openpgp     {_pgp_fp(pgp)}")
             print(safe(uri))
@@ -183,6 +204,7 @@ def _fingerprint(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
+        _sign_bit_warning(engine)
         infos = engine.devices(args.jid)
         rows: list[dict[str, Any]] = [
             {
@@ -190,6 +212,7 @@ def _devices(args: argparse.Namespace) -> int:
                 "namespaces": list(d.namespaces),
                 "active": bool(d.namespaces),
                 "fingerprint": d.identity_key.hex() if d.identity_key else None,
+                "fingerprint_ed25519": d.ed25519_key.hex() if d.ed25519_key else None,
                 "trust": d.trust.value if d.trust else None,
                 "label": d.label,
             }
@@ -201,6 +224,7 @@ def _devices(args: argparse.Namespace) -> int:
                 "namespaces": ["urn:xmpp:openpgp:0"],
                 "active": k.announced or k.own,
                 "fingerprint": k.fingerprint,
+                "fingerprint_ed25519": None,
                 "trust": k.trust.value if k.trust else None,
                 "label": "this device" if k.own else (None if k.available else "not fetched"),
             }
@@ -219,6 +243,8 @@ def _devices(args: argparse.Namespace) -> int:
                 device = r["device"]
             label = f" '{safe(r['label'])}'" if r["label"] else ""
             print(f"{device:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
+            if r["fingerprint_ed25519"]:  # an OMEMO 2 device: what Converse.js and Kaidan show for it
+                print(f"{'':>10} {'':8} {'ed25519':10} {_ed_fp(bytes.fromhex(r['fingerprint_ed25519']))}")
     return 0
 
 
@@ -237,10 +263,26 @@ def _set_trust(args: argparse.Namespace, verified: bool) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
         level = TrustLevel.VERIFIED if verified else TrustLevel.DISTRUSTED
-        engine.set_trust(args.jid, key, level)
-        shown = f"OpenPGP key {_pgp_fp(pgp)}" if pgp is not None else _fp(key)
-        print(f"{safe(args.jid)}: {shown} is now {level.value}")
+        if pgp is not None:
+            engine.set_trust(args.jid, key, level)
+            print(f"{safe(args.jid)}: OpenPGP key {_pgp_fp(pgp)} is now {level.value}")
+        else:  # either form of an OMEMO key (Curve25519 or Ed25519), compared canonically
+            print(_decision_line(args.jid, engine.decide_fingerprint(args.jid, key, level)))
     return 0
+
+
+def _decision_line(jid: str, d: Any) -> str:
+    """One line for a :class:`~e2ee.engine.KeyDecision`; "verified" only for a known key."""
+    jid = safe(jid)  # from a URI or the command line: may come from a scanned code
+    where = f"device {d.device_id} " if d.device_id is not None else ""
+    if not d.matched:
+        how = "" if d.level.value == "verified" else f" ({d.level.value})"
+        return (f"{jid}: {where}{_fp(d.given)} matches no key of {jid} seen so far; remembered{how},"
+                " applies when that key appears")
+    devices = ", ".join(str(x) for x in d.devices)
+    form = " (given in its Ed25519 form)" if d.given != d.identity_key else ""
+    owner = f"device {devices} " if devices else where
+    return f"{jid}: {owner}{_fp(d.identity_key)}{form} is now {d.level.value}"
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -252,10 +294,9 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError(f"not a verification URI: {e}") from None
     ks, engine = open_engine(_home(args))
     with ks:
-        jid, pairs = engine.verify_uri(args.uri)
-        for dev, ik in pairs:
-            where = f"device {dev}" if dev is not None else "a device"
-            print(f"{safe(jid)}: {where} {_fp(ik)} verified")
+        jid, decisions = engine.apply_uri(args.uri)
+        for d in decisions:
+            print(_decision_line(jid, d))
     return 0
 
 
@@ -466,8 +507,13 @@ def _room_send(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         state = await session.rooms.join(args.room, args.nick)
         result = await session.rooms.send_text(state.jid, args.text)
+        # stay until the room echoes the message back: it was delivered (and the echo is not
+        # taken for a message from a room we are not in)
+        reflected = await session.rooms.reflected(state.jid) if result.ready else False
         session.rooms.leave(state.jid)
-        return _report(result, args, {"id": None, "room": state.jid})
+        if result.ready and not reflected:
+            print(f"e2ee: warning: {state.jid} did not echo the message back (delivery not confirmed)", file=sys.stderr)
+        return _report(result, args, {"id": None, "room": state.jid, "reflected": reflected})
 
     return _online(args, work)
 
@@ -508,7 +554,7 @@ def _recv(args: argparse.Namespace) -> int:
             state = await session.rooms.join(room, args.nick)
             print(f"joined {safe(state.jid)} as {safe(state.nick)}", file=sys.stderr, flush=True)
         while asyncio.get_running_loop().time() < deadline and (args.count is None or shown < args.count):
-            while received:
+            while received:  # all that was decrypted is shown, even past --count
                 r = received.pop(0)
                 if r.error is not None:
                     print(f"e2ee: a message from {safe(r.stanza_from)} could not be decrypted: {safe(r.error)}", file=sys.stderr)
@@ -516,6 +562,10 @@ def _recv(args: argparse.Namespace) -> int:
                 if not isinstance(r.result, Decrypted):
                     continue
                 d = r.result
+                if d.body is None:
+                    # no text: chat states (Converse.js encrypts "composing", "paused"...) or
+                    # other content a person does not see as a message; neither shown nor counted
+                    continue
                 row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
                        "body": d.body, "carbon": r.carbon, "archived": r.archived, "room": r.room, "file": None}
                 text = d.body
