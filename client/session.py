@@ -59,6 +59,7 @@ from . import media
 from .archive import SID_NS, ArchivePosition, own_stanza_id
 from .guard import install_depth_guard
 from .muc import Rooms
+from .stanza_errors import describe
 
 __all__ = ["FALLBACK_BODY", "E2EESession", "Received"]
 
@@ -225,7 +226,7 @@ class E2EEHandlers:
             # recognised as duplicates of what the catch-up decrypted
             self.send_presence()
         except (IqError, IqTimeout, E2EEError) as e:
-            self._fail(f"setting up the session failed: {e}")
+            self._fail(f"setting up the session failed: {describe(e)}")
             return
         except Exception as e:  # a bug must not leave start() waiting for its timeout
             log.exception("session set-up failed")
@@ -264,7 +265,7 @@ class E2EEHandlers:
             try:
                 await self.run_effects(self.engine.maintenance())
             except (IqError, IqTimeout, E2EEError, NotConnectedError) as e:
-                log.warning("periodic maintenance failed: %s", e)
+                log.warning("periodic maintenance failed: %s", describe(e))
 
         self.spawn(run())
 
@@ -637,7 +638,7 @@ class E2EEHandlers:
                 effects = self.engine.empty_message(e.jid, e.device_id, e.namespace)
             await self.run_effects(effects)
         except (IqError, IqTimeout, E2EEError) as err:
-            log.warning("could not build a session with device %d of %s: %s", e.device_id, e.jid, err)
+            log.warning("could not build a session with device %d of %s: %s", e.device_id, e.jid, describe(err))
             return
         log.info("built a new session with device %d of %s", e.device_id, e.jid)
 
