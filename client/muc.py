@@ -340,11 +340,8 @@ class Rooms:
                 break
             await self._parallel(fetches)
         result = self.engine.encrypt(recipients, body, to=state.jid)
-        if result.ready:
-            from .session import FALLBACK_BODY
-
-            for ns, elem in result.elements.items():
-                self.handlers._send_encrypted_element(state.jid, elem, ns, body=FALLBACK_BODY, mtype="groupchat")
+        if result.ready:  # one stanza to the room; what only our own devices read, to our bare JID
+            self.handlers._send_result(state.jid, result, mtype="groupchat")
         return result
 
     async def _parallel(self, effects: list[Effect]) -> None:

@@ -47,6 +47,7 @@ from e2ee.results import (
     Duplicate,
     Effect,
     EncryptResult,
+    NotForThisDevice,
     FetchBundle,
     FetchDeviceList,
     FetchPublicKey,
@@ -412,8 +413,7 @@ class E2EEHandlers:
             await self.run_effects(fetches)
         result = self.engine.encrypt([to], body)
         if result.ready:
-            for ns, elem in result.elements.items():
-                self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
+            self._send_result(to, result)
         return result
 
     async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
@@ -435,8 +435,7 @@ class E2EEHandlers:
         result = self.engine.encrypt_with_fallback([bare], body, allow_plaintext=allow_plaintext, use_omemo=self.omemo)
         for r in result.recipients:
             if r.route is Route.OMEMO and r.omemo is not None and r.omemo.ready:
-                for ns, elem in r.omemo.elements.items():
-                    self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
+                self._send_result(to, r.omemo)
             elif r.route is Route.OPENPGP and r.openpgp is not None:
                 self._send_openpgp(to, r.openpgp)
             elif r.route is Route.PLAINTEXT:
@@ -459,14 +458,28 @@ class E2EEHandlers:
         item = self.client_roster[bare] if bare in self.client_roster else None
         return item is not None and item["subscription"] in ("to", "both")
 
+    def _send_result(self, to: str, result: EncryptResult, mtype: str = "chat") -> None:
+        """Send what :meth:`~e2ee.engine.Engine.encrypt` made as it says: its ``elements`` in one
+        stanza to ``to`` (with the fallback body), its ``own_copy`` in one stanza without a
+        body to our own bare JID."""
+        self._send_encrypted(to, result.elements, body=FALLBACK_BODY, mtype=mtype)
+        if result.own_copy:
+            self._send_encrypted(self.boundjid.bare, result.own_copy, body=None)
+
     def _send_encrypted_element(
         self, to: str, elem: ET.Element, namespace: str, body: str | None, mtype: str = "chat"
     ) -> None:
+        self._send_encrypted(to, {namespace: elem}, body=body, mtype=mtype)
+
+    def _send_encrypted(self, to: str, elements: dict[str, ET.Element], body: str | None, mtype: str = "chat") -> None:
+        """One ``<message>`` holding every element (one per namespace) and an EME per namespace."""
         msg = self.make_message(mto=to, mtype=mtype, mbody=body)
-        msg.xml.append(elem)
-        eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
-        eme.set("namespace", namespace)
-        eme.set("name", "OMEMO")
+        for elem in elements.values():
+            msg.xml.append(elem)
+        for namespace in elements:
+            eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
+            eme.set("namespace", namespace)
+            eme.set("name", "OMEMO")
         ET.SubElement(msg.xml, "{urn:xmpp:hints}store")
         msg.send()
 
@@ -522,10 +535,10 @@ class E2EEHandlers:
         group message names its ``room`` (then the SCE ``<to>`` must be the room) and the
         ``occupant`` (room/nick) it came from."""
         shown = occupant or sender
-        for ns in NAMESPACES:
-            elem = stanza.find(f"{{{ns}}}encrypted")
-            if elem is None:
-                continue
+        # a stanza may hold one element per namespace (EncryptResult.elements): the one with a
+        # key for this device counts; "not for this device" only when none has one
+        elements = [e for e in (stanza.find(f"{{{ns}}}encrypted") for ns in NAMESPACES) if e is not None]
+        for index, elem in enumerate(elements):
             try:
                 result = self.engine.decrypt(elem, sender, to=room or to or None, require_to=room is not None)
             except E2EEError as e:
@@ -537,6 +550,8 @@ class E2EEHandlers:
                 return
             if isinstance(result, Duplicate):
                 return
+            if isinstance(result, NotForThisDevice) and index + 1 < len(elements):
+                continue
             await self.run_effects(result.effects)
             self._deliver(Received(result, None, carbon, shown, archived, room=room))
             return
