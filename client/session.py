@@ -35,7 +35,7 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from client.republish import drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
-from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender
+from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender, UsageError
 from e2ee.fallback import Route, SendResult
 from e2ee.media import MediaLink, media_link_in
 from e2ee.omemo2.envelope import parse_timestamp
@@ -553,11 +553,28 @@ class E2EEHandlers:
             if isinstance(result, NotForThisDevice) and index + 1 < len(elements):
                 continue
             await self.run_effects(result.effects)
+            if room is None and isinstance(result, Decrypted):
+                room = self._own_copy_room(result, sender, to)
             self._deliver(Received(result, None, carbon, shown, archived, room=room))
             return
         ox = stanza.find(f"{{{OX}}}openpgp")
         if ox is not None and room is None and self.engine.has_openpgp:
             await self._decrypt_openpgp(ox, stanza, sender, to, carbon, archived)
+
+    def _own_copy_room(self, result: Decrypted, sender: str, to: str) -> str | None:
+        """The room our own copy of a room message belongs to (a message from our account to our
+        bare JID whose SCE ``<to>`` is a room this session knows), else None."""
+        own = self.boundjid.bare
+        if sender != own or (to or own) != own or not result.to:  # no 'to': our account itself
+            return None
+        rooms = getattr(self.xmpp, "rooms", None)  # E2EESession has them; a plain plugin host not
+        if not isinstance(rooms, Rooms):
+            return None
+        try:
+            state = rooms.get(result.to)
+        except UsageError:  # not a room address
+            return None
+        return state.jid if state is not None else None
 
     # ------------------------------------------------------------------ OpenPGP for XMPP
 

@@ -233,7 +233,8 @@ class Receiving(EngineCore):
             plaintext = omemo2_payload.decrypt(enc.payload, km)
             env = sce.parse(plaintext, sender, to, reference, require_to=require_to)
             body = next((c.text or "" for c in env.content if c.tag == _BODY), None)
-            return Decrypted(sender, dev, backend.namespace, level, ik, body, env.content, env.time, env.time_suspicious)
+            return Decrypted(sender, dev, backend.namespace, level, ik, body, env.content, env.time, env.time_suspicious,
+                             to=env.to_jid)
         assert enc.iv is not None
         if len(km) == legacy_payload.KEY_LENGTH:  # the historical variant: tag in the payload
             raw = legacy_payload.decrypt_tag_in_payload(enc.payload, enc.iv, km)

@@ -170,6 +170,9 @@ class Decrypted:
     timestamp: datetime | None = None  #: the SCE ``<time>`` affix
     time_suspicious: bool = False
     effects: tuple[Effect, ...] = ()
+    #: the SCE ``<to>`` affix as given (OMEMO 2; None when absent or legacy): on our own copy
+    #: (:attr:`EncryptResult.own_copy`) it names the conversation, a contact or a room
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
