@@ -99,6 +99,7 @@ class Rooms:
 
     def __init__(self, handlers: E2EEHandlers, *, require_members_only: bool = True, timeout: float = 10.0) -> None:
         self.handlers = handlers
+        handlers.rooms_of_session = self  # (own copies of room messages are shown under the room)
         self.require_members_only = require_members_only
         self.timeout = timeout
         self._rooms: dict[str, RoomState] = {}

@@ -144,6 +144,7 @@ class E2EEHandlers:
         #: with an OpenPGP backend: create our OpenPGP key at start when there is none (an
         #: existing key is always re-announced)
         self.openpgp_generate = openpgp_generate
+        self.rooms_of_session: Rooms | None = None  #: set by :class:`~client.muc.Rooms` when attached
 
     def __getattr__(self, name: str) -> Any:  # plugin, boundjid, make_message, send_presence, ...
         return getattr(self.xmpp, name)
@@ -567,8 +568,8 @@ class E2EEHandlers:
         own = self.boundjid.bare
         if sender != own or (to or own) != own or not result.to:  # no 'to': our account itself
             return None
-        rooms = getattr(self.xmpp, "rooms", None)  # E2EESession has them; a plain plugin host not
-        if not isinstance(rooms, Rooms):
+        rooms = self.rooms_of_session
+        if rooms is None:
             return None
         try:
             state = rooms.get(result.to)
