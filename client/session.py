@@ -47,11 +47,11 @@ from e2ee.results import (
     Duplicate,
     Effect,
     EncryptResult,
-    NotForThisDevice,
     FetchBundle,
     FetchDeviceList,
     FetchPublicKey,
     FetchPublicKeys,
+    NotForThisDevice,
     Publish,
     SendMessage,
 )
