@@ -49,11 +49,20 @@ from .home import (
 from .safe_text import message_header, message_line, safe
 
 
+def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+    """The options every command takes.  Given before the command they set the defaults; each
+    command accepts them too (``default`` is then :data:`argparse.SUPPRESS`, so an option not
+    repeated after the command keeps the value given before it)."""
+    p.add_argument("--home", type=Path, default=default, help=f"data directory (default: {default_home()})")
+    p.add_argument("--server", metavar="HOST:PORT", default=default,
+                   help="XMPP server to connect to (default: the JID's domain, 5222)")
+    p.add_argument("--ca-file", type=Path, metavar="PATH", default=default,
+                   help="trust this CA certificate for the server")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="e2ee", description="End-to-end encryption for XMPP (OMEMO 2, legacy OMEMO).")
-    p.add_argument("--home", type=Path, default=None, help=f"data directory (default: {default_home()})")
-    p.add_argument("--server", metavar="HOST:PORT", help="XMPP server to connect to (default: the JID's domain, 5222)")
-    p.add_argument("--ca-file", type=Path, metavar="PATH", help="trust this CA certificate for the server")
+    _global_options(p, None)
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error (or E2EE_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the demo: in one process, or over --server (registers two accounts)")
@@ -97,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="also join this group chat and print its messages (repeatable)")
     recv.add_argument("--nick", help="nickname in the rooms (default: your JID's localpart)")
     _room_parsers(sub)
+    for command in sub.choices.values():  # global options also where people type them: after the command
+        _global_options(command, argparse.SUPPRESS)
     return p
 
 
@@ -323,7 +334,10 @@ def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = Fal
     re-announced at connect; ``openpgp_generate`` creates one first when there is none."""
     import asyncio
 
+    from slixmpp.exceptions import XMPPError
+
     from .session import E2EESession, cancel_pending_tasks
+    from .stanza_errors import describe
 
     ks, engine = open_engine(_home(args))
     with ks:
@@ -348,6 +362,8 @@ def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = Fal
             return asyncio.run(run())
         except (ConnectionError, TimeoutError) as e:
             raise ConnectionError(f"could not connect to {host}:{port}: {e or 'timed out'}") from None
+        except XMPPError as e:  # str(e) would be the whole error stanza
+            raise ConnectionError(f"the server refused: {describe(e)}") from None
 
 
 def _publish(args: argparse.Namespace) -> int:

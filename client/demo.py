@@ -92,6 +92,8 @@ class World:
             print(f"    not sent: no trusted device for {', '.join(result.unreachable)}", file=self.out)
             return
         self.deliver(engine, to, list(result.elements.values()))
+        if result.own_copy:  # what only our own devices read goes to our own bare JID
+            self.deliver(engine, engine.jid, list(result.own_copy.values()))
 
     def deliver(self, sender: Engine, to: str, elements: list[ET.Element], quiet: bool = False) -> None:
         for other_name, other in self.engines.items():

@@ -105,6 +105,7 @@ class Rooms:
 
     def __init__(self, handlers: E2EEHandlers, *, require_members_only: bool = True, timeout: float = 10.0) -> None:
         self.handlers = handlers
+        handlers.rooms_of_session = self  # (own copies of room messages are shown under the room)
         self.require_members_only = require_members_only
         self.timeout = timeout
         self._rooms: dict[str, RoomState] = {}
@@ -354,15 +355,12 @@ class Rooms:
                 break
             await self._parallel(fetches)
         result = self.engine.encrypt(recipients, body, to=state.jid)
-        if result.ready:
-            from .session import FALLBACK_BODY
-
+        if result.ready:  # one stanza to the room; what only our own devices read, to our bare JID
+            msg_id = self.handlers._send_result(state.jid, result, mtype="groupchat")
             sent = self._sent.setdefault(state.jid, {})
-            for ns, elem in result.elements.items():
-                msg_id = self.handlers._send_encrypted_element(state.jid, elem, ns, body=FALLBACK_BODY, mtype="groupchat")
-                if len(sent) >= _MAX_UNECHOED:  # a room that never echoes: forget the oldest
-                    del sent[next(iter(sent))]
-                sent[msg_id] = asyncio.Event()
+            if len(sent) >= _MAX_UNECHOED:  # a room that never echoes: forget the oldest
+                del sent[next(iter(sent))]
+            sent[msg_id] = asyncio.Event()
         return result
 
     async def reflected(self, room: str, timeout: float | None = None) -> bool:

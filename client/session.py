@@ -35,7 +35,7 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from client.republish import drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
-from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender
+from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender, UsageError
 from e2ee.fallback import Route, SendResult
 from e2ee.media import MediaLink, media_link_in
 from e2ee.omemo2.envelope import parse_timestamp
@@ -51,6 +51,7 @@ from e2ee.results import (
     FetchDeviceList,
     FetchPublicKey,
     FetchPublicKeys,
+    NotForThisDevice,
     Publish,
     SendMessage,
 )
@@ -59,6 +60,7 @@ from . import media
 from .archive import SID_NS, ArchivePosition, own_stanza_id
 from .guard import install_depth_guard
 from .muc import Rooms
+from .stanza_errors import describe
 
 __all__ = ["FALLBACK_BODY", "E2EESession", "Received"]
 
@@ -142,6 +144,7 @@ class E2EEHandlers:
         #: with an OpenPGP backend: create our OpenPGP key at start when there is none (an
         #: existing key is always re-announced)
         self.openpgp_generate = openpgp_generate
+        self.rooms_of_session: Rooms | None = None  #: set by :class:`~client.muc.Rooms` when attached
 
     def __getattr__(self, name: str) -> Any:  # plugin, boundjid, make_message, send_presence, ...
         return getattr(self.xmpp, name)
@@ -225,7 +228,7 @@ class E2EEHandlers:
             # recognised as duplicates of what the catch-up decrypted
             self.send_presence()
         except (IqError, IqTimeout, E2EEError) as e:
-            self._fail(f"setting up the session failed: {e}")
+            self._fail(f"setting up the session failed: {describe(e)}")
             return
         except Exception as e:  # a bug must not leave start() waiting for its timeout
             log.exception("session set-up failed")
@@ -264,7 +267,7 @@ class E2EEHandlers:
             try:
                 await self.run_effects(self.engine.maintenance())
             except (IqError, IqTimeout, E2EEError, NotConnectedError) as e:
-                log.warning("periodic maintenance failed: %s", e)
+                log.warning("periodic maintenance failed: %s", describe(e))
 
         self.spawn(run())
 
@@ -411,8 +414,7 @@ class E2EEHandlers:
             await self.run_effects(fetches)
         result = self.engine.encrypt([to], body)
         if result.ready:
-            for ns, elem in result.elements.items():
-                self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
+            self._send_result(to, result)
         return result
 
     async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
@@ -434,8 +436,7 @@ class E2EEHandlers:
         result = self.engine.encrypt_with_fallback([bare], body, allow_plaintext=allow_plaintext, use_omemo=self.omemo)
         for r in result.recipients:
             if r.route is Route.OMEMO and r.omemo is not None and r.omemo.ready:
-                for ns, elem in r.omemo.elements.items():
-                    self._send_encrypted_element(to, elem, ns, body=FALLBACK_BODY)
+                self._send_result(to, r.omemo)
             elif r.route is Route.OPENPGP and r.openpgp is not None:
                 self._send_openpgp(to, r.openpgp)
             elif r.route is Route.PLAINTEXT:
@@ -458,17 +459,33 @@ class E2EEHandlers:
         item = self.client_roster[bare] if bare in self.client_roster else None
         return item is not None and item["subscription"] in ("to", "both")
 
+    def _send_result(self, to: str, result: EncryptResult, mtype: str = "chat") -> str:
+        """Send what :meth:`~e2ee.engine.Engine.encrypt` made as it says: its ``elements`` in one
+        stanza to ``to`` (with the fallback body), its ``own_copy`` in one stanza without a
+        body to our own bare JID.  Returns the id of the stanza to ``to``."""
+        msg_id = self._send_encrypted(to, result.elements, body=FALLBACK_BODY, mtype=mtype)
+        if result.own_copy:
+            self._send_encrypted(self.boundjid.bare, result.own_copy, body=None)
+        return msg_id
+
     def _send_encrypted_element(
         self, to: str, elem: ET.Element, namespace: str, body: str | None, mtype: str = "chat"
     ) -> str:
         """Send ``elem`` in a message to ``to``; returns the message's id."""
+        return self._send_encrypted(to, {namespace: elem}, body=body, mtype=mtype)
+
+    def _send_encrypted(self, to: str, elements: dict[str, ET.Element], body: str | None, mtype: str = "chat") -> str:
+        """One ``<message>`` holding every element (one per namespace) and an EME per namespace;
+        returns the message's id."""
         msg = self.make_message(mto=to, mtype=mtype, mbody=body)
         if not msg["id"]:
             msg["id"] = self.new_id()
-        msg.xml.append(elem)
-        eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
-        eme.set("namespace", namespace)
-        eme.set("name", "OMEMO")
+        for elem in elements.values():
+            msg.xml.append(elem)
+        for namespace in elements:
+            eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
+            eme.set("namespace", namespace)
+            eme.set("name", "OMEMO")
         ET.SubElement(msg.xml, "{urn:xmpp:hints}store")
         msg.send()
         return str(msg["id"])
@@ -525,10 +542,10 @@ class E2EEHandlers:
         group message names its ``room`` (then the SCE ``<to>`` must be the room) and the
         ``occupant`` (room/nick) it came from."""
         shown = occupant or sender
-        for ns in NAMESPACES:
-            elem = stanza.find(f"{{{ns}}}encrypted")
-            if elem is None:
-                continue
+        # a stanza may hold one element per namespace (EncryptResult.elements): the one with a
+        # key for this device counts; "not for this device" only when none has one
+        elements = [e for e in (stanza.find(f"{{{ns}}}encrypted") for ns in NAMESPACES) if e is not None]
+        for index, elem in enumerate(elements):
             try:
                 result = self.engine.decrypt(elem, sender, to=room or to or None, require_to=room is not None)
             except E2EEError as e:
@@ -540,12 +557,31 @@ class E2EEHandlers:
                 return
             if isinstance(result, Duplicate):
                 return
+            if isinstance(result, NotForThisDevice) and index + 1 < len(elements):
+                continue
             await self.run_effects(result.effects)
+            if room is None and isinstance(result, Decrypted):
+                room = self._own_copy_room(result, sender, to)
             self._deliver(Received(result, None, carbon, shown, archived, room=room))
             return
         ox = stanza.find(f"{{{OX}}}openpgp")
         if ox is not None and room is None and self.engine.has_openpgp:
             await self._decrypt_openpgp(ox, stanza, sender, to, carbon, archived)
+
+    def _own_copy_room(self, result: Decrypted, sender: str, to: str) -> str | None:
+        """The room our own copy of a room message belongs to (a message from our account to our
+        bare JID whose SCE ``<to>`` is a room this session knows), else None."""
+        own = self.boundjid.bare
+        if sender != own or (to or own) != own or not result.to:  # no 'to': our account itself
+            return None
+        rooms = self.rooms_of_session
+        if rooms is None:
+            return None
+        try:
+            state = rooms.get(result.to)
+        except UsageError:  # not a room address
+            return None
+        return state.jid if state is not None else None
 
     # ------------------------------------------------------------------ OpenPGP for XMPP
 
@@ -641,7 +677,7 @@ class E2EEHandlers:
                 effects = self.engine.empty_message(e.jid, e.device_id, e.namespace)
             await self.run_effects(effects)
         except (IqError, IqTimeout, E2EEError) as err:
-            log.warning("could not build a session with device %d of %s: %s", e.device_id, e.jid, err)
+            log.warning("could not build a session with device %d of %s: %s", e.device_id, e.jid, describe(err))
             return
         log.info("built a new session with device %d of %s", e.device_id, e.jid)
 

@@ -63,7 +63,8 @@ class Receiving(EngineCore):
 
         ``sender`` is the bare JID the message is from (for group chats: the occupant's real
         JID); ``to`` the stanza's bare ``to`` (checked against the OMEMO 2 ``<to>`` affix when
-        given; ``require_to`` for group chats); ``timestamp`` the delay stamp or receive time
+        given, except on our own copy: ``sender`` and ``to`` both our account; ``require_to``
+        for group chats); ``timestamp`` the delay stamp or receive time
         (the ``<time>`` affix is compared with it).  Returns a result value; raises a
         :class:`~e2ee.errors.PeerError` for forged, garbled or refused input, with the stored
         state unchanged."""
@@ -75,6 +76,11 @@ class Receiving(EngineCore):
         sender = _bare(sender)
         own = self._own
         ns = backend.namespace
+        if sender == own.jid and to is not None and _bare(to) == own.jid and not require_to:
+            # our own copy (EncryptResult.own_copy): sent by a device of our account to our bare
+            # JID, its <to> names the conversation (a contact or a room), not us.  Only our
+            # account's devices can send from it, so nobody forwarded it surreptitiously.
+            to = None
         if sender == own.jid and enc.sid == own.device_id:
             return NotForThisDevice(sender, enc.sid, ns, reflection=True)
         mine = [k for k in enc.keys if k.rid == own.device_id and (k.jid is None or sce.bare_jid_key(k.jid) == own.jid)]
@@ -259,7 +265,8 @@ class Receiving(EngineCore):
             plaintext = omemo2_payload.decrypt(enc.payload, km)
             env = sce.parse(plaintext, sender, to, reference, require_to=require_to)
             body = next((c.text or "" for c in env.content if c.tag == _BODY), None)
-            return Decrypted(sender, dev, backend.namespace, level, ik, body, env.content, env.time, env.time_suspicious)
+            return Decrypted(sender, dev, backend.namespace, level, ik, body, env.content, env.time, env.time_suspicious,
+                             to=env.to_jid)
         assert enc.iv is not None
         if len(km) == legacy_payload.KEY_LENGTH and self.legacy_tag_in_payload:  # opt-in: tag in the payload
             raw = legacy_payload.decrypt_tag_in_payload(enc.payload, enc.iv, km)

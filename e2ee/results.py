@@ -126,9 +126,16 @@ class DeviceOutcome:
 
 @dataclass(frozen=True, slots=True)
 class EncryptResult:
-    """One ``<encrypted/>`` element per namespace in use (send each in its own message), the
-    outcome for every device of every recipient and of our account, and the effects that would
-    let more devices be reached (fetch device lists and bundles)."""
+    """What to send, the outcome for every device of every recipient and of our account, and
+    the effects that would let more devices be reached (fetch device lists and bundles).
+
+    Addressing (docs/conformance.md, "One stanza per message"): :attr:`elements` go to the
+    addressee (the contact, or the room) **together in one** ``<message>`` with the fallback
+    body: one ``<encrypted/>`` per namespace in which a recipient other than us has a device;
+    our own devices of those namespaces have their keys in them too (they get the message as a
+    carbon and from our archive).  :attr:`own_copy` holds the elements of the namespaces only
+    our own devices use: send them together in one ``<message>`` to our own bare JID, without a
+    body (a client that cannot read them shows nothing), never to the addressee."""
 
     elements: dict[str, ET.Element]
     devices: tuple[DeviceOutcome, ...]
@@ -136,6 +143,8 @@ class EncryptResult:
     #: recipients (not counting our own account) for whom no device is eligible; when any, no
     #: element is produced and nothing was encrypted
     unreachable: tuple[str, ...] = ()
+    #: elements for our own devices only, for our own bare JID (empty when none is needed)
+    own_copy: dict[str, ET.Element] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -161,6 +170,9 @@ class Decrypted:
     timestamp: datetime | None = None  #: the SCE ``<time>`` affix
     time_suspicious: bool = False
     effects: tuple[Effect, ...] = ()
+    #: the SCE ``<to>`` affix as given (OMEMO 2; None when absent or legacy): on our own copy
+    #: (:attr:`EncryptResult.own_copy`) it names the conversation, a contact or a room
+    to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

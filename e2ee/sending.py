@@ -173,6 +173,7 @@ class Sending(EngineCore):
                 key_material["legacy"], payloads["legacy"] = km, (ct, iv)
 
         keys: dict[str, list[KeyElement]] = {"omemo2": [], "legacy": []}
+        for_others: set[str] = set()  # namespaces in which a recipient other than us has a key
         for jid, dev, backend, sset, peer_bundle, ik in plans:
             fname = backend.flavour.name
             if peer_bundle is not None:
@@ -185,16 +186,23 @@ class Sending(EngineCore):
             data, kex = entry.session.encrypt(key_material[fname])
             self._sessions.save(sset)
             keys[fname].append(KeyElement(dev, data, kex, jid if backend is _OMEMO2 else None))
+            if jid != own.jid:
+                for_others.add(fname)
             outcomes.append(DeviceOutcome(jid, dev, backend.namespace, Outcome.ENCRYPTED, ik))
 
+        # one stanza to the addressee with every namespace a recipient reads; what only our own
+        # devices read goes to our own bare JID (never to the addressee, whose client would show
+        # an element it cannot read as the fallback text); a note to ourselves carries it all
         elements: dict[str, ET.Element] = {}
+        own_copy: dict[str, ET.Element] = {}
         for fname, ks in keys.items():
             if ks:
                 backend = _BY_NAME[fname]
                 ct, payload_iv = payloads[fname]
                 enc = EncryptedElement(fname, own.device_id, tuple(ks), ct, payload_iv)
-                elements[backend.namespace] = backend.xml.build_encrypted(enc)
-        return EncryptResult(elements, tuple(outcomes), tuple(effects), ())
+                target = elements if fname in for_others or to == own.jid else own_copy
+                target[backend.namespace] = backend.xml.build_encrypted(enc)
+        return EncryptResult(elements, tuple(outcomes), tuple(effects), (), own_copy)
 
     def _pick_prekey(self, bundle: Bundle) -> PeerBundle:
         """The bundle with one of its one-time prekeys, chosen at random (a stored bundle was

@@ -195,3 +195,83 @@ def test_error_lines_show_hostile_characters_escaped(tmp_path: Path) -> None:
     line = one_error_line(e2ee(h, "fingerprint"), code=2)
     assert "\x1b" not in line and "\u202e" not in line and "\r" not in line and "\x07" not in line
     assert "x\\x1b]0;pwned\\x07\\u202e\\rhome" in line
+
+
+# ---- global options where people type them; server errors in one line (issue 13 part 4) ----
+
+
+def e2ee_raw(*args: str, passphrase: str = PW, **env: str) -> subprocess.CompletedProcess[str]:
+    """The command line exactly as typed (no ``--home`` put first)."""
+    full = {**os.environ, "E2EE_PASSPHRASE": passphrase, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "xmpp-pw", **env}
+    return subprocess.run([sys.executable, "-m", "client.cli", *args], cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_global_options_work_after_the_command(tmp_path: Path) -> None:
+    h = tmp_path / "h"
+    made = e2ee_raw("init", "--jid", JID, "--home", str(h))
+    assert made.returncode == 0 and (h / "keystore.db").exists(), made.stderr
+    before = e2ee_raw("--home", str(h), "fingerprint", "--json")
+    after = e2ee_raw("fingerprint", "--json", "--home", str(h))
+    assert before.returncode == after.returncode == 0 and before.stdout == after.stdout
+    # the value after the command wins; one given only before it is kept
+    both = e2ee_raw("--home", str(tmp_path / "elsewhere"), "fingerprint", "--home", str(h), "--json")
+    assert both.stdout == before.stdout
+    # --server and --ca-file after the command: the connection goes where they say (port 1:
+    # nobody listens), not to the JID's domain
+    for args in (["--server", "127.0.0.1:1", "--ca-file", str(tmp_path / "ca.pem"), "send", "bob@example.net", "hi"],
+                 ["send", "bob@example.net", "hi", "--server", "127.0.0.1:1", "--ca-file", str(tmp_path / "ca.pem")],
+                 ["send", "--server", "127.0.0.1:1", "bob@example.net", "hi", "--home", str(h)]):
+        proc = e2ee_raw(*(["--home", str(h)] if "--home" not in args else []), *args)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("e2ee: error: could not connect to 127.0.0.1:1"), proc.stderr
+    assert e2ee_raw("send", "bob@example.net", "hi", "--server", "nonsense", "--home", str(h)).returncode == 2
+    assert e2ee_raw("demo", "--server", "127.0.0.1:1").returncode == 1
+
+
+def test_a_refused_server_operation_is_one_short_line(tmp_path: Path) -> None:
+    from .xmpp_server import available, running
+
+    if not available():
+        pytest.skip("prosody is not installed")
+    with running(tmp_path / "server", ("carol",)) as server:
+        h = tmp_path / "carol"
+        env = {"E2EE_XMPP_PASSWORD": "carol-pw"}
+        assert e2ee_raw("init", "--jid", f"carol@{server.domain}", "--home", str(h), **env).returncode == 0
+        where = ("--server", f"127.0.0.1:{server.port}", "--ca-file", str(server.cert))
+        published = e2ee_raw("publish", "--home", str(h), *where, **env)
+        assert published.returncode == 0, published.stderr
+        # the server cannot reach that domain (no s2s): the device-list fetch is refused
+        proc = e2ee_raw("send", "bob@unreachable.invalid", "hi", "--home", str(h), *where, **env)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last == ("e2ee: error: the server refused: not-allowed (cancel): "
+                        "Communication with remote domains is not enabled"), proc.stderr
+
+
+def test_a_refused_publish_is_described_without_its_stanza() -> None:
+    # ejabberd 23.01's answer to an OMEMO 2 bundle publish echoes the request: 100 prekeys
+    from slixmpp import ET as SET
+    from slixmpp.exceptions import IqError, IqTimeout
+    from slixmpp.stanza import Iq
+
+    from client.stanza_errors import describe
+
+    prekeys = "".join(f"<pk id='{i}'>{'A' * 44}</pk>" for i in range(1, 101))
+    reply = Iq(xml=SET.fromstring(
+        "<iq xmlns='jabber:client' type='error' id='x1' from='carol@localhost'>"
+        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:omemo:2:bundles'>"
+        f"<item id='7'><bundle xmlns='urn:xmpp:omemo:2'><prekeys>{prekeys}</prekeys></bundle></item></publish>"
+        "</pubsub><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Unknown field 'pubsub#max_items' of type "
+        "'http://jabber.org/protocol/pubsub#publish-options'&#10;\u202eevil</text></error></iq>"))
+    error = IqError(reply)
+    assert len(str(error)) > 5000  # what used to reach the user
+    assert describe(error) == ("publish urn:xmpp:omemo:2:bundles: resource-constraint (wait): Unknown field "
+                               "'pubsub#max_items' of type 'http://jabber.org/protocol/pubsub#publish-options' evil")
+    assert describe(IqTimeout(reply)) == "the server did not answer in time"
+    long = Iq(xml=SET.fromstring(
+        "<iq xmlns='jabber:client' type='error' id='x2'><error type='cancel'>"
+        "<not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+        f"<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>{'x' * 5000}</text></error></iq>"))
+    assert len(describe(IqError(long))) < 240

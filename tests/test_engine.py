@@ -11,7 +11,7 @@ import pytest
 
 from e2ee.engine import Engine
 from e2ee.omemo2.wire import OMEMO2
-from e2ee.errors import NoSession, SenderDistrusted, UnknownSignedPreKey, UsageError
+from e2ee.errors import AffixMismatch, NoSession, SenderDistrusted, UnknownSignedPreKey, UsageError
 from e2ee.limits import HEARTBEAT_THRESHOLD, PREKEY_COUNT, SPK_GRACE, SPK_ROTATION
 from e2ee.results import (
     Decrypted,
@@ -65,6 +65,42 @@ def test_fan_out_to_every_device_of_recipient_and_own_account_in_both_namespaces
     for el in res.elements.values():
         mine = a1.decrypt(el, "alice@example.org")
         assert isinstance(mine, NotForThisDevice) and mine.reflection
+
+
+def test_one_stanza_per_addressee_and_the_own_only_namespace_goes_to_our_bare_jid() -> None:
+    # issue 13 part 2: a legacy-only contact must not get an OMEMO 2 element holding only our
+    # own devices' keys; that element is the own copy, for our own bare JID
+    net = Net()
+    a1 = net.device("alice@example.org", "a1")
+    a2 = net.device("alice@example.org", "a2")  # our own device, OMEMO 2 (and legacy: 2 wins)
+    a3 = net.device("alice@example.org", "a3", namespaces=(LEGACY,))  # a legacy-only own device
+    b = net.device("bob@example.net", "b", namespaces=(LEGACY,))  # a legacy-only contact
+    res = net.encrypt(a1, ["bob@example.net"], "one stanza")
+    assert res.ready and set(res.elements) == {LEGACY} and set(res.own_copy) == {O2}
+    keyed = {k.get("rid") for k in res.elements[LEGACY].iter(f"{{{LEGACY}}}key")}
+    assert keyed == {str(b.device_id), str(a3.device_id)}  # our legacy device rides along
+    assert {k.get("rid") for k in res.own_copy[O2].iter(f"{{{O2}}}key")} == {str(a2.device_id)}
+    (_, got), = deliver(res.elements, a1, [b], "bob@example.net")
+    assert isinstance(got, Decrypted) and got.body == "one stanza"
+    (_, got), = deliver(res.elements, a1, [a3], "bob@example.net")  # a carbon of the stanza
+    assert isinstance(got, Decrypted) and got.body == "one stanza"
+    # the own copy: from our account to our bare JID; its <to> names bob, which is fine there
+    before = snapshot(a2)
+    with pytest.raises(AffixMismatch):  # the same element as if sent by someone else to us
+        a2.decrypt(res.own_copy[O2], "mallory@example.net", to="alice@example.org")
+    with pytest.raises(AffixMismatch):  # or as our message (a carbon) to someone it does not name
+        a2.decrypt(res.own_copy[O2], "alice@example.org", to="dave@example.net")
+    assert snapshot(a2) == before
+    got = a2.decrypt(res.own_copy[O2], "alice@example.org", to="alice@example.org")
+    assert isinstance(got, Decrypted) and got.body == "one stanza"
+    # a contact with devices of both versions: both elements in the one stanza, no own copy
+    net.device("carol@example.com", "c2")
+    net.device("carol@example.com", "c1", namespaces=(LEGACY,))
+    res = net.encrypt(a1, ["carol@example.com"], "both")
+    assert set(res.elements) == {O2, LEGACY} and res.own_copy == {}
+    # a note to ourselves: everything goes to our bare JID as the message itself
+    res = net.encrypt(a1, ["alice@example.org"], "note")
+    assert set(res.elements) == {O2, LEGACY} and res.own_copy == {}
 
 
 def test_missing_device_list_and_bundle_come_back_as_effects_and_nothing_is_encrypted() -> None:

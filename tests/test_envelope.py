@@ -172,6 +172,14 @@ def test_bare_jid_key() -> None:
     ("2026-01-01T13:00:00+01:00", T0),
     ("2026-01-01T06:30:00.5-05:30", T0 + timedelta(milliseconds=500)),
     ("2026-01-01T12:00:00.123456789Z", T0 + timedelta(microseconds=123456)),
+    # deployed variants that carry the same information (issue 13 part 3)
+    ("2026-01-01T13:00:00+0100", T0),  # libstrophe/gpgme clients: offset without a colon
+    ("2026-01-01T06:30:00-0530", T0),
+    ("2026-01-01T12:00:00-00:00", T0),  # RFC 3339 "offset unknown": the UTC time is still exact
+    ("2026-01-01T12:00:00+0000", T0),
+    ("2026-01-01t12:00:00z", T0),  # lowercase separator and zone letter (RFC 3339 §5.6 NOTE)
+    ("2026-01-01T12:00:00.1Z", T0 + timedelta(milliseconds=100)),
+    ("2026-01-01T12:00:00." + "9" * 40 + "Z", T0 + timedelta(microseconds=999999)),  # truncated, never rounded up
 ])
 def test_time_forms(stamp: str, expected: datetime) -> None:
     result = parse(env("", f"<time stamp='{stamp}'/><from jid='{ALICE}'/>"), ALICE, None, now=T0)
@@ -190,12 +198,39 @@ def test_time_window_flags_not_rejects() -> None:
         parse(data, ALICE, None, now=datetime(2026, 1, 1))
 
 
-@pytest.mark.parametrize("stamp", ["", "2026-01-01", "2026-01-01T12:00:00", "2026-13-01T12:00:00Z",
-                                   "2026-01-01T24:00:00Z", "2026-01-01T12:00:00+01:60", "٢٠٢٦-01-01T12:00:00Z",
-                                   "0000-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59"])
+REFUSED_STAMPS = ["", "2026-01-01", "2026-01-01T12:00:00", "2026-13-01T12:00:00Z",
+                  "2026-01-01T24:00:00Z", "2026-01-01T12:00:00+01:60", "٢٠٢٦-01-01T12:00:00Z",
+                  "0000-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
+                  # refused on purpose: no offset, or not the same information
+                  "2026-01-01T12:00:00.5", "2026-01-01 12:00:00Z", "2026-01-01T12:00Z",
+                  "2026-01-01T12:00:00+01", "2026-01-01T12:00:00+1:00", "2026-01-01T12:00:00+01:0",
+                  "2026-01-01T12:00:00+010", "2026-01-01T12:00:00+01:00Z", "2026-01-01T12:00:00+0160",
+                  "2026-01-01T12:00:00+2400", "2026-01-01T12:00:60Z", "2026-02-30T12:00:00Z",
+                  "2026-01-01T12:00:00.Z", "20260101T120000Z", "2026-01-01T12:00:00+01:00 ",
+                  " 2026-01-01T12:00:00Z", "2026-01-01T12:00:00UTC", "2026-01-01T12:00:00GMT",
+                  "2026-01-01T12:00:00Z\n", "1767268800", "+2026-01-01T12:00:00Z",
+                  "2026-01-01T12:00:00." + "1" * 300 + "Z",
+                  "2026-01-01T12:00:00,5Z"]  # ISO 8601 decimal comma: not RFC 3339, no sender writes it
+
+
+@pytest.mark.parametrize("stamp", REFUSED_STAMPS)
 def test_malformed_time(stamp: str) -> None:
     with pytest.raises(MalformedEnvelope):
         parse(env("", f"<time stamp='{stamp}'/>"), ALICE, None, now=T0)
+
+
+@pytest.mark.parametrize("stamp", REFUSED_STAMPS)
+def test_the_shared_parser_refuses_with_a_typed_error(stamp: str) -> None:
+    # the same parser reads OpenPGP <time/>, SCE <time/> and key-metadata dates
+    with pytest.raises(MalformedEnvelope):
+        envelope.parse_timestamp(stamp)
+
+
+def test_we_always_write_xep_0082_with_z() -> None:
+    east = timezone(timedelta(hours=5, minutes=45))
+    assert envelope.format_timestamp(datetime(2026, 1, 1, 17, 45, tzinfo=east)) == "2026-01-01T12:00:00Z"
+    text = envelope.format_timestamp(T0 + timedelta(microseconds=7))
+    assert text == "2026-01-01T12:00:00.000007Z" and envelope.parse_timestamp(text) == T0 + timedelta(microseconds=7)
 
 
 # ---- content -------------------------------------------------------------------------------

@@ -141,6 +141,58 @@ def test_P1_surreptitious_forwarding_is_refused(world: World) -> None:
     assert w.carol.openpgp.decrypt(direct.element, w.alice.jid, to=w.carol.jid).body == "for carol"
 
 
+# ---- deployed senders (issue 13 part 3): variants accepted or refused on purpose -------------
+
+
+def deployed(w: World, to: str, stamp: str, rpad: str | None, body: str) -> ET.Element:
+    """A message as a deployed client writes it (crafted with plain gpg)."""
+    pad = "" if rpad is None else f"<rpad>{rpad}</rpad>"
+    xml = (f"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='{to}'/><time stamp='{stamp}'/>{pad}"
+           f"<payload><body xmlns='jabber:client'>{body}</body></payload></signcrypt>").encode()
+    return openpgp_element(w.bob.encrypt(xml, [w.alice.openpgp.fingerprint or ""], signers=[w.bob_fpr]))
+
+
+@pytest.mark.parametrize(("to", "stamp_format", "rpad"), [
+    # libstrophe/gpgme-based clients: offset without a colon
+    ("alice@example.org", "%Y-%m-%dT%H:%M:%S+0000", "abc"),
+    ("alice@example.org", "%Y-%m-%dt%H:%M:%S.123456789z", "abc"),
+    # <rpad/> is a SHOULD: absent or empty is accepted
+    ("alice@example.org", "%Y-%m-%dT%H:%M:%SZ", None),
+    ("alice@example.org", "%Y-%m-%dT%H:%M:%SZ", ""),
+    # <to/> naming our full JID: the same account, compared bare
+    ("alice@example.org/phone", "%Y-%m-%dT%H:%M:%SZ", "abc"),
+    ("Alice@Example.org", "%Y-%m-%dT%H:%M:%SZ", "abc"),
+])
+def test_deployed_sender_variants_are_accepted(world: World, to: str, stamp_format: str, rpad: str | None) -> None:
+    w = world
+    msg = deployed(w, to, w.net.clock().strftime(stamp_format), rpad, "from a deployed client")
+    got = w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid, timestamp=w.net.clock())
+    assert isinstance(got, Decrypted) and got.body == "from a deployed client"
+
+
+@pytest.mark.parametrize(("to", "stamp_format"), [
+    ("alice@example.org", "%Y-%m-%dT%H:%M:%S"),  # no offset: local time of an unknown zone
+    ("alice@example.org", "%Y-%m-%d %H:%M:%SZ"),  # space for T
+    ("alice@example.org", "%Y-%m-%dT%H:%M:%S+00"),  # bare hour offset
+])
+def test_deployed_sender_ambiguous_stamps_are_refused(world: World, to: str, stamp_format: str) -> None:
+    w = world
+    msg = deployed(w, to, w.net.clock().strftime(stamp_format), "abc", "ambiguous")
+    refused(w.alice, MalformedMessage, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid, timestamp=w.net.clock()))
+    still_works(w)
+
+
+def test_key_metadata_without_date_is_accepted(world: World) -> None:
+    # publish_plain announces bob's key with no date (as several deployed clients do); a date
+    # is informative only, so an unreadable one is ignored too
+    w = world
+    w.net.latest[(BOB, PUBLIC_KEYS_NODE)] = ET.fromstring(
+        f"<public-keys-list xmlns='urn:xmpp:openpgp:0'><pubkey-metadata v4-fingerprint='{w.bob_fpr}' date='2026-12-07 05:44'/>"
+        "</public-keys-list>")
+    w.net.run(w.alice, w.alice.openpgp.prepare([BOB]))
+    still_works(w)
+
+
 def test_P1_replays_old_and_future_messages(world: World) -> None:
     w = world
     first = w.from_bob([w.alice.jid], "once")

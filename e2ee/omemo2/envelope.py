@@ -21,7 +21,9 @@ Decisions:
   (group chats); ``expected_to=None`` skips the ``<to>`` check.
 * ``<time>`` further than ``window`` from ``now`` (the delay stamp or receive time) sets
   ``time_suspicious``; it is not an error.  Without ``now`` nothing is checked.  A ``stamp`` that
-  is not an XEP-0082 DateTime makes the envelope malformed.
+  is not an XEP-0082 DateTime makes the envelope malformed; deployed variants with the same
+  information (``±hhmm``, lowercase ``t``/``z``, long fractions) are accepted
+  (:func:`parse_timestamp`).  We write UTC with ``Z``.
 * Elements the server acts on are dropped from received content and refused in content to
   send: anything in the namespaces of XEP-0334 hints, XEP-0033 addresses and XEP-0380 EME, and
   the XEP-0359 stanza-id (its origin-id may travel encrypted, XEP-0420 since v0.3.0).
@@ -71,10 +73,15 @@ _ENVELOPE, _CONTENT, _RPAD, _TIME, _FROM, _TO = (
     f"{{{NS}}}{n}" for n in ("envelope", "content", "rpad", "time", "from", "to")
 )
 _MAX_RPAD = 200
+#: XEP-0082 DateTime as received: RFC 3339 ``date-time`` (``T``/``t``, ``Z``/``z``, ``±hh:mm``) plus
+#: the ``±hhmm`` offset that deployed senders write; a fraction of any length (bounded by
+#: :data:`_MAX_STAMP`).  No offset, a bare ``±hh``, spaces or a decimal comma are refused.
 _STAMP = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,12}))?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
+    r"(?:[Zz]|([+-])([0-9]{2}):?([0-9]{2}))",
+    re.ASCII,
 )
+_MAX_STAMP = 128
 
 
 @dataclass(slots=True)  # not frozen: built per message, and frozen construction costs ~6x
@@ -121,24 +128,26 @@ def format_timestamp(value: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """An XEP-0082 DateTime (fraction optional, ``Z`` or ``±hh:mm``) as an aware UTC datetime;
-    raises :class:`~e2ee.errors.MalformedEnvelope`."""
-    match = _STAMP.fullmatch(text) if len(text) <= 64 else None
+    """A received XEP-0082 DateTime as an aware UTC datetime; raises
+    :class:`~e2ee.errors.MalformedEnvelope`.
+
+    Liberal where the information is the same and unambiguous: ``Z`` or ``z``, ``T`` or ``t``,
+    offsets ``±hh:mm`` and ``±hhmm`` (``-00:00`` is UTC), fractions of any length (truncated to
+    microseconds).  Refused: no offset (local time of unknown zone), out-of-range fields, leap
+    seconds, anything else.  The one parser for the SCE ``<time/>``, the OpenPGP ``<time/>`` and
+    key-metadata dates; :func:`format_timestamp` is what we write."""
+    match = _STAMP.fullmatch(text) if len(text) <= _MAX_STAMP else None
     if match is None:
         raise MalformedEnvelope("time stamp is not an XEP-0082 DateTime")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, zone = match.group(7), match.group(8)
+    fraction, sign, off_hours, off_minutes = match.group(7, 8, 9, 10)
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
     try:
-        if zone == "Z":  # the usual form: no offset arithmetic
-            micro = int((fraction or "0").ljust(6, "0")[:6])
+        if sign is None:  # Z: the usual form, no offset arithmetic
             return datetime(year, month, day, hour, minute, second, micro, timezone.utc)
-        offset = timedelta(0)
-        if zone != "Z":
-            hours, minutes = int(zone[1:3]), int(zone[4:6])
-            if minutes > 59:
-                raise ValueError
-            offset = timedelta(hours=hours, minutes=minutes) * (-1 if zone[0] == "-" else 1)
-        micro = int((fraction or "0").ljust(6, "0")[:6])
+        if int(off_minutes) > 59:
+            raise ValueError
+        offset = timedelta(hours=int(off_hours), minutes=int(off_minutes)) * (-1 if sign == "-" else 1)
         local = datetime(year, month, day, hour, minute, second, micro, timezone(offset))
         return local.astimezone(timezone.utc)
     except (ValueError, OverflowError):

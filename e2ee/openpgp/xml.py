@@ -15,8 +15,8 @@ Decisions:
 * Fingerprints are 40 hex digits; received ones are normalised to upper case.  Metadata lists
   each fingerprint at most once; a list with more than
   :data:`~e2ee.limits.MAX_OPENPGP_ANNOUNCED_KEYS` entries is refused as a whole.
-* Dates are XEP-0082 DateTimes; a ``<pubkey/>`` ``date`` attribute (pre-0.5 form) is accepted
-  and ignored.
+* Dates are XEP-0082 DateTimes (deployed variants accepted: see ``parse_timestamp``); a
+  ``<pubkey/>`` ``date`` attribute (pre-0.5 form) is accepted and ignored.
 """
 
 from __future__ import annotations
