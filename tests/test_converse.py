@@ -1,0 +1,236 @@
+"""Issue 20: the real Converse.js 14.0.0 (npm, pinned in tests/converse/) in headless Chromium over
+a private Prosody's WebSocket, against our `e2ee` command line run as a person would.
+
+One browser for the module: Converse logs in as conv@localhost, OMEMO on by default. Our side:
+alice with two fresh devices (alice1, alice2) and bob with two (bob1, bob2), four fresh
+identities in all. Under the old key generation each had its Ed25519 sign bit set with
+probability 1/2 (Converse could then write to none of them: "Invalid signature"), so the four
+would all have been clear with probability 1/16; the tests assert every one is clear now and
+that Converse writes to all four.
+
+The tests run in file order and build on each other (one conversation); on a failure the
+screenshot, page, browser console and server log are kept under tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from client.session import FALLBACK_BODY
+
+from .converse_web import ERROR_TEXTS, Browser, missing, until
+from .xmpp_server import Prosody, _free_port, available
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVERSE = "conv"
+LEGACY = "eu.siacs.conversations.axolotl"
+O2 = "urn:xmpp:omemo:2"
+P = 2**255 - 19
+
+pytestmark = pytest.mark.skipif(bool(missing()) or not available(), reason=missing() or "Prosody is missing")
+
+
+@dataclass
+class World:
+    server: Prosody
+    browser: Browser
+    homes: Path
+    devices: dict[str, int] = field(default_factory=dict)  # home -> device id
+
+    @property
+    def conv(self) -> str:
+        return f"{CONVERSE}@{self.server.domain}"
+
+    def jid(self, user: str) -> str:
+        return f"{user}@{self.server.domain}"
+
+    def e2ee(self, home: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        """The command line as a person runs it (``home`` is alice1, alice2, bob1 or bob2)."""
+        user = home.rstrip("0123456789")
+        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "client.cli", "--home", str(self.homes / home), "--server",
+             f"127.0.0.1:{self.server.port}", "--ca-file", str(self.server.cert), *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+        )
+        assert "Traceback" not in proc.stderr, proc.stderr
+        if ok:
+            assert proc.returncode == 0, f"e2ee {' '.join(args)}: {proc.stderr}{proc.stdout}"
+        return proc
+
+    def recv(self, home: str, *args: str, timeout: float = 4) -> list[dict[str, object]]:
+        out = self.e2ee(home, "recv", "--timeout", str(timeout), "--json", *args).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    base = tmp_path_factory.mktemp("converse")
+    with Prosody(base / "prosody", websocket_port=_free_port()) as server:
+        for user in (CONVERSE, "alice", "bob"):
+            server.register(user, f"{user}-pw")
+        server.start()
+        browser = Browser(f"{CONVERSE}@{server.domain}", f"{CONVERSE}-pw", server.websocket_url,
+                          [server.directory / "prosody.log"])
+        try:
+            w = World(server, browser, base / "homes")
+            with browser.evidence("login"):
+                browser.wait_logged_in()
+            for home in ("alice1", "alice2", "bob1", "bob2"):
+                user = home.rstrip("0123456789")
+                w.e2ee(home, "init", "--jid", w.jid(user))
+                w.e2ee(home, "publish")
+                w.devices[home] = int(json.loads(w.e2ee(home, "fingerprint", "--json").stdout)["device"])
+            yield w
+        finally:
+            browser.close()
+
+
+def _no_errors_shown(w: World, jid: str) -> None:
+    for m in w.browser.messages(jid):
+        assert not m.error, f"Converse shows an error in the chat with {jid}: {m}"
+        assert FALLBACK_BODY not in m.text and not any(e in m.text for e in ERROR_TEXTS), m
+    assert not w.browser.alerts(), w.browser.alerts()
+
+
+def test_a_we_write_first_and_converse_shows_it_decrypted_with_its_padlock(world: World) -> None:
+    w = world
+    with w.browser.evidence("a_we_write_first"):
+        sent = json.loads(w.e2ee("alice1", "send", w.conv, "hello Converse, alice1 here", "--json").stdout)
+        to_conv = [r for r in sent["recipients"] if r["jid"] == w.conv]
+        assert to_conv and all(r["status"] == "encrypted" for r in to_conv), sent
+        shown = w.browser.wait_message(w.jid("alice"), "hello Converse, alice1 here")
+        assert shown.encrypted and shown.padlock and not shown.error, shown
+
+
+def test_b_converse_writes_and_both_our_devices_decrypt(world: World) -> None:
+    w = world
+    with w.browser.evidence("b_converse_writes"):
+        w.browser.open_chat(w.jid("alice"))
+        w.browser.type_message(w.jid("alice"), "hello alice, Converse here")
+        shown = w.browser.wait_message(w.jid("alice"), "hello alice, Converse here")
+        assert shown.encrypted and not shown.error, shown
+        _no_errors_shown(w, w.jid("alice"))
+        for home in ("alice1", "alice2"):
+            got = [m for m in w.recv(home) if m.get("body") == "hello alice, Converse here"]
+            assert len(got) == 1 and got[0]["from"] == w.conv, (home, got)
+
+
+def test_c_our_second_device_is_shown_and_its_copy_reaches_our_first(world: World) -> None:
+    w = world
+    with w.browser.evidence("c_second_device"):
+        w.e2ee("alice2", "send", w.conv, "and alice2 as well")
+        shown = w.browser.wait_message(w.jid("alice"), "and alice2 as well")
+        assert shown.encrypted and not shown.error, shown
+        copies = [m for m in w.recv("alice1") if m.get("body") == "and alice2 as well"]
+        assert len(copies) == 1, copies  # our own message, sent from the other device
+
+
+def test_d_bob_too_and_no_message_in_converse_shows_an_error_or_the_fallback(world: World) -> None:
+    """Converse writes to bob's two devices as well (four fresh identities of ours in all),
+    and nothing Converse shows, in any chat, is an error or our fallback text."""
+    w = world
+    with w.browser.evidence("d_no_errors"):
+        w.browser.open_chat(w.jid("bob"))
+        w.browser.type_message(w.jid("bob"), "hello bob")
+        for home in ("bob1", "bob2"):
+            got = [m for m in w.recv(home) if m.get("body") == "hello bob"]
+            assert len(got) == 1, (home, got)
+        w.e2ee("bob2", "send", w.conv, "hello back from bob2")
+        w.browser.wait_message(w.jid("bob"), "hello back from bob2")
+        for jid in (w.jid("alice"), w.jid("bob")):
+            _no_errors_shown(w, jid)
+            assert all(m.encrypted for m in w.browser.messages(jid) if m.text), w.browser.messages(jid)
+        bad = [line for line in w.browser.console() if "Invalid signature" in line or "Could not build an OMEMO session" in line]
+        assert not bad, bad
+
+
+def _ed25519_to_curve25519(ed_hex: str) -> str:
+    """u = (1 + y) / (1 - y) mod p, the Montgomery form of an Edwards point (sign dropped)."""
+    raw = bytes.fromhex(ed_hex)
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    u = (1 + y) * pow(1 - y, P - 2, P) % P
+    return u.to_bytes(32, "little").hex()
+
+
+def _compact(text: str) -> str:
+    return re.sub(r"\s", "", text).lower()
+
+
+def test_e_fingerprints_each_side_shows_for_the_other_match(world: World) -> None:
+    """What Converse shows for each of our devices (in both namespaces) is printed by `e2ee
+    fingerprint` on that device; what Converse shows as its own is printed by `e2ee devices`.
+    And our four fresh identities all have the Ed25519 sign bit clear."""
+    w = world
+    with w.browser.evidence("e_fingerprints"):
+        for user, homes in (("alice", ("alice1", "alice2")), ("bob", ("bob1", "bob2"))):
+            shown = w.browser.contact_fingerprints(w.jid(user))
+            for home in homes:
+                device = w.devices[home]
+                ours = w.e2ee(home, "fingerprint").stdout
+                forms = shown.get(device, [])
+                assert len(forms) == 2, f"Converse shows {forms} for {home} ({device}): one per namespace expected"
+                for fp in forms:
+                    assert fp in _compact(ours), f"Converse shows {fp} for {home}; e2ee fingerprint prints:\n{ours}"
+                # the Ed25519 form (OMEMO 2) is the one whose Curve25519 conversion is the other
+                (ed,) = [fp for fp in forms if _ed25519_to_curve25519(fp) in forms]
+                assert bytes.fromhex(ed)[31] & 0x80 == 0, f"{home}: Ed25519 sign bit set in {ed}"
+        own, _uris = w.browser.own_shown_fingerprints()
+        listed = w.e2ee("alice1", "devices", w.conv).stdout
+        for fp in own:
+            assert fp in _compact(listed), f"Converse shows {fp} as its own; e2ee devices prints:\n{listed}"
+
+
+def _trust_of_converse(w: World) -> list[str]:
+    rows = json.loads(w.e2ee("bob1", "devices", w.conv, "--json").stdout)
+    return [str(r["trust"]) for r in rows]
+
+
+def test_f_a_uri_with_either_key_form_verifies(world: World) -> None:
+    """Converse's QR codes carry the Curve25519 form (legacy) and the Ed25519 form (OMEMO 2);
+    each verifies, and so does the Curve25519 form of its OMEMO 2 key."""
+    w = world
+    with w.browser.evidence("f_verify"):
+        w.e2ee("bob1", "send", w.conv, "bob1 says hello")  # bob1 meets Converse's devices
+        w.browser.wait_message(w.jid("bob"), "bob1 says hello")
+        _own, uris = w.browser.own_shown_fingerprints()
+        assert len(uris) == 2 and all(u.startswith(f"xmpp:{w.conv}?omemo-sid-") for u in uris), uris
+        before = _trust_of_converse(w)
+        assert "verified" not in before, before
+        for uri in uris:
+            out = w.e2ee("bob1", "verify", uri)
+            assert "verified" in out.stdout and "remembered" not in out.stdout, out.stdout
+        assert _trust_of_converse(w) == ["verified"] * len(before), w.e2ee("bob1", "devices", w.conv).stdout
+        # the other form of Converse's OMEMO 2 key, on bob's other device
+        sid, ed = re.fullmatch(r"xmpp:[^?]+\?omemo-sid-(\d+)=([0-9a-f]{64})", uris[-1]).groups()  # type: ignore[union-attr]
+        for uri in (f"xmpp:{w.conv}?omemo-sid-{sid}={_ed25519_to_curve25519(ed)}",):
+            out = w.e2ee("bob2", "verify", uri)
+            assert "verified" in out.stdout and "remembered" not in out.stdout, out.stdout
+
+
+def test_g_members_only_room_messages_go_both_ways(world: World) -> None:
+    w = world
+    room = f"omemo@{w.server.muc}"
+    with w.browser.evidence("g_room"):
+        w.e2ee("bob1", "room-create", room, "--member", w.conv, "--member", w.jid("alice"))
+        w.browser.open_room(room, CONVERSE)
+        sent = json.loads(w.e2ee("bob1", "room-send", room, "hello room, bob1 here", "--json").stdout)
+        assert any(r["jid"] == w.conv and r["status"] == "encrypted" for r in sent["recipients"]), sent
+        shown = w.browser.wait_message(room, "hello room, bob1 here")
+        assert shown.encrypted and not shown.error, shown
+        w.browser.type_message(room, "hello bob, Converse in the room")
+        shown = w.browser.wait_message(room, "hello bob, Converse in the room")
+        assert shown.encrypted and not shown.error, shown
+        for home in ("bob1", "bob2"):
+            got = [m for m in w.recv(home, "--room", room) if m.get("body") == "hello bob, Converse in the room"]
+            assert len(got) == 1, (home, got)
+        _no_errors_shown(w, room)
