@@ -155,14 +155,25 @@ def _pgp_fp(fpr: str) -> str:
     return fingerprint_openpgp(fpr)
 
 
+def _sign_bit_warning(engine: Any) -> None:
+    """Identities made before issue 20 may have the Ed25519 sign bit set; say so, and how out."""
+    if engine.identity_sign_bit_set:
+        print("e2ee: warning: this device's identity key has its Ed25519 sign bit set, so Converse.js"
+              " (and other clients that verify by XEdDSA) refuse its bundle and cannot write to it;"
+              " a key cannot change: replace the device (`e2ee --home NEW_DIR init --jid "
+              f"{engine.jid}`, then `e2ee --home NEW_DIR publish`) and verify the new one with"
+              " your contacts", file=sys.stderr)
+
+
 def _fingerprint(args: argparse.Namespace) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
+        _sign_bit_warning(engine)
         uri = engine.own_uri()
         pgp = engine.openpgp.fingerprint
         if args.json:
             out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(), "uri": uri,
-                   "openpgp": pgp}
+                   "openpgp": pgp, "sign_bit_set": engine.identity_sign_bit_set}
             print(json.dumps(out))
         else:
             print(f"{engine.jid}: device {engine.device_id}")
@@ -180,6 +191,7 @@ def _fingerprint(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
+        _sign_bit_warning(engine)
         infos = engine.devices(args.jid)
         rows: list[dict[str, Any]] = [
             {

@@ -116,6 +116,9 @@ class EngineCore:
         self.trust = TrustStore(storage, policy)
         self._devices = DeviceRegistry(storage)
         self._sessions = SessionStore(storage, self._own.identity)
+        #: why the last bundle of (jid, device, namespace) was refused; in memory only (a
+        #: refused bundle changes no stored byte), for the "not sent" sentence
+        self._refused: dict[tuple[str, int, str], str] = {}
 
     # ------------------------------------------------------------------ identity
 
@@ -131,6 +134,19 @@ class EngineCore:
     def identity_key(self) -> bytes:
         """Our identity key in its X25519 form (what fingerprints show)."""
         return self._own.identity.x25519_public
+
+    @property
+    def identity_key_ed25519(self) -> bytes:
+        """Our identity key in its Ed25519 form (what OMEMO 2 clients such as Converse.js and
+        Kaidan show)."""
+        return self._own.identity.ed25519_public
+
+    @property
+    def identity_sign_bit_set(self) -> bool:
+        """Whether our identity's Ed25519 form has its sign bit set (identities made before
+        issue 20): XEdDSA-only verifiers such as Converse.js then reject our bundles, and only a
+        new identity -- a new device -- fixes it.  New identities never have it set."""
+        return self._own.identity.sign_bit_set
 
     # ------------------------------------------------------------------ plumbing
 

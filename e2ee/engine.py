@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .devices import DeviceRegistry
+from .errors import PeerError
 from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS
 from .model import DeviceList
 from .own import OwnDevice
@@ -147,12 +148,18 @@ class Engine(Fallback):
         backend = _backend(namespace)
         jid = _bare(jid)
         flavour = backend.flavour
-        bundle = backend.xml.parse_bundle(element)
-        ik = flavour.identity_to_x25519(bundle.ik)  # a bad key is InvalidKey, whatever the signature
-        spk = flavour.decode_public(bundle.spk)
-        for pk in bundle.prekeys.values():
-            flavour.decode_public(pk)
-        flavour.verify_prekey(bundle.ik, spk, bundle.spk_signature)
+        where = (jid, device_id, namespace)
+        try:
+            bundle = backend.xml.parse_bundle(element)
+            ik = flavour.identity_to_x25519(bundle.ik)  # a bad key is InvalidKey, whatever the signature
+            spk = flavour.decode_public(bundle.spk)
+            for pk in bundle.prekeys.values():
+                flavour.decode_public(pk)
+            flavour.verify_prekey(bundle.ik, spk, bundle.spk_signature)
+        except PeerError as e:
+            self._refused[where] = str(e) or type(e).__name__
+            raise
+        self._refused.pop(where, None)
 
         def op() -> list[Effect]:
             known = self._devices.identity(jid, device_id)

@@ -43,6 +43,9 @@ _MISSING = {
     Outcome.FAILED: "with an unusable bundle",
 }
 
+#: Namespaces as the sentence names them.
+_NS_NAME = {"urn:xmpp:omemo:2": "OMEMO 2", "eu.siacs.conversations.axolotl": "legacy OMEMO"}
+
 
 class Route(enum.Enum):
     """How a message reaches one recipient."""
@@ -129,10 +132,17 @@ class Fallback(Sending, Receiving):
         jid = _bare(jid)
         _plans, outcomes, _effects, _unreachable = self._run(lambda: self._plan([jid], self._now().timestamp()))
         counts = dict.fromkeys(_MISSING.values(), 0)
+        refused: list[str] = []
         for o in outcomes:
-            if o.jid == jid and o.outcome in _MISSING:
+            if o.jid != jid or o.outcome not in _MISSING:
+                continue
+            if o.outcome is Outcome.NO_BUNDLE and o.error is not None:
+                refused.append(f"device {o.device_id} ({_NS_NAME.get(o.namespace, o.namespace)}): {o.error}")
+            else:
                 counts[_MISSING[o.outcome]] += 1
         parts = [f"{n} {what}" for what, n in counts.items() if n]
+        if refused:
+            parts.append(f"{len(refused)} whose bundle we refused: " + "; ".join(refused))
         omemo = "its OMEMO devices: " + ", ".join(parts) if parts else "no OMEMO device"
         if self._openpgp is None:
             pgp = "OpenPGP is not set up"

@@ -96,8 +96,12 @@ SCE_TIME_WINDOW: Final = timedelta(minutes=10)
 DEVICE_ID_MIN: Final = 1
 DEVICE_ID_MAX: Final = 2**31 - 1
 
-#: Signed-prekey and prekey ids accepted in bundles (catalogue X6: 0 and >= 2^31 are invalid).
-PREKEY_ID_MIN: Final = 1
+#: Signed-prekey and prekey ids accepted in bundles.  XEP-0384 and the protobuf schemas make
+#: them unsigned integers; deployed stacks publish 0 (Converse.js/libomemo: signed prekey 0 and
+#: prekeys 0-99 in both namespaces), libsignal's Medium ids up to 2^24 - 1, so 0 is accepted
+#: (issue 20; the catalogue X6 once refused it).  Ids of 2^31 and above stay invalid.  Our own
+#: ids stay in [1, OWN_PREKEY_ID_MAX].
+PREKEY_ID_MIN: Final = 0
 PREKEY_ID_MAX: Final = 2**31 - 1
 
 # ---- own bundle, sessions and business rules (XEP-0384) ----------------------------------

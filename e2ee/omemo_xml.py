@@ -59,7 +59,7 @@ class BundleSchema:
 def _bundle_id(elem: ET.Element, attr: str) -> int:
     value = parse_uint(elem.get(attr), attr, InvalidBundle)
     if not PREKEY_ID_MIN <= value <= PREKEY_ID_MAX:
-        raise InvalidBundle(f"{attr} {value} out of range")
+        raise InvalidBundle(f"<{_local(elem.tag)}> {attr} {value} outside [{PREKEY_ID_MIN}, {PREKEY_ID_MAX}]")
     return value
 
 
@@ -105,7 +105,7 @@ def parse_bundle(schema: BundleSchema, elem: ET.Element) -> Bundle:
         if text is not None and 0 < len(text) <= 10 and text.isascii() and text.isdigit():
             pk_id = int(text)
             if not PREKEY_ID_MIN <= pk_id <= PREKEY_ID_MAX:
-                raise InvalidBundle(f"{id_attr} {pk_id} out of range")
+                raise InvalidBundle(f"<{pk_name}> {id_attr} {pk_id} outside [{PREKEY_ID_MIN}, {PREKEY_ID_MAX}]")
         else:
             pk_id = _bundle_id(pk, id_attr)
         if pk_id in prekeys:

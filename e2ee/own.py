@@ -104,7 +104,7 @@ class OwnDevice:
         rec = {
             "jid": jid,
             "device_id": choose_device_id(rng, taken_ids),
-            "seed": rng(32).hex(),
+            "seed": IdentityKeyPair.generate(rng).seed.hex(),
             "label": label,
         }
         with storage.transaction():

@@ -115,7 +115,8 @@ class Sending(EngineCore):
                     stored = self._devices.bundle(fname, jid, dev)
                     if stored is None or (cur is not None and stored.fetched <= cur.created):
                         effects.append(FetchBundle(jid, dev, ns))
-                        outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.NO_BUNDLE))
+                        refused = self._refused.get((jid, dev, ns))
+                        outcomes.append(DeviceOutcome(jid, dev, ns, Outcome.NO_BUNDLE, error=refused))
                         continue
                     ik = backend.flavour.identity_to_x25519(stored.bundle.ik)  # checked on arrival
                     peer_bundle = self._pick_prekey(stored.bundle)

@@ -208,16 +208,21 @@ def test_bundle_minimum_and_unknown_elements(flavour: str) -> None:
         parse_bundle_text(flavour, bundle_xml(flavour, MIN_PREKEYS[flavour] - 1))
 
 
+@pytest.mark.parametrize("flavour", ["omemo2", "legacy"])
+def test_bundle_ids_0_as_converse_publishes_them(flavour: str) -> None:
+    # Converse.js: signed prekey 0, prekeys 0..99, in both namespaces (issue 20)
+    b = parse_bundle_text(flavour, bundle_xml(flavour, spk_id="0", pk_ids=[str(i) for i in range(100)]))
+    assert b.spk_id == 0 and sorted(b.prekeys) == list(range(100))
+
+
 X6_CASES: dict[str, dict[str, Any]] = {
     "no prekeys": {"n": 0},
     "duplicate pk id": {"pk_ids": ["5"] * 30},
-    "pk id 0": {"pk_ids": ["0"] + [str(i) for i in range(1, 30)]},
     "pk id 2^31": {"pk_ids": [str(2**31)] + [str(i) for i in range(1, 30)]},
     "pk id 2^32": {"pk_ids": [str(2**32)] + [str(i) for i in range(1, 30)]},
     "pk id negative": {"pk_ids": ["-3"] + [str(i) for i in range(1, 30)]},
     "pk id not a number": {"pk_ids": ["x"] + [str(i) for i in range(1, 30)]},
     "pk id unicode digits": {"pk_ids": ["٣"] + [str(i) for i in range(1, 30)]},
-    "spk id 0": {"spk_id": "0"},
     "spk id 2^31": {"spk_id": str(2**31)},
     "spk id empty": {"spk_id": ""},
     "non-base64 pk": {"pk_text": "not*base64"},
@@ -274,7 +279,7 @@ def test_bundle_structure_errors(flavour: str) -> None:
     with pytest.raises(UsageError):
         codec.build_bundle(Bundle(b.flavour, b.ik[:-1], b.spk_id, b.spk, b.spk_signature, b.prekeys))
     with pytest.raises(UsageError):
-        codec.build_bundle(Bundle(b.flavour, b.ik, 0, b.spk, b.spk_signature, b.prekeys))
+        codec.build_bundle(Bundle(b.flavour, b.ik, 2**31, b.spk, b.spk_signature, b.prekeys))
 
 
 def test_legacy_bundle_key_type() -> None:
