@@ -151,7 +151,8 @@ class Browser:
         return self._console
 
     def console_errors(self) -> list[str]:
-        return [line for line in self.console() if line.startswith("SEVERE") and "favicon" not in line]
+        return [line for line in self.console() if line.startswith("SEVERE") and "favicon" not in line
+                and "ERR_NAME_NOT_RESOLVED" not in line]  # the login page's sponsor logos
 
     @contextmanager
     def evidence(self, name: str) -> Iterator[None]:
@@ -209,6 +210,12 @@ class Browser:
     def own_device_id(self) -> int:
         return int(self.js("return window.e2eeTest.converse.state.omemo_store.get('device_id')"))
 
+    def wait_chat_started(self, jid: str) -> None:
+        """Until a message from ``jid`` has made a chat (shown in the list; in full-screen mode
+        a person then clicks it: :meth:`open_chat`)."""
+        until(lambda: self.js("return !!window.e2eeTest.converse.state.chatboxes.get(arguments[0])", jid),
+              lambda: f"no chat with {jid} started; console errors {self.console_errors()[-8:]}")
+
     def open_chat(self, jid: str) -> None:
         self.wait_async("await api.chats.open(args[0], {}, true);", jid)
         until(lambda: self.driver.find_elements("css selector", f'converse-chat[jid="{jid}"] textarea.chat-textarea'),
@@ -253,6 +260,12 @@ class Browser:
         return [Message(**row) for row in rows]
 
     def wait_message(self, jid: str, text: str, timeout: float = 30) -> Message:
+        """Until the chat with ``jid`` (or the room) shows ``text``; a 1:1 chat is opened first,
+        as a person clicks it in the list (full-screen mode shows one chat at a time)."""
+        if not jid.split("@", 1)[1].startswith("rooms."):
+            self.wait_chat_started(jid)
+            self.open_chat(jid)
+
         def found() -> Message | None:
             return next((m for m in self.messages(jid) if m.text == text), None)
         return until(found, lambda: f"Converse does not show {text!r} from {jid}; it shows "

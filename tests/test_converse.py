@@ -108,6 +108,8 @@ def test_a_we_write_first_and_converse_shows_it_decrypted_with_its_padlock(world
         sent = json.loads(w.e2ee("alice1", "send", w.conv, "hello Converse, alice1 here", "--json").stdout)
         to_conv = [r for r in sent["recipients"] if r["jid"] == w.conv]
         assert to_conv and all(r["status"] == "encrypted" for r in to_conv), sent
+        w.browser.wait_chat_started(w.jid("alice"))
+        w.browser.open_chat(w.jid("alice"))
         shown = w.browser.wait_message(w.jid("alice"), "hello Converse, alice1 here")
         assert shown.encrypted and shown.padlock and not shown.error, shown
 

@@ -11,7 +11,7 @@ name and certificate (``upload.localhost`` would not resolve).
 
 WebSocket (RFC 7395, for browser clients such as Converse.js): with ``websocket_port`` set,
 ``mod_websocket`` serves plain HTTP on 127.0.0.1 at that port (``websocket_url``), considered
-secure since it never leaves loopback.
+secure since it never leaves loopback; ``mod_blocklist`` comes with it, which Converse needs.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ component_ports = {{ }}
 -- per loop turn); idle cost is unchanged
 network_settings = {{ nagle = false; min_wait = 0.00001 }}
 modules_enabled = {{
-    "roster"; "saslauth"; "tls"; "disco"; "pep"; "carbons"; "mam"; "ping"; "register";{websocket}
+    "roster"; "saslauth"; "tls"; "disco"; "pep"; "carbons"; "mam"; "ping"; "register";{web_modules}
 }}
 modules_disabled = {{ "s2s" }}
 allow_registration = true
@@ -76,6 +76,9 @@ Component "upload.{domain}" "http_file_share"
     http_file_share_daily_quota = {upload_quota}
 """
 
+# Converse.js waits for a blocklist (XEP-0191) before it handles a chat: Prosody's default
+# configuration has mod_blocklist
+WEB_MODULES = ' "websocket"; "blocklist";'
 # loopback only, so the plain ws:// is "secure" (c2s_require_encryption); the page comes from
 # another port (another origin)
 WEBSOCKET_CONFIG = """
@@ -152,7 +155,7 @@ class Prosody:
         self.config.write_text(CONFIG.format(
             dir=self.directory, port=self.port, domain=self.domain, https_port=self.https_port,
             upload_limit=UPLOAD_LIMIT, upload_quota=8 * UPLOAD_LIMIT,
-            http_ports=self.websocket_port or "", websocket=' "websocket";' if self.websocket_port else "",
+            http_ports=self.websocket_port or "", web_modules=WEB_MODULES if self.websocket_port else "",
             websocket_config=WEBSOCKET_CONFIG.format(domain=self.domain) if self.websocket_port else "",
         ))
 
