@@ -474,8 +474,13 @@ def _room_send(args: argparse.Namespace) -> int:
     async def work(session: Any, _received: list[Any]) -> int:
         state = await session.rooms.join(args.room, args.nick)
         result = await session.rooms.send_text(state.jid, args.text)
+        # stay until the room echoes the message back: it was delivered (and the echo is not
+        # taken for a message from a room we are not in)
+        reflected = await session.rooms.reflected(state.jid) if result.ready else False
         session.rooms.leave(state.jid)
-        return _report(result, args, {"id": None, "room": state.jid})
+        if result.ready and not reflected:
+            print(f"e2ee: warning: {state.jid} did not echo the message back (delivery not confirmed)", file=sys.stderr)
+        return _report(result, args, {"id": None, "room": state.jid, "reflected": reflected})
 
     return _online(args, work)
 
@@ -516,7 +521,7 @@ def _recv(args: argparse.Namespace) -> int:
             state = await session.rooms.join(room, args.nick)
             print(f"joined {state.jid} as {state.nick}", file=sys.stderr, flush=True)
         while asyncio.get_running_loop().time() < deadline and (args.count is None or shown < args.count):
-            while received:
+            while received:  # all that was decrypted is shown, even past --count
                 r = received.pop(0)
                 if r.error is not None:
                     print(f"e2ee: a message from {r.stanza_from} could not be decrypted: {r.error}", file=sys.stderr)
@@ -524,6 +529,10 @@ def _recv(args: argparse.Namespace) -> int:
                 if not isinstance(r.result, Decrypted):
                     continue
                 d = r.result
+                if d.body is None:
+                    # no text: chat states (Converse.js encrypts "composing", "paused"...) or
+                    # other content a person does not see as a message; neither shown nor counted
+                    continue
                 row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
                        "body": d.body, "carbon": r.carbon, "archived": r.archived, "room": r.room, "file": None}
                 text = d.body

@@ -104,6 +104,10 @@ class Rooms:
         self._rooms: dict[str, RoomState] = {}
         self._unknown_logged: set[tuple[str, str]] = set()
         self._joining: dict[str, asyncio.Future[str]] = {}
+        #: ids of the messages we sent to each room, and whether the room echoed each back
+        self._sent: dict[str, dict[str, asyncio.Event]] = {}
+        #: rooms we left in this session: what they still send is expected, and not logged
+        self._left: set[str] = set()
         xmpp = handlers.xmpp
         xmpp.register_plugin("xep_0045")
         xmpp.register_handler(Callback("e2ee muc presence", MatchXPath(f"{{jabber:client}}presence/{_X}"), self._presence))
@@ -195,6 +199,7 @@ class Rooms:
         own = self.handlers.engine.jid
         state = RoomState(room, nick or own.partition("@")[0], own, members_only)
         self._rooms[room] = state
+        self._left.discard(room)
         return state
 
     async def _join_presence(self, state: RoomState) -> None:
@@ -233,6 +238,9 @@ class Rooms:
     def leave(self, room: str) -> None:
         """Leave ``room`` (nothing happens when we are not in it)."""
         state = self._rooms.pop(_room_jid(room), None)
+        if state is not None:
+            self._left.add(state.jid)
+            self._sent.pop(state.jid, None)
         if state is not None and state.joined:
             try:
                 self.xmpp.plugin["xep_0045"].leave_muc(slixmpp.JID(state.jid), state.nick)
@@ -343,9 +351,22 @@ class Rooms:
         if result.ready:
             from .session import FALLBACK_BODY
 
+            sent = self._sent.setdefault(state.jid, {})
             for ns, elem in result.elements.items():
-                self.handlers._send_encrypted_element(state.jid, elem, ns, body=FALLBACK_BODY, mtype="groupchat")
+                msg_id = self.handlers._send_encrypted_element(state.jid, elem, ns, body=FALLBACK_BODY, mtype="groupchat")
+                sent[msg_id] = asyncio.Event()
         return result
+
+    async def reflected(self, room: str, timeout: float | None = None) -> bool:
+        """Wait (at most ``timeout``, default the session's) until the room has echoed back every
+        message we sent to it in this session (the room's reflection, XEP-0045 §7.4, which keeps
+        the message id): whether it did, i.e. the room delivered them."""
+        events = list(self._sent.get(_room_jid(room), {}).values())
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout or self.timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _parallel(self, effects: list[Effect]) -> None:
         await asyncio.gather(*(self.handlers.run_effects([e]) for e in dict.fromkeys(effects)))
@@ -386,9 +407,16 @@ class Rooms:
         frm = msg["from"]
         state = self._state_of(msg)
         if state is None or not state.joined:
-            log.warning("dropped a group message from %s: not a room we are in", frm)
+            if bare_jid_key(frm.bare) in self._left:  # e.g. our own message's echo, after leaving
+                log.debug("ignored a group message from %s: we left that room", frm)
+            else:
+                log.warning("dropped a group message from %s: not a room we are in", frm)
             return
         nick = frm.resource
+        if nick == state.nick:
+            echo = self._sent.get(state.jid, {}).get(str(msg["id"]))
+            if echo is not None:
+                echo.set()
         if not nick:
             log.warning("dropped an encrypted message from room %s itself", state.jid)
             return

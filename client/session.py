@@ -460,14 +460,18 @@ class E2EEHandlers:
 
     def _send_encrypted_element(
         self, to: str, elem: ET.Element, namespace: str, body: str | None, mtype: str = "chat"
-    ) -> None:
+    ) -> str:
+        """Send ``elem`` in a message to ``to``; returns the message's id."""
         msg = self.make_message(mto=to, mtype=mtype, mbody=body)
+        if not msg["id"]:
+            msg["id"] = self.new_id()
         msg.xml.append(elem)
         eme = ET.SubElement(msg.xml, "{urn:xmpp:eme:0}encryption")
         eme.set("namespace", namespace)
         eme.set("name", "OMEMO")
         ET.SubElement(msg.xml, "{urn:xmpp:hints}store")
         msg.send()
+        return str(msg["id"])
 
     # ------------------------------------------------------------------ receiving
 

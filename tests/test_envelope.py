@@ -51,11 +51,49 @@ def test_round_trip() -> None:
     text = data.decode()
     assert text.startswith("<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>")
     assert "<reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions>" in text
-    assert "<time stamp='2026-01-01T12:00:00.000250Z'/>" in text
-    assert text.endswith(f"<from jid='{ALICE}'/><to jid='{ROOM}'/></envelope>")
+    assert "<time xmlns='urn:xmpp:sce:1' stamp='2026-01-01T12:00:00.000250Z'/>" in text
+    assert text.endswith(f"<from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/><to xmlns='urn:xmpp:sce:1' jid='{ROOM}'/></envelope>")
     assert "ns0:" not in text
     # ElementTree reads it the same way (explicit namespaces survive a foreign parser)
     assert ET.fromstring(data)[0][0].tag == "{jabber:client}body"
+
+
+def test_affixes_carry_their_namespace_byte_exact() -> None:
+    # what Converse.js needs (it selects `to[xmlns="urn:xmpp:sce:1"]`) and writes itself
+    rng = seeded_rng("exact")
+    data = build([body("hi")], ALICE, ROOM, T0, rng)
+    rpad = parse_xml(data).find("{urn:xmpp:sce:1}rpad")
+    assert rpad is not None
+    assert data == (
+        "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content>"
+        f"<rpad xmlns='urn:xmpp:sce:1'>{rpad.text or ''}</rpad>"
+        "<time xmlns='urn:xmpp:sce:1' stamp='2026-01-01T12:00:00Z'/>"
+        f"<from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/><to xmlns='urn:xmpp:sce:1' jid='{ROOM}'/></envelope>"
+    ).encode()
+    data = build([body("x")], ALICE, None, None, seeded_rng("exact"))
+    assert data.endswith(f"</rpad><from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/></envelope>".encode())
+    assert b"<to" not in data and b"<time" not in data
+
+
+def test_affixes_are_read_in_both_spellings() -> None:
+    for ns in ("", " xmlns='urn:xmpp:sce:1'"):
+        affixes = f"<time{ns} stamp='2026-01-01T12:00:00Z'/><from{ns} jid='{ALICE}'/><to{ns} jid='{ROOM}'/>"
+        data = env("<body xmlns='jabber:client'>x</body>", affixes).replace(b"<rpad>", f"<rpad{ns}>".encode())
+        result = parse(data, ALICE, ROOM, now=T0, require_to=True)
+        assert (result.from_jid, result.to_jid, result.time) == (ALICE, ROOM, T0)
+    # as Converse.js writes it: prefixless, namespace on each affix, affixes in its own order
+    converse = (
+        "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>from converse</body></content>"
+        f"<rpad xmlns='urn:xmpp:sce:1'>abc</rpad><to xmlns='urn:xmpp:sce:1' jid='{ROOM}'/>"
+        f"<from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/><time xmlns='urn:xmpp:sce:1' stamp='2026-01-01T12:00:00.123Z'/>"
+        "</envelope>"
+    ).encode()
+    result = parse(converse, ALICE, ROOM, now=T0, require_to=True)
+    assert result.to_jid == ROOM and [e.text for e in result.content] == ["from converse"]
+    # an affix in another namespace is not ours: <to> is then missing
+    foreign = env("", f"<from jid='{ALICE}'/><to xmlns='urn:example' jid='{ROOM}'/>")
+    with pytest.raises(AffixMismatch):
+        parse(foreign, ALICE, ROOM, require_to=True)
 
 
 def test_without_optional_affixes() -> None:
@@ -80,7 +118,7 @@ def test_rpad_random_length_and_printable() -> None:
     assert a == build([body("x")], ALICE, None, None, seeded_rng("same"))
     assert a != build([body("x")], ALICE, None, None, seeded_rng("other"))
     stuck = build([body("x")], ALICE, None, None, lambda n: b"\xff" * n)  # degenerate source: still terminates
-    assert b"<rpad>" in stuck
+    assert b"<rpad xmlns='urn:xmpp:sce:1'>" in stuck
 
 
 def test_long_rpad_accepted() -> None:

@@ -331,6 +331,9 @@ def test_cli_room_create_members_send_and_recv(server: Prosody, tmp_path: Path) 
         assert sent.returncode == 0, sent.stderr
         data = json.loads(sent.stdout)
         assert data["room"] == room and {(r["jid"], r["status"]) for r in data["recipients"]} == {(lou, "encrypted")}
+        # the room's echo of our message counts as delivered, and is not "a room we are not in"
+        assert data["reflected"] is True and "not a room we are in" not in sent.stderr, sent.stderr
+        assert "did not echo" not in sent.stderr, sent.stderr
         out, err = recv.communicate(timeout=60)
     finally:
         if recv.poll() is None:

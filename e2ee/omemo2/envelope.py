@@ -8,7 +8,10 @@ Decisions:
 
 * ``<rpad>``: base64 of 0..200 random bytes, as QXmpp does (0..268 printable characters).
   Receivers accept any length (up to the XML size limit) or none.
-* Children of ``<content>`` are written with explicit ``xmlns`` (never ``ns0:`` prefixes).
+* Children of ``<content>`` are written with explicit ``xmlns`` (never ``ns0:`` prefixes), and
+  so is each affix (``<rpad xmlns='urn:xmpp:sce:1'>``...): the same XML infoset as inheriting
+  it, but Converse.js finds affixes only with a literal ``xmlns`` attribute.  Both spellings
+  are read.
 * JIDs are compared as bare JIDs: the resource is ignored, localpart and domainpart are
   compared after ``str.lower()`` and a trailing dot of the domain is dropped (see
   :func:`bare_jid_key`).  This is not full RFC 7622 (no PRECIS, no IDNA); it only accepts the
@@ -175,12 +178,14 @@ def build(
     if count + 5 > MAX_XML_ELEMENTS:
         raise UsageError("content with too many elements")
     # the affixes are written directly: base64, a time stamp and checked JIDs (escaped)
-    parts.append(f"</content><rpad>{encode_base64(rng(_rpad_length(rng)))}</rpad>")
+    # each affix carries its namespace explicitly (the same infoset): Converse.js looks them up
+    # by a literal attribute, ``to[xmlns="urn:xmpp:sce:1"]``, and writes them so itself
+    parts.append(f"</content><rpad xmlns='{NS}'>{encode_base64(rng(_rpad_length(rng)))}</rpad>")
     if time is not None:
-        parts.append(f"<time stamp='{format_timestamp(time)}'/>")
-    parts.append(f"<from jid='{escape_attribute(_check_jid(from_jid, 'from_jid'))}'/>")
+        parts.append(f"<time xmlns='{NS}' stamp='{format_timestamp(time)}'/>")
+    parts.append(f"<from xmlns='{NS}' jid='{escape_attribute(_check_jid(from_jid, 'from_jid'))}'/>")
     if to_jid is not None:
-        parts.append(f"<to jid='{escape_attribute(_check_jid(to_jid, 'to_jid'))}'/>")
+        parts.append(f"<to xmlns='{NS}' jid='{escape_attribute(_check_jid(to_jid, 'to_jid'))}'/>")
     parts.append("</envelope>")
     data = "".join(parts).encode("utf-8")
     if len(data) > MAX_XML_BYTES:

@@ -1,0 +1,83 @@
+"""Over a real Prosody: what Converse.js sends before its text -- encrypted OMEMO 2 stanzas
+with no body (chat states: composing, paused) -- is not a message: ``e2ee recv`` neither prints
+it nor counts it (issue 20, defect 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.session import E2EESession
+from e2ee.engine import NAMESPACES, Engine
+from e2ee.results import FetchDeviceList
+from e2ee.storage import MemoryStorage
+
+from .xmpp_server import Prosody, running
+
+ROOT = Path(__file__).resolve().parent.parent
+O2 = "urn:xmpp:omemo:2"
+CHAT_STATES = "http://jabber.org/protocol/chatstates"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
+    with running(tmp_path_factory.mktemp("prosody"), ("conv", "pia")) as p:
+        yield p
+
+
+def test_recv_does_not_print_or_count_encrypted_chat_states(server: Prosody, tmp_path: Path) -> None:
+    pia = f"pia@{server.domain}"
+
+    def e2ee(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "pia-pw"}
+        return subprocess.run(
+            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "pia"), "--server",
+             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )
+
+    assert e2ee("init", "--jid", pia).returncode == 0
+    published = e2ee("publish")
+    assert published.returncode == 0, published.stderr
+
+    async def converse_like() -> None:
+        s = E2EESession(Engine.create(MemoryStorage(), f"conv@{server.domain}"), "conv-pw", ca_file=server.cert)
+        await s.start("127.0.0.1", server.port)
+        try:
+            await s.run_effects([FetchDeviceList(pia, ns) for ns in NAMESPACES])
+            for _ in range(4):
+                fetches = s.engine.prepare([pia])
+                if not fetches:
+                    break
+                await s.run_effects(fetches)
+
+            def chat_state(name: str) -> None:
+                res = s.engine.encrypt([pia], None, content=[ET.Element(f"{{{CHAT_STATES}}}{name}")])
+                assert res.ready, res.devices
+                s.e2ee._send_encrypted_element(pia, res.elements[O2], O2, body=None)
+
+            chat_state("composing")
+            assert (await s.send_text(pia, "first text")).ready
+            chat_state("paused")
+            chat_state("composing")
+            assert (await s.send_text(pia, "second text")).ready
+            chat_state("active")
+            await asyncio.sleep(0.3)  # the server stores them for pia (offline)
+        finally:
+            s.disconnect()
+            await asyncio.sleep(0.1)
+
+    asyncio.run(converse_like())
+    got = e2ee("recv", "--count", "2", "--timeout", "20", "--json")
+    assert got.returncode == 0, got.stderr
+    rows = [json.loads(line) for line in got.stdout.strip().splitlines()]
+    assert [r["body"] for r in rows] == ["first text", "second text"], rows
+    assert "Traceback" not in got.stderr
