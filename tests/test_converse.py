@@ -45,6 +45,8 @@ class World:
     browser: Browser
     homes: Path
     devices: dict[str, int] = field(default_factory=dict)  # home -> device id
+    _running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    shown: dict[str, list[str]] = field(default_factory=dict)  # home -> what Converse shows
 
     @property
     def conv(self) -> str:
@@ -55,17 +57,27 @@ class World:
 
     def e2ee(self, home: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         """The command line as a person runs it (``home`` is alice1, alice2, bob1 or bob2)."""
-        user = home.rstrip("0123456789")
-        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(self.homes / home), "--server",
-             f"127.0.0.1:{self.server.port}", "--ca-file", str(self.server.cert), *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
-        )
+        command, env = self._command(home, *args)
+        proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
         assert "Traceback" not in proc.stderr, proc.stderr
         if ok:
             assert proc.returncode == 0, f"e2ee {' '.join(args)}: {proc.stderr}{proc.stdout}"
         return proc
+
+    def _command(self, home: str, *args: str) -> tuple[list[str], dict[str, str]]:
+        user = home.rstrip("0123456789")
+        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
+        return [sys.executable, "-m", "client.cli", "--home", str(self.homes / home), "--server",
+                f"127.0.0.1:{self.server.port}", "--ca-file", str(self.server.cert), *args], env
+
+    def listen(self, home: str, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        """`e2ee recv --json ARGS` left running; its output and error go to files."""
+        out, err = self.homes / f"{home}.recv.out", self.homes / f"{home}.recv.err"
+        command, env = self._command(home, "recv", "--timeout", "60", "--json", *args)
+        with out.open("wb") as o, err.open("wb") as e:
+            proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=o, stderr=e)
+        self._running.append(proc)
+        return proc, out, err
 
     def recv(self, home: str, *args: str, timeout: float = 4) -> list[dict[str, object]]:
         out = self.e2ee(home, "recv", "--timeout", str(timeout), "--json", *args).stdout
@@ -92,6 +104,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 w.devices[home] = int(json.loads(w.e2ee(home, "fingerprint", "--json").stdout)["device"])
             yield w
         finally:
+            for proc in w._running if "w" in locals() else ():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
             browser.close()
 
 
@@ -168,55 +184,75 @@ def _compact(text: str) -> str:
     return re.sub(r"\s", "", text).lower()
 
 
+def _shown_for_ours(w: World) -> dict[str, list[str]]:
+    """The fingerprints Converse shows for each of our four devices (contact details → OMEMO),
+    one per namespace; read once."""
+    if not w.shown:
+        for user in ("alice", "bob"):
+            shown = w.browser.contact_fingerprints(w.jid(user))
+            for home in (f"{user}1", f"{user}2"):
+                w.shown[home] = shown.get(w.devices[home], [])
+    return w.shown
+
+
+def _ed25519_form(forms: list[str]) -> str:
+    """Of the two strings Converse shows for one device, the Ed25519 one (OMEMO 2): the one
+    whose Montgomery conversion is the other (Converse shows the same key in both forms)."""
+    assert len(forms) == 2, f"Converse shows {forms}: one per namespace expected"
+    (ed,) = [fp for fp in forms if _ed25519_to_curve25519(fp) in forms]
+    return ed
+
+
+def test_our_four_fresh_identities_have_the_sign_bit_clear(world: World) -> None:
+    """Read from Converse's own display (the Ed25519 form it shows for OMEMO 2), so the key
+    checked is the one Converse verified our bundle signatures with (a, b, d passed for all)."""
+    w = world
+    with w.browser.evidence("sign_bit"):
+        shown = _shown_for_ours(w)
+        assert sorted(shown) == ["alice1", "alice2", "bob1", "bob2"]
+        for home, forms in shown.items():
+            ed = _ed25519_form(forms)
+            assert bytes.fromhex(ed)[31] & 0x80 == 0, f"{home}: the Ed25519 sign bit is set in {ed}"
+
+
 def test_e_fingerprints_each_side_shows_for_the_other_match(world: World) -> None:
     """What Converse shows for each of our devices (in both namespaces) is printed by `e2ee
-    fingerprint` on that device; what Converse shows as its own is printed by `e2ee devices`.
-    And our four fresh identities all have the Ed25519 sign bit clear."""
+    fingerprint` on that device; what Converse shows as its own (both forms) is printed by
+    `e2ee devices` for Converse's device."""
     w = world
     with w.browser.evidence("e_fingerprints"):
-        for user, homes in (("alice", ("alice1", "alice2")), ("bob", ("bob1", "bob2"))):
-            shown = w.browser.contact_fingerprints(w.jid(user))
-            for home in homes:
-                device = w.devices[home]
-                ours = w.e2ee(home, "fingerprint").stdout
-                forms = shown.get(device, [])
-                assert len(forms) == 2, f"Converse shows {forms} for {home} ({device}): one per namespace expected"
-                for fp in forms:
-                    assert fp in _compact(ours), f"Converse shows {fp} for {home}; e2ee fingerprint prints:\n{ours}"
-                # the Ed25519 form (OMEMO 2) is the one whose Curve25519 conversion is the other
-                (ed,) = [fp for fp in forms if _ed25519_to_curve25519(fp) in forms]
-                assert bytes.fromhex(ed)[31] & 0x80 == 0, f"{home}: Ed25519 sign bit set in {ed}"
+        for home, forms in _shown_for_ours(w).items():
+            ours = w.e2ee(home, "fingerprint").stdout
+            for fp in forms:
+                assert fp in _compact(ours), f"Converse shows {fp} for {home}; e2ee fingerprint prints:\n{ours}"
         own, _uris = w.browser.own_shown_fingerprints()
+        assert len(own) == 2, own
         listed = w.e2ee("alice1", "devices", w.conv).stdout
         for fp in own:
             assert fp in _compact(listed), f"Converse shows {fp} as its own; e2ee devices prints:\n{listed}"
 
 
-def _trust_of_converse(w: World) -> list[str]:
-    rows = json.loads(w.e2ee("bob1", "devices", w.conv, "--json").stdout)
-    return [str(r["trust"]) for r in rows]
+def _trust_of_converse(w: World, home: str) -> list[str]:
+    rows = json.loads(w.e2ee(home, "devices", w.conv, "--json").stdout)
+    return [str(r["trust"]) for r in rows if r["device"] is not None]
 
 
 def test_f_a_uri_with_either_key_form_verifies(world: World) -> None:
-    """Converse's QR codes carry the Curve25519 form (legacy) and the Ed25519 form (OMEMO 2);
-    each verifies, and so does the Curve25519 form of its OMEMO 2 key."""
+    """Converse's two QR codes carry its key in the Curve25519 form (legacy) and in the
+    Ed25519 form (OMEMO 2). bob1 applies only the Ed25519 one, bob2 only the Curve25519 one:
+    each then shows Converse's device as verified (not merely says so)."""
     w = world
     with w.browser.evidence("f_verify"):
-        w.e2ee("bob1", "send", w.conv, "bob1 says hello")  # bob1 meets Converse's devices
-        w.browser.wait_message(w.jid("bob"), "bob1 says hello")
         _own, uris = w.browser.own_shown_fingerprints()
         assert len(uris) == 2 and all(u.startswith(f"xmpp:{w.conv}?omemo-sid-") for u in uris), uris
-        before = _trust_of_converse(w)
-        assert "verified" not in before, before
-        for uri in uris:
-            out = w.e2ee("bob1", "verify", uri)
-            assert "verified" in out.stdout and "remembered" not in out.stdout, out.stdout
-        assert _trust_of_converse(w) == ["verified"] * len(before), w.e2ee("bob1", "devices", w.conv).stdout
-        # the other form of Converse's OMEMO 2 key, on bob's other device
-        sid, ed = re.fullmatch(r"xmpp:[^?]+\?omemo-sid-(\d+)=([0-9a-f]{64})", uris[-1]).groups()  # type: ignore[union-attr]
-        for uri in (f"xmpp:{w.conv}?omemo-sid-{sid}={_ed25519_to_curve25519(ed)}",):
-            out = w.e2ee("bob2", "verify", uri)
-            assert "verified" in out.stdout and "remembered" not in out.stdout, out.stdout
+        keys = {uri: uri.rsplit("=", 1)[1] for uri in uris}
+        (ed_uri,) = [u for u in uris if _ed25519_to_curve25519(keys[u]) in keys.values()]
+        (curve_uri,) = [u for u in uris if u != ed_uri]
+        for home, uri in (("bob1", ed_uri), ("bob2", curve_uri)):
+            assert _trust_of_converse(w, home) == ["blind"], w.e2ee(home, "devices", w.conv).stdout
+            out = w.e2ee(home, "verify", uri).stdout
+            assert "verified" in out and "remembered" not in out, out
+            assert _trust_of_converse(w, home) == ["verified"], (uri, w.e2ee(home, "devices", w.conv).stdout)
 
 
 def test_g_members_only_room_messages_go_both_ways(world: World) -> None:
@@ -229,10 +265,15 @@ def test_g_members_only_room_messages_go_both_ways(world: World) -> None:
         assert any(r["jid"] == w.conv and r["status"] == "encrypted" for r in sent["recipients"]), sent
         shown = w.browser.wait_message(room, "hello room, bob1 here")
         assert shown.encrypted and not shown.error, shown
+        # bob's two devices listen in the room (no history at join: they must be there)
+        listening = {home: w.listen(home, "--room", room, "--count", "1") for home in ("bob1", "bob2")}
+        for home, (_proc, _out, err) in listening.items():
+            until(lambda: "joined" in err.read_text(), lambda: f"{home} did not join: {err.read_text()}", timeout=30)
         w.browser.type_message(room, "hello bob, Converse in the room")
         shown = w.browser.wait_message(room, "hello bob, Converse in the room")
         assert shown.encrypted and not shown.error, shown
-        for home in ("bob1", "bob2"):
-            got = [m for m in w.recv(home, "--room", room) if m.get("body") == "hello bob, Converse in the room"]
-            assert len(got) == 1, (home, got)
+        for home, (proc, out, err) in listening.items():
+            assert proc.wait(timeout=60) == 0, err.read_text()
+            got = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+            assert [(m["body"], m["from"], m["room"]) for m in got] == [("hello bob, Converse in the room", w.conv, room)], (home, got)
         _no_errors_shown(w, room)
