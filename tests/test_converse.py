@@ -36,8 +36,6 @@ LEGACY = "eu.siacs.conversations.axolotl"
 O2 = "urn:xmpp:omemo:2"
 P = 2**255 - 19
 
-pytestmark = pytest.mark.skipif(bool(missing()) or not available(), reason=missing() or "Prosody is missing")
-
 
 @dataclass
 class World:
@@ -86,6 +84,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
+    assert not missing(), missing()
     base = tmp_path_factory.mktemp("converse")
     with Prosody(base / "prosody", websocket_port=_free_port()) as server:
         for user in (CONVERSE, "alice", "bob"):
