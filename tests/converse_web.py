@@ -146,7 +146,7 @@ class Browser:
     # --- evidence -----------------------------------------------------------------------
     def console(self) -> list[str]:
         """Everything the page logged so far (Converse logs at debug level)."""
-        for entry in self.driver.get_log("browser"):
+        for entry in self.driver.get_log("browser"):  # type: ignore[no-untyped-call]
             self._console.append(f"{entry['level']} {entry['message']}")
         return self._console
 
