@@ -139,7 +139,8 @@ def _init(args: argparse.Namespace) -> int:
         engine = Engine.create(ks, args.jid, label=args.device_label)
         Account.store(ks, password)
         print(f"{engine.jid}: device {engine.device_id}")
-        print(f"fingerprint {_fp(engine.identity_key)}")
+        print(f"fingerprint {_fp(engine.identity_key)}  (Curve25519: Conversations, Dino, Gajim, Monal)")
+        print(f"ed25519     {_ed_fp(engine.identity_key_ed25519)}  (OMEMO 2: Converse.js, Kaidan)")
     return 0
 
 
@@ -147,6 +148,12 @@ def _fp(ik: bytes) -> str:
     from e2ee.verification import fingerprint_omemo
 
     return fingerprint_omemo(ik)
+
+
+def _ed_fp(ed25519: bytes) -> str:
+    """The Ed25519 form of an identity key, grouped as OMEMO 2 clients (Converse.js, Kaidan) show it."""
+    h = ed25519.hex()
+    return " ".join(h[i : i + 8] for i in range(0, 64, 8))
 
 
 def _pgp_fp(fpr: str) -> str:
@@ -172,12 +179,15 @@ def _fingerprint(args: argparse.Namespace) -> int:
         uri = engine.own_uri()
         pgp = engine.openpgp.fingerprint
         if args.json:
-            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(), "uri": uri,
+            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(),
+                   "fingerprint_ed25519": engine.identity_key_ed25519.hex(), "uri": uri,
                    "openpgp": pgp, "sign_bit_set": engine.identity_sign_bit_set}
             print(json.dumps(out))
         else:
             print(f"{engine.jid}: device {engine.device_id}")
-            print(f"fingerprint {_fp(engine.identity_key)}")
+            # what a person compares: legacy clients show the Curve25519 form, OMEMO 2 ones the Ed25519 form
+            print(f"fingerprint {_fp(engine.identity_key)}  (Curve25519: Conversations, Dino, Gajim, Monal)")
+            print(f"ed25519     {_ed_fp(engine.identity_key_ed25519)}  (OMEMO 2: Converse.js, Kaidan)")
             if pgp is not None:
                 print(f"openpgp     {_pgp_fp(pgp)}")
             print(uri)
@@ -199,6 +209,7 @@ def _devices(args: argparse.Namespace) -> int:
                 "namespaces": list(d.namespaces),
                 "active": bool(d.namespaces),
                 "fingerprint": d.identity_key.hex() if d.identity_key else None,
+                "fingerprint_ed25519": d.ed25519_key.hex() if d.ed25519_key else None,
                 "trust": d.trust.value if d.trust else None,
                 "label": d.label,
             }
@@ -210,6 +221,7 @@ def _devices(args: argparse.Namespace) -> int:
                 "namespaces": ["urn:xmpp:openpgp:0"],
                 "active": k.announced or k.own,
                 "fingerprint": k.fingerprint,
+                "fingerprint_ed25519": None,
                 "trust": k.trust.value if k.trust else None,
                 "label": "this device" if k.own else (None if k.available else "not fetched"),
             }
@@ -228,6 +240,8 @@ def _devices(args: argparse.Namespace) -> int:
                 device = r["device"]
             label = f" {r['label']!r}" if r["label"] else ""
             print(f"{device:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
+            if r["fingerprint_ed25519"]:  # an OMEMO 2 device: what Converse.js and Kaidan show for it
+                print(f"{'':>10} {'':8} {'ed25519':10} {_ed_fp(bytes.fromhex(r['fingerprint_ed25519']))}")
     return 0
 
 
@@ -246,10 +260,25 @@ def _set_trust(args: argparse.Namespace, verified: bool) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
         level = TrustLevel.VERIFIED if verified else TrustLevel.DISTRUSTED
-        engine.set_trust(args.jid, key, level)
-        shown = f"OpenPGP key {_pgp_fp(pgp)}" if pgp is not None else _fp(key)
-        print(f"{args.jid}: {shown} is now {level.value}")
+        if pgp is not None:
+            engine.set_trust(args.jid, key, level)
+            print(f"{args.jid}: OpenPGP key {_pgp_fp(pgp)} is now {level.value}")
+        else:  # either form of an OMEMO key (Curve25519 or Ed25519), compared canonically
+            print(_decision_line(args.jid, engine.decide_fingerprint(args.jid, key, level)))
     return 0
+
+
+def _decision_line(jid: str, d: Any) -> str:
+    """One line for a :class:`~e2ee.engine.KeyDecision`; "verified" only for a known key."""
+    where = f"device {d.device_id} " if d.device_id is not None else ""
+    if not d.matched:
+        how = "" if d.level.value == "verified" else f" ({d.level.value})"
+        return (f"{jid}: {where}{_fp(d.given)} matches no key of {jid} seen so far; remembered{how},"
+                " applies when that key appears")
+    devices = ", ".join(str(x) for x in d.devices)
+    form = " (given in its Ed25519 form)" if d.given != d.identity_key else ""
+    owner = f"device {devices} " if devices else where
+    return f"{jid}: {owner}{_fp(d.identity_key)}{form} is now {d.level.value}"
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -261,10 +290,9 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError(f"not a verification URI: {e}") from None
     ks, engine = open_engine(_home(args))
     with ks:
-        jid, pairs = engine.verify_uri(args.uri)
-        for dev, ik in pairs:
-            where = f"device {dev}" if dev is not None else "a device"
-            print(f"{jid}: {where} {_fp(ik)} verified")
+        jid, decisions = engine.apply_uri(args.uri)
+        for d in decisions:
+            print(_decision_line(jid, d))
     return 0
 
 

@@ -22,7 +22,9 @@ What it does, as the deployed clients do (Conversations, Dino, Gajim):
   before each send unless we have a presence subscription (no PEP notifications otherwise).  A
   member whose affiliation is removed is no longer a recipient of the next message.
 * Sent messages are ``type='groupchat'`` to the room with the same hints as 1:1 messages (EME,
-  store hint, a clear-text notice).
+  store hint, a clear-text notice).  The room's echo of one (same id, under our nickname)
+  confirms delivery: :meth:`Rooms.reflected`.  What a room we left still sends is ignored
+  quietly (our own echo often arrives just after we left).
 * A received ``<encrypted/>`` of ``type='groupchat'`` is accepted only from a room we are in, and
   only from an occupant whose real JID the room announced; else it is refused with
   :class:`~e2ee.errors.UnknownSender` (logged once per nickname, reported to ``on_received``
@@ -82,6 +84,10 @@ OMEMO_ROOM_CONFIG = (
 )
 
 
+#: Sent room messages whose echo we wait for, per room.
+_MAX_UNECHOED = 256
+
+
 def _room_jid(room: str) -> str:
     key = account(room) if isinstance(room, str) else None
     if key is None or "/" in room:
@@ -104,7 +110,7 @@ class Rooms:
         self._rooms: dict[str, RoomState] = {}
         self._unknown_logged: set[tuple[str, str]] = set()
         self._joining: dict[str, asyncio.Future[str]] = {}
-        #: ids of the messages we sent to each room, and whether the room echoed each back
+        #: ids of the messages we sent to each room that it has not echoed back yet (bounded)
         self._sent: dict[str, dict[str, asyncio.Event]] = {}
         #: rooms we left in this session: what they still send is expected, and not logged
         self._left: set[str] = set()
@@ -354,13 +360,16 @@ class Rooms:
             sent = self._sent.setdefault(state.jid, {})
             for ns, elem in result.elements.items():
                 msg_id = self.handlers._send_encrypted_element(state.jid, elem, ns, body=FALLBACK_BODY, mtype="groupchat")
+                if len(sent) >= _MAX_UNECHOED:  # a room that never echoes: forget the oldest
+                    del sent[next(iter(sent))]
                 sent[msg_id] = asyncio.Event()
         return result
 
     async def reflected(self, room: str, timeout: float | None = None) -> bool:
         """Wait (at most ``timeout``, default the session's) until the room has echoed back every
         message we sent to it in this session (the room's reflection, XEP-0045 §7.4, which keeps
-        the message id): whether it did, i.e. the room delivered them."""
+        the message id; at most the last :data:`_MAX_UNECHOED` are tracked): whether it did,
+        i.e. the room delivered them."""
         events = list(self._sent.get(_room_jid(room), {}).values())
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout or self.timeout)
@@ -414,7 +423,7 @@ class Rooms:
             return
         nick = frm.resource
         if nick == state.nick:
-            echo = self._sent.get(state.jid, {}).get(str(msg["id"]))
+            echo = self._sent.get(state.jid, {}).pop(str(msg["id"]), None)
             if echo is not None:
                 echo.set()
         if not nick:

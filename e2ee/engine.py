@@ -35,9 +35,9 @@ from .xmlsafe import check_element
 from .core import _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, _backend, _bare, _CatchUp, parse_device_list
 from .fallback import Fallback
 from .openpgp.crypto import OpenPgpCrypto
-from .verification import make_uri, parse_uri
+from .verification import identity_candidates, make_uri, parse_uri
 
-__all__ = ["Engine", "NAMESPACES", "DeviceInfo", "parse_device_list"]
+__all__ = ["Engine", "NAMESPACES", "DeviceInfo", "KeyDecision", "parse_device_list"]
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
@@ -48,6 +48,27 @@ class DeviceInfo:
     identity_key: bytes | None
     trust: TrustLevel | None
     label: str | None  #: OMEMO 2 label, only when its signature verified
+    #: the identity key's exact Ed25519 form (from its OMEMO 2 bundle), what OMEMO 2 clients show
+    ed25519_key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDecision:
+    """What one fingerprint a person gave (a verification URI entry, ``e2ee trust``) applied to.
+    The value may be either form of a key (X25519 or Ed25519); it is compared canonically."""
+
+    device_id: int | None  #: the device id given with it (URI), or None
+    given: bytes  #: the 32 bytes as given
+    level: TrustLevel
+    identity_key: bytes | None  #: the known key (X25519 form) it matched; None: no known key
+    devices: tuple[int, ...] = ()  #: known devices of the account with that key
+    #: when it matched no known key: what was recorded (X25519 form, each reading of the value);
+    #: it applies when a device with one of these keys appears
+    remembered: tuple[bytes, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return self.identity_key is not None
 
 
 class Engine(Fallback):
@@ -157,6 +178,8 @@ class Engine(Fallback):
                 flavour.decode_public(pk)
             flavour.verify_prekey(bundle.ik, spk, bundle.spk_signature)
         except PeerError as e:
+            if len(self._refused) >= 4096:  # bounded whatever a server sends
+                self._refused.clear()
             self._refused[where] = str(e) or type(e).__name__
             raise
         self._refused.pop(where, None)
@@ -251,21 +274,47 @@ class Engine(Fallback):
         return self._run(op)
 
     def verify_uri(self, uri: str) -> tuple[str, list[tuple[int | None, bytes]]]:
-        """Apply a scanned or pasted verification URI: every identity key it lists becomes
-        VERIFIED for its JID (a key not seen yet is verified in advance and trusted when it shows
-        up).  Returns the JID and the (device id or None, identity key) pairs.  Raises
+        """Apply a scanned or pasted verification URI (see :meth:`apply_uri`).  Returns the JID
+        and (device id or None, identity key) pairs: the matched known key in X25519 form, else
+        the value as given.  Raises :class:`~e2ee.errors.InvalidVerificationUri`."""
+        jid, decisions = self.apply_uri(uri)
+        return jid, [(d.device_id, d.identity_key or d.given) for d in decisions]
+
+    def apply_uri(self, uri: str, level: TrustLevel = TrustLevel.VERIFIED) -> tuple[str, list[KeyDecision]]:
+        """Apply a verification URI: each key it lists, in either form (the X25519 form legacy
+        clients put there, or the Ed25519 form of OMEMO 2 clients), gets ``level`` through
+        :meth:`decide_fingerprint`.  One transaction.  Raises
         :class:`~e2ee.errors.InvalidVerificationUri`."""
         parsed = parse_uri(uri)
         jid = _bare(parsed.jid)
-        pairs: list[tuple[int | None, bytes]] = [(d, ik) for d, ik in parsed.fingerprints.items()]
-        pairs += [(None, ik) for ik in parsed.plain]
+        entries: list[tuple[int | None, bytes]] = [(d, ik) for d, ik in parsed.fingerprints.items()]
+        entries += [(None, ik) for ik in parsed.plain]
+        return jid, self._run(lambda: [self._decide(jid, key, level, dev) for dev, key in entries])
 
-        def op() -> None:
-            for _dev, ik in pairs:
-                self.trust.set(jid, ik, TrustLevel.VERIFIED)
+    def decide_fingerprint(
+        self, jid: str, key: bytes, level: TrustLevel, device_id: int | None = None
+    ) -> KeyDecision:
+        """Record the person's decision for a fingerprint they compared: ``key`` is 32 bytes in
+        either form.  When it is (either form of) a known key of ``jid`` -- of ``device_id``
+        when given -- that key gets ``level``; otherwise every reading of the value is recorded
+        with ``level`` (it applies when such a key appears) and the result says it matched
+        nothing: never present that as "verified"."""
+        jid = _bare(jid)
+        return self._run(lambda: self._decide(jid, key, level, device_id))
 
-        self._run(op)
-        return jid, pairs
+    def _decide(self, jid: str, key: bytes, level: TrustLevel, device_id: int | None) -> KeyDecision:
+        candidates = identity_candidates(key)
+        known = {d.device_id: d.identity_key for d in self.devices(jid) if d.identity_key is not None}
+        # keys devices have shown (a key only remembered from an earlier decision is not one)
+        pool = {known[device_id]} if device_id is not None and device_id in known else set(known.values())
+        match = next((c for c in candidates if c in pool), None)
+        if match is None:
+            for c in candidates:
+                self.trust.set(jid, c, level)
+            return KeyDecision(device_id, key, level, None, remembered=candidates)
+        self.trust.set(jid, match, level)
+        devices = tuple(sorted(d for d, ik in known.items() if ik == match))
+        return KeyDecision(device_id, key, level, match, devices)
 
     def own_uri(self) -> str:
         """Our verification URI: this device first, then our other devices we verified."""
@@ -308,7 +357,9 @@ class Engine(Fallback):
             label = None
             if dev in labels and ik is not None:
                 label = _verified_label(jid, dev, labels[dev], self._devices)
-            out.append(DeviceInfo(dev, tuple(nss), ik, levels.get(ik) if ik else None, label))
+            o2 = self._devices.bundle("omemo2", jid, dev) if ik is not None else None
+            ed = o2.bundle.ik if o2 is not None and _OMEMO2.flavour.identity_to_x25519(o2.bundle.ik) == ik else None
+            out.append(DeviceInfo(dev, tuple(nss), ik, levels.get(ik) if ik else None, label, ed))
         return out
 
 

@@ -98,7 +98,8 @@ DEVICE_ID_MAX: Final = 2**31 - 1
 
 #: Signed-prekey and prekey ids accepted in bundles.  XEP-0384 and the protobuf schemas make
 #: them unsigned integers; deployed stacks publish 0 (Converse.js/libomemo: signed prekey 0 and
-#: prekeys 0-99 in both namespaces), libsignal's Medium ids up to 2^24 - 1, so 0 is accepted
+#: prekeys 0-99 in both namespaces), libsignal (Conversations, Dino) ids up to 2^24 - 1 and QXmpp
+#: (Kaidan) ids in [1, 2^31 - 1], so 0 is accepted
 #: (issue 20; the catalogue X6 once refused it).  Ids of 2^31 and above stay invalid.  Our own
 #: ids stay in [1, OWN_PREKEY_ID_MAX].
 PREKEY_ID_MIN: Final = 0

@@ -11,6 +11,13 @@ Fingerprints
     :func:`parse_fingerprint` normalises whatever a user pastes (case, spaces, colons, a leading
     ``05`` of a 33-byte legacy key) before comparing.
 
+    A 64-digit fingerprint may also be the **Ed25519 form** of the same identity key: OMEMO 2
+    clients (Converse.js, Kaidan/QXmpp) show and scan that, legacy clients (Conversations, Dino,
+    Gajim, Monal) the X25519 (Curve25519) form.  :func:`identity_candidates` gives the X25519
+    keys a pasted value may stand for (itself, and its birational image when it decodes as an
+    Ed25519 point), so both forms are compared canonically in X25519 form;
+    :func:`fingerprint_forms` gives both display forms, labelled by namespace.
+
     :func:`fingerprint_openpgp` shows an OpenPGP v4 primary-key fingerprint as ``gpg
     --fingerprint`` does: 40 uppercase hex digits in 10 groups of 4, two spaces after the fifth
     group (checked against GnuPG 2.2.40).  :func:`parse_openpgp_fingerprint` reads one back.
@@ -52,8 +59,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from .errors import InvalidFingerprint, InvalidVerificationUri, UsageError
+from .errors import InvalidFingerprint, InvalidKey, InvalidVerificationUri, UsageError
 from .limits import DEVICE_ID_MAX, DEVICE_ID_MIN, MAX_FINGERPRINT_TEXT, MAX_URI_FINGERPRINTS, MAX_URI_LENGTH
+from .primitives import ed25519_public_to_x25519, x25519_public_to_ed25519
 
 __all__ = [
     "InvalidFingerprint",
@@ -63,6 +71,10 @@ __all__ = [
     "MAX_URI_FINGERPRINTS",
     "MAX_FINGERPRINT_TEXT",
     "fingerprint_omemo",
+    "fingerprint_forms",
+    "identity_candidates",
+    "FORM_LEGACY",
+    "FORM_OMEMO2",
     "fingerprint_openpgp",
     "parse_fingerprint",
     "parse_openpgp_fingerprint",
@@ -117,6 +129,41 @@ def fingerprint_omemo(ik: bytes) -> str:
     and the OMEMO 2 namespace; same text as :func:`e2ee.trust.fingerprint`."""
     h = _key_bytes(ik, "identity key").hex()
     return " ".join(h[i : i + 8] for i in range(0, 64, 8))
+
+
+#: Labels of the two display forms of an OMEMO identity key (:func:`fingerprint_forms`).
+FORM_LEGACY: Final = "Curve25519 (legacy OMEMO: Conversations, Dino, Gajim, Monal)"
+FORM_OMEMO2: Final = "Ed25519 (OMEMO 2: Converse.js, Kaidan)"
+
+
+def fingerprint_forms(ik: bytes, ed25519: bytes | None = None) -> dict[str, str]:
+    """Both display forms of an identity key given in X25519 form: ``{FORM_LEGACY: ...,
+    FORM_OMEMO2: ...}``, 8 groups of 8 lowercase hex digits each.  ``ed25519``: the key's exact
+    Ed25519 form when known (our own key, a device's OMEMO 2 bundle); without it the form with
+    the sign bit clear is shown (what XEdDSA-derived keys have), and only the legacy form when
+    the key has no Ed25519 image."""
+    x = _key_bytes(ik, "identity key")
+    forms = {FORM_LEGACY: fingerprint_omemo(x)}
+    if ed25519 is None:
+        try:
+            ed25519 = x25519_public_to_ed25519(x, 0)
+        except InvalidKey:
+            return forms
+    ed = bytes(ed25519).hex()
+    forms[FORM_OMEMO2] = " ".join(ed[i : i + 8] for i in range(0, 64, 8))
+    return forms
+
+
+def identity_candidates(key: bytes) -> tuple[bytes, ...]:
+    """The X25519 identity keys a 32-byte fingerprint value may stand for, most likely first:
+    the value itself (the Curve25519 form), then its X25519 image when it decodes as an Ed25519
+    public key (the Ed25519 form OMEMO 2 clients show).  Compare these with the known keys."""
+    k = _key_bytes(key, "fingerprint value")
+    try:
+        image = ed25519_public_to_x25519(k)
+    except InvalidKey:
+        return (k,)
+    return (k,) if image == k else (k, image)
 
 
 def fingerprint_openpgp(fpr_hex_40: str) -> str:
@@ -218,8 +265,9 @@ class VerificationUri:
     """What :func:`parse_uri` read.
 
     ``jid`` -- the bare JID as written (decoded, not case-folded: compare with
-    :func:`e2ee.omemo2.envelope.bare_jid_key`); ``fingerprints`` -- device id to X25519 identity
-    key, in URI order (by convention the sharing device first); ``plain`` -- keys given as
+    :func:`e2ee.omemo2.envelope.bare_jid_key`); ``fingerprints`` -- device id to the 32-byte key
+    as written (the X25519 form, or the Ed25519 form OMEMO 2 clients use: see
+    :func:`identity_candidates`), in URI order (by convention the sharing device first); ``plain`` -- keys given as
     ``omemo=<hex>`` without a device id, in order, without repeats; ``action`` -- the XEP-0147
     query action (``'message'``), lower-cased, or ``None``."""
 

@@ -20,6 +20,8 @@ from e2ee.engine import Engine
 from e2ee.errors import InvalidBundle, NoEligibleDevices
 from e2ee.results import Decrypted, Publish
 from e2ee.storage import MemoryStorage
+from e2ee.trust import TrustLevel
+from e2ee.verification import FORM_LEGACY, FORM_OMEMO2, fingerprint_forms, identity_candidates
 
 from .engine_support import LEGACY, O2, Net, snapshot
 from .support import seeded_rng
@@ -207,3 +209,93 @@ def test_an_old_identity_with_the_sign_bit_set_is_reported() -> None:
     assert _verifies_both_ways(O2, published["urn:xmpp:omemo:2:bundles"]) == (True, False)
     legacy_node = f"eu.siacs.conversations.axolotl.bundles:{old.device_id}"
     assert _verifies_both_ways(LEGACY, published[legacy_node]) == (True, False)
+
+
+# ------------------------------------------------------------------ defects 2 and 3: fingerprints
+
+
+def _known_bob(ns: str = O2) -> tuple[Net, Engine, Engine]:
+    net = Net()
+    bob = net.device(BOB, "bob-v", namespaces=(ns,) if ns == LEGACY else (O2, LEGACY))
+    alice = net.device(ALICE, "alice-v")
+    net.prepare(alice, [BOB])  # alice fetched bob's list and bundle: the key is known, blind
+    (info,) = alice.devices(BOB)
+    assert info.trust is TrustLevel.BLIND
+    return net, alice, bob
+
+
+def _trust_of(alice: Engine, device_id: int) -> TrustLevel | None:
+    return next(d.trust for d in alice.devices(BOB) if d.device_id == device_id)
+
+
+@pytest.mark.parametrize("form", ["ed25519", "curve25519"])
+def test_a_uri_with_either_form_of_a_known_key_verifies_that_device(form: str) -> None:
+    _net, alice, bob = _known_bob()
+    key = bob.identity_key_ed25519 if form == "ed25519" else bob.identity_key
+    for uri in (f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}", f"xmpp:{BOB}?omemo={key.hex()}"):
+        alice.set_trust(BOB, bob.identity_key, TrustLevel.BLIND)
+        jid, (d,) = alice.apply_uri(uri)
+        assert jid == BOB and d.matched and d.identity_key == bob.identity_key and d.devices == (bob.device_id,)
+        assert d.given == key and d.remembered == ()
+        assert _trust_of(alice, bob.device_id) is TrustLevel.VERIFIED, uri
+    # and verify_uri (the older call) reports the canonical key
+    alice.set_trust(BOB, bob.identity_key, TrustLevel.BLIND)
+    assert alice.verify_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}") == (BOB, [(bob.device_id, bob.identity_key)])
+    assert _trust_of(alice, bob.device_id) is TrustLevel.VERIFIED
+
+
+def test_trust_and_distrust_take_either_form_of_a_legacy_only_devices_key() -> None:
+    _net, alice, bob = _known_bob(LEGACY)
+    d = alice.decide_fingerprint(BOB, bob.identity_key_ed25519, TrustLevel.DISTRUSTED)
+    assert d.matched and d.devices == (bob.device_id,)
+    assert _trust_of(alice, bob.device_id) is TrustLevel.DISTRUSTED
+    d = alice.decide_fingerprint(BOB, bob.identity_key, TrustLevel.VERIFIED)
+    assert d.matched and _trust_of(alice, bob.device_id) is TrustLevel.VERIFIED
+
+
+def test_a_fingerprint_of_no_known_key_is_remembered_not_verified_and_applies_later() -> None:
+    net, alice, bob = _known_bob()
+    tablet = net.device(BOB, "bob-tablet")  # alice sees it listed, but has not fetched its key
+    assert _trust_of(alice, tablet.device_id) is None
+    before = snapshot(alice)
+    uri = f"xmpp:{BOB}?omemo-sid-{tablet.device_id}={tablet.identity_key_ed25519.hex()}"
+    _jid, (d,) = alice.apply_uri(uri)
+    assert not d.matched and d.identity_key is None and d.devices == ()
+    assert tablet.identity_key in d.remembered
+    assert _trust_of(alice, bob.device_id) is TrustLevel.BLIND  # bob's other device is untouched
+    assert snapshot(alice) != before  # remembered
+    # a URI naming bob's known device with another key verifies nothing of it
+    _jid, (wrong,) = alice.apply_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={tablet.identity_key.hex()}")
+    assert not wrong.matched and _trust_of(alice, bob.device_id) is TrustLevel.BLIND
+    # the key appears (alice fetches the tablet's bundle): the remembered decision applies
+    net.prepare(alice, [BOB])
+    assert _trust_of(alice, tablet.device_id) is TrustLevel.VERIFIED
+    assert _trust_of(alice, bob.device_id) is TrustLevel.BLIND
+
+
+def test_fingerprint_forms_are_labelled_and_exact() -> None:
+    _net, alice, bob = _known_bob()
+    (info,) = alice.devices(BOB)
+    assert info.ed25519_key == bob.identity_key_ed25519  # from bob's OMEMO 2 bundle, exact
+    forms = fingerprint_forms(info.identity_key or b"", info.ed25519_key)
+    assert forms == {
+        FORM_LEGACY: " ".join(bob.identity_key.hex()[i : i + 8] for i in range(0, 64, 8)),
+        FORM_OMEMO2: " ".join(bob.identity_key_ed25519.hex()[i : i + 8] for i in range(0, 64, 8)),
+    }
+    assert "Conversations" in FORM_LEGACY and "Converse.js" in FORM_OMEMO2 and "Kaidan" in FORM_OMEMO2
+    # without the exact Ed25519 key: the sign-bit-clear form, which is ours (new identities)
+    assert fingerprint_forms(bob.identity_key)[FORM_OMEMO2].replace(" ", "") == bob.identity_key_ed25519.hex()
+    assert identity_candidates(bob.identity_key_ed25519) == (bob.identity_key_ed25519, bob.identity_key)
+    # a legacy-only device has no OMEMO 2 bundle: no Ed25519 form is claimed for it
+    _net2, alice2, bob2 = _known_bob(LEGACY)
+    (legacy_info,) = alice2.devices(BOB)
+    assert legacy_info.identity_key == bob2.identity_key and legacy_info.ed25519_key is None
+
+
+def test_the_ed25519_form_is_recognised_whatever_its_sign_bit() -> None:
+    # Converse.js's own keys may have the sign bit set: its OMEMO 2 URI still names its key
+    for i in range(32):
+        pair = IdentityKeyPair.from_seed(bytes([i]) * 32)
+        assert pair.x25519_public in identity_candidates(pair.ed25519_public)
+        forms = fingerprint_forms(pair.x25519_public, pair.ed25519_public)
+        assert forms[FORM_OMEMO2].replace(" ", "") == pair.ed25519_public.hex()
