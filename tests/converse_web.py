@@ -105,6 +105,8 @@ class Message:
     """One message as Converse shows it."""
 
     text: str
+    #: a line of Converse's own (a date, someone's presence), not a message
+    info: bool
     encrypted: bool
     padlock: bool
     error: str
@@ -197,9 +199,12 @@ class Browser:
     def wait_logged_in(self) -> None:
         until(lambda: self.js("return !!window.e2eeTest"), lambda: "Converse did not load", timeout=30)
         self.wait_async("await api.waitUntil('OMEMOInitialized');")
-        # its bundles in both namespaces are on the server once the server answered its publishes
-        until(lambda: self._published("urn:xmpp:omemo:2:bundles") and self._published("eu.siacs.conversations.axolotl.bundles:"),
-              lambda: "Converse published no OMEMO bundle", timeout=30)
+        # its device lists and bundles in both namespaces are on the server once the server
+        # answered its publishes
+        nodes = ("urn:xmpp:omemo:2:devices", "urn:xmpp:omemo:2:bundles",
+                 "eu.siacs.conversations.axolotl.devicelist", "eu.siacs.conversations.axolotl.bundles:")
+        until(lambda: all(self._published(node) for node in nodes),
+              lambda: f"Converse did not publish all of {nodes}", timeout=30)
 
     def _published(self, node: str) -> bool:
         ids = [m.group(1) for line in self.console()
@@ -251,6 +256,7 @@ class Browser:
             if (!view) return [];
             return Array.from(view.querySelectorAll('.chat-msg, .chat-info, .chat-error')).map(el => ({
                 text: (el.querySelector('.chat-msg__text') || el).innerText.trim(),
+                info: !el.classList.contains('chat-msg'),
                 encrypted: el.getAttribute('data-encrypted') === 'true',
                 padlock: !!el.querySelector('converse-icon.fa-lock'),
                 error: Array.from(el.querySelectorAll('.chat-msg__error, .chat-error, .reason'))

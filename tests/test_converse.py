@@ -112,6 +112,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def _no_errors_shown(w: World, jid: str) -> None:
+    """Nothing in the chat with ``jid`` (opened first: full-screen mode shows one chat) is an
+    error or our fallback text, and no error dialog is open."""
+    if jid.split("@", 1)[1] != w.server.muc:
+        w.browser.open_chat(jid)
+    assert [m for m in w.browser.messages(jid) if not m.info], f"the chat with {jid} shows no message"
     for m in w.browser.messages(jid):
         assert not m.error, f"Converse shows an error in the chat with {jid}: {m}"
         assert FALLBACK_BODY not in m.text and not any(e in m.text for e in ERROR_TEXTS), m
@@ -165,9 +170,14 @@ def test_d_bob_too_and_no_message_in_converse_shows_an_error_or_the_fallback(wor
             assert len(got) == 1, (home, got)
         w.e2ee("bob2", "send", w.conv, "hello back from bob2")
         w.browser.wait_message(w.jid("bob"), "hello back from bob2")
-        for jid in (w.jid("alice"), w.jid("bob")):
+        expected = {
+            w.jid("alice"): ["hello Converse, alice1 here", "hello alice, Converse here", "and alice2 as well"],
+            w.jid("bob"): ["hello bob", "hello back from bob2"],
+        }
+        for jid, texts in expected.items():
             _no_errors_shown(w, jid)
-            assert all(m.encrypted for m in w.browser.messages(jid) if m.text), w.browser.messages(jid)
+            shown = [m for m in w.browser.messages(jid) if not m.info]
+            assert [m.text for m in shown] == texts and all(m.encrypted for m in shown), shown
         bad = [line for line in w.browser.console() if "Invalid signature" in line or "Could not build an OMEMO session" in line]
         assert not bad, bad
 
