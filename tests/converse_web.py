@@ -37,6 +37,19 @@ ERROR_TEXTS = ("could not decrypt", "Sorry, no devices found", "Message delivery
 T = TypeVar("T")
 
 
+def converse_hex(shown: str) -> str:
+    """A key as Converse shows it, to its 64 hex digits: Converse's ``formatFingerprint`` (and
+    the text of its QR codes) strips a leading "05" (meant for the legacy type byte, which is
+    already gone), so a key whose first byte is 0x05 (1 in 256) is shown with 62 digits."""
+    shown = re.sub(r"\s", "", shown).lower()
+    return "05" + shown if len(shown) == 62 else shown
+
+
+def _converse_uri(uri: str) -> str:
+    head, sep, key = uri.rpartition("=")
+    return f"{head}{sep}{converse_hex(key)}" if sep else uri
+
+
 def missing() -> str | None:
     """Why the browser tests cannot run here, or None."""
     if not (DIST / "converse.min.js").is_file():
@@ -306,7 +319,7 @@ class Browser:
                 return None
             out: dict[int, list[str]] = {}
             for row in rows:
-                out.setdefault(int(row["id"]), []).append(re.sub(r"\s", "", row["fp"]).lower())
+                out.setdefault(int(row["id"]), []).append(converse_hex(row["fp"]))
             return out
 
         try:
@@ -332,7 +345,7 @@ class Browser:
                 return fps.length >= 2 && uris.length >= 2 ? [fps, uris] : null;""")
             if not got:
                 return None
-            return [re.sub(r"\s", "", f).lower() for f in got[0]], list(got[1])
+            return [converse_hex(f) for f in got[0]], [_converse_uri(u) for u in got[1]]
 
         try:
             return until(shown, lambda: "Converse shows no fingerprint of its own")
