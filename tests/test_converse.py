@@ -32,8 +32,6 @@ from .xmpp_server import Prosody, _free_port, available
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSE = "conv"
-LEGACY = "eu.siacs.conversations.axolotl"
-O2 = "urn:xmpp:omemo:2"
 P = 2**255 - 19
 
 
@@ -101,8 +99,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         server.start()
         browser = Browser(f"{CONVERSE}@{server.domain}", f"{CONVERSE}-pw", server.websocket_url,
                           [server.directory / "prosody.log"])
+        w = World(server, browser, base / "homes")
         try:
-            w = World(server, browser, base / "homes")
             with browser.evidence("login"):
                 browser.wait_logged_in()
             for home in ("alice1", "alice2", "bob1", "bob2"):
@@ -112,7 +110,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 w.devices[home] = int(json.loads(w.e2ee(home, "fingerprint", "--json").stdout)["device"])
             yield w
         finally:
-            for proc in w._running if "w" in locals() else ():
+            for proc in w._running:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(timeout=10)
