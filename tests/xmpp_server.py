@@ -79,11 +79,10 @@ Component "upload.{domain}" "http_file_share"
 # Converse.js waits for a blocklist (XEP-0191) before it handles a chat: Prosody's default
 # configuration has mod_blocklist
 WEB_MODULES = ' "websocket"; "blocklist";'
-# loopback only, so the plain ws:// is "secure" (c2s_require_encryption); the page comes from
-# another port (another origin)
+# loopback only, so the plain ws:// is "secure" (c2s_require_encryption); a page from another
+# port (another origin) is accepted by Prosody 0.12's default
 WEBSOCKET_CONFIG = """
 consider_websocket_secure = true
-cross_domain_websocket = true
 http_default_host = "{domain}"
 """
 
