@@ -206,8 +206,14 @@ class Sending(EngineCore):
 
     def _pick_prekey(self, bundle: Bundle) -> PeerBundle:
         """The bundle with one of its one-time prekeys, chosen at random (a stored bundle was
-        checked on arrival: it holds at least the minimum number of valid prekeys)."""
+        checked on arrival: it holds at least the minimum number of valid prekeys).
+
+        Prekey id 0 is taken only when it is the only one: Converse.js publishes ids 0-99, but
+        its libomemo loads a key exchange's one-time prekey only when the id is truthy, so a
+        first message built on prekey 0 fails there with "Bad MAC" (issue 20)."""
         ids = sorted(bundle.prekeys)
+        if len(ids) > 1 and ids[0] == 0:
+            ids = ids[1:]
         pk_id = ids[int.from_bytes(self._rng(4), "big") % len(ids)]
         b = bundle
         return PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])

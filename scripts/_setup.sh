@@ -1,10 +1,12 @@
 # Shared setup for scripts/test.sh, scripts/demo.sh and scripts/gen_proto.sh (sourced, not run).
 #
 # On a fresh Debian 12 machine (as root) it installs the Debian packages that are missing
-# (python3, python3-venv, gnupg, prosody, openssl: one `apt-get update`, only if something is
-# missing),
+# (python3, python3-venv, gnupg, prosody, openssl, and for the browser tests chromium,
+# chromium-driver and npm: one `apt-get update`, only if something is missing),
 # creates .venv with Python 3.11+ and installs the project with its test extra:
 #     pip install -e ".[test]"
+# and the web client the browser tests run against (Converse.js, pinned in
+# tests/converse/package-lock.json) with `npm ci`, again only when missing or changed.
 # The install is skipped when neither pyproject.toml nor the set of top-level packages
 # changed since the last successful install (stamp file inside .venv).
 #
@@ -67,12 +69,16 @@ _make_venv() {  # create .venv with pip; on failure leave nothing behind
     return 1
 }
 
-# --- 1. Debian packages (gnupg, prosody, openssl, python3, python3-venv) -----------------
+# --- 1. Debian packages (gnupg, prosody, openssl, python3, python3-venv, chromium, npm) ---
 # Prosody is the XMPP server the tests start privately on 127.0.0.1 (never the system one).
 _missing=()
 command -v gpg >/dev/null 2>&1 || _missing+=(gnupg)
 command -v prosody >/dev/null 2>&1 || _missing+=(prosody)
 command -v openssl >/dev/null 2>&1 || _missing+=(openssl)
+# tests/test_converse.py: Converse.js in headless Chromium, installed from npm
+command -v chromium >/dev/null 2>&1 || _missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || _missing+=(chromium-driver)
+command -v npm >/dev/null 2>&1 || _missing+=(npm)
 PYTHON="$(_pick_python || true)"
 [ -n "$PYTHON" ] || _missing+=(python3 python3-venv)
 
@@ -120,4 +126,14 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$(_stamp_value)" ]; then
     _stamp_value >"$STAMP"
 fi
 
-unset _missing
+# --- 4. Converse.js for the browser tests: npm ci unless the lock file is what was installed ---
+_web="$ROOT/tests/converse"
+_web_stamp="$_web/node_modules/.xmpp-e2ee-npm.stamp"
+if [ ! -f "$_web/node_modules/converse.js/dist/converse.min.js" ] || [ ! -f "$_web_stamp" ] \
+        || [ "$(cat "$_web_stamp")" != "$(sha256sum "$_web/package-lock.json" | cut -d' ' -f1)" ]; then
+    _say "npm ci in tests/converse (Converse.js for the browser tests)"
+    (cd "$_web" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    sha256sum "$_web/package-lock.json" | cut -d' ' -f1 >"$_web_stamp"
+fi
+
+unset _missing _web _web_stamp

@@ -8,6 +8,10 @@ file; never looked up by process name.
 HTTP File Upload (XEP-0363, for XEP-0454 media sharing): the component ``upload.<domain>``
 (``mod_http_file_share``) serves HTTPS on 127.0.0.1 at ``https_port``, under the domain's own
 name and certificate (``upload.localhost`` would not resolve).
+
+WebSocket (RFC 7395, for browser clients such as Converse.js): with ``websocket_port`` set,
+``mod_websocket`` serves plain HTTP on 127.0.0.1 at that port (``websocket_url``), considered
+secure since it never leaves loopback; ``mod_blocklist`` comes with it, which Converse needs.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
 s2s_ports = {{ }}
 c2s_direct_tls_ports = {{ }}
-http_ports = {{ }}
+http_ports = {{ {http_ports} }}
+http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{ {https_port} }}
 https_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ }}
@@ -46,7 +51,7 @@ component_ports = {{ }}
 -- per loop turn); idle cost is unchanged
 network_settings = {{ nagle = false; min_wait = 0.00001 }}
 modules_enabled = {{
-    "roster"; "saslauth"; "tls"; "disco"; "pep"; "carbons"; "mam"; "ping"; "register";
+    "roster"; "saslauth"; "tls"; "disco"; "pep"; "carbons"; "mam"; "ping"; "register";{web_modules}
 }}
 modules_disabled = {{ "s2s" }}
 allow_registration = true
@@ -57,6 +62,7 @@ pep_max_items = 256
 default_archive_policy = true
 archive_expires_after = "1w"
 certificates = "{dir}/certs"
+{websocket_config}
 VirtualHost "{domain}"
     ssl = {{ key = "{dir}/certs/{domain}.key", certificate = "{dir}/certs/{domain}.crt" }}
 -- group chats (XEP-0045): an internal component, no port of its own
@@ -68,6 +74,16 @@ Component "upload.{domain}" "http_file_share"
     http_host = "{domain}"
     http_file_share_size_limit = {upload_limit}
     http_file_share_daily_quota = {upload_quota}
+"""
+
+# Converse.js waits for a blocklist (XEP-0191) before it handles a chat: Prosody's default
+# configuration has mod_blocklist
+WEB_MODULES = ' "websocket"; "blocklist";'
+# loopback only, so the plain ws:// is "secure" (c2s_require_encryption); a page from another
+# port (another origin) is accepted by Prosody 0.12's default
+WEBSOCKET_CONFIG = """
+consider_websocket_secure = true
+http_default_host = "{domain}"
 """
 
 
@@ -98,6 +114,8 @@ class Prosody:
     domain: str = DOMAIN
     port: int = field(default_factory=_free_port)
     https_port: int = field(default_factory=_free_port)
+    #: Plain-HTTP port of ``mod_websocket`` on 127.0.0.1; None: no WebSocket.
+    websocket_port: int | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -118,6 +136,11 @@ class Prosody:
         """The XEP-0363 component's JID; its URLs are ``https://{domain}:{https_port}/...``."""
         return f"upload.{self.domain}"
 
+    @property
+    def websocket_url(self) -> str:
+        assert self.websocket_port is not None, "started without websocket_port"
+        return f"ws://127.0.0.1:{self.websocket_port}/xmpp-websocket"
+
     def _write(self) -> None:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         certs = self.directory / "certs"
@@ -131,6 +154,8 @@ class Prosody:
         self.config.write_text(CONFIG.format(
             dir=self.directory, port=self.port, domain=self.domain, https_port=self.https_port,
             upload_limit=UPLOAD_LIMIT, upload_quota=8 * UPLOAD_LIMIT,
+            http_ports=self.websocket_port or "", web_modules=WEB_MODULES if self.websocket_port else "",
+            websocket_config=WEBSOCKET_CONFIG.format(domain=self.domain) if self.websocket_port else "",
         ))
 
     def register(self, user: str, password: str) -> str:
@@ -153,7 +178,7 @@ class Prosody:
                 raise RuntimeError(f"prosody failed to start ({code}): see {self.directory / 'prosody.log'}")
             if pid_file.exists():
                 try:
-                    for port in (self.port, self.https_port):
+                    for port in (self.port, self.https_port, *([self.websocket_port] if self.websocket_port else [])):
                         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                             pass
                     return
