@@ -38,7 +38,7 @@ from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
 
 from .peers.slixmpp_omemo2_peer import Omemo2Message, Omemo2Peer
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 # slixmpp-omemo 2.2.0 itself uses the deprecated xmpp["xep_0060"] plugin access
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning")
@@ -47,10 +47,8 @@ O2, LEGACY = NAMESPACES
 
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-omemo2"), ("alice", "bob")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob")
 
 
 async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: float = 5) -> None:
@@ -61,11 +59,11 @@ async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: flo
         await asyncio.sleep(0.005)
 
 
-def test_omemo2_both_ways_with_python_omemo_over_prosody(server: Prosody) -> None:
+def test_omemo2_both_ways_with_python_omemo_over_prosody(server: Accounts) -> None:
     timings: dict[str, float | int] = {}
 
     async def run() -> None:
-        alice_jid, bob_jid = f"alice@{server.domain}", f"bob@{server.domain}"
+        alice_jid, bob_jid = server.jid("alice"), server.jid("bob")
         got: list[Received] = []
 
         def alice_msgs() -> list[Decrypted]:

@@ -32,7 +32,7 @@ from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
 
 from .peers.slixmpp_omemo_peer import LegacyOmemoPeer, PeerMessage
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 # slixmpp-omemo 2.2.0 itself uses the deprecated xmpp["xep_0060"] plugin access
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning")
@@ -41,10 +41,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XM
 O2, LEGACY = NAMESPACES
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-slixmpp-omemo"), ("alice", "bob")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob")
 
 
 async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: float = 5) -> None:
@@ -55,11 +53,11 @@ async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: flo
         await asyncio.sleep(0.005)
 
 
-def test_interop_with_slixmpp_omemo_over_prosody(server: Prosody) -> None:
+def test_interop_with_slixmpp_omemo_over_prosody(server: Accounts) -> None:
     timings: dict[str, float] = {}
 
     async def run() -> None:
-        alice_jid, bob_jid = f"alice@{server.domain}", f"bob@{server.domain}"
+        alice_jid, bob_jid = server.jid("alice"), server.jid("bob")
         got: list[Received] = []
 
         def alice_msgs() -> list[Decrypted]:
@@ -161,7 +159,7 @@ def test_interop_with_slixmpp_omemo_over_prosody(server: Prosody) -> None:
     print("\n" + "\n".join(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}" for k, v in timings.items()))
 
 
-def test_key_exchange_answer_without_body_reaches_the_engine(server: Prosody) -> None:
+def test_key_exchange_answer_without_body_reaches_the_engine(server: Accounts) -> None:
     """python-omemo answers every key exchange with an empty OMEMO message (a ``<message>`` with
     an ``<encrypted>`` and no ``<body>``) to complete the session.  Our session must hand it to
     the engine (an ``EmptyMessage`` result), and the engine must then stop wrapping its messages
@@ -171,7 +169,7 @@ def test_key_exchange_answer_without_body_reaches_the_engine(server: Prosody) ->
     server.register("dave", "dave-pw")
 
     async def run() -> None:
-        carol_jid, dave_jid = f"carol@{server.domain}", f"dave@{server.domain}"
+        carol_jid, dave_jid = server.jid("carol"), server.jid("dave")
         got: list[Received] = []
         dave = LegacyOmemoPeer(dave_jid, "dave-pw", ca_file=server.cert)
         carol = E2EESession(Engine.create(MemoryStorage(), carol_jid), "carol-pw", ca_file=server.cert,

@@ -27,7 +27,7 @@ from e2ee.errors import MediaIntegrityError, MediaTransferFailed, UsageError
 from e2ee.media import MediaLink, build_link
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import UPLOAD_LIMIT, Prosody, running
+from .xmpp_server import UPLOAD_LIMIT, Accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = 1_000_000
@@ -39,21 +39,19 @@ TRACED_BOUND = 4 * 1024 * 1024
 RSS_BOUND = 24 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-media"), ("alice", "bob", "mia", "nils")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "mia", "nils")
 
 
-async def _session(server: Prosody, user: str, inbox: list[Received] | None = None) -> E2EESession:
-    engine = Engine.create(MemoryStorage(), f"{user}@{server.domain}")
+async def _session(server: Accounts, user: str, inbox: list[Received] | None = None) -> E2EESession:
+    engine = Engine.create(MemoryStorage(), server.jid(user))
     s = E2EESession(engine, f"{user}-pw", ca_file=server.cert,
                     on_received=inbox.append if inbox is not None else None)
     await s.start("127.0.0.1", server.port)
     return s
 
 
-def _stored(server: Prosody, link: MediaLink) -> Path:
+def _stored(server: Accounts, link: MediaLink) -> Path:
     """The file Prosody keeps for the slot of ``link`` (its data store encodes the slot id)."""
     slot = link.url.split("/")[-2]
     store = server.directory / "data" / "upload%2elocalhost" / "http_file_share"
@@ -110,7 +108,7 @@ class _RssPeak:
         return self.peak - self.start
 
 
-def test_50mb_file_round_trip_with_bounded_memory(server: Prosody, tmp_path: Path) -> None:
+def test_50mb_file_round_trip_with_bounded_memory(server: Accounts, tmp_path: Path) -> None:
     """Must-show 2: 50 MB through the real upload service, from alice's send_file to bob's
     download, with Python's peak allocation (tracemalloc) and the sampled RSS growth bounded."""
     source = tmp_path / "fifty megabytes.bin"
@@ -167,7 +165,7 @@ def test_50mb_file_round_trip_with_bounded_memory(server: Prosody, tmp_path: Pat
     assert stanzas and all("aesgcm" not in s and "jabber:x:oob" not in s and sent.link.url not in s for s in stanzas)
 
 
-def test_tampered_and_truncated_downloads_are_refused(server: Prosody, tmp_path: Path) -> None:
+def test_tampered_and_truncated_downloads_are_refused(server: Accounts, tmp_path: Path) -> None:
     """Must-show 2: a byte flipped in the stored file gives MediaIntegrityError, a stored file cut
     short a MediaTransferFailed, a wrong key MediaIntegrityError; never a file left behind."""
     source = tmp_path / "report.pdf"
@@ -235,7 +233,7 @@ def test_tampered_and_truncated_downloads_are_refused(server: Prosody, tmp_path:
     asyncio.run(run())
 
 
-def test_upload_limits_and_untrusted_certificate(server: Prosody, tmp_path: Path) -> None:
+def test_upload_limits_and_untrusted_certificate(server: Accounts, tmp_path: Path) -> None:
     """A file over the service's max-file-size is refused before anything is uploaded; a
     download from a server whose certificate is not trusted fails with a clear error."""
     huge = tmp_path / "huge.bin"
@@ -263,7 +261,7 @@ def test_upload_limits_and_untrusted_certificate(server: Prosody, tmp_path: Path
     asyncio.run(run())
 
 
-def test_cli_send_file_and_recv_download_dir(server: Prosody, tmp_path: Path) -> None:
+def test_cli_send_file_and_recv_download_dir(server: Accounts, tmp_path: Path) -> None:
     """``e2ee send-file`` shows progress on stderr and reports per device; ``e2ee recv
     --download-dir`` saves the file and says where (JSON ``file`` field); a tampered one is
     refused with one line on stderr and exit 1, leaving nothing in the directory."""
@@ -277,12 +275,12 @@ def test_cli_send_file_and_recv_download_dir(server: Prosody, tmp_path: Path) ->
         )
 
     for user in ("mia", "nils"):
-        assert e2ee(user, "init", "--jid", f"{user}@{server.domain}").returncode == 0
+        assert e2ee(user, "init", "--jid", server.jid(user)).returncode == 0
         proc = e2ee(user, "publish")
         assert proc.returncode == 0, proc.stderr
     photo = tmp_path / "holiday photo.jpg"
     _write_random(photo, 3 * MB)
-    sent = e2ee("mia", "send-file", f"nils@{server.domain}", str(photo), "--json")
+    sent = e2ee("mia", "send-file", server.jid("nils"), str(photo), "--json")
     assert sent.returncode == 0, sent.stderr
     data = json.loads(sent.stdout)
     assert [r["status"] for r in data["recipients"]] == ["encrypted"]
@@ -296,14 +294,14 @@ def test_cli_send_file_and_recv_download_dir(server: Prosody, tmp_path: Path) ->
     assert got.returncode == 0, got.stderr
     (line,) = got.stdout.strip().splitlines()
     msg = json.loads(line)
-    assert msg["from"] == f"mia@{server.domain}" and msg["body"].startswith("aesgcm://")
+    assert msg["from"] == server.jid("mia") and msg["body"].startswith("aesgcm://")
     assert msg["file"]["name"] == "holiday photo.jpg" and msg["file"]["size"] == 3 * MB
     assert Path(msg["file"]["path"]) == downloads / "holiday photo.jpg"
     assert (downloads / "holiday photo.jpg").read_bytes() == photo.read_bytes()
     assert "receiving holiday photo.jpg: 100%" in got.stderr
 
     # a tampered file: one clear line, exit 1, nothing saved
-    sent = e2ee("mia", "send-file", f"nils@{server.domain}", str(photo))
+    sent = e2ee("mia", "send-file", server.jid("nils"), str(photo))
     assert sent.returncode == 0, sent.stderr
     url = next(line for line in sent.stdout.splitlines() if line.startswith("uploaded ")).rsplit(" ", 1)[1]
     stored = _stored(server, MediaLink(url, b"", b""))
@@ -313,13 +311,13 @@ def test_cli_send_file_and_recv_download_dir(server: Prosody, tmp_path: Path) ->
     got = e2ee("nils", "recv", "--count", "1", "--timeout", "15", "--download-dir", str(downloads))
     assert got.returncode == 1
     errors = [line for line in got.stderr.splitlines() if line.startswith("e2ee:")]
-    assert errors == [f"e2ee: a file from mia@{server.domain} could not be downloaded: "
+    assert errors == [f"e2ee: a file from {server.jid('mia')} could not be downloaded: "
                       "the file failed its integrity check (modified, truncated or wrong key)"], got.stderr
     assert "Traceback" not in got.stderr and os.listdir(downloads) == []
     assert "file holiday photo.jpg (not downloaded)" in got.stdout
 
     # usage errors: exit 2 before connecting
-    missing = e2ee("mia", "send-file", f"nils@{server.domain}", str(tmp_path / "nope.bin"))
+    missing = e2ee("mia", "send-file", server.jid("nils"), str(tmp_path / "nope.bin"))
     assert missing.returncode == 2 and "not a file" in missing.stderr
     nodir = e2ee("nils", "recv", "--download-dir", str(tmp_path / "nope"))
     assert nodir.returncode == 2 and "not a directory" in nodir.stderr

@@ -23,22 +23,19 @@ from e2ee.errors import AffixMismatch, RoomNotSuitable, RoomUnavailable
 from e2ee.results import Decrypted, NotForThisDevice, Outcome
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 O2 = NAMESPACES[0]
 ROOT = Path(__file__).resolve().parent.parent
 Inbox = list[tuple[str, Received]]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    users = ("alice", "bob", "carol", "dave", "erin", "frank")
-    with running(tmp_path_factory.mktemp("prosody-muc"), users) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 
 
-async def _session(server: Prosody, user: str, inbox: Inbox, name: str) -> E2EESession:
-    engine = Engine.create(MemoryStorage(), f"{user}@{server.domain}")
+async def _session(server: Accounts, user: str, inbox: Inbox, name: str) -> E2EESession:
+    engine = Engine.create(MemoryStorage(), server.jid(user))
     s = E2EESession(engine, f"{user}-pw", ca_file=server.cert, on_received=lambda r: inbox.append((name, r)))
     await s.start("127.0.0.1", server.port)
     return s
@@ -62,15 +59,14 @@ def _encrypted_for(result: object) -> set[tuple[str, int]]:
     return {(d.jid, d.device_id) for d in result.devices if d.outcome is Outcome.ENCRYPTED}  # type: ignore[attr-defined]
 
 
-def test_room_of_three_accounts_with_a_member_added_later_and_one_removed(server: Prosody) -> None:
+def test_room_of_three_accounts_with_a_member_added_later_and_one_removed(server: Accounts) -> None:
     """Must-show 1 of issue 8 (group chats): alice (two devices), bob and carol in a members-only
     non-anonymous room; every message decrypts on every other member device (alice's other
     device included) and comes back to its sender as a reflection; dave, made a member later,
     gets later messages; carol, whose affiliation is removed, does not: her devices are not in the
     key list, her inbox stays empty, and the element itself holds no key for her."""
-    d = server.domain
-    alice, bob, carol, dave = (f"{u}@{d}" for u in ("alice", "bob", "carol", "dave"))
-    room = f"omemo@{server.muc}"
+    alice, bob, carol, dave = (server.jid(u) for u in ("alice", "bob", "carol", "dave"))
+    room = server.room("omemo")
 
     async def run() -> None:
         inbox: Inbox = []
@@ -179,11 +175,11 @@ async def _plain_room(session: E2EESession, room: str, fields: tuple[tuple[str, 
     muc.leave_muc(slixmpp.JID(room), "owner")
 
 
-def test_rooms_that_hide_real_jids_or_are_open_are_refused(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
+def test_rooms_that_hide_real_jids_or_are_open_are_refused(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
     """A semi-anonymous room (Prosody's default) is refused with RoomNotSuitable naming what is
     missing, before joining; so is a non-anonymous room that is not members-only, unless the
     client accepts open rooms: then it warns, and the present occupants are recipients too."""
-    anonymous, open_room = f"anon@{server.muc}", f"open@{server.muc}"
+    anonymous, open_room = server.room("anon"), server.room("open")
 
     async def run() -> None:
         inbox: Inbox = []
@@ -203,7 +199,7 @@ def test_rooms_that_hide_real_jids_or_are_open_are_refused(server: Prosody, capl
             assert e.value.missing == (MEMBERSONLY,) and "not members-only" in str(e.value)
 
             # a room that starts hiding real JIDs after we joined: nothing more is sent there
-            turns = f"turns@{server.muc}"
+            turns = server.room("turns")
             await erin.rooms.create(turns, members=[frank.engine.jid])
             await frank.rooms.join(turns)
             assert (await frank.rooms.send_text(turns, "still fine")).ready
@@ -238,14 +234,14 @@ def test_rooms_that_hide_real_jids_or_are_open_are_refused(server: Prosody, capl
     asyncio.run(run())
 
 
-def test_forged_and_misdirected_group_messages_are_refused(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
+def test_forged_and_misdirected_group_messages_are_refused(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
     """Catalogue D8 through the server: a ``type='groupchat'`` message that does not come from a
     room we are in is dropped (logged); a 1:1 element replayed into the room and a room element
     sent as a private message are refused with AffixMismatch (the SCE ``<to>``), reported with
     the room; the room goes on working."""
     for user in ("gus", "hal", "ivo"):
         server.register(user, f"{user}-pw")
-    room = f"hostile@{server.muc}"
+    room = server.room("hostile")
 
     async def run() -> None:
         inbox: Inbox = []
@@ -289,14 +285,14 @@ def test_forged_and_misdirected_group_messages_are_refused(server: Prosody, capl
     asyncio.run(run())
 
 
-def test_cli_room_create_members_send_and_recv(server: Prosody, tmp_path: Path) -> None:
+def test_cli_room_create_members_send_and_recv(server: Accounts, tmp_path: Path) -> None:
     """The command line: ``room-create`` with a member, ``room-members``, ``recv --room`` printing
     the room message with its ``room`` field, ``room-send`` with per-device JSON; a room that
     hides real JIDs is one clear line and exit status 1, a malformed room address exit 2."""
     for user in ("kim", "lou"):
         server.register(user, f"{user}-pw")
-    room = f"cli@{server.muc}"
-    kim, lou = f"kim@{server.domain}", f"lou@{server.domain}"
+    room = server.room("cli")
+    kim, lou = server.jid("kim"), server.jid("lou")
 
     def command(user: str, *args: str) -> list[str]:
         return [sys.executable, "-m", "client.cli", "--home", str(tmp_path / user), "--server",
@@ -309,7 +305,7 @@ def test_cli_room_create_members_send_and_recv(server: Prosody, tmp_path: Path) 
         return subprocess.run(command(user, *args), cwd=ROOT, env=env(user), capture_output=True, text=True, timeout=60)
 
     for user in ("kim", "lou"):
-        assert e2ee(user, "init", "--jid", f"{user}@{server.domain}").returncode == 0
+        assert e2ee(user, "init", "--jid", server.jid(user)).returncode == 0
         assert e2ee(user, "publish").returncode == 0
     made = e2ee("kim", "room-create", room, "--member", lou)
     assert made.returncode == 0, made.stderr
@@ -344,39 +340,38 @@ def test_cli_room_create_members_send_and_recv(server: Prosody, tmp_path: Path) 
     async def anonymous_room() -> None:
         s = await _session(server, "kim", [], "kim-raw")
         try:
-            await _plain_room(s, f"cli-anon@{server.muc}", ())
+            await _plain_room(s, server.room("cli-anon"), ())
         finally:
             s.disconnect()
             await asyncio.sleep(0.1)
 
     asyncio.run(anonymous_room())
-    refused = e2ee("kim", "room-send", f"cli-anon@{server.muc}", "x")
+    refused = e2ee("kim", "room-send", server.room("cli-anon"), "x")
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"e2ee: error: room cli-anon@{server.muc} cannot be used with OMEMO: it hides its occupants' real JIDs "
+        f"e2ee: error: room {server.room('cli-anon')} cannot be used with OMEMO: it hides its occupants' real JIDs "
         "(not non-anonymous); it is not members-only")
     bad = e2ee("kim", "room-send", "not a room", "x")
     assert bad.returncode == 2 and "not a room address" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_readme_group_chat_example_runs(server: Prosody) -> None:
+def test_readme_group_chat_example_runs(server: Accounts) -> None:
     from .test_embedding import _example
 
-    for user in ("ann", "ben"):
-        server.register(user, f"{user}-pw")
+    readme = Accounts.unprefixed(server.server, ("ann", "ben"))  # the example's own names
     namespace: dict[str, object] = {"SERVER": ("127.0.0.1", server.port), "CA_FILE": server.cert,
                                     "DOMAIN": server.domain, "MUC": server.muc}
     exec(compile(_example("group chat"), "README.md (group chat example)", "exec"), namespace)
-    assert namespace["got"] == [(f"team@{server.muc}", f"ann@{server.domain}", "Hello, team")]
+    assert namespace["got"] == [(readme.room("team"), readme.jid("ann"), "Hello, team")]
 
 
-def test_a_member_with_a_legacy_only_device_gets_the_legacy_element(server: Prosody) -> None:
+def test_a_member_with_a_legacy_only_device_gets_the_legacy_element(server: Accounts) -> None:
     """A member whose device is only on the legacy OMEMO list gets the room message in legacy
     OMEMO (no SCE envelope, so no ``<to>`` to check) and decrypts it with the sender's real JID;
     his answer reaches the sender's device, which is on both lists, in OMEMO 2."""
     for user in ("max", "ned"):
         server.register(user, f"{user}-pw")
-    room = f"mixed@{server.muc}"
+    room = server.room("mixed")
     legacy = NAMESPACES[1]
 
     async def run() -> None:
