@@ -290,6 +290,8 @@ listen:
     request_handlers:
       /api: mod_http_api
 auth_password_format: scram
+# in-band registration (the demo registers two accounts): not one per address per 10 minutes
+registration_timeout: infinity
 acl:
   local:
     user_regexp: ""
