@@ -57,7 +57,7 @@ from e2ee.results import (
 )
 
 from . import media
-from .archive import SID_NS, ArchivePosition, own_stanza_id
+from .archive import SID_NS, ArchivePosition, archive_complete, own_stanza_id
 from .guard import install_depth_guard
 from .muc import Rooms
 
@@ -277,10 +277,17 @@ class E2EEHandlers:
         return SID_NS in info["disco_info"]["features"]
 
     async def _read_newest(self, position: ArchivePosition, max_messages: int) -> int:
+        """The newest ``max_messages``: RSM pages backwards from the end (``<before/>``), as
+        many as it takes; a server may cap a page below what we ask (Prosody: 50)."""
         now = time.time()
-        iq = await self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": max_messages}, reverse=True)
-        results = list(iq["mam"]["results"])
-        results.reverse()  # oldest first
+        results: list[Any] = []
+        pages = self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": max_messages}, reverse=True, iterator=True)
+        async for iq in pages:
+            page = list(iq["mam"]["results"])  # oldest first within a page
+            results[:0] = page
+            if not page or len(results) >= max_messages or archive_complete(iq):
+                break
+        results = results[-max_messages:]
         await self._decrypt_archived(results)
         position.advance(results[-1]["mam_result"]["id"] if results else None, now)
         return len(results)
@@ -298,10 +305,10 @@ class E2EEHandlers:
             results = list(iq["mam"]["results"])
             await self._decrypt_archived(results)
             count += len(results)
-            if results:
-                after = results[-1]["mam_result"]["id"]
+            if results:  # the page may be shorter than asked: go on from its RSM <last/>
+                after = str(iq["mam_fin"]["rsm"]["last"] or "") or results[-1]["mam_result"]["id"]
             position.advance(after, now)
-            if not results or iq["mam_fin"]["complete"]:
+            if not results or archive_complete(iq):
                 return count
         log.warning("more than %d archived messages since the last connect: the rest is read at the next one", MAM_MAX)
         return count

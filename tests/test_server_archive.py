@@ -1,6 +1,10 @@
-"""The archive catch-up through a real Prosody: reading forward from the remembered position
-(more than one page), the position advanced by live messages' stanza-ids, and a sender's forged
-stanza-id (catalogue I5) neither hiding a message nor moving the position."""
+"""The archive catch-up through a real server (each kind): reading forward from the remembered
+position (more than one page), the position advanced by live messages' stanza-ids, and a
+sender's forged stanza-id (catalogue I5) neither hiding a message nor moving the position.
+
+Archive pages differ between servers: Prosody caps a page at 50 results whatever we ask for and
+leaves ``complete`` out until the last page; ejabberd writes ``complete='false'``.  The
+catch-up follows RSM and ``<fin complete='true'/>`` only."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from .xmpp_server import Accounts
 
 
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
-SERVER_USERS = ("alice", "bob")
+SERVER_USERS = ("alice", "bob", "carol")
 
 
 async def _connect(server: Accounts, engine: Engine, user: str, inbox: list[Received] | None = None) -> E2EESession:
@@ -62,7 +66,7 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         # plus the heartbeat alice sent to bob during the catch-up (it is archived too)
         reflections = [r for r in inbox if getattr(r.result, "reflection", False)]
         assert alice.e2ee.caught_up == offline + len(reflections) == len([r for r in inbox if r.archived])
-        assert alice.e2ee._sid  # Prosody stamps stanza-ids and says so
+        assert alice.e2ee._sid  # both servers stamp stanza-ids and say so
 
         # live messages move the position on; the next catch-up reads only what came after
         for i in range(3):
@@ -91,14 +95,39 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         assert _bodies(inbox) == ["with a forged stanza-id"]
         assert ArchivePosition(alice_engine.storage).archive_id not in (None, "poison")
 
-        # a position the archive does not know: the newest page is read instead
-        ArchivePosition(alice_engine.storage).advance("not-an-archive-id", 0.0)
-        await alice.close()
-        inbox.clear()
-        alice = await _connect(server, alice_engine, "alice", inbox)
-        assert ArchivePosition(alice_engine.storage).archive_id != "not-an-archive-id"
-        assert not [r for r in inbox if r.error is not None]
+        # a position the archive does not know: the newest page is read instead.  Not on
+        # ejabberd 23.01: its archive ids are timestamps, and an id it does not know is not
+        # refused (item-not-found) but answered with an empty, complete page (or taken as a
+        # time), so a client cannot tell it from "nothing new"; nothing is lost either way
+        if server.kind != "ejabberd":
+            ArchivePosition(alice_engine.storage).advance("not-an-archive-id", 0.0)
+            await alice.close()
+            inbox.clear()
+            alice = await _connect(server, alice_engine, "alice", inbox)
+            assert ArchivePosition(alice_engine.storage).archive_id != "not-an-archive-id"
+            assert not [r for r in inbox if r.error is not None]
         for client in (alice, bob):
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_first_catch_up_reads_the_newest_messages_over_capped_pages(server: Accounts) -> None:
+    """Without a remembered position the catch-up reads the newest messages, paging backwards
+    (``<before/>``) until it has them: more than one server-capped page, oldest first."""
+    async def run() -> None:
+        engine = Engine.create(MemoryStorage(), server.jid("carol"))
+        bob = await _connect(server, Engine.create(MemoryStorage(), server.jid("bob")), "bob")
+        carol = await _connect(server, engine, "carol")
+        await carol.close()
+        engine.storage.put("own", "mam", b"")  # as if never read: no position
+        count = 70  # more than Prosody's page of 50
+        for i in range(count):
+            assert (await bob.send_text(server.jid("carol"), f"newest {i}")).ready
+        inbox: list[Received] = []
+        carol = await _connect(server, engine, "carol", inbox)
+        assert _bodies(inbox, archived=True) == [f"newest {i}" for i in range(count)]
+        for client in (carol, bob):
             await client.close()
 
     asyncio.run(run())
