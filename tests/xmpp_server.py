@@ -39,6 +39,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -76,6 +77,7 @@ class XmppServer(Protocol):
     @property
     def upload_url(self) -> str: ...
     def register(self, user: str, password: str) -> str: ...
+    def stored_upload(self, url: str) -> Path: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def __enter__(self) -> XmppServer: ...
@@ -208,6 +210,14 @@ class Prosody:
             dir=self.directory, port=self.port, domain=self.domain, https_port=self.https_port,
             upload_limit=UPLOAD_LIMIT, upload_quota=8 * UPLOAD_LIMIT,
         ))
+
+    def stored_upload(self, url: str) -> Path:
+        """The file ``mod_http_file_share`` keeps for the slot of ``url`` (its data store
+        encodes the slot id)."""
+        slot = url.split("/")[-2]
+        store = self.directory / "data" / f"{self.upload_service.replace('.', '%2e')}" / "http_file_share"
+        (path,) = [p for p in store.glob("*.bin") if urllib.parse.unquote(p.name[:-4]) == slot]
+        return path
 
     def register(self, user: str, password: str) -> str:
         subprocess.run(
@@ -408,6 +418,12 @@ class Ejabberd:
     def upload_url(self) -> str:
         return f"https://{self.domain}:{self.https_port}/upload/"
 
+    def stored_upload(self, url: str) -> Path:
+        """The file ``mod_http_upload`` keeps for ``url``: its docroot mirrors the URL's path."""
+        assert self.home is not None
+        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path).removeprefix("/upload/")
+        return self.home / "upload" / path
+
     def _ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
         assert self.home is not None
         return subprocess.run(
@@ -568,6 +584,10 @@ class Accounts:
 
     def register(self, name: str, password: str) -> str:
         return self.server.register(self.user(name), password)
+
+    def stored_upload(self, url: str) -> Path:
+        """The file the server keeps for the upload slot of ``url`` (tests tamper with it)."""
+        return self.server.stored_upload(url)
 
 
 @contextmanager
