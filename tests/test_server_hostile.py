@@ -155,7 +155,7 @@ def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCa
 
 
 def test_deeply_nested_stanzas_through_the_server(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
-    """I3 at stanza level: 10^5 levels are over Prosody's stanza size limit (the server ends the
+    """I3 at stanza level: 10^5 levels are over the server's stanza size limit (the server ends the
     sender's stream; nothing reaches alice); an iq nested 30,000 levels fits in it and reaches
     alice's client (a message that deep does not: Prosody fails to archive it and drops it),
     whose depth guard drops the stanza with one warning, before slixmpp walks it recursively
@@ -172,7 +172,9 @@ def test_deeply_nested_stanzas_through_the_server(server: Accounts, caplog: pyte
         try:
             await _still_works(alice, bob, inbox, "before the nesting")
             caplog.clear()
-            deep = 30_000
+            # ejabberd 23.01 ends the sender's stream at 30,000 levels and is then busy for a
+            # minute: there 1,000 levels (still far over the client's limit of 64) reach alice
+            deep = 30_000 if server.kind == "prosody" else 1_000
             nested = "<x>" * deep + "</x>" * deep
             mallory.send_raw(f"<iq to='{alice.boundjid.full}' type='get' id='deep'><query xmlns='q'>{nested}</query></iq>")
             for _ in range(200):
