@@ -34,7 +34,6 @@ import pwd
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
@@ -606,7 +605,9 @@ def running_server(kind: str, directory: Path, users: Iterable[str] = ()) -> Ite
 
 @contextmanager
 def running(directory: Path, users: Iterable[str] = ("alice", "bob")) -> Iterator[Prosody]:
-    """A started server in ``directory`` with each user registered (password ``<user>-pw``)."""
+    """A started Prosody in ``directory`` with each user registered (password ``<user>-pw``): a
+    server of one's own (bench/, a test that needs a fresh one); tests on both server kinds use
+    the ``server`` fixture or :func:`running_server`."""
     assert available(), "Prosody is missing: scripts/test.sh installs it (apt-get install prosody)"
     with Prosody(directory) as server:
         for user in users:
