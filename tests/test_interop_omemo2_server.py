@@ -1,4 +1,4 @@
-"""OMEMO 2 interop over a real Prosody with an independent client: python-omemo 2.1.0's
+"""OMEMO 2 interop over a real server (Prosody and ejabberd) with an independent client: python-omemo 2.1.0's
 ``SessionManager`` with the twomemo backend, driven through slixmpp 1.17 + slixmpp-omemo 2.2.0's
 plugin machinery, with XEP-0420 (SCE) envelopes built and parsed on the peer side.
 

@@ -1,4 +1,4 @@
-"""Interop over a real Prosody with an independent client: slixmpp 1.17 + slixmpp-omemo 2.2.0.
+"""Interop over a real server (Prosody and ejabberd) with an independent client: slixmpp 1.17 + slixmpp-omemo 2.2.0.
 
 Our client session (``client.session.E2EESession`` around the engine) is alice; bob is
 slixmpp-omemo's XEP-0384 plugin made to speak legacy OMEMO only

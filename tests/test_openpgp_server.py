@@ -1,4 +1,4 @@
-"""Must-show 5 over a real Prosody on 127.0.0.1: bob runs an OpenPGP-only client (no OMEMO
+"""Must-show 5 over a real server (Prosody and ejabberd) on 127.0.0.1: bob runs an OpenPGP-only client (no OMEMO
 device), alice's message goes out with OpenPGP and bob reads it, live and after being offline
 (archive and offline copies are one message); to carol, who has neither, sending fails with a
 clear error and nothing is sent.  Then the same through the ``e2ee`` command line, with

@@ -1,4 +1,4 @@
-"""Over a real Prosody on 127.0.0.1: our client sessions publish, fetch, send and decrypt,
+"""Over a real server (Prosody and ejabberd) on 127.0.0.1: our client sessions publish, fetch, send and decrypt,
 including the carbon copy for our own other device."""
 
 from __future__ import annotations

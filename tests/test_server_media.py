@@ -1,4 +1,4 @@
-"""XEP-0454 media sharing through a real Prosody upload service (XEP-0363, ``mod_http_file_share``
+"""XEP-0454 media sharing through a real upload service (XEP-0363: Prosody's ``mod_http_file_share``, ejabberd's ``mod_http_upload``
 over HTTPS on 127.0.0.1): a 50 MB file round-trips with memory bounded (measured), a tampered or
 truncated download is refused with a typed error and leaves nothing behind, the link travels
 only inside the encrypted message, and the ``e2ee send-file`` / ``recv --download-dir``

@@ -1,4 +1,4 @@
-"""OMEMO in group chats (XEP-0045) over a real Prosody on 127.0.0.1 with its MUC component
+"""OMEMO in group chats (XEP-0045) over a real server (Prosody and ejabberd) on 127.0.0.1 with its MUC component
 (``rooms.localhost``): members-only non-anonymous rooms, recipients from the affiliation lists,
 members added and removed, rooms that hide real JIDs refused, and forged group messages."""
 
