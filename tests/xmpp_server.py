@@ -476,11 +476,12 @@ class Ejabberd:
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            code = self._proc.poll()
+            if code is not None:
                 log = self.home / "logs" / "ejabberd.log"
                 tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
                 self.stop()
-                raise RuntimeError(f"ejabberd failed to start ({self._proc and self._proc.returncode}): {tail}")
+                raise RuntimeError(f"ejabberd failed to start ({code}): {tail}")
             if _ports_open(self.port, self.https_port, self.api_port):
                 try:
                     self._api("status", timeout=2)
@@ -492,8 +493,10 @@ class Ejabberd:
         raise RuntimeError(f"ejabberd did not start in time: see {self.home}")
 
     def stop(self) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
             try:  # what `ejabberdctl stop` does, without starting a second Erlang VM for it
                 self._api("stop", timeout=5)
             except (OSError, ValueError):
@@ -502,14 +505,24 @@ class Ejabberd:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 pass
-            # whatever is left of the node (the shell, su, beam and its helpers): the process
-            # group it was started in, by the id recorded at start
+        # whatever is left of the node (the shell, su, beam and its helpers): the process group
+        # it was started in, by the id recorded at start, and the pid the node wrote
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        pid_file = self.home / "ejabberd.pid" if self.home is not None else None
+        if pid_file is not None and pid_file.exists():
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+                pid = int(pid_file.read_text().strip())
+            except ValueError:
+                pid = 0
+            if pid > 0 and process_running(pid):
+                os.kill(pid, signal.SIGKILL)
+        try:
             proc.wait(timeout=5)
-        self._proc = None
+        except subprocess.TimeoutExpired:
+            pass
 
     def __enter__(self) -> Ejabberd:
         self._write()
