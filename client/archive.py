@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from typing import Any
 
 from e2ee.storage import Storage
 
-__all__ = ["SID_NS", "ArchivePosition", "own_stanza_id"]
+__all__ = ["SID_NS", "ArchivePosition", "archive_complete", "own_stanza_id"]
 
 SID_NS = "urn:xmpp:sid:0"
 _KEY = "mam"
@@ -49,6 +50,14 @@ class ArchivePosition:
         record = json.dumps({"v": 1, "id": self.archive_id, "time": self.time}).encode()
         with self._storage.transaction():
             self._storage.put("own", _KEY, record)
+
+
+def archive_complete(fin_iq: Any) -> bool:
+    """The archive's ``<fin complete='true'/>`` (or ``'1'``): there are no more pages.  Servers
+    differ in how they say "not complete" (Prosody leaves the attribute out, ejabberd writes
+    ``complete='false'``): only the true values count."""
+    fin = fin_iq.xml.find("{urn:xmpp:mam:2}fin")
+    return fin is not None and fin.get("complete") in ("true", "1")
 
 
 def own_stanza_id(stanza: ET.Element, own_bare: str) -> str | None:

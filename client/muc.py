@@ -17,8 +17,12 @@ What it does, as the deployed clients do (Conversations, Dino, Gajim):
   ``require_members_only=False`` accepts a non-anonymous open room with a warning (its present
   occupants are then recipients as well).
 * Recipients are the owners, admins and members from the room's affiliation lists, online or
-  not, fetched at join and again before every send (Prosody lets members read them in
-  members-only non-anonymous rooms), plus our own account.  Their device lists are fetched again
+  not, fetched at join and again before every send (Prosody and ejabberd let members read them
+  in members-only non-anonymous rooms), plus our own account.  A room that refuses a member the
+  lists (``forbidden``) is said once: its recipients are then the members it shows, in the
+  occupants' presences and its notices.  Rooms we create are not moderated: in a moderated room
+  ejabberd 23.01 remembers a former member's role and lets them back in whatever their new
+  affiliation (``none`` or ``outcast``); removing someone from a moderated room logs that.  Their device lists are fetched again
   before each send unless we have a presence subscription (no PEP notifications otherwise).  A
   member whose affiliation is removed is no longer a recipient of the next message.
 * Sent messages are ``type='groupchat'`` to the room with the same hints as 1:1 messages (EME,
@@ -76,11 +80,16 @@ _X = f"{{{MUC_USER}}}x"
 #: Status codes of a room notice that announce a configuration change.
 _CONFIG_CHANGE = frozenset({104, 170, 171, 172, 173, 174})
 #: The configuration :meth:`Rooms.create` submits.
+#: disco#info feature of a moderated room
+MODERATED = "muc_moderated"
+#: How :meth:`Rooms.create` configures a room.  Not moderated: in a members-only room everyone
+#: admitted may speak anyway, and ejabberd 23.01 lets a removed member of a moderated room back in.
 OMEMO_ROOM_CONFIG = (
     ("muc#roomconfig_membersonly", True),
     ("muc#roomconfig_whois", "anyone"),
     ("muc#roomconfig_persistentroom", True),
     ("muc#roomconfig_publicroom", False),
+    ("muc#roomconfig_moderatedroom", False),
 )
 
 
@@ -110,6 +119,8 @@ class Rooms:
         self.timeout = timeout
         self._rooms: dict[str, RoomState] = {}
         self._unknown_logged: set[tuple[str, str]] = set()
+        #: rooms that refused us their affiliation lists (said once per room)
+        self._lists_refused: set[str] = set()
         self._joining: dict[str, asyncio.Future[str]] = {}
         #: ids of the messages we sent to each room that it has not echoed back yet (bounded)
         self._sent: dict[str, dict[str, asyncio.Event]] = {}
@@ -284,20 +295,26 @@ class Rooms:
     async def set_affiliation(self, room: str, jid: str, affiliation: str) -> None:
         """Change ``jid``'s affiliation (owner, admin, member, none, outcast); we must be allowed
         to (owner or admin).  ``none`` or ``outcast`` removes a member: later messages are no
-        longer encrypted for them."""
+        longer encrypted for them.  In a moderated room, ejabberd 23.01 remembers the role a
+        former member had and lets them back in whatever their new affiliation (outcast too):
+        rooms made by :meth:`create` are not moderated, and removing someone from a moderated
+        room logs a warning."""
         room = _room_jid(room)
         if affiliation not in AFFILIATIONS:
             raise UsageError(f"affiliation must be one of {', '.join(AFFILIATIONS)}, not {affiliation!r}")
         target = account(jid)
         if target is None:
             raise UsageError(f"not the JID of an account: {jid!r}")
+        state = self._rooms.get(room)
+        if affiliation in ("none", "outcast") and MODERATED in await self.features(room):
+            log.warning("room %s is moderated: some servers (ejabberd 23.01) let %s back in with the role they had; "
+                        "a room made by room-create is not moderated", room, target)
         try:
             await self.xmpp.plugin["xep_0045"].set_affiliation(room, affiliation, jid=target, timeout=self.timeout)  # type: ignore[arg-type]
         except IqError as e:
             raise RoomUnavailable(f"room {room} refused the affiliation change: {_condition(e)}", _condition(e)) from None
         except IqTimeout:
             raise RoomUnavailable(f"room {room} did not answer", "timeout") from None
-        state = self._rooms.get(room)
         if state is not None:
             state.set_affiliation(target, affiliation)
 
@@ -311,11 +328,10 @@ class Rooms:
         kinds = sorted(MEMBER_AFFILIATIONS)
         answers = await asyncio.gather(*(self._affiliation_list(state.jid, a) for a in kinds), return_exceptions=True)
         fetched: dict[str, str] = {}
-        complete = True
+        refused: dict[str, str] = {}
         for affiliation, answer in zip(kinds, answers):
             if isinstance(answer, IqError):
-                complete = False
-                log.warning("room %s does not let us read its %s list: %s", state.jid, affiliation, _condition(answer))
+                refused[affiliation] = _condition(answer)
                 continue
             if isinstance(answer, IqTimeout):
                 raise RoomUnavailable(f"room {state.jid} did not answer", "timeout")
@@ -325,11 +341,17 @@ class Rooms:
                 key = account(jid)
                 if key is not None:
                     fetched[key] = affiliation
-        if complete:
+        if not refused:
             state.set_members(fetched)
-        else:
-            for jid, affiliation in fetched.items():
-                state.set_affiliation(jid, affiliation)
+            return state.recipients()
+        for jid, affiliation in fetched.items():
+            state.set_affiliation(jid, affiliation)
+        if state.jid not in self._lists_refused:
+            self._lists_refused.add(state.jid)
+            log.warning("room %s does not let us read its affiliation lists (%s): its recipients are the members "
+                        "it shows us, in the occupants' presences and its notices (%d now); a member who has not "
+                        "been in the room since we joined is not one of them",
+                        state.jid, ", ".join(f"{a}: {c}" for a, c in sorted(refused.items())), len(state.recipients()) - 1)
         return state.recipients()
 
     async def _affiliation_list(self, room: str, affiliation: Any) -> list[str]:

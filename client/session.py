@@ -1,7 +1,7 @@
 """A minimal slixmpp session around the engine: the only code that does network I/O.
 
-It carries out the engine's effects with PEP/pubsub (publish with publish-options; on
-precondition-not-met it reconfigures the node and publishes again), announces ``+notify`` for
+It carries out the engine's effects with PEP/pubsub (publish with publish-options; where the
+server refuses them it configures the node instead: client/publish.py), announces ``+notify`` for
 both device-list nodes, sends encrypted messages (XEP-0380 marker, store hint, a short clear-text
 fallback body) and decrypts what arrives: a MAM (XEP-0313) catch-up of our own archive at
 connect (results accepted only with our query id and from our own archive; the engine keeps
@@ -33,6 +33,7 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
+from client.publish import Publisher
 from client.republish import drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender, UsageError
@@ -57,7 +58,7 @@ from e2ee.results import (
 )
 
 from . import media
-from .archive import SID_NS, ArchivePosition, own_stanza_id
+from .archive import SID_NS, ArchivePosition, archive_complete, own_stanza_id
 from .guard import install_depth_guard
 from .muc import Rooms
 from .stanza_errors import describe
@@ -71,7 +72,6 @@ DEVICE_LIST_NODES = {O2: "urn:xmpp:omemo:2:devices", LEGACY: "eu.siacs.conversat
 FALLBACK_BODY = "This message is end-to-end encrypted (OMEMO); your client cannot show it."
 #: The clear-text hint of an OpenPGP for XMPP message (XEP-0374).
 OX_FALLBACK_BODY = "This message is encrypted using OpenPGP for XMPP."
-_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 #: Seconds between two runs of the engine's maintenance (signed-prekey rotation, prekey refill)
 #: in a long-lived session; it also runs at every connect.
 MAINTENANCE_INTERVAL = 6 * 3600
@@ -137,6 +137,7 @@ class E2EEHandlers:
         self._position: ArchivePosition | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._healed: set[tuple[str, str, int]] = set()
+        self._publisher: Publisher | None = None
         #: Archived messages processed by the catch-up at the last connect.
         self.caught_up = 0
         #: publish our OMEMO device at start (False: an OpenPGP-only client)
@@ -279,10 +280,17 @@ class E2EEHandlers:
         return SID_NS in info["disco_info"]["features"]
 
     async def _read_newest(self, position: ArchivePosition, max_messages: int) -> int:
+        """The newest ``max_messages``: RSM pages backwards from the end (``<before/>``), as
+        many as it takes; a server may cap a page below what we ask (Prosody: 50)."""
         now = time.time()
-        iq = await self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": max_messages}, reverse=True)
-        results = list(iq["mam"]["results"])
-        results.reverse()  # oldest first
+        results: list[Any] = []
+        pages = self.plugin["xep_0313"].retrieve(jid=None, rsm={"max": max_messages}, reverse=True, iterator=True)
+        async for iq in pages:
+            page = list(iq["mam"]["results"])  # oldest first within a page
+            results[:0] = page
+            if not page or len(results) >= max_messages or archive_complete(iq):
+                break
+        results = results[-max_messages:]
         await self._decrypt_archived(results)
         position.advance(results[-1]["mam_result"]["id"] if results else None, now)
         return len(results)
@@ -300,10 +308,10 @@ class E2EEHandlers:
             results = list(iq["mam"]["results"])
             await self._decrypt_archived(results)
             count += len(results)
-            if results:
-                after = results[-1]["mam_result"]["id"]
+            if results:  # the page may be shorter than asked: go on from its RSM <last/>
+                after = str(iq["mam_fin"]["rsm"]["last"] or "") or results[-1]["mam_result"]["id"]
             position.advance(after, now)
-            if not results or iq["mam_fin"]["complete"]:
+            if not results or archive_complete(iq):
                 return count
         log.warning("more than %d archived messages since the last connect: the rest is read at the next one", MAM_MAX)
         return count
@@ -362,17 +370,11 @@ class E2EEHandlers:
         return form
 
     async def _publish(self, effect: Publish) -> None:
-        own = self.boundjid.bare
-        options = self._form(effect.options, "http://jabber.org/protocol/pubsub#publish-options")
-        try:
-            await self.plugin["xep_0060"].publish(own, effect.node, id=effect.item_id, payload=effect.payload, options=options)
-        except IqError as e:
-            if e.iq["error"]["condition"] != "conflict" and not _precondition(e):
-                raise
-            # the node exists with other settings: reconfigure it, then publish again
-            config = self._form(effect.options, "http://jabber.org/protocol/pubsub#node_config")
-            await self.plugin["xep_0060"].set_node_config(own, effect.node, config)
-            await self.plugin["xep_0060"].publish(own, effect.node, id=effect.item_id, payload=effect.payload)
+        """With publish-options; degrades to configuring the node where the server refuses them,
+        and retries ejabberd's first-creation race (client/publish.py)."""
+        if self._publisher is None:
+            self._publisher = Publisher(self.plugin["xep_0060"], lambda: str(self.boundjid.bare), self._form)
+        await self._publisher.publish(effect)
 
     async def _fetch_device_list(self, jid: str, namespace: str) -> ET.Element | None:
         return await self._first_item(jid, DEVICE_LIST_NODES[namespace], None)
@@ -684,10 +686,6 @@ class E2EEHandlers:
     def _deliver(self, received: Received) -> None:
         if self.on_received is not None:
             self.on_received(received)
-
-
-def _precondition(e: IqError) -> bool:
-    return e.iq.xml.find(f".//{{{_PUBSUB_ERRORS}}}precondition-not-met") is not None
 
 
 class E2EESession(slixmpp.ClientXMPP):

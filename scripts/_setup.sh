@@ -1,7 +1,7 @@
 # Shared setup for scripts/test.sh, scripts/demo.sh and scripts/gen_proto.sh (sourced, not run).
 #
 # On a fresh Debian 12 machine (as root) it installs the Debian packages that are missing
-# (python3, python3-venv, gnupg, prosody, openssl, and for the browser tests chromium,
+# (python3, python3-venv, gnupg, prosody, ejabberd, openssl, and for the browser tests chromium,
 # chromium-driver and npm: one `apt-get update`, only if something is missing),
 # creates .venv with Python 3.11+ and installs the project with its test extra:
 #     pip install -e ".[test]"
@@ -69,11 +69,15 @@ _make_venv() {  # create .venv with pip; on failure leave nothing behind
     return 1
 }
 
-# --- 1. Debian packages (gnupg, prosody, openssl, python3, python3-venv, chromium, npm) ---
-# Prosody is the XMPP server the tests start privately on 127.0.0.1 (never the system one).
+# --- 1. Debian packages (gnupg, prosody, ejabberd, openssl, python3, python3-venv, chromium, npm)
+# Prosody and ejabberd are the XMPP servers the tests start privately on 127.0.0.1, with their
+# own ports, directories and (ejabberd) Erlang node name and distribution port: never the
+# system services. If a package's postinst starts a system server, the tests do not use it and
+# nothing of theirs collides with it.
 _missing=()
 command -v gpg >/dev/null 2>&1 || _missing+=(gnupg)
 command -v prosody >/dev/null 2>&1 || _missing+=(prosody)
+command -v ejabberdctl >/dev/null 2>&1 || _missing+=(ejabberd)
 command -v openssl >/dev/null 2>&1 || _missing+=(openssl)
 # tests/test_converse.py: Converse.js in headless Chromium, installed from npm
 command -v chromium >/dev/null 2>&1 || _missing+=(chromium)

@@ -1,5 +1,5 @@
 """The README's embedding examples run as written: a slixmpp application registering the plugin
-(against a real Prosody), and a client without slixmpp driving the engine directly."""
+(against a real server of each kind), and a client without slixmpp driving the engine directly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 
-from .xmpp_server import running
+from .xmpp_server import Accounts, XmppServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -27,10 +27,11 @@ def test_engine_without_slixmpp_example_runs() -> None:
     assert namespace["result"] == "Hello, Bob"
 
 
-def test_slixmpp_plugin_example_runs(tmp_path: Path) -> None:
-    with running(tmp_path) as server:
-        code = _example("slixmpp plugin")
-        namespace: dict[str, object] = {"SERVER": ("127.0.0.1", server.port), "CA_FILE": server.cert,
-                                        "DOMAIN": server.domain}
-        exec(compile(code, "README.md (plugin example)", "exec"), namespace)
-        assert namespace["received"] == ["Hi Bob, from a slixmpp bot"]
+def test_slixmpp_plugin_example_runs(xmpp_server: XmppServer) -> None:
+    # the example's own account names (alice, bob): a share without a prefix, the only one
+    server = Accounts.unprefixed(xmpp_server, ("alice", "bob"))
+    code = _example("slixmpp plugin")
+    namespace: dict[str, object] = {"SERVER": ("127.0.0.1", server.port), "CA_FILE": server.cert,
+                                    "DOMAIN": server.domain}
+    exec(compile(code, "README.md (plugin example)", "exec"), namespace)
+    assert namespace["received"] == ["Hi Bob, from a slixmpp bot"]

@@ -1,4 +1,4 @@
-"""Must-show 5 over a real Prosody on 127.0.0.1: bob runs an OpenPGP-only client (no OMEMO
+"""Must-show 5 over a real server (Prosody and ejabberd) on 127.0.0.1: bob runs an OpenPGP-only client (no OMEMO
 device), alice's message goes out with OpenPGP and bob reads it, live and after being offline
 (archive and offline copies are one message); to carol, who has neither, sending fails with a
 clear error and nothing is sent.  Then the same through the ``e2ee`` command line, with
@@ -27,15 +27,13 @@ from e2ee.fallback import Route
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-ox"), ("alice", "bob", "carol", "dave", "erin")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "carol", "dave", "erin")
 
 
 async def _wait(pred: Any, what: str, timeout: float = 10) -> None:
@@ -46,14 +44,14 @@ async def _wait(pred: Any, what: str, timeout: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_openpgp_fallback_between_sessions_over_prosody(server: Prosody) -> None:
+def test_openpgp_fallback_between_sessions_over_prosody(server: Accounts) -> None:
     runners: list[GnuPG] = []
 
     def engine(user: str, openpgp: bool = True) -> Engine:
         runner = GnuPG() if openpgp else None
         if runner is not None:
             runners.append(runner)
-        return Engine.create(MemoryStorage(), f"{user}@{server.domain}", openpgp=runner)
+        return Engine.create(MemoryStorage(), server.jid(user), openpgp=runner)
 
     async def run() -> None:
         inbox: list[tuple[str, Received]] = []
@@ -99,7 +97,7 @@ def test_openpgp_fallback_between_sessions_over_prosody(server: Prosody) -> None
             # carol: no OMEMO device and no OpenPGP key -> a clear error, nothing sent
             with pytest.raises(NoEligibleDevices) as info:
                 await alice.send_chat(carol.boundjid.bare, "this must not leave")
-            assert str(info.value).startswith(f"carol@{server.domain} has no trusted OMEMO device and no trusted OpenPGP key")
+            assert str(info.value).startswith(f"{server.jid('carol')} has no trusted OMEMO device and no trusted OpenPGP key")
             await alice.send_chat(carol.boundjid.bare, "explicitly in clear text", allow_plaintext=True)
             await _wait(lambda: wire["carol"], "carol's message")
             assert [m.findtext("{jabber:client}body") for m in wire["carol"]] == ["explicitly in clear text"]
@@ -130,9 +128,7 @@ def test_openpgp_fallback_between_sessions_over_prosody(server: Prosody) -> None
             r.close()
 
 
-def test_openpgp_through_the_command_line(server: Prosody, tmp_path: Path) -> None:
-    domain = server.domain
-
+def test_openpgp_through_the_command_line(server: Accounts, tmp_path: Path) -> None:
     def e2ee(home: str, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         full = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw", **env}
         proc = subprocess.run(
@@ -143,9 +139,9 @@ def test_openpgp_through_the_command_line(server: Prosody, tmp_path: Path) -> No
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
-    dave, erin = f"dave@{domain}", f"erin@{domain}"
+    dave, erin = server.jid("dave"), server.jid("erin")
     for user in ("dave", "erin"):
-        assert e2ee(user, user, "init", "--jid", f"{user}@{domain}").returncode == 0
+        assert e2ee(user, user, "init", "--jid", server.jid(user)).returncode == 0
         published = e2ee(user, user, "publish")
         assert published.returncode == 0, published.stderr
         assert "published OpenPGP key " in published.stdout

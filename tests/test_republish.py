@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from client.republish import drop_unchanged, same_element
 from e2ee.results import FetchBundle, Publish
+
+from .xmpp_server import Accounts
+
+SERVER_USERS = ("alice",)  # registered on this module's share of each server (tests/conftest.py)
 
 NS = "urn:xmpp:omemo:2"
 
@@ -54,42 +57,39 @@ def test_only_publications_the_server_holds_unchanged_are_dropped() -> None:
     assert sorted(asked) == sorted([("same", "current"), ("changed", "current"), ("missing", "1"), ("broken", "1")])
 
 
-def test_a_reconnect_publishes_only_what_the_server_lacks(tmp_path: Path) -> None:
-    """Over a real Prosody: the first connect publishes both device lists and both bundles; a
+def test_a_reconnect_publishes_only_what_the_server_lacks(server: Accounts) -> None:
+    """Over a real server (each kind): the first connect publishes both device lists and both bundles; a
     reconnect publishes nothing; after our OMEMO 2 bundle item was retracted on the server, the
     next connect publishes exactly that one again."""
     from client.session import E2EESession
     from e2ee.engine import Engine
     from e2ee.storage import MemoryStorage
 
-    from .xmpp_server import running
+    engine = Engine.create(MemoryStorage(), server.jid("alice"))
 
-    with running(tmp_path / "server", ("alice",)) as server:
-        engine = Engine.create(MemoryStorage(), f"alice@{server.domain}")
+    async def connect() -> tuple[list[tuple[str, str]], E2EESession]:
+        session = E2EESession(engine, "alice-pw", ca_file=server.cert)
+        published: list[tuple[str, str]] = []
+        real = session.e2ee._publish
 
-        async def connect() -> tuple[list[tuple[str, str]], E2EESession]:
-            session = E2EESession(engine, "alice-pw", ca_file=server.cert)
-            published: list[tuple[str, str]] = []
-            real = session.e2ee._publish
+        async def publish(effect: Publish) -> None:
+            published.append((effect.node, effect.item_id))
+            await real(effect)
 
-            async def publish(effect: Publish) -> None:
-                published.append((effect.node, effect.item_id))
-                await real(effect)
+        session.e2ee._publish = publish  # type: ignore[method-assign]
+        await session.start("127.0.0.1", server.port)
+        return published, session
 
-            session.e2ee._publish = publish  # type: ignore[method-assign]
-            await session.start("127.0.0.1", server.port)
-            return published, session
+    async def run() -> None:
+        first, s = await connect()
+        await s.close()
+        assert len(first) == 4 and {n for n, _ in first} >= {"urn:xmpp:omemo:2:bundles", "urn:xmpp:omemo:2:devices"}
+        again, s = await connect()
+        assert again == []
+        await s.plugin["xep_0060"].retract(s.boundjid.bare, "urn:xmpp:omemo:2:bundles", str(engine.device_id))
+        await s.close()
+        third, s = await connect()
+        await s.close()
+        assert third == [("urn:xmpp:omemo:2:bundles", str(engine.device_id))]
 
-        async def run() -> None:
-            first, s = await connect()
-            await s.close()
-            assert len(first) == 4 and {n for n, _ in first} >= {"urn:xmpp:omemo:2:bundles", "urn:xmpp:omemo:2:devices"}
-            again, s = await connect()
-            assert again == []
-            await s.plugin["xep_0060"].retract(s.boundjid.bare, "urn:xmpp:omemo:2:bundles", str(engine.device_id))
-            await s.close()
-            third, s = await connect()
-            await s.close()
-            assert third == [("urn:xmpp:omemo:2:bundles", str(engine.device_id))]
-
-        asyncio.run(run())
+    asyncio.run(run())

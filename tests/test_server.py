@@ -1,4 +1,4 @@
-"""Over a real Prosody on 127.0.0.1: our client sessions publish, fetch, send and decrypt,
+"""Over a real server (Prosody and ejabberd) on 127.0.0.1: our client sessions publish, fetch, send and decrypt,
 including the carbon copy for our own other device."""
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody"), ("alice", "bob")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob")
 
 
-async def _session(server: Prosody, user: str, inbox: list[tuple[str, Received]], name: str) -> E2EESession:
-    engine = Engine.create(MemoryStorage(), f"{user}@{server.domain}")
+async def _session(server: Accounts, user: str, inbox: list[tuple[str, Received]], name: str) -> E2EESession:
+    engine = Engine.create(MemoryStorage(), server.jid(user))
     s = E2EESession(engine, f"{user}-pw", ca_file=server.cert, on_received=lambda r: inbox.append((name, r)))
     await s.start("127.0.0.1", server.port)
     return s
@@ -39,7 +37,7 @@ async def _wait(inbox: list[tuple[str, Received]], count: int, timeout: float = 
         await asyncio.sleep(0.02)
 
 
-def test_two_accounts_three_devices_over_prosody(server: Prosody) -> None:
+def test_two_accounts_three_devices_over_prosody(server: Accounts) -> None:
     async def run() -> None:
         inbox: list[tuple[str, Received]] = []
         alice1 = await _session(server, "alice", inbox, "alice1")
@@ -69,7 +67,7 @@ def test_two_accounts_three_devices_over_prosody(server: Prosody) -> None:
     asyncio.run(run())
 
 
-def test_cli_publish_send_recv_over_prosody(server: Prosody, tmp_path: Path) -> None:
+def test_cli_publish_send_recv_over_prosody(server: Accounts, tmp_path: Path) -> None:
     import json
     import os
     import subprocess
@@ -88,10 +86,10 @@ def test_cli_publish_send_recv_over_prosody(server: Prosody, tmp_path: Path) -> 
         )
 
     for user in ("carol", "dave"):
-        assert e2ee(user, "init", "--jid", f"{user}@{server.domain}").returncode == 0
+        assert e2ee(user, "init", "--jid", server.jid(user)).returncode == 0
         proc = e2ee(user, "publish")
         assert proc.returncode == 0, proc.stderr
-    sent = e2ee("carol", "send", f"dave@{server.domain}", "hello from the command line", "--json")
+    sent = e2ee("carol", "send", server.jid("dave"), "hello from the command line", "--json")
     assert sent.returncode == 0, sent.stderr
     data = json.loads(sent.stdout)
     assert [r["status"] for r in data["recipients"]] == ["encrypted"]
@@ -99,9 +97,9 @@ def test_cli_publish_send_recv_over_prosody(server: Prosody, tmp_path: Path) -> 
     assert got.returncode == 0, got.stderr
     (line,) = got.stdout.strip().splitlines()
     msg = json.loads(line)
-    assert msg["from"] == f"carol@{server.domain}" and msg["body"] == "hello from the command line"
+    assert msg["from"] == server.jid("carol") and msg["body"] == "hello from the command line"
     assert msg["trust"] == "blind" and msg["carbon"] is False
-    nobody = e2ee("carol", "send", f"nobody@{server.domain}", "x")
+    nobody = e2ee("carol", "send", server.jid("nobody"), "x")
     assert nobody.returncode == 1 and "not sent" in nobody.stderr and "Traceback" not in nobody.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "carol"), "--server", "127.0.0.1:1", "publish"],
@@ -110,21 +108,21 @@ def test_cli_publish_send_recv_over_prosody(server: Prosody, tmp_path: Path) -> 
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) <= 2 and "Traceback" not in bad.stderr
 
 
-def test_messages_sent_while_offline_are_decrypted_from_the_archive(server: Prosody) -> None:
+def test_messages_sent_while_offline_are_decrypted_from_the_archive(server: Accounts) -> None:
     server.register("erin", "erin-pw")
     server.register("frank", "frank-pw")
 
     async def run() -> None:
         inbox: list[tuple[str, Received]] = []
         erin = await _session(server, "erin", inbox, "erin")
-        frank_engine = Engine.create(MemoryStorage(), f"frank@{server.domain}")
+        frank_engine = Engine.create(MemoryStorage(), server.jid("frank"))
         frank = E2EESession(frank_engine, "frank-pw", ca_file=server.cert, on_received=lambda r: inbox.append(("frank", r)))
         await frank.start("127.0.0.1", server.port)
         frank.disconnect()  # frank published his keys and went offline
         await asyncio.sleep(0.2)
         try:
             for i in range(3):
-                assert (await erin.send_text(f"frank@{server.domain}", f"while you were away {i}")).ready
+                assert (await erin.send_text(server.jid("frank"), f"while you were away {i}")).ready
             await asyncio.sleep(0.3)
             frank2 = E2EESession(frank_engine, "frank-pw", ca_file=server.cert,
                                  on_received=lambda r: inbox.append(("frank", r)))
@@ -141,13 +139,13 @@ def test_messages_sent_while_offline_are_decrypted_from_the_archive(server: Pros
     asyncio.run(run())
 
 
-def test_two_accounts_two_devices_each_offline_device_and_a_device_added_later(server: Prosody) -> None:
+def test_two_accounts_two_devices_each_offline_device_and_a_device_added_later(server: Accounts) -> None:
     """Must-show 1 of issue 6: every message from any device decrypts on every other device of
     both accounts (own copies through carbons); a device that was offline decrypts everything
     after reconnecting; a device added later receives messages once it has published."""
     server.register("gina", "gina-pw")
     server.register("hank", "hank-pw")
-    g, h = f"gina@{server.domain}", f"hank@{server.domain}"
+    g, h = server.jid("gina"), server.jid("hank")
 
     async def run() -> None:
         inbox: list[tuple[str, Received]] = []
@@ -212,7 +210,7 @@ def test_two_accounts_two_devices_each_offline_device_and_a_device_added_later(s
     asyncio.run(run())
 
 
-def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> None:
+def test_the_whole_cli_flow_of_a_new_user(server: Accounts, tmp_path: Path) -> None:
     """Must-show 3 of issue 6: init, fingerprint, publish, send, recv, devices, verify with the
     other side's URI, distrust, and send again: the distrusted device no longer gets it."""
     import json
@@ -223,7 +221,7 @@ def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> No
     root = Path(__file__).resolve().parent.parent
     server.register("ivy", "ivy-pw")
     server.register("jack", "jack-pw")
-    jack = f"jack@{server.domain}"
+    jack = server.jid("jack")
 
     def e2ee(home: str, user: str, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
@@ -236,7 +234,7 @@ def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> No
         return proc
 
     for home, user in (("ivy", "ivy"), ("jack1", "jack"), ("jack2", "jack")):
-        assert e2ee(home, user, "init", "--jid", f"{user}@{server.domain}").returncode == 0
+        assert e2ee(home, user, "init", "--jid", server.jid(user)).returncode == 0
         assert e2ee(home, user, "publish").returncode == 0
     jack1 = json.loads(e2ee("jack1", "jack", "fingerprint", "--json").stdout)
     assert e2ee("ivy", "ivy", "send", jack, "first message").returncode == 0
@@ -260,7 +258,7 @@ def test_the_whole_cli_flow_of_a_new_user(server: Prosody, tmp_path: Path) -> No
     assert "second message" not in got.stdout
 
 
-def test_demo_over_the_server(server: Prosody) -> None:
+def test_demo_over_the_server(server: Accounts) -> None:
     import os
     import subprocess
     import sys

@@ -1,6 +1,10 @@
-"""The archive catch-up through a real Prosody: reading forward from the remembered position
-(more than one page), the position advanced by live messages' stanza-ids, and a sender's forged
-stanza-id (catalogue I5) neither hiding a message nor moving the position."""
+"""The archive catch-up through a real server (each kind): reading forward from the remembered
+position (more than one page), the position advanced by live messages' stanza-ids, and a
+sender's forged stanza-id (catalogue I5) neither hiding a message nor moving the position.
+
+Archive pages differ between servers: Prosody caps a page at 50 results whatever we ask for and
+leaves ``complete`` out until the last page; ejabberd writes ``complete='false'``.  The
+catch-up follows RSM and ``<fin complete='true'/>`` only."""
 
 from __future__ import annotations
 
@@ -17,16 +21,14 @@ from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-archive"), ("alice", "bob")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "carol")
 
 
-async def _connect(server: Prosody, engine: Engine, user: str, inbox: list[Received] | None = None) -> E2EESession:
+async def _connect(server: Accounts, engine: Engine, user: str, inbox: list[Received] | None = None) -> E2EESession:
     session = E2EESession(engine, f"{user}-pw", ca_file=server.cert,
                           on_received=None if inbox is None else inbox.append)
     await session.start("127.0.0.1", server.port)
@@ -46,11 +48,10 @@ async def _until(inbox: list[Received], count: int) -> None:
     raise AssertionError(f"{len(_bodies(inbox))} of {count} arrived")
 
 
-def test_catch_up_reads_forward_from_where_it_stopped(server: Prosody) -> None:
+def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
     async def run() -> None:
-        d = server.domain
-        alice_engine = Engine.create(MemoryStorage(), f"alice@{d}")
-        bob = await _connect(server, Engine.create(MemoryStorage(), f"bob@{d}"), "bob")
+        alice_engine = Engine.create(MemoryStorage(), server.jid("alice"))
+        bob = await _connect(server, Engine.create(MemoryStorage(), server.jid("bob")), "bob")
         alice = await _connect(server, alice_engine, "alice")  # publishes; reads an empty archive
         first = ArchivePosition(alice_engine.storage)
         assert first.archive_id is None and first.time is not None
@@ -58,23 +59,23 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Prosody) -> None:
 
         offline = MAM_PAGE + 50  # more than the newest page read at a first connect
         for i in range(offline):
-            assert (await bob.send_text(f"alice@{d}", f"offline {i}")).ready
+            assert (await bob.send_text(server.jid("alice"), f"offline {i}")).ready
         inbox: list[Received] = []
         alice = await _connect(server, alice_engine, "alice", inbox)
         assert _bodies(inbox, archived=True) == [f"offline {i}" for i in range(offline)]
         # plus the heartbeat alice sent to bob during the catch-up (it is archived too)
         reflections = [r for r in inbox if getattr(r.result, "reflection", False)]
         assert alice.e2ee.caught_up == offline + len(reflections) == len([r for r in inbox if r.archived])
-        assert alice.e2ee._sid  # Prosody stamps stanza-ids and says so
+        assert alice.e2ee._sid  # both servers stamp stanza-ids and say so
 
         # live messages move the position on; the next catch-up reads only what came after
         for i in range(3):
-            assert (await bob.send_text(f"alice@{d}", f"live {i}")).ready
+            assert (await bob.send_text(server.jid("alice"), f"live {i}")).ready
         await _until(inbox, offline + 3)
         position = ArchivePosition(alice_engine.storage).archive_id
         await alice.close()
         for i in range(2):
-            assert (await bob.send_text(f"alice@{d}", f"later {i}")).ready
+            assert (await bob.send_text(server.jid("alice"), f"later {i}")).ready
         inbox.clear()
         alice = await _connect(server, alice_engine, "alice", inbox)
         assert len(inbox) == 2 and _bodies(inbox, archived=True) == ["later 0", "later 1"]
@@ -84,24 +85,49 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Prosody) -> None:
         # I5: bob adds a stanza-id "by alice" to his message
         def forge(stanza: Any) -> Any:
             if stanza.xml.tag == "{jabber:client}message":
-                ET.SubElement(stanza.xml, "{urn:xmpp:sid:0}stanza-id", {"by": f"alice@{d}", "id": "poison"})
+                ET.SubElement(stanza.xml, "{urn:xmpp:sid:0}stanza-id", {"by": server.jid("alice"), "id": "poison"})
             return stanza
 
         bob.add_filter("out", forge)
         inbox.clear()
-        assert (await bob.send_text(f"alice@{d}", "with a forged stanza-id")).ready
+        assert (await bob.send_text(server.jid("alice"), "with a forged stanza-id")).ready
         await _until(inbox, 1)
         assert _bodies(inbox) == ["with a forged stanza-id"]
         assert ArchivePosition(alice_engine.storage).archive_id not in (None, "poison")
 
-        # a position the archive does not know: the newest page is read instead
-        ArchivePosition(alice_engine.storage).advance("not-an-archive-id", 0.0)
-        await alice.close()
-        inbox.clear()
-        alice = await _connect(server, alice_engine, "alice", inbox)
-        assert ArchivePosition(alice_engine.storage).archive_id != "not-an-archive-id"
-        assert not [r for r in inbox if r.error is not None]
+        # a position the archive does not know: the newest page is read instead.  Not on
+        # ejabberd 23.01: its archive ids are timestamps, and an id it does not know is not
+        # refused (item-not-found) but answered with an empty, complete page (or taken as a
+        # time), so a client cannot tell it from "nothing new"; nothing is lost either way
+        if server.kind != "ejabberd":
+            ArchivePosition(alice_engine.storage).advance("not-an-archive-id", 0.0)
+            await alice.close()
+            inbox.clear()
+            alice = await _connect(server, alice_engine, "alice", inbox)
+            assert ArchivePosition(alice_engine.storage).archive_id != "not-an-archive-id"
+            assert not [r for r in inbox if r.error is not None]
         for client in (alice, bob):
+            await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_first_catch_up_reads_the_newest_messages_over_capped_pages(server: Accounts) -> None:
+    """Without a remembered position the catch-up reads the newest messages, paging backwards
+    (``<before/>``) until it has them: more than one server-capped page, oldest first."""
+    async def run() -> None:
+        engine = Engine.create(MemoryStorage(), server.jid("carol"))
+        bob = await _connect(server, Engine.create(MemoryStorage(), server.jid("bob")), "bob")
+        carol = await _connect(server, engine, "carol")
+        await carol.close()
+        engine.storage.put("own", "mam", b"")  # as if never read: no position
+        count = 70  # more than Prosody's page of 50
+        for i in range(count):
+            assert (await bob.send_text(server.jid("carol"), f"newest {i}")).ready
+        inbox: list[Received] = []
+        carol = await _connect(server, engine, "carol", inbox)
+        assert _bodies(inbox, archived=True) == [f"newest {i}" for i in range(count)]
+        for client in (carol, bob):
             await client.close()
 
     asyncio.run(run())

@@ -15,13 +15,11 @@ from e2ee.errors import NoSession
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-healing"), ("alice", "bob")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob")
 
 
 async def _arrived(inbox: list[Received], count: int) -> None:
@@ -32,14 +30,14 @@ async def _arrived(inbox: list[Received], count: int) -> None:
     raise AssertionError(f"{len(inbox)} of {count} arrived")
 
 
-def test_a_lost_session_is_rebuilt_and_the_next_message_decrypts(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_lost_session_is_rebuilt_and_the_next_message_decrypts(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="client.session")
 
     async def run() -> None:
         inbox: list[Received] = []
-        alice = E2EESession(Engine.create(MemoryStorage(), f"alice@{server.domain}"), "alice-pw",
+        alice = E2EESession(Engine.create(MemoryStorage(), server.jid("alice")), "alice-pw",
                             ca_file=server.cert, on_received=inbox.append)
-        bob = E2EESession(Engine.create(MemoryStorage(), f"bob@{server.domain}"), "bob-pw", ca_file=server.cert)
+        bob = E2EESession(Engine.create(MemoryStorage(), server.jid("bob")), "bob-pw", ca_file=server.cert)
         await alice.start("127.0.0.1", server.port)
         await bob.start("127.0.0.1", server.port)
         a = alice.boundjid.bare

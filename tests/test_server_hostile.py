@@ -21,14 +21,12 @@ from e2ee.errors import AffixMismatch, MalformedMessage, RestrictedXml
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-hostile"), ("alice", "bob", "mallory")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "mallory")
 
 
 class Raw(slixmpp.ClientXMPP):  # type: ignore[misc]
@@ -42,13 +40,13 @@ class Raw(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.add_event_handler("session_start", lambda _e: (self.send_presence(), self.started.set()))
 
 
-async def _pair(server: Prosody, inbox: list[Received]) -> tuple[E2EESession, E2EESession, Raw]:
-    alice = E2EESession(Engine.create(MemoryStorage(), f"alice@{server.domain}"), "alice-pw",
+async def _pair(server: Accounts, inbox: list[Received]) -> tuple[E2EESession, E2EESession, Raw]:
+    alice = E2EESession(Engine.create(MemoryStorage(), server.jid("alice")), "alice-pw",
                         ca_file=server.cert, on_received=inbox.append)
-    bob = E2EESession(Engine.create(MemoryStorage(), f"bob@{server.domain}"), "bob-pw", ca_file=server.cert)
+    bob = E2EESession(Engine.create(MemoryStorage(), server.jid("bob")), "bob-pw", ca_file=server.cert)
     await alice.start("127.0.0.1", server.port)
     await bob.start("127.0.0.1", server.port)
-    mallory = Raw(f"mallory@{server.domain}", "mallory-pw", server.cert)
+    mallory = Raw(server.jid("mallory"), "mallory-pw", server.cert)
     mallory.connect("127.0.0.1", server.port)
     await asyncio.wait_for(mallory.started.wait(), BOUND)
     return alice, bob, mallory
@@ -79,7 +77,7 @@ async def _still_works(alice: E2EESession, bob: E2EESession, inbox: list[Receive
                  lambda: f"{body!r} never arrived: {[(r.result, r.error) for r in inbox]}")
 
 
-def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
+def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="client.session")
 
     async def run() -> None:
@@ -171,8 +169,8 @@ def test_hostile_input_through_the_server(server: Prosody, caplog: pytest.LogCap
     asyncio.run(run())
 
 
-def test_deeply_nested_stanzas_through_the_server(server: Prosody, caplog: pytest.LogCaptureFixture) -> None:
-    """I3 at stanza level: 10^5 levels are over Prosody's stanza size limit (the server ends the
+def test_deeply_nested_stanzas_through_the_server(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
+    """I3 at stanza level: 10^5 levels are over the server's stanza size limit (the server ends the
     sender's stream; nothing reaches alice); an iq nested 30,000 levels fits in it and reaches
     alice's client (a message that deep does not: Prosody fails to archive it and drops it),
     whose depth guard drops the stanza with one warning, before slixmpp walks it recursively
@@ -189,7 +187,9 @@ def test_deeply_nested_stanzas_through_the_server(server: Prosody, caplog: pytes
         try:
             await _still_works(alice, bob, inbox, "before the nesting")
             caplog.clear()
-            deep = 30_000
+            # ejabberd 23.01 ends the sender's stream at 30,000 levels and is then busy for a
+            # minute: there 1,000 levels (still far over the client's limit of 64) reach alice
+            deep = 30_000 if server.kind == "prosody" else 1_000
             nested = "<x>" * deep + "</x>" * deep
             mallory.send_raw(f"<iq to='{alice.boundjid.full}' type='get' id='deep'><query xmlns='q'>{nested}</query></iq>")
             await _until(lambda: any("nested deeper" in r.getMessage() for r in caplog.records), lambda: "not dropped")

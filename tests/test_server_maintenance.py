@@ -17,18 +17,16 @@ from e2ee.limits import SPK_ROTATION
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-maintenance"), ("alice", "bob", "carol")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "carol")
 
 
-def test_signed_prekey_rotates_at_connect_and_periodically(server: Prosody, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
-    engine = Engine.create(MemoryStorage(), f"alice@{server.domain}", clock=lambda: now[0])
+    engine = Engine.create(MemoryStorage(), server.jid("alice"), clock=lambda: now[0])
 
     def spk_id() -> int:
         return int(engine._own._spk()["current"]["id"])
@@ -45,7 +43,7 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Prosody, monk
         alice = E2EESession(engine, "alice-pw", ca_file=server.cert, on_received=inbox.append)
         await alice.start("127.0.0.1", server.port)
         assert spk_id() == 2  # rotated at connect
-        bob = E2EESession(Engine.create(MemoryStorage(), f"bob@{server.domain}"), "bob-pw", ca_file=server.cert)
+        bob = E2EESession(Engine.create(MemoryStorage(), server.jid("bob")), "bob-pw", ca_file=server.cert)
         await bob.start("127.0.0.1", server.port)
         assert (await bob.send_text(alice.boundjid.bare, "to the second signed prekey")).ready
 
@@ -56,7 +54,7 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Prosody, monk
             await asyncio.sleep(0.05)
         assert spk_id() == 3  # rotated by the periodic maintenance
         await asyncio.sleep(0.3)  # its publication went out
-        carol = E2EESession(Engine.create(MemoryStorage(), f"carol@{server.domain}"), "carol-pw", ca_file=server.cert)
+        carol = E2EESession(Engine.create(MemoryStorage(), server.jid("carol")), "carol-pw", ca_file=server.cert)
         await carol.start("127.0.0.1", server.port)
         for namespace in NAMESPACES:  # both published bundles carry the new signed prekey
             bundle = await carol.e2ee._fetch_bundle(alice.boundjid.bare, engine.device_id, namespace)
