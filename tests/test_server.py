@@ -276,7 +276,7 @@ def test_demo_over_the_server(server: Accounts) -> None:
     assert proc.stderr == ""  # no stray slixmpp noise
 
 
-def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped_over_prosody(server: Prosody, tmp_path: Path) -> None:
+def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped(server: Accounts, tmp_path: Path) -> None:
     """Issue 14.2 over a real server: a contact's bodies (OMEMO 2, and legacy OMEMO whose body is
     raw UTF-8: ESC, OSC, NUL get through) and device label hold control and bidi characters and
     forged header lines.  ``recv`` prints them escaped, continuation lines indented (no line
@@ -294,7 +294,7 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped_over_prosody(serv
     root = Path(__file__).resolve().parent.parent
     server.register("quinn", "quinn-pw")
     server.register("rosa", "rosa-pw")
-    quinn, rosa_jid = f"quinn@{server.domain}", f"rosa@{server.domain}"
+    quinn, rosa_jid = server.jid("quinn"), server.jid("rosa")
 
     def e2ee(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "quinn-pw"}

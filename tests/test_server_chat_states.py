@@ -1,4 +1,4 @@
-"""Over a real Prosody: what Converse.js sends before its text -- encrypted OMEMO 2 stanzas
+"""Over a real server (Prosody and ejabberd): what Converse.js sends before its text -- encrypted OMEMO 2 stanzas
 with no body (chat states: composing, paused) -- is not a message: ``e2ee recv`` neither prints
 it nor counts it (issue 20, defect 5)."""
 
@@ -10,31 +10,26 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from client.session import E2EESession
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.results import FetchDeviceList
 from e2ee.storage import MemoryStorage
 
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 ROOT = Path(__file__).resolve().parent.parent
 O2 = "urn:xmpp:omemo:2"
 CHAT_STATES = "http://jabber.org/protocol/chatstates"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody"), ("conv", "pia")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("conv", "pia")
 
 
-def test_recv_does_not_print_or_count_encrypted_chat_states(server: Prosody, tmp_path: Path) -> None:
-    pia = f"pia@{server.domain}"
+def test_recv_does_not_print_or_count_encrypted_chat_states(server: Accounts, tmp_path: Path) -> None:
+    pia = server.jid("pia")
 
     def e2ee(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "pia-pw"}
@@ -49,7 +44,7 @@ def test_recv_does_not_print_or_count_encrypted_chat_states(server: Prosody, tmp
     assert published.returncode == 0, published.stderr
 
     async def converse_like() -> None:
-        s = E2EESession(Engine.create(MemoryStorage(), f"conv@{server.domain}"), "conv-pw", ca_file=server.cert)
+        s = E2EESession(Engine.create(MemoryStorage(), server.jid("conv")), "conv-pw", ca_file=server.cert)
         await s.start("127.0.0.1", server.port)
         try:
             await s.run_effects([FetchDeviceList(pia, ns) for ns in NAMESPACES])

@@ -1,4 +1,4 @@
-"""One stanza per message for each addressee (issue 13 part 2), over a real Prosody.
+"""One stanza per message for each addressee (issue 13 part 2), over a real server (Prosody and ejabberd).
 
 A contact that speaks only legacy OMEMO (an independent client: slixmpp-omemo with its legacy
 backend only, ``tests/peers/slixmpp_omemo_peer.py``) must receive exactly one stanza per message
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from slixmpp.xmlstream.handler import Callback
@@ -26,17 +26,15 @@ from e2ee.results import Decrypted, Outcome
 from e2ee.storage import MemoryStorage
 
 from .peers.slixmpp_omemo_peer import LegacyOmemoPeer
-from .xmpp_server import Prosody, running
+from .xmpp_server import Accounts
 
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning")
 
 O2, LEGACY = NAMESPACES
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prosody]:
-    with running(tmp_path_factory.mktemp("prosody-one-stanza"), ("alice", "bob", "max", "ned")) as p:
-        yield p
+#: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "max", "ned")
 
 
 async def _until(done: Callable[[], bool], what: Callable[[], object], timeout: float = 10) -> None:
@@ -63,18 +61,18 @@ def _decrypted(inbox: list[Received]) -> list[str | None]:
     return [r.result.body for r in inbox if isinstance(r.result, Decrypted)]
 
 
-async def _session(server: Prosody, user: str, storage: MemoryStorage, inbox: list[Received], *,
+async def _session(server: Accounts, user: str, storage: MemoryStorage, inbox: list[Received], *,
                    again: bool = False) -> E2EESession:
     """A device of ``user`` (``again``: the same device, reconnecting with its stored state)."""
-    engine = Engine(storage) if again else Engine.create(storage, f"{user}@{server.domain}")
+    engine = Engine(storage) if again else Engine.create(storage, server.jid(user))
     s = E2EESession(engine, f"{user}-pw", ca_file=server.cert, on_received=inbox.append)
     await s.start("127.0.0.1", server.port)
     return s
 
 
-def test_a_legacy_only_contact_gets_one_stanza_and_own_devices_all_decrypt(server: Prosody) -> None:
+def test_a_legacy_only_contact_gets_one_stanza_and_own_devices_all_decrypt(server: Accounts) -> None:
     async def run() -> None:
-        alice_jid, bob_jid = f"alice@{server.domain}", f"bob@{server.domain}"
+        alice_jid, bob_jid = server.jid("alice"), server.jid("bob")
         bob = LegacyOmemoPeer(bob_jid, "bob-pw", ca_file=server.cert)
         at_bob: list[ET.Element] = []
         _wire(bob, alice_jid, at_bob, "chat")
@@ -136,11 +134,11 @@ def test_a_legacy_only_contact_gets_one_stanza_and_own_devices_all_decrypt(serve
     asyncio.run(run())
 
 
-def test_a_room_with_a_legacy_only_member_gets_one_stanza_per_message(server: Prosody) -> None:
-    room = f"one-stanza@{server.muc}"
+def test_a_room_with_a_legacy_only_member_gets_one_stanza_per_message(server: Accounts) -> None:
+    room = server.room("one-stanza")
 
     async def run() -> None:
-        max_jid = f"max@{server.domain}"
+        max_jid = server.jid("max")
         other_store = MemoryStorage()
         other_inbox: list[Received] = []
         other = await _session(server, "max", other_store, other_inbox)  # max's own second device
