@@ -411,13 +411,13 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    import getpass
-
     from e2ee.openpgp import SECRET_KEY_NODE, parse_backup_code
+
+    from .home import ask
 
     code = os.environ.get("E2EE_BACKUP_CODE")
     if code is None:
-        code = getpass.getpass("Backup code: ")
+        code = ask("Backup code: ", "E2EE_BACKUP_CODE")
     code = parse_backup_code(code)  # a malformed code is refused before connecting
 
     async def work(session: Any, _received: list[Any]) -> int:

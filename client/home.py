@@ -34,10 +34,19 @@ def kdf_params() -> KdfParams:
     return KdfParams.floor() if os.environ.get(KDF_ENV) == "floor" else KdfParams()
 
 
+def ask(prompt: str, env: str) -> str:
+    """Ask for a secret on the terminal; with no terminal to ask on (standard input closed or
+    not a terminal that answers), a usage error naming the variable that gives it instead."""
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise UsageError(f"{prompt.rstrip(': ')}: no terminal to ask on; set {env}") from None
+
+
 def passphrase(prompt: str = "Keystore passphrase: ") -> str:
     value = os.environ.get(PASSPHRASE_ENV)
     if value is None:
-        value = getpass.getpass(prompt)
+        value = ask(prompt, PASSPHRASE_ENV)
     if not value:
         raise UsageError("an empty passphrase is not allowed")
     return value
@@ -50,8 +59,8 @@ def initial_passphrase() -> str:
         if not value:
             raise UsageError("an empty passphrase is not allowed")
         return value
-    value = getpass.getpass("Choose a keystore passphrase: ")
-    if getpass.getpass("Repeat it: ") != value:
+    value = ask("Choose a keystore passphrase: ", PASSPHRASE_ENV)
+    if ask("Repeat it: ", PASSPHRASE_ENV) != value:
         raise UsageError("the passphrases do not match")
     if not value:
         raise UsageError("an empty passphrase is not allowed")
@@ -61,8 +70,8 @@ def initial_passphrase() -> str:
 def new_passphrase() -> str:
     value = os.environ.get(NEW_PASSPHRASE_ENV)
     if value is None:
-        value = getpass.getpass("New keystore passphrase: ")
-        if getpass.getpass("Repeat it: ") != value:
+        value = ask("New keystore passphrase: ", NEW_PASSPHRASE_ENV)
+        if ask("Repeat it: ", NEW_PASSPHRASE_ENV) != value:
             raise UsageError("the passphrases do not match")
     if not value:
         raise UsageError("an empty passphrase is not allowed")
@@ -72,7 +81,7 @@ def new_passphrase() -> str:
 def xmpp_password() -> str:
     value = os.environ.get(XMPP_PASSWORD_ENV)
     if value is None:
-        value = getpass.getpass("XMPP account password: ")
+        value = ask("XMPP account password: ", XMPP_PASSWORD_ENV)
     return value
 
 

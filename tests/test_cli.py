@@ -147,6 +147,18 @@ def test_passphrase_change(tmp_path: Path) -> None:
     assert e2ee(h, "fingerprint", passphrase="second passphrase").returncode == 0
 
 
+def test_no_terminal_to_ask_for_a_secret_is_a_usage_error(tmp_path: Path) -> None:
+    """With standard input closed and no variable set, ``init`` cannot ask for the XMPP password
+    (or the passphrase): it ends with a line naming the variable to set, not an EOFError."""
+    for unset, wanted in (("E2EE_XMPP_PASSWORD", "set E2EE_XMPP_PASSWORD"), ("E2EE_PASSPHRASE", "set E2EE_PASSPHRASE")):
+        env = {**os.environ, "E2EE_PASSPHRASE": PW, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "x"}
+        del env[unset]
+        proc = subprocess.run([sys.executable, "-m", "client.cli", "--home", str(tmp_path / unset), "init", "--jid", JID],
+                              cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].endswith(wanted), proc.stderr
+
+
 def test_damaged_schema_is_one_line(tmp_path: Path) -> None:
     """Issue 14.6: a schema name that is not UTF-8 (sqlite3 raises UnicodeDecodeError)."""
     h = _fresh(tmp_path)
