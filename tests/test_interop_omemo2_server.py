@@ -59,7 +59,7 @@ async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: flo
         await asyncio.sleep(0.005)
 
 
-def test_omemo2_both_ways_with_python_omemo_over_prosody(server: Accounts) -> None:
+def test_omemo2_both_ways_with_python_omemo_over_the_server(server: Accounts) -> None:
     timings: dict[str, float | int] = {}
 
     async def run() -> None:

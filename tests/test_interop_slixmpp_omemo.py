@@ -53,7 +53,7 @@ async def _until(done: Callable[[], bool], what: Callable[[], str], timeout: flo
         await asyncio.sleep(0.005)
 
 
-def test_interop_with_slixmpp_omemo_over_prosody(server: Accounts) -> None:
+def test_interop_with_slixmpp_omemo_over_the_server(server: Accounts) -> None:
     timings: dict[str, float] = {}
 
     async def run() -> None:

@@ -44,7 +44,7 @@ async def _wait(pred: Any, what: str, timeout: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_openpgp_fallback_between_sessions_over_prosody(server: Accounts) -> None:
+def test_openpgp_fallback_between_sessions_over_the_server(server: Accounts) -> None:
     runners: list[GnuPG] = []
 
     def engine(user: str, openpgp: bool = True) -> Engine:

@@ -37,7 +37,7 @@ async def _wait(inbox: list[tuple[str, Received]], count: int, timeout: float = 
         await asyncio.sleep(0.02)
 
 
-def test_two_accounts_three_devices_over_prosody(server: Accounts) -> None:
+def test_two_accounts_three_devices_over_the_server(server: Accounts) -> None:
     async def run() -> None:
         inbox: list[tuple[str, Received]] = []
         alice1 = await _session(server, "alice", inbox, "alice1")
@@ -67,7 +67,7 @@ def test_two_accounts_three_devices_over_prosody(server: Accounts) -> None:
     asyncio.run(run())
 
 
-def test_cli_publish_send_recv_over_prosody(server: Accounts, tmp_path: Path) -> None:
+def test_cli_publish_send_recv_over_the_server(server: Accounts, tmp_path: Path) -> None:
     import json
     import os
     import subprocess
