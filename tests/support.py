@@ -5,7 +5,10 @@ minimal; the engine's own device and bundle management is tested elsewhere."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,3 +118,18 @@ def sql(path: Path, query: str, *args: object) -> list[tuple[Any, ...]]:
         return rows
     finally:
         db.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(server: Any, home: Path, xmpp_password: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``e2ee --home HOME --server 127.0.0.1:PORT --ca-file CERT ARGS`` as a person runs it, on a
+    test server (an :class:`~tests.xmpp_server.XmppServer` or a module's ``Accounts``), with the
+    cheapest KDF and the given XMPP password."""
+    env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": xmpp_password}
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", "--home", str(home), "--server", f"127.0.0.1:{server.port}",
+         "--ca-file", str(server.cert), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )

@@ -4,16 +4,15 @@ including the carbon copy for our own other device."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
+from .support import run_cli
 from .xmpp_server import Accounts
 
 
@@ -78,12 +77,7 @@ def test_cli_publish_send_recv_over_the_server(server: Accounts, tmp_path: Path)
     server.register("dave", "dave-pw")
 
     def e2ee(user: str, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
-        return subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / user), "--server",
-             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
-            cwd=root, env=env, capture_output=True, text=True, timeout=60,
-        )
+        return run_cli(server, tmp_path / user, f"{user}-pw", *args)
 
     for user in ("carol", "dave"):
         assert e2ee(user, "init", "--jid", server.jid(user)).returncode == 0
@@ -214,22 +208,14 @@ def test_the_whole_cli_flow_of_a_new_user(server: Accounts, tmp_path: Path) -> N
     """Must-show 3 of issue 6: init, fingerprint, publish, send, recv, devices, verify with the
     other side's URI, distrust, and send again: the distrusted device no longer gets it."""
     import json
-    import os
     import subprocess
-    import sys
 
-    root = Path(__file__).resolve().parent.parent
     server.register("ivy", "ivy-pw")
     server.register("jack", "jack-pw")
     jack = server.jid("jack")
 
     def e2ee(home: str, user: str, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / home), "--server",
-             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
-            cwd=root, env=env, capture_output=True, text=True, timeout=60,
-        )
+        proc = run_cli(server, tmp_path / home, f"{user}-pw", *args)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 
@@ -282,27 +268,19 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped(server: Accounts,
     forged header lines.  ``recv`` prints them escaped, continuation lines indented (no line
     passes for a message header); ``devices`` shows the label escaped; ``--json`` is exact."""
     import json
-    import os
     import subprocess
-    import sys
     import xml.etree.ElementTree as ET
 
     from client.safe_text import CONTINUATION
     from e2ee.engine import NAMESPACES
     from e2ee.results import FetchDeviceList
 
-    root = Path(__file__).resolve().parent.parent
     server.register("quinn", "quinn-pw")
     server.register("rosa", "rosa-pw")
     quinn, rosa_jid = server.jid("quinn"), server.jid("rosa")
 
     def e2ee(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "quinn-pw"}
-        return subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "quinn"), "--server",
-             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
-            cwd=root, env=env, capture_output=True, text=True, timeout=60,
-        )
+        return run_cli(server, tmp_path / "quinn", "quinn-pw", *args)
 
     assert e2ee("init", "--jid", quinn).returncode == 0
     assert e2ee("publish").returncode == 0

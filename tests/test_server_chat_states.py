@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,9 +15,9 @@ from e2ee.engine import NAMESPACES, Engine
 from e2ee.results import FetchDeviceList
 from e2ee.storage import MemoryStorage
 
+from .support import run_cli
 from .xmpp_server import Accounts
 
-ROOT = Path(__file__).resolve().parent.parent
 O2 = "urn:xmpp:omemo:2"
 CHAT_STATES = "http://jabber.org/protocol/chatstates"
 
@@ -32,12 +30,7 @@ def test_recv_does_not_print_or_count_encrypted_chat_states(server: Accounts, tm
     pia = server.jid("pia")
 
     def e2ee(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "pia-pw"}
-        return subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "pia"), "--server",
-             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-        )
+        return run_cli(server, tmp_path / "pia", "pia-pw", *args)
 
     assert e2ee("init", "--jid", pia).returncode == 0
     published = e2ee("publish")
