@@ -1645,14 +1645,7 @@ def test_X8_identity_key_change_on_a_known_device_is_UntrustedIdentity(ns: str) 
     assert a.trust.level(BOB, old_ik) is TrustLevel.BLIND
 
     # a new identity key claiming bob's known device id (not on any list, never fetched by alice)
-    impostor = Engine.create(MemoryStorage(), BOB, rng=seeded_rng("bob-new"), clock=net.clock)
-    for n in NS_BOTH:
-        dl = net.pep.device_list(ALICE, n)
-        if dl is not None:
-            impostor.on_device_list(ALICE, n, dl)
-    alice_bundle = net.pep.bundle(ALICE, ns, a.device_id)
-    assert alice_bundle is not None
-    impostor.on_bundle(ALICE, a.device_id, ns, alice_bundle)
+    impostor = _impostor(net, a, BOB, "bob-new", ns)
     res = impostor.encrypt([ALICE], "new identity")
     assert res.ready
     forged = copy.deepcopy(res.elements[ns])
@@ -1697,15 +1690,19 @@ def test_X8_identity_key_change_on_a_known_device_is_UntrustedIdentity(ns: str) 
 
 def _impostor(net: Net, victim: Engine, jid: str, seed: str, ns: str) -> Engine:
     """A device of ``jid`` that is on no list, with the victim's list and bundle fetched."""
-    impostor = Engine.create(MemoryStorage(), jid, rng=seeded_rng(seed), clock=net.clock)
+    return _learn(net, Engine.create(MemoryStorage(), jid, rng=seeded_rng(seed), clock=net.clock), victim, ns)
+
+
+def _learn(net: Net, engine: Engine, victim: Engine, ns: str) -> Engine:
+    """``engine`` with the victim's device lists and its bundle in ``ns`` fetched."""
     for n in NS_BOTH:
         dl = net.pep.device_list(victim.jid, n)
         if dl is not None:
-            impostor.on_device_list(victim.jid, n, dl)
+            engine.on_device_list(victim.jid, n, dl)
     bundle = net.pep.bundle(victim.jid, ns, victim.device_id)
     assert bundle is not None
-    impostor.on_bundle(victim.jid, victim.device_id, ns, bundle)
-    return impostor
+    engine.on_bundle(victim.jid, victim.device_id, ns, bundle)
+    return engine
 
 
 def _as_device(element: ET.Element, ns: str, sid: int) -> ET.Element:
@@ -1796,13 +1793,7 @@ def test_X9_a_trusted_key_taking_over_another_device_slot_keeps_each_session_on_
                 twin_storage.put(table, k, v)
     twin = Engine(twin_storage, rng=seeded_rng("twin"), clock=net.clock)
     assert twin.identity_key == ik1
-    for n in NS_BOTH:
-        dl = net.pep.device_list(ALICE, n)
-        if dl is not None:
-            twin.on_device_list(ALICE, n, dl)
-    bundle = net.pep.bundle(ALICE, ns, a.device_id)
-    assert bundle is not None
-    twin.on_bundle(ALICE, a.device_id, ns, bundle)
+    _learn(net, twin, a, ns)
     res = twin.encrypt([ALICE], "device 2 is mine now")
     assert res.ready
     got = recv(net, a, _as_device(res.elements[ns], ns, b2.device_id), BOB)
