@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from e2ee.storage import Storage
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from . import engine_bench
 from .__main__ import _time

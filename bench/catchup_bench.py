@@ -32,7 +32,7 @@ from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.rng import system_random
 from e2ee.storage import MemoryStorage
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from .engine_bench import FLOORS, MSG
 from .keystore_bench import PW, scratch_dir

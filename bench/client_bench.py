@@ -1,7 +1,7 @@
 """Our client against slixmpp-omemo through a real Prosody on 127.0.0.1, in one process and one
 event loop, interleaved round by round.
 
-Ours: two :class:`client.session.E2EESession` (the engine on a keystore, as the ``e2ee`` command
+Ours: two :class:`e2ee.client.session.E2EESession` (the engine on a keystore, as the ``e2ee`` command
 runs it) talking OMEMO 2.  Theirs: two slixmpp-omemo 2.2.0 clients with python-omemo 2.1.0's
 session manager and the twomemo backend (``tests/peers/slixmpp_omemo2_peer.py``: slixmpp-omemo's
 plugin machinery for PEP, device lists, bundles, trust and empty messages, with the SCE envelope
@@ -106,14 +106,14 @@ class _Ours(_Side):
     name = "ours"
 
     def __init__(self, server: Any, users: dict[str, str], directory: Path) -> None:
-        from keystore import KdfParams, Keystore
+        from e2ee.keystore import KdfParams, Keystore
 
         super().__init__(server, users)
         self.stores = {role: Keystore.create(directory / f"{role}.db", "pw", kdf=KdfParams.floor()) for role in users}
         self.engines: dict[str, Any] = {}
 
     def _client(self, role: str) -> Any:
-        from client.session import E2EESession, Received
+        from e2ee.client.session import E2EESession, Received
         from e2ee.engine import Engine
         from e2ee.results import Decrypted
 
@@ -257,7 +257,7 @@ def run(rounds: int, steady: int, progress: Callable[[str], None] = lambda s: No
 
 
 async def _round_main(server: Any, r: int, steady: int, res: ClientResults, tmp: Path) -> None:
-    from client.session import cancel_pending_tasks
+    from e2ee.client.session import cancel_pending_tasks
 
     try:
         await _round(server, r, steady, res, tmp)

@@ -24,7 +24,7 @@ from typing import Callable
 import nacl.pwhash
 
 from e2ee.storage import Storage
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 __all__ = ["durable", "cleanup", "keystore_open", "floor_open", "scratch_dir", "PW"]
 

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.rng import system_random
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from .keystore_bench import PW
 

@@ -1,6 +1,6 @@
 """The ``e2ee`` command line.  Exit status: 0 success, 2 usage error, 1 anything else, with one
 clear line on stderr (never a traceback, unless ``--debug`` or ``E2EE_DEBUG=1``).  Untrusted text
-(bodies, labels, JIDs, names, error lines) is printed through :mod:`client.safe_text`.
+(bodies, labels, JIDs, names, error lines) is printed through :mod:`e2ee.client.safe_text`.
 
 Commands that need no server: ``init``, ``fingerprint``, ``devices``, ``trust``, ``distrust``,
 ``verify``, ``passphrase`` and ``demo``.  The keystore passphrase comes from ``E2EE_PASSPHRASE``
@@ -139,7 +139,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 def _init(args: argparse.Namespace) -> int:
     from e2ee.engine import Engine
-    from keystore import Keystore
+    from e2ee.keystore import Keystore
 
     home = _home(args)
     path = keystore_path(home)

@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["MAX_STANZA_DEPTH", "depth_exceeds", "install_depth_guard"]
 
-log = logging.getLogger("client.session")
+log = logging.getLogger("e2ee.client.session")
 
 #: Element levels allowed below a stanza (the stanza element itself is level 0).
 MAX_STANZA_DEPTH = 64

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from e2ee.engine import Engine
 from e2ee.errors import UsageError
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 __all__ = ["Account", "default_home", "keystore_path", "new_passphrase", "open_engine", "passphrase"]
 
@@ -100,7 +100,7 @@ class Account:
 
 def open_engine(home: Path) -> tuple[Keystore, Engine]:
     """Open the keystore of ``home`` and the engine on it (the caller closes the keystore).  The
-    engine has the OpenPGP fallback on GnuPG (:class:`client.gpg.GnuPG`); GnuPG only runs, on a
+    engine has the OpenPGP fallback on GnuPG (:class:`e2ee.client.gpg.GnuPG`); GnuPG only runs, on a
     temporary home that is removed at exit, when an OpenPGP operation is needed."""
     from .gpg import GnuPG
 

@@ -1,8 +1,8 @@
 """OMEMO in group chats (XEP-0045 rooms, XEP-0384 "Group chats") on top of the slixmpp session.
 
-:class:`Rooms` is attached to an :class:`~client.session.E2EEHandlers` (every
-:class:`~client.session.E2EESession` has one as ``session.rooms``).  It joins rooms, keeps each
-room's :class:`~client.muc_room.RoomState`, encrypts for the room's members and decrypts what
+:class:`Rooms` is attached to an :class:`~e2ee.client.session.E2EEHandlers` (every
+:class:`~e2ee.client.session.E2EESession` has one as ``session.rooms``).  It joins rooms, keeps each
+room's :class:`~e2ee.client.muc_room.RoomState`, encrypts for the room's members and decrypts what
 occupants send.  The engine stays room-agnostic: it gets the members' bare JIDs as recipients,
 the room as the SCE ``<to>`` (``to=room``), and the occupant's real JID as the sender
 (``require_to=True`` on receipt, so that a group message cannot pass as a private one or the
@@ -322,7 +322,7 @@ class Rooms:
 
     async def refresh_members(self, room: str) -> list[str]:
         """Fetch the owner, admin and member lists of a joined room; returns the recipients
-        (:meth:`~client.muc_room.RoomState.recipients`).  A list the room does not let us read
+        (:meth:`~e2ee.client.muc_room.RoomState.recipients`).  A list the room does not let us read
         is logged, and what presences and notices told us is kept for it."""
         state = self._joined(room)
         kinds = sorted(MEMBER_AFFILIATIONS)

@@ -1,6 +1,6 @@
 """What we know of one joined group chat (XEP-0045) room, kept without any I/O.
 
-:class:`RoomState` is fed the room's presences and notices (by :mod:`client.muc`, which checks
+:class:`RoomState` is fed the room's presences and notices (by :mod:`e2ee.client.muc`, which checks
 first that they come from the room) and answers two questions: who is the real JID behind an
 occupant's nickname (:meth:`RoomState.sender`), and who must be able to read a message
 (:meth:`RoomState.recipients`).

@@ -3,13 +3,13 @@
 Register it on any ``slixmpp.ClientXMPP`` with an engine (on the encrypted keystore or any other
 storage)::
 
-    xmpp.register_plugin("e2ee_omemo", module="client.plugin",
+    xmpp.register_plugin("e2ee_omemo", module="e2ee.client.plugin",
                          pconfig={"engine": engine, "on_received": handle})
 
 At ``session_start`` it publishes the device lists and bundles, catches up from the archive and
 sends presence; ``await xmpp.plugin["e2ee_omemo"].send_text(jid, text)`` encrypts and sends;
 every decrypted message (or refusal) is passed to ``on_received`` as a
-:class:`client.session.Received`.
+:class:`e2ee.client.session.Received`.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
 
     async def send_file(self, to: str, path: Path, progress: media.Progress | None = None) -> media.SentFile:
         """Encrypt and upload a file (XEP-0363) and send its ``aesgcm://`` link (XEP-0454).
-        Fetch received ones with :func:`client.media.download` (``Received.media`` holds the
+        Fetch received ones with :func:`e2ee.client.media.download` (``Received.media`` holds the
         link)."""
         return await media.send_file(self.handlers, to, path, progress=progress)
 
     async def send_chat(self, to: str, body: str, *, allow_plaintext: bool = False) -> SendResult:
         """Send by the engine's policy: OMEMO, else OpenPGP (with an engine created with
-        ``openpgp=client.gpg.GnuPG()``), else refused (:class:`~e2ee.errors.NoEligibleDevices`)
+        ``openpgp=e2ee.client.gpg.GnuPG()``), else refused (:class:`~e2ee.errors.NoEligibleDevices`)
         unless ``allow_plaintext``."""
         return await self.handlers.send_chat(to, body, allow_plaintext=allow_plaintext)

@@ -33,8 +33,8 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from client.publish import Publisher
-from client.republish import drop_unchanged
+from e2ee.client.publish import Publisher
+from e2ee.client.republish import drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender, UsageError
 from e2ee.fallback import Route, SendResult
@@ -109,7 +109,7 @@ class Received:
     @property
     def media(self) -> MediaLink | None:
         """The shared file (XEP-0454) when the decrypted body is exactly one ``aesgcm://`` link;
-        fetch it with :func:`client.media.download`.  Never hand the link to a browser."""
+        fetch it with :func:`e2ee.client.media.download`.  Never hand the link to a browser."""
         return media_link_in(self.result.body) if isinstance(self.result, Decrypted) else None
 
 
@@ -117,7 +117,7 @@ class E2EEHandlers:
     """The session logic, attached to any slixmpp ``ClientXMPP``: it registers the plugins and
     handlers it needs (:meth:`install`), and reads everything else from the client it is attached
     to (attribute access falls through to it).  Used by :class:`E2EESession` and by the slixmpp
-    plugin :class:`client.plugin.e2ee_omemo`."""
+    plugin :class:`e2ee.client.plugin.e2ee_omemo`."""
 
     def __init__(
         self,
@@ -145,7 +145,7 @@ class E2EEHandlers:
         #: with an OpenPGP backend: create our OpenPGP key at start when there is none (an
         #: existing key is always re-announced)
         self.openpgp_generate = openpgp_generate
-        self.rooms_of_session: Rooms | None = None  #: set by :class:`~client.muc.Rooms` when attached
+        self.rooms_of_session: Rooms | None = None  #: set by :class:`~e2ee.client.muc.Rooms` when attached
 
     def __getattr__(self, name: str) -> Any:  # plugin, boundjid, make_message, send_presence, ...
         return getattr(self.xmpp, name)
@@ -726,13 +726,13 @@ class E2EESession(slixmpp.ClientXMPP):
 
     async def send_file(self, to: str, path: Path, progress: media.Progress | None = None) -> media.SentFile:
         """Encrypt ``path``, upload it (XEP-0363) and send its ``aesgcm://`` link (XEP-0454) to
-        ``to`` (see :func:`client.media.send_file`).  ``progress(done, total)`` is optional."""
+        ``to`` (see :func:`e2ee.client.media.send_file`).  ``progress(done, total)`` is optional."""
         return await media.send_file(self.e2ee, to, path, progress=progress)
 
     async def download(self, link: MediaLink | str, dest_path: Path, progress: media.Progress | None = None) -> Path:
         """Download, decrypt and verify a shared file into ``dest_path`` (a file, or a directory
         to save it in under its own name), trusting the session's ``ca_file`` too (see
-        :func:`client.media.download`)."""
+        :func:`e2ee.client.media.download`)."""
         return await media.download(link, dest_path, progress=progress, ca_file=media.session_ca(self))
 
     async def start(self, host: str, port: int, timeout: float = 20) -> None:

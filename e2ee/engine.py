@@ -75,7 +75,7 @@ class KeyDecision:
 class Engine(Fallback):
     """One device of one account.  Build it with :meth:`create` (new identity) or by passing a
     storage that already holds one.  ``openpgp``: an OpenPGP implementation
-    (:class:`~e2ee.openpgp.crypto.OpenPgpCrypto`, e.g. ``client.gpg.GnuPG``) enables the
+    (:class:`~e2ee.openpgp.crypto.OpenPgpCrypto`, e.g. ``e2ee.client.gpg.GnuPG``) enables the
     OpenPGP fallback (:attr:`openpgp`, :meth:`encrypt_with_fallback`, :meth:`decrypt_any`).
     ``legacy_tag_in_payload`` accepts the historical legacy OMEMO variant (16-byte key material,
     the GCM tag at the end of ``<payload/>``), which no current sender produces; off by default."""

@@ -1,7 +1,7 @@
 """OMEMO media sharing (XEP-0454): ``aesgcm://`` links and streaming AES-256-GCM for files.
 
 Sans-I/O: this module turns bytes into bytes and strings into values; reading and writing files,
-HTTP and XMPP are the client's job (:mod:`client.media`).
+HTTP and XMPP are the client's job (:mod:`e2ee.client.media`).
 
 The sender encrypts the file under a fresh 32-byte key and 12-byte IV with the 16-byte GCM tag
 appended (no AAD), uploads that through HTTP File Upload (XEP-0363) and sends the link as the only

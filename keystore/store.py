@@ -6,7 +6,7 @@ File layout (one SQLite database, WAL mode, ``secure_delete`` on):
   the associated data of the wrapped key), ``dek`` (the wrapped data key), ``generation`` (the
   commit counter with its MAC);
 * ``records(k, v)``: ``k`` is the blinded lookup key (HMAC of table and key), ``v`` the sealed
-  record (see :mod:`keystore.sealing`).  Nothing else: no table names, JIDs or device ids.
+  record (see :mod:`e2ee.keystore.sealing`).  Nothing else: no table names, JIDs or device ids.
 
 Every engine operation is one SQLite transaction; it is committed before the engine hands out a
 ciphertext.  By default commits are not fsync'ed (``synchronous=NORMAL`` in WAL mode): they
@@ -35,7 +35,7 @@ but one may stay there up to two checkpoint intervals (until the next interval's
 overwrite it) rather than one.  Keeping the file at that size instead of truncating it to
 nothing makes a synced commit overwrite blocks in place rather than grow the file (a third
 cheaper).  Without ``sync``, the WAL is synced on a thread shortly before each checkpoint
-(:mod:`keystore.walsync`), so that the checkpoint, which runs in the commit of some operation,
+(:mod:`e2ee.keystore.walsync`), so that the checkpoint, which runs in the commit of some operation,
 has little left to sync.  ``close()`` ends that thread, checkpoints and truncates the WAL.
 """
 

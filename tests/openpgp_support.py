@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from client.gpg import GnuPG
+from e2ee.client.gpg import GnuPG
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
 from e2ee.openpgp.xml import NS as OX
 from e2ee.openpgp.xml import PUBLIC_KEYS_NODE, build_pubkey

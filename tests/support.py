@@ -129,7 +129,7 @@ def run_cli(server: Any, home: Path, xmpp_password: str, *args: str) -> subproce
     cheapest KDF and the given XMPP password."""
     env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": xmpp_password}
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), "--server", f"127.0.0.1:{server.port}",
+        [sys.executable, "-m", "e2ee.client.cli", "--home", str(home), "--server", f"127.0.0.1:{server.port}",
          "--ca-file", str(server.cert), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )

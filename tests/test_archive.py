@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from client.archive import MAX_ID_LENGTH, ArchivePosition, own_stanza_id
+from e2ee.client.archive import MAX_ID_LENGTH, ArchivePosition, own_stanza_id
 from e2ee.storage import MemoryStorage
 
 
@@ -46,7 +46,7 @@ def test_only_results_from_our_own_archive_are_decrypted() -> None:
 
     import slixmpp
 
-    from client.session import E2EESession, Received
+    from e2ee.client.session import E2EESession, Received
     from e2ee.results import Decrypted, SendMessage
 
     from .engine_support import O2, Net

@@ -3,7 +3,7 @@ crash consistency, K1-K8).
 
 Everything goes through what a client uses: :class:`~e2ee.engine.Engine` (device lists, bundles,
 ``<encrypted/>`` elements in; results, effects and typed errors out) and
-:class:`~keystore.Keystore` (create/open/close/change_passphrase).  Peers run on the fake PEP
+:class:`~e2ee.keystore.Keystore` (create/open/close/change_passphrase).  Peers run on the fake PEP
 harness of ``tests/engine_support.py``; a device under test that must live on disk runs on a real
 keystore file.  Damage to the keystore is done with ``sqlite3`` on the closed file.  Looks below
 the API: ``Keystore._k().blind_key(table, key)`` to find which (blinded) row belongs to which
@@ -67,8 +67,8 @@ from e2ee.results import (
 from e2ee.sessions import session_key
 from e2ee.storage import TABLES
 from e2ee.trust import TrustLevel, TrustPolicy
-from keystore import KdfParams, Keystore
-from keystore.sealing import MAX_MEMORY_KIB, MAX_PASSES
+from e2ee.keystore import KdfParams, Keystore
+from e2ee.keystore.sealing import MAX_MEMORY_KIB, MAX_PASSES
 
 from .engine_support import DEVICE_LIST_NODE, LEGACY, O2, Net, bundle_item, snapshot
 from .support import seeded_rng, sql

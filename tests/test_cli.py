@@ -27,7 +27,7 @@ PW = "cli test passphrase"
 def e2ee(home: Path, *args: str, passphrase: str = PW, **env: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "E2EE_PASSPHRASE": passphrase, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "xmpp-pw", **env}
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(home), *args],
+        [sys.executable, "-m", "e2ee.client.cli", "--home", str(home), *args],
         cwd=ROOT, env=full, capture_output=True, text=True, timeout=60,
     )
 
@@ -106,7 +106,7 @@ def test_flipped_byte_in_a_record_is_one_line(tmp_path: Path) -> None:
 
 
 def test_record_copied_into_another_row_is_one_line(tmp_path: Path) -> None:
-    from keystore import Keystore
+    from e2ee.keystore import Keystore
 
     h = _fresh(tmp_path)
     with Keystore.open(h / "keystore.db", PW) as ks:  # which row holds the identity (the file does not say)
@@ -153,7 +153,7 @@ def test_no_terminal_to_ask_for_a_secret_is_a_usage_error(tmp_path: Path) -> Non
     for unset, wanted in (("E2EE_XMPP_PASSWORD", "set E2EE_XMPP_PASSWORD"), ("E2EE_PASSPHRASE", "set E2EE_PASSPHRASE")):
         env = {**os.environ, "E2EE_PASSPHRASE": PW, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "x"}
         del env[unset]
-        proc = subprocess.run([sys.executable, "-m", "client.cli", "--home", str(tmp_path / unset), "init", "--jid", JID],
+        proc = subprocess.run([sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / unset), "init", "--jid", JID],
                               cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].endswith(wanted), proc.stderr
@@ -188,7 +188,7 @@ def test_an_unexpected_exception_is_one_line_and_debug_shows_the_traceback(
 def _unexpected_exception_checks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from client import cli
+    from e2ee.client import cli
 
     def bug(_args: object) -> int:
         raise RuntimeError("a bug with \x1b[2J in its message")
@@ -220,7 +220,7 @@ def test_error_lines_show_hostile_characters_escaped(tmp_path: Path) -> None:
 def e2ee_raw(*args: str, passphrase: str = PW, **env: str) -> subprocess.CompletedProcess[str]:
     """The command line exactly as typed (no ``--home`` put first)."""
     full = {**os.environ, "E2EE_PASSPHRASE": passphrase, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "xmpp-pw", **env}
-    return subprocess.run([sys.executable, "-m", "client.cli", *args], cwd=ROOT, env=full, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "e2ee.client.cli", *args], cwd=ROOT, env=full, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -273,7 +273,7 @@ def test_a_refused_publish_is_described_without_its_stanza() -> None:
     from slixmpp.exceptions import IqError, IqTimeout
     from slixmpp.stanza import Iq
 
-    from client.stanza_errors import describe
+    from e2ee.client.stanza_errors import describe
 
     prekeys = "".join(f"<pk id='{i}'>{'A' * 44}</pk>" for i in range(1, 101))
     reply = Iq(xml=SET.fromstring(

@@ -27,7 +27,7 @@ def _fresh(tmp_path: Path, name: str = "h") -> Path:
 
 def _set_seed(home: Path, seed: bytes) -> None:
     """Give the stored identity another seed, as an identity made before the fix may have."""
-    from keystore import Keystore
+    from e2ee.keystore import Keystore
 
     with Keystore.open(home / "keystore.db", PW) as ks, ks.transaction():
         rec = jsonrec.load(ks.get("own", "identity") or b"", 1, "identity")
@@ -55,7 +55,7 @@ def test_fingerprint_and_devices_warn_about_an_identity_with_the_sign_bit_set(tm
 def _learn_contact(home: Path, contact: Engine) -> None:
     """Put ``contact``'s device list and OMEMO 2 bundle into the keystore of ``home``, as a fetch
     over a server would."""
-    from keystore import Keystore
+    from e2ee.keystore import Keystore
 
     with Keystore.open(home / "keystore.db", PW) as ks:
         engine = Engine(ks)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from client.session import FALLBACK_BODY
+from e2ee.client.session import FALLBACK_BODY
 
 from .converse_web import ERROR_TEXTS, Browser, missing, until
 from .xmpp_server import Prosody, _free_port, available
@@ -63,7 +63,7 @@ class World:
     def _command(self, home: str, *args: str) -> tuple[list[str], dict[str, str]]:
         user = home.rstrip("0123456789")
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
-        return [sys.executable, "-m", "client.cli", "--home", str(self.homes / home), "--server",
+        return [sys.executable, "-m", "e2ee.client.cli", "--home", str(self.homes / home), "--server",
                 f"127.0.0.1:{self.server.port}", "--ca-file", str(self.server.cert), *args], env
 
     def listen(self, home: str, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from client.cli import main
-from client.demo import run
+from e2ee.client.cli import main
+from e2ee.client.demo import run
 
 
 def test_demo_output_shows_outcomes_trust_and_decryptions() -> None:

@@ -16,7 +16,7 @@ from e2ee.omemo2 import envelope
 from e2ee.omemo2.envelope import Envelope, bare_jid_key, build, parse
 from e2ee.xmlsafe import parse_xml, serialize
 from tests.support import seeded_rng
-from vectors.loader import load
+from .vectors import load
 
 ALICE, BOB, ROOM = "alice@example.org", "bob@example.net", "room@muc.example.org"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

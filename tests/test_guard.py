@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from client.guard import MAX_STANZA_DEPTH, depth_exceeds, install_depth_guard
+from e2ee.client.guard import MAX_STANZA_DEPTH, depth_exceeds, install_depth_guard
 
 
 def _nested(levels: int) -> ET.Element:

@@ -2,7 +2,7 @@
 ``SessionManager`` with the twomemo backend, driven through slixmpp 1.17 + slixmpp-omemo 2.2.0's
 plugin machinery, with XEP-0420 (SCE) envelopes built and parsed on the peer side.
 
-Our client session (``client.session.E2EESession`` around the engine) is alice; bob is
+Our client session (``e2ee.client.session.E2EESession`` around the engine) is alice; bob is
 ``tests/peers/slixmpp_omemo2_peer.py`` (it explains how and why: slixmpp-omemo itself has no SCE,
 so the peer builds ``<envelope xmlns='urn:xmpp:sce:1'>`` bytes as the ``urn:xmpp:omemo:2``
 plaintext and calls ``SessionManager.encrypt``/``decrypt`` directly).  Bob announces only an
@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from slixmpp.exceptions import IqError
 
-from client.session import E2EESession, Received
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.results import Decrypted, EmptyMessage
 from e2ee.storage import MemoryStorage

@@ -1,6 +1,6 @@
 """Interop over a real server (Prosody and ejabberd) with an independent client: slixmpp 1.17 + slixmpp-omemo 2.2.0.
 
-Our client session (``client.session.E2EESession`` around the engine) is alice; bob is
+Our client session (``e2ee.client.session.E2EESession`` around the engine) is alice; bob is
 slixmpp-omemo's XEP-0384 plugin made to speak legacy OMEMO only
 (``tests/peers/slixmpp_omemo_peer.py`` explains why and how: slixmpp-omemo cannot decrypt
 OMEMO 2, so it must not announce an OMEMO 2 device).  Both ends use their own code for
@@ -25,7 +25,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from client.session import E2EESession, Received
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.results import Decrypted, EmptyMessage
 from e2ee.storage import MemoryStorage

@@ -19,7 +19,7 @@ from e2ee.errors import (
     WrongPassphrase,
 )
 from e2ee.storage import Storage
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from .storage_conformance import CONFORMANCE
 from .support import sql
@@ -184,7 +184,7 @@ def test_second_process_gets_keystore_locked(tmp_path: Path) -> None:
 
     path = _store(tmp_path)
     code = (
-        "import sys; from keystore import Keystore; from e2ee.errors import KeystoreLocked\n"
+        "import sys; from e2ee.keystore import Keystore; from e2ee.errors import KeystoreLocked\n"
         f"try:\n    Keystore.open({str(path)!r}, {PW!r})\nexcept KeystoreLocked:\n    sys.exit(7)\n"
     )
     with Keystore.open(path, PW):

@@ -27,7 +27,7 @@ import pytest
 from e2ee.engine import Engine
 from e2ee.errors import KeystoreCorrupt
 from e2ee.results import Decrypted, Duplicate
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from .engine_support import O2, Net
 from .support import seeded_rng, sql
@@ -180,7 +180,7 @@ def test_checkpoints_keep_the_wal_small_and_the_early_sync_thread_ends_with_the_
     long (it is reused, not grown), the thread ran, and ``close()`` ends it and empties the WAL."""
     import threading
 
-    from keystore.store import _WAL_KEEP, _WAL_PAGES
+    from e2ee.keystore.store import _WAL_KEEP, _WAL_PAGES
 
     path = tmp_path / "ks.db"
     ks = Keystore.create(path, PW, kdf=KdfParams.floor())

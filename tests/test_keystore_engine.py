@@ -11,7 +11,7 @@ from pathlib import Path
 
 from e2ee.engine import Engine
 from e2ee.results import Decrypted, SendMessage
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from .engine_support import LEGACY, O2, Net
 from .support import seeded_rng

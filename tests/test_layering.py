@@ -1,29 +1,159 @@
-"""The engine stays free of I/O: nothing in e2ee/ imports asyncio, slixmpp, sockets, threads,
-the keystore or the client (ARCHITECTURE: sans-IO core)."""
+"""The shape of the code, checked.
+
+* The engine stays free of I/O: nothing in ``e2ee/`` outside ``e2ee.keystore`` and
+  ``e2ee.client`` imports asyncio, slixmpp, sockets, threads, the keystore or the client
+  (ARCHITECTURE: sans-IO core).
+* One import namespace: nothing imports the top-level folders ``keystore``, ``client`` or
+  ``vectors`` by those names (they are ``e2ee.keystore``, ``e2ee.client`` and data).
+* No import cycle between our modules (imports under ``if TYPE_CHECKING:`` are not counted,
+  function-local ones are: a cycle hidden in a function is still a cycle).
+"""
 
 from __future__ import annotations
 
 import ast
+import functools
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
-ENGINE = Path(__file__).resolve().parent.parent / "e2ee"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "e2ee"
+LAYERS_WITH_IO = ("e2ee.keystore", "e2ee.client")
 FORBIDDEN = {"asyncio", "slixmpp", "socket", "ssl", "threading", "multiprocessing", "selectors",
-             "subprocess", "keystore", "client", "http", "urllib", "requests", "aiohttp"}
+             "subprocess", "http", "urllib", "requests", "aiohttp", *LAYERS_WITH_IO}
+OLD_TOP_LEVEL = {"keystore", "client", "vectors"}
+
+
+@functools.cache
+def _modules() -> dict[str, Path]:
+    """Every module of the e2ee namespace (through the keystore/ and client/ links)."""
+    found: dict[str, Path] = {}
+    paths = [Path(d, f) for d, _, files in os.walk(PACKAGE, followlinks=True) for f in files if f.endswith(".py")]
+    for path in sorted(paths):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
+    """(line, absolute module name) of each import, with relative ones resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+    def visit(node: ast.AST) -> Iterator[tuple[int, str]]:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                yield from visit(child)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            for alias in node.names:  # `from pkg import module` imports the module, else pkg
+                yield node.lineno, f"{prefix}.{alias.name}" if f"{prefix}.{alias.name}" in _modules() else prefix
+        for child in ast.iter_child_nodes(node):
+            yield from visit(child)
+
+    yield from visit(tree)
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        for _, name in _imports(mod, path):
+            if name in mods and name != mod:
+                graph[mod].add(name)
+    return graph
+
+
+def import_cycles() -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    graph = _graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def strongconnect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            strongconnect(v)
+    return cycles
+
+
+def test_the_modules_are_found_through_the_links() -> None:
+    mods = _modules()
+    assert "e2ee.engine" in mods and "e2ee.keystore.store" in mods and "e2ee.client.cli" in mods
 
 
 def test_engine_imports_nothing_with_io() -> None:
     offenders = []
-    files = sorted(ENGINE.rglob("*.py"))
-    assert len(files) > 10
-    for path in files:
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                if name.split(".")[0] in FORBIDDEN:
-                    offenders.append(f"{path.relative_to(ENGINE.parent)}:{node.lineno} imports {name}")
+    for mod, path in _modules().items():
+        if mod.startswith(LAYERS_WITH_IO):
+            continue
+        for line, name in _imports(mod, path):
+            if name.split(".")[0] in FORBIDDEN or name.startswith(LAYERS_WITH_IO):
+                offenders.append(f"{mod}:{line} imports {name}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_keystore_does_not_import_the_client() -> None:
+    offenders = [f"{mod}:{line} imports {name}" for mod, path in _modules().items() if mod.startswith("e2ee.keystore")
+                 for line, name in _imports(mod, path) if name.startswith("e2ee.client")]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_nothing_imports_the_folders_by_their_old_top_level_names() -> None:
+    offenders = []
+    for folder in ("e2ee", "keystore", "client", "tests", "bench", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "node_modules" in path.parts:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                              if n.split(".")[0] in OLD_TOP_LEVEL]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_import_cycle() -> None:
+    cycles = import_cycles()
+    assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)

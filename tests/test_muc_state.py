@@ -1,5 +1,5 @@
 """Group-chat bookkeeping without a server: the occupant nickname -> real JID map, membership
-from presences and notices (``client.muc_room.RoomState``), and how ``client.muc.Rooms``
+from presences and notices (``e2ee.client.muc_room.RoomState``), and how ``e2ee.client.muc.Rooms``
 treats group messages it cannot attribute (catalogue D8: unknown real JID, message not from a
 room we are in)."""
 
@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from client.muc_room import MUC_USER, RoomState, status_codes
-from client.session import E2EESession, Received
+from e2ee.client.muc_room import MUC_USER, RoomState, status_codes
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.errors import PeerError, PolicyViolation, RoomNotSuitable, UnknownSender
 from e2ee.storage import MemoryStorage
@@ -134,7 +134,7 @@ def test_group_messages_that_cannot_be_attributed_are_refused_and_logged_once(ca
             ET.SubElement(msg.xml, "{urn:xmpp:omemo:2}encrypted")
             return msg
 
-        with caplog.at_level(logging.WARNING, logger="client.muc"):
+        with caplog.at_level(logging.WARNING, logger="e2ee.client.muc"):
             for frm in (f"{ROOM}/mallory", f"{ROOM}/mallory", "other@rooms.example.org/bob", ROOM):
                 session.rooms._groupchat(stanza(frm))
             session.rooms._groupchat(stanza(f"{ROOM}/mallory", "chat"))

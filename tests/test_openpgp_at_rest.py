@@ -12,13 +12,13 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from client.gpg import GnuPG
+from e2ee.client.gpg import GnuPG
 from e2ee.engine import Engine
 from e2ee.errors import CorruptState
 from e2ee.openpgp.packets import parse_key_block
 from e2ee.openpgp.secretkey import is_protected, secret_values, unprotect
 from e2ee.openpgp.xml import SECRET_KEY_NODE
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from .openpgp_support import OxNet
 from .support import seeded_rng

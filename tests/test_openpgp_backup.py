@@ -19,7 +19,7 @@ from e2ee.openpgp.xml import PUBLIC_KEYS_NODE, SECRET_KEY_NODE, build_secretkey
 from e2ee.results import Publish
 from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
-from keystore import KdfParams, Keystore
+from e2ee.keystore import KdfParams, Keystore
 
 from .engine_support import snapshot
 from .openpgp_support import OxNet, PlainGpg, openpgp_element, signcrypt_xml

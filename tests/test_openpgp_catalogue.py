@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from client.gpg import GnuPG
+from e2ee.client.gpg import GnuPG
 from e2ee.engine import Engine
 from e2ee.errors import (
     AffixMismatch,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from client.gpg import GnuPG
-from client.session import E2EESession, Received
+from e2ee.client.gpg import GnuPG
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.errors import NoEligibleDevices
 from e2ee.fallback import Route
@@ -132,7 +132,7 @@ def test_openpgp_through_the_command_line(server: Accounts, tmp_path: Path) -> N
     def e2ee(home: str, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         full = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw", **env}
         proc = subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / home), "--server", f"127.0.0.1:{server.port}",
+            [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / home), "--server", f"127.0.0.1:{server.port}",
              "--ca-file", str(server.cert), *args],
             cwd=ROOT, env=full, capture_output=True, text=True, timeout=90,
         )

@@ -38,7 +38,7 @@ from e2ee.omemo2 import payload as omemo2
 from e2ee.primitives import aes_cbc_decrypt, aes_cbc_encrypt, aes_gcm_encrypt, hkdf_sha256, hmac_sha256
 from e2ee.rng import Random
 from tests.peers.omemo_peer import InMemoryStorage, _run
-from vectors.loader import WycheproofCase, hexfield, load, wycheproof
+from .vectors import WycheproofCase, hexfield, load, wycheproof
 
 V2 = load("omemo/e2e_omemo2.json")["vectors"][0]
 VL = load("omemo/e2e_legacy.json")["vectors"][0]

@@ -34,7 +34,7 @@ from e2ee.primitives import (
     x25519_check_public,
     x25519_public,
 )
-from vectors.loader import WycheproofCase, hexfield, load, wycheproof
+from .vectors import WycheproofCase, hexfield, load, wycheproof
 
 
 def cases(name: str) -> list[WycheproofCase]:

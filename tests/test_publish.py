@@ -14,8 +14,8 @@ import pytest
 from slixmpp.exceptions import IqError
 from slixmpp.stanza import Iq
 
-import client.publish
-from client.publish import MAX_ITEMS_FALLBACK, RACE_RETRIES, Publisher
+import e2ee.client.publish
+from e2ee.client.publish import MAX_ITEMS_FALLBACK, RACE_RETRIES, Publisher
 from e2ee.results import Publish
 
 NODE = "urn:xmpp:omemo:2:bundles"
@@ -66,12 +66,12 @@ def _publisher(pubsub: Pubsub) -> Publisher:
 
 @pytest.fixture(autouse=True)
 def _fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client.publish, "_said", set())
-    monkeypatch.setattr(client.publish, "_RACE_BACKOFF", 0.0)
+    monkeypatch.setattr(e2ee.client.publish, "_said", set())
+    monkeypatch.setattr(e2ee.client.publish, "_RACE_BACKOFF", 0.0)
 
 
 def test_refused_options_configure_the_node_first_then_publish_without_them(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="client.publish")
+    caplog.set_level(logging.INFO, logger="e2ee.client.publish")
     unknown = _error("resource-constraint", "wait", "Unknown field 'pubsub#max_items' of type '...#publish-options'")
     pubsub = Pubsub(publish=[unknown])
     publisher = _publisher(pubsub)
@@ -96,7 +96,7 @@ def test_a_missing_node_is_created_by_publishing_then_configured() -> None:
 
 
 def test_a_refused_max_falls_back_to_a_number(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="client.publish")
+    caplog.set_level(logging.INFO, logger="e2ee.client.publish")
     pubsub = Pubsub(publish=[_error("conflict")], configure=[_error("not-acceptable", "modify")])
     publisher = _publisher(pubsub)
     asyncio.run(publisher.publish(EFFECT))

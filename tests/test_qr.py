@@ -1,4 +1,4 @@
-"""QR rendering of verification URIs (client.qr), decoded back with an independent reader
+"""QR rendering of verification URIs (e2ee.client.qr), decoded back with an independent reader
 (zxing-cpp, from the ``test`` extra)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import zlib
 import pytest
 import zxingcpp
 
-from client.qr import ERROR_LEVEL, QUIET_ZONE, qr_code, qr_png, qr_svg, qr_terminal
+from e2ee.client.qr import ERROR_LEVEL, QUIET_ZONE, qr_code, qr_png, qr_svg, qr_terminal
 from e2ee.errors import UsageError
 from e2ee.verification import make_uri, parse_uri
 

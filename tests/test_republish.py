@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 
-from client.republish import drop_unchanged, same_element
+from e2ee.client.republish import drop_unchanged, same_element
 from e2ee.results import FetchBundle, Publish
 
 from .xmpp_server import Accounts
@@ -61,7 +61,7 @@ def test_a_reconnect_publishes_only_what_the_server_lacks(server: Accounts) -> N
     """Over a real server (each kind): the first connect publishes both device lists and both bundles; a
     reconnect publishes nothing; after our OMEMO 2 bundle item was retracted on the server, the
     next connect publishes exactly that one again."""
-    from client.session import E2EESession
+    from e2ee.client.session import E2EESession
     from e2ee.engine import Engine
     from e2ee.storage import MemoryStorage
 

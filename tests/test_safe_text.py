@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from client.safe_text import CONTINUATION, message_header, message_line, safe, safe_body
+from e2ee.client.safe_text import CONTINUATION, message_header, message_line, safe, safe_body
 
 HOSTILE = {
     "ESC (CSI erase)": ("\x1b[2J", "\\x1b[2J"),

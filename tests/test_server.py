@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 
-from client.session import E2EESession, Received
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
@@ -96,7 +96,7 @@ def test_cli_publish_send_recv_over_the_server(server: Accounts, tmp_path: Path)
     nobody = e2ee("carol", "send", server.jid("nobody"), "x")
     assert nobody.returncode == 1 and "not sent" in nobody.stderr and "Traceback" not in nobody.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--home", str(tmp_path / "carol"), "--server", "127.0.0.1:1", "publish"],
+        [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / "carol"), "--server", "127.0.0.1:1", "publish"],
         cwd=root, env={**os.environ, "E2EE_PASSPHRASE": "pw"}, capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) <= 2 and "Traceback" not in bad.stderr
@@ -251,7 +251,7 @@ def test_demo_over_the_server(server: Accounts) -> None:
 
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "client.cli", "--server", f"127.0.0.1:{server.port}", "--ca-file", str(server.cert),
+        [sys.executable, "-m", "e2ee.client.cli", "--server", f"127.0.0.1:{server.port}", "--ca-file", str(server.cert),
          "demo", "--domain", server.domain],
         cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=120,
     )
@@ -271,7 +271,7 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped(server: Accounts,
     import subprocess
     import xml.etree.ElementTree as ET
 
-    from client.safe_text import CONTINUATION
+    from e2ee.client.safe_text import CONTINUATION
     from e2ee.engine import NAMESPACES
     from e2ee.results import FetchDeviceList
 

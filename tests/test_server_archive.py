@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from client.archive import ArchivePosition
-from client.session import MAM_PAGE, E2EESession, Received
+from e2ee.client.archive import ArchivePosition
+from e2ee.client.session import MAM_PAGE, E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage

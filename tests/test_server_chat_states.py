@@ -10,7 +10,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from client.session import E2EESession
+from e2ee.client.session import E2EESession
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.results import FetchDeviceList
 from e2ee.storage import MemoryStorage

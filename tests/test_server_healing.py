@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from client.session import E2EESession, Received
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.errors import NoSession
 from e2ee.results import Decrypted
@@ -31,7 +31,7 @@ async def _arrived(inbox: list[Received], count: int) -> None:
 
 
 def test_a_lost_session_is_rebuilt_and_the_next_message_decrypts(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="client.session")
+    caplog.set_level(logging.INFO, logger="e2ee.client.session")
 
     async def run() -> None:
         inbox: list[Received] = []

@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 import slixmpp
 
-from client.session import E2EESession, Received
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.errors import AffixMismatch, MalformedMessage, RestrictedXml
 from e2ee.results import Decrypted
@@ -78,7 +78,7 @@ async def _still_works(alice: E2EESession, bob: E2EESession, inbox: list[Receive
 
 
 def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="client.session")
+    caplog.set_level(logging.WARNING, logger="e2ee.client.session")
 
     async def run() -> None:
         inbox: list[Received] = []
@@ -176,7 +176,7 @@ def test_deeply_nested_stanzas_through_the_server(server: Accounts, caplog: pyte
     whose depth guard drops the stanza with one warning, before slixmpp walks it recursively
     (without the guard, slixmpp's error reply to the iq recursed until ``RecursionError`` and the
     connection died).  Alice's session goes on."""
-    caplog.set_level(logging.WARNING, logger="client.session")
+    caplog.set_level(logging.WARNING, logger="e2ee.client.session")
 
     async def run() -> None:
         inbox: list[Received] = []

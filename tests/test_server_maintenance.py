@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from client import session as session_module
-from client.session import E2EESession, Received
+from e2ee.client import session as session_module
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.limits import SPK_ROTATION
 from e2ee.results import Decrypted

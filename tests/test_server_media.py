@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from client import media
-from client.session import E2EESession, Received
+from e2ee.client import media
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.errors import MediaIntegrityError, MediaTransferFailed, UsageError
 from e2ee.media import MediaLink, build_link
@@ -275,7 +275,7 @@ def test_cli_send_file_and_recv_download_dir(server: Accounts, tmp_path: Path) -
     def e2ee(user: str, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
         return subprocess.run(
-            [sys.executable, "-m", "client.cli", "--home", str(tmp_path / user), "--server",
+            [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / user), "--server",
              f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import slixmpp
 
-from client.muc_room import MEMBERSONLY, NONANONYMOUS
-from client.session import E2EESession, Received
+from e2ee.client.muc_room import MEMBERSONLY, NONANONYMOUS
+from e2ee.client.session import E2EESession, Received
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import AffixMismatch, RoomNotSuitable, RoomUnavailable
 from e2ee.results import Decrypted, NotForThisDevice, Outcome
@@ -209,7 +209,7 @@ def test_rooms_that_hide_real_jids_or_are_open_are_refused(server: Accounts, cap
             form.add_field(var="FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/muc#roomconfig")
             form.add_field(var="muc#roomconfig_whois", value="moderators")
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="client.muc"):
+            with caplog.at_level(logging.WARNING, logger="e2ee.client.muc"):
                 await erin.plugin["xep_0045"].set_room_config(turns, form)
                 await _until(lambda: any("cannot be used with OMEMO" in r.getMessage() for r in caplog.records),
                              lambda: caplog.records)  # the configuration-change notice was checked
@@ -221,7 +221,7 @@ def test_rooms_that_hide_real_jids_or_are_open_are_refused(server: Accounts, cap
             for x in (erin, frank):
                 x.rooms.require_members_only = False
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="client.muc"):
+            with caplog.at_level(logging.WARNING, logger="e2ee.client.muc"):
                 await erin.rooms.join(open_room)
                 await frank.rooms.join(open_room)
                 result = await frank.rooms.send_text(open_room, "in an open room")
@@ -257,7 +257,7 @@ def test_forged_and_misdirected_group_messages_are_refused(server: Accounts, cap
             assert first.ready
             await _until(lambda: _room_bodies(inbox, "hal", room) == ["a real room message"], lambda: inbox)
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="client.muc"):
+            with caplog.at_level(logging.WARNING, logger="e2ee.client.muc"):
                 # ivo sends hal a "group message" straight from his account
                 msg = ivo.make_message(mto=hal.boundjid.full, mtype="groupchat", mbody="x")  # to a bare JID: bounced
                 msg.xml.append(first.elements[O2])
@@ -297,7 +297,7 @@ def test_cli_room_create_members_send_and_recv(server: Accounts, tmp_path: Path)
     kim, lou = server.jid("kim"), server.jid("lou")
 
     def command(user: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", "client.cli", "--home", str(tmp_path / user), "--server",
+        return [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / user), "--server",
                 f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args]
 
     def env(user: str) -> dict[str, str]:
@@ -434,7 +434,7 @@ def test_a_member_refused_the_affiliation_lists_encrypts_for_the_members_it_sees
             await s["ola"].rooms.join(room)
             await s["ola"].rooms.set_affiliation(room, pia, "member")
             await s["ola"].rooms.set_affiliation(room, quin, "member")
-            with caplog.at_level(logging.WARNING, logger="client.muc"):
+            with caplog.at_level(logging.WARNING, logger="e2ee.client.muc"):
                 await s["pia"].rooms.join(room)
                 if server.kind == "prosody":
                     # quin has not been in the room: pia cannot know of him
@@ -481,7 +481,7 @@ def test_removing_a_member_of_a_moderated_room_warns(server: Accounts, caplog: p
             await rex.rooms.join(room)
             await rex.rooms.set_affiliation(room, sue, "member")
             await s.rooms.join(room)
-            with caplog.at_level(logging.WARNING, logger="client.muc"):
+            with caplog.at_level(logging.WARNING, logger="e2ee.client.muc"):
                 await rex.rooms.set_affiliation(room, sue, "outcast")
             assert any("is moderated" in r.getMessage() and sue in r.getMessage() for r in caplog.records)
             await _until(lambda: not s.rooms.get(room).joined, lambda: s.rooms.get(room))  # type: ignore[union-attr]

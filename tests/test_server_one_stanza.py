@@ -20,7 +20,7 @@ import pytest
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from client.session import FALLBACK_BODY, E2EESession, Received
+from e2ee.client.session import FALLBACK_BODY, E2EESession, Received
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.results import Decrypted, Outcome
 from e2ee.storage import MemoryStorage

@@ -10,8 +10,8 @@ import logging
 
 import pytest
 
-import client.publish
-from client.session import E2EESession
+import e2ee.client.publish
+from e2ee.client.session import E2EESession
 from e2ee.engine import Engine
 from e2ee.storage import MemoryStorage
 
@@ -38,8 +38,8 @@ def test_a_second_device_does_not_evict_the_first_devices_bundle(
     """Both devices' OMEMO 2 bundles stay on the one bundles node (its max_items is more than
     one on either server); on ejabberd the refusal is logged once, naming the field, and later
     publications do not send the options again."""
-    monkeypatch.setattr(client.publish, "_said", set())  # earlier tests' sessions said it already
-    caplog.set_level(logging.INFO, logger="client.publish")
+    monkeypatch.setattr(e2ee.client.publish, "_said", set())  # earlier tests' sessions said it already
+    caplog.set_level(logging.INFO, logger="e2ee.client.publish")
 
     async def run() -> None:
         first = await _session(server, "alice")

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from vectors import loader
-from vectors.loader import (
+from . import vectors as loader
+from .vectors import (
     VECTORS_DIR,
     WYCHEPROOF_DIR,
     VectorFileError,

@@ -13,7 +13,7 @@ from e2ee.identity import IdentityKeyPair
 from e2ee.legacy.wire import LEGACY
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.session import PeerBundle, Session, accept, initiate
-from vectors.loader import load
+from .vectors import load
 
 X3DH = load("generated/x3dh.json")["vectors"]
 TRANSCRIPTS = [load("generated/ratchet_omemo2.json")["vectors"][0], load("generated/ratchet_legacy.json")["vectors"][0]]

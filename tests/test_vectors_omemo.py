@@ -13,7 +13,7 @@ from e2ee.legacy.wire import LEGACY
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.primitives import hkdf_sha256, hmac_sha256, x25519, x25519_public
 from e2ee.session import PeerBundle, accept, initiate
-from vectors.loader import hexfield, load
+from .vectors import hexfield, load
 
 
 def queue(*values: bytes) -> Any:

@@ -19,7 +19,7 @@ from e2ee.primitives import (
     x25519_public_to_ed25519,
 )
 from e2ee.xeddsa import curve25519_verify, sign_with_sign_bit, xeddsa_sign, xeddsa_verify
-from vectors.loader import hexfield, load
+from .vectors import hexfield, load
 
 
 def _flip(data: bytes, bit: int) -> bytes:

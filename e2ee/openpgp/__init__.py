@@ -12,7 +12,7 @@ The fallback when a contact has no OMEMO device we trust.  The split:
 * :mod:`~e2ee.openpgp.backend` -- :class:`OpenPgp`: keys, trust, messages, backups;
 * :mod:`~e2ee.openpgp.crypto` -- :class:`OpenPgpCrypto`, the interface to the OpenPGP
   implementation.  Everything above is sans-I/O; GnuPG runs in a subprocess, so its runner lives
-  in the client (:class:`client.gpg.GnuPG`) and the embedder passes it to the engine
+  in the client (:class:`e2ee.client.gpg.GnuPG`) and the embedder passes it to the engine
   (``Engine(storage, openpgp=GnuPG())``), as it passes a clock and randomness.
 """
 

@@ -2,7 +2,7 @@
 
 The engine is sans-I/O, but GnuPG is a subprocess.  So the engine defines what it needs as the
 :class:`OpenPgpCrypto` protocol and the embedder passes an object that implements it (as it
-passes a clock and a source of randomness); :class:`client.gpg.GnuPG` is the implementation on
+passes a clock and a source of randomness); :class:`e2ee.client.gpg.GnuPG` is the implementation on
 GnuPG through python-gnupg.  The engine hands over every key an operation needs (the
 implementation may cache imports), so the implementation's key ring is a cache and the
 engine's storage stays the only record of keys and trust.

@@ -1,4 +1,4 @@
-"""The one loader for the JSON test vectors in this directory.
+"""The one loader for the JSON test vectors in ``vectors/`` (pure data, beside ``tests/``).
 
 * ``load(relpath)`` reads any vector file (path relative to this directory).
   Every file outside ``wycheproof/`` must carry a non-empty ``"source"`` string.
@@ -28,7 +28,7 @@ __all__ = [
     "wycheproof",
 ]
 
-VECTORS_DIR = Path(__file__).resolve().parent
+VECTORS_DIR = Path(__file__).resolve().parent.parent / "vectors"
 WYCHEPROOF_DIR = VECTORS_DIR / "wycheproof"
 
 WYCHEPROOF_RESULTS = frozenset({"valid", "invalid", "acceptable"})

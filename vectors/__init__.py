@@ -1,1 +1,0 @@
-"""Test vectors as JSON data; `vectors.loader` is the one way tests read them."""
