@@ -65,6 +65,7 @@ from e2ee.omemo2.envelope import bare_jid_key
 from e2ee.results import Effect, EncryptResult, FetchDeviceList
 
 from .muc_room import MEMBER_AFFILIATIONS, MEMBERSONLY, MUC_USER, NONANONYMOUS, RoomState, account
+from .types import Received
 
 if TYPE_CHECKING:
     from .session import E2EEHandlers
@@ -462,7 +463,5 @@ class Rooms:
         )
 
     def _deliver(self, result: Any, error: E2EEError | None, occupant: str, room: str) -> None:
-        from .session import Received
-
         if self.handlers.on_received is not None:
             self.handlers.on_received(Received(result, error, False, occupant, room=room))

@@ -38,7 +38,7 @@ from e2ee.client.republish import drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender, UsageError
 from e2ee.fallback import Route, SendResult
-from e2ee.media import MediaLink, media_link_in
+from e2ee.media import MediaLink
 from e2ee.omemo2.envelope import parse_timestamp
 from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
 from e2ee.openpgp.xml import NS as OX
@@ -62,6 +62,7 @@ from .archive import SID_NS, ArchivePosition, archive_complete, own_stanza_id
 from .guard import install_depth_guard
 from .muc import Rooms
 from .stanza_errors import describe
+from .types import Received
 
 __all__ = ["FALLBACK_BODY", "E2EESession", "Received"]
 
@@ -90,27 +91,6 @@ def _bundle_node(namespace: str, device_id: int) -> tuple[str, str | None]:
     if namespace == O2:
         return "urn:xmpp:omemo:2:bundles", str(device_id)
     return f"eu.siacs.conversations.axolotl.bundles:{device_id}", None
-
-
-class Received:
-    """What arrived: the engine's result plus where it came from."""
-
-    def __init__(
-        self, result: DecryptResult | None, error: E2EEError | None, carbon: bool, stanza_from: str, archived: bool = False,
-        room: str | None = None,
-    ) -> None:
-        self.result = result
-        self.error = error
-        self.carbon = carbon
-        self.stanza_from = stanza_from
-        self.archived = archived
-        self.room = room  #: the room's bare JID for a group message (then stanza_from is room/nick)
-
-    @property
-    def media(self) -> MediaLink | None:
-        """The shared file (XEP-0454) when the decrypted body is exactly one ``aesgcm://`` link;
-        fetch it with :func:`e2ee.client.media.download`.  Never hand the link to a browser."""
-        return media_link_in(self.result.body) if isinstance(self.result, Decrypted) else None
 
 
 class E2EEHandlers:
