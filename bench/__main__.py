@@ -22,8 +22,8 @@ import argparse
 import gc
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import catchup_bench, engine_bench, keystore_bench, memory_bench, micro, peer_omemo
 from .report import Results, Row, at_most, faster, no_slower, ratio_at_least, within_of
@@ -98,16 +98,42 @@ def run_engine(results: Results, rounds: int, quick: bool) -> None:
             samples["floor"].rounds.append(_time(floor, max(n, 20)))
         unit = ENGINE_UNITS[name].replace("1000", str(engine_bench.REVERSE_LENGTH))
         peer, floor_s = samples["peer"], samples["floor"]
-        results.add(Row(name, ENGINE_GROUP, unit, samples["memory"], peer, floor_s, PEER_OMEMO, FLOOR_PRIMITIVES, faster()))
+        results.add(
+            Row(name, ENGINE_GROUP, unit, samples["memory"], peer, floor_s, PEER_OMEMO, FLOOR_PRIMITIVES, faster())
+        )
         mem = samples["memory"].median
         ks_target = ratio_at_least(4) if name in SYNCED else faster()
-        results.add(Row(f"{name}[keystore]", ENGINE_GROUP, unit, samples["keystore"], peer, floor_s, PEER_OMEMO,
-                        FLOOR_PRIMITIVES, ks_target, if_missed=KEYSTORE_GAP if name in SYNCED else "",
-                        extra={"in_memory_us": round(mem, 2), "keystore/in_memory": round(samples["keystore"].median / mem, 2)}))
+        results.add(
+            Row(
+                f"{name}[keystore]",
+                ENGINE_GROUP,
+                unit,
+                samples["keystore"],
+                peer,
+                floor_s,
+                PEER_OMEMO,
+                FLOOR_PRIMITIVES,
+                ks_target,
+                if_missed=KEYSTORE_GAP if name in SYNCED else "",
+                extra={"in_memory_us": round(mem, 2), "keystore/in_memory": round(samples["keystore"].median / mem, 2)},
+            )
+        )
         if "keystore+sync" in samples:
             s = samples["keystore+sync"]
-            results.add(Row(f"{name}[keystore+sync]", ENGINE_GROUP, unit, s, peer, floor_s, PEER_OMEMO, FLOOR_PRIMITIVES,
-                            faster(), extra={"in_memory_us": round(mem, 2), "keystore/in_memory": round(s.median / mem, 2)}))
+            results.add(
+                Row(
+                    f"{name}[keystore+sync]",
+                    ENGINE_GROUP,
+                    unit,
+                    s,
+                    peer,
+                    floor_s,
+                    PEER_OMEMO,
+                    FLOOR_PRIMITIVES,
+                    faster(),
+                    extra={"in_memory_us": round(mem, 2), "keystore/in_memory": round(s.median / mem, 2)},
+                )
+            )
         keystore_bench.cleanup()
     n = 1 if quick else 3
     _log("keystore_open...")
@@ -116,8 +142,16 @@ def run_engine(results: Results, rounds: int, quick: bool) -> None:
     for _ in range(rounds):
         s_ours.rounds.append(_time(ours, n))
         s_floor.rounds.append(_time(floor, n))
-    results.add(Row("keystore_open", ENGINE_GROUP, "per open (Argon2id 64 MiB, 3 passes)", s_ours, floor=s_floor,
-                    floor_name="keystore_open: the Argon2id derivation alone"))
+    results.add(
+        Row(
+            "keystore_open",
+            ENGINE_GROUP,
+            "per open (Argon2id 64 MiB, 3 passes)",
+            s_ours,
+            floor=s_floor,
+            floor_name="keystore_open: the Argon2id derivation alone",
+        )
+    )
     keystore_bench.cleanup()
 
 
@@ -141,13 +175,46 @@ def run_catchup(results: Results, rounds: int, quick: bool) -> None:
         keystore_bench.cleanup()
     unit = f"{count:,} messages"
     peer_s, floor_s = samples["peer"], samples["floor"]
-    results.add(Row("catch_up[memory]", CATCHUP_GROUP, unit, samples["memory"], peer_s, floor_s, PEER_OMEMO,
-                    FLOOR_PRIMITIVES, faster()))
-    results.add(Row("catch_up[keystore]", CATCHUP_GROUP, unit, samples["keystore"], peer_s, floor_s, PEER_OMEMO,
-                    FLOOR_PRIMITIVES, within_of("catch_up[memory]", 2),
-                    note=f"one commit per {catchup_bench.BATCH} messages (Engine.batch); results are acknowledged once their batch committed"))
-    results.add(Row("catch_up[keystore, commit each]", CATCHUP_GROUP, unit, samples["keystore-each"], peer_s, floor_s,
-                    PEER_OMEMO, FLOOR_PRIMITIVES, note="no batches: one commit per message (for comparison)"))
+    results.add(
+        Row(
+            "catch_up[memory]",
+            CATCHUP_GROUP,
+            unit,
+            samples["memory"],
+            peer_s,
+            floor_s,
+            PEER_OMEMO,
+            FLOOR_PRIMITIVES,
+            faster(),
+        )
+    )
+    results.add(
+        Row(
+            "catch_up[keystore]",
+            CATCHUP_GROUP,
+            unit,
+            samples["keystore"],
+            peer_s,
+            floor_s,
+            PEER_OMEMO,
+            FLOOR_PRIMITIVES,
+            within_of("catch_up[memory]", 2),
+            note=f"one commit per {catchup_bench.BATCH} messages (Engine.batch); results are acknowledged once their batch committed",
+        )
+    )
+    results.add(
+        Row(
+            "catch_up[keystore, commit each]",
+            CATCHUP_GROUP,
+            unit,
+            samples["keystore-each"],
+            peer_s,
+            floor_s,
+            PEER_OMEMO,
+            FLOOR_PRIMITIVES,
+            note="no batches: one commit per message (for comparison)",
+        )
+    )
 
 
 def run_memory(results: Results, rounds: int, quick: bool) -> None:
@@ -172,30 +239,38 @@ def run_memory(results: Results, rounds: int, quick: bool) -> None:
     reads_one = max(int(p["records_read"]) for p in probes["one"])
     rss_open = sorted(int(p["rss_added_kib"]) for p in probes["many"])[len(probes["many"]) // 2]
     rss_open_one = sorted(int(p["rss_added_kib"]) for p in probes["one"])[len(probes["one"]) // 2]
-    results.add(Row(
-        f"open+decrypt[{many} sessions]", MEMORY_GROUP, "open, engine, first message", ours,
-        target=at_most("records_read", reads_one, f"reads no more records than with 1 session ({reads_one})"),
-        extra={
-            "one_session_us": round(base.median, 1),
-            "ours/one_session": round(ours.median / base.median, 2),
-            "records_read": reads_many,
-            "records_read_1_session": reads_one,
-            "full_table_scans": max(int(p["full_scans"]) for p in probes["many"]),
-            "rss_added_kib": rss_open,
-            "rss_added_kib_1_session": rss_open_one,
-            "keystore_bytes_per_session": round(size / many, 1),
-            "rss_bytes_per_session_in_use": round(float(touched["rss_per_session_in_use_bytes"]), 1),
-        },
-        note=(f"{many:,} sessions stored (keystore {size / 2**20:.1f} MiB; each contact's last bundle with its 100"
-              " prekeys is most of it); a fresh interpreter opens the keystore (Argon2id at the floor parameters),"
-              " builds the engine and decrypts one message; resident memory is VmRSS; in use: after encrypting"
-              " once to every contact"),
-    ))
+    results.add(
+        Row(
+            f"open+decrypt[{many} sessions]",
+            MEMORY_GROUP,
+            "open, engine, first message",
+            ours,
+            target=at_most("records_read", reads_one, f"reads no more records than with 1 session ({reads_one})"),
+            extra={
+                "one_session_us": round(base.median, 1),
+                "ours/one_session": round(ours.median / base.median, 2),
+                "records_read": reads_many,
+                "records_read_1_session": reads_one,
+                "full_table_scans": max(int(p["full_scans"]) for p in probes["many"]),
+                "rss_added_kib": rss_open,
+                "rss_added_kib_1_session": rss_open_one,
+                "keystore_bytes_per_session": round(size / many, 1),
+                "rss_bytes_per_session_in_use": round(float(touched["rss_per_session_in_use_bytes"]), 1),
+            },
+            note=(
+                f"{many:,} sessions stored (keystore {size / 2**20:.1f} MiB; each contact's last bundle with its 100"
+                " prekeys is most of it); a fresh interpreter opens the keystore (Argon2id at the floor parameters),"
+                " builds the engine and decrypts one message; resident memory is VmRSS; in use: after encrypting"
+                " once to every contact"
+            ),
+        )
+    )
 
 
 def run_client(results: Results, rounds: int, quick: bool) -> None:
-    from . import client_bench
     from tests.xmpp_server import available
+
+    from . import client_bench
 
     if not available():
         results.notes.append("client: Prosody is not installed (scripts/test.sh installs it): not measured")
@@ -209,9 +284,19 @@ def run_client(results: Results, rounds: int, quick: bool) -> None:
         ("client_latency_median", "send → decrypted", res.median),
         ("client_latency_p99", "send → decrypted", res.p99),
     ):
-        results.add(Row(name, CLIENT_GROUP, unit, got["ours"], got["peer"], peer_name=PEER_SLIXMPP, target=no_slower(),
-                        note=CLIENT_NOTE.format(steady=steady) if name == "client_latency_p99" else "",
-                        if_missed=P99_GAP if name == "client_latency_p99" else ""))
+        results.add(
+            Row(
+                name,
+                CLIENT_GROUP,
+                unit,
+                got["ours"],
+                got["peer"],
+                peer_name=PEER_SLIXMPP,
+                target=no_slower(),
+                note=CLIENT_NOTE.format(steady=steady) if name == "client_latency_p99" else "",
+                if_missed=P99_GAP if name == "client_latency_p99" else "",
+            )
+        )
 
 
 def run_micro(results: Results, quick: bool) -> None:
@@ -262,13 +347,22 @@ are noisy; ratios from the same run are the figures to compare."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="everything small: a smoke check, not a measurement")
-    parser.add_argument("--out", metavar="DIR", default=str(Path(__file__).resolve().parent),
-                        help="where RESULTS.md and results.json go (default: bench/)")
-    parser.add_argument("--only", metavar="GROUPS", default=",".join(GROUPS),
-                        help=f"comma-separated groups to run (default: all of {','.join(GROUPS)})")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=str(Path(__file__).resolve().parent),
+        help="where RESULTS.md and results.json go (default: bench/)",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="GROUPS",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups to run (default: all of {','.join(GROUPS)})",
+    )
     parser.add_argument("--rounds", type=int, help="rounds per scenario (default 5, quick 2)")
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]

@@ -13,11 +13,12 @@ import argparse
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from e2ee.storage import Storage
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.storage import Storage
 
 from . import engine_bench
 from .__main__ import _time

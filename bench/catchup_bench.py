@@ -26,17 +26,17 @@ import copy
 import random
 import shutil
 import xml.etree.ElementTree as ET
-from typing import Callable
+from collections.abc import Callable
 
 from e2ee.engine import Engine
+from e2ee.keystore import KdfParams, Keystore
 from e2ee.results import Decrypted
 from e2ee.rng import system_random
 from e2ee.storage import MemoryStorage
-from e2ee.keystore import KdfParams, Keystore
+from tests.engine_support import O2, Net
 
 from .engine_bench import FLOORS, MSG
 from .keystore_bench import PW, scratch_dir
-from tests.engine_support import O2, Net
 
 __all__ = ["BATCH", "CONTACTS", "CatchUp", "floor", "peer"]
 
@@ -73,7 +73,8 @@ class CatchUp:
                 c.decrypt(e.encrypted, ME, to=c.jid)
             me.decrypt(c.encrypt([ME], "again").elements[O2], c.jid, to=ME)
         self.archive: list[tuple[ET.Element, str]] = [
-            (people[i].encrypt([ME], f"{MSG} #{n}").elements[O2], people[i].jid) for n, i in enumerate(_order(count, contacts))
+            (people[i].encrypt([ME], f"{MSG} #{n}").elements[O2], people[i].jid)
+            for n, i in enumerate(_order(count, contacts))
         ]
         self.snapshot = me_store.snapshot()
         self._dir = scratch_dir()
@@ -158,8 +159,9 @@ def floor(count: int) -> Op:
 
 def peer(count: int, contacts: int = CONTACTS) -> Callable[[], Op]:
     """python-omemo's side; ``prepare()`` restores its starting state and returns the timed op."""
-    from .peer_omemo import NO_HEARTBEATS, _deliver_empty, _peer
     from tests.peers.session_manager import Directory
+
+    from .peer_omemo import NO_HEARTBEATS, _deliver_empty, _peer
 
     d = Directory()
     me = _peer(d, ME, staleness_threshold=NO_HEARTBEATS)
@@ -168,7 +170,9 @@ def peer(count: int, contacts: int = CONTACTS) -> Callable[[], Op]:
         me.decrypt(c.bare_jid, c.encrypt([ME], "hello")[O2])
         _deliver_empty(me, [c])
         me.decrypt(c.bare_jid, c.encrypt([ME], "again")[O2])
-    archive = [(people[i].encrypt([ME], f"{MSG} #{n}")[O2], people[i].bare_jid) for n, i in enumerate(_order(count, contacts))]
+    archive = [
+        (people[i].encrypt([ME], f"{MSG} #{n}")[O2], people[i].bare_jid) for n, i in enumerate(_order(count, contacts))
+    ]
     template = copy.deepcopy(me.storage)
 
     def prepare() -> Op:

@@ -32,9 +32,10 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .timing import Sample
 
@@ -263,5 +264,3 @@ async def _round_main(server: Any, r: int, steady: int, res: ClientResults, tmp:
         await _round(server, r, steady, res, tmp)
     finally:
         await cancel_pending_tasks()
-
-

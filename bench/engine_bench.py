@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from e2ee.engine import Engine
 from e2ee.omemo2.wire import OMEMO2

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import nacl.pwhash
 
-from e2ee.storage import Storage
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.storage import Storage
 
 __all__ = ["durable", "cleanup", "keystore_open", "floor_open", "scratch_dir", "PW"]
 
@@ -64,7 +64,9 @@ def keystore_open(count: int) -> Op:
 def floor_open() -> Op:
     params = KdfParams()
     salt = os.urandom(16)
-    return lambda: nacl.pwhash.argon2id.kdf(32, PW.encode(), salt, opslimit=params.passes, memlimit=params.memory_kib * 1024)
+    return lambda: nacl.pwhash.argon2id.kdf(
+        32, PW.encode(), salt, opslimit=params.passes, memlimit=params.memory_kib * 1024
+    )
 
 
 def cleanup() -> None:

@@ -29,15 +29,16 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from e2ee.engine import Engine
+from e2ee.keystore import KdfParams, Keystore
 from e2ee.results import Decrypted
 from e2ee.rng import system_random
-from e2ee.keystore import KdfParams, Keystore
 
 from .keystore_bench import PW
 
@@ -61,13 +62,13 @@ class Built:
     seconds: float  #: time to build (not a measurement)
 
 
-def build(path: Path, sessions: int, kdf: KdfParams = KdfParams.floor(), batch: int = 500) -> Built:
+def build(path: Path, sessions: int, kdf: KdfParams | None = None, batch: int = 500) -> Built:
     """A closed keystore at ``path`` with ``sessions`` sessions (see the module docstring)."""
     from tests.engine_support import Net
 
     t0 = time.perf_counter()
     net = Net()
-    ks = Keystore.create(path, PW, kdf=kdf)
+    ks = Keystore.create(path, PW, kdf=KdfParams.floor() if kdf is None else kdf)
     me = net.device(ME, "me", rng=system_random, storage=ks)
     c0 = net.device(contact(0), "c0", rng=system_random)
     first = net.encrypt(c0, [ME], "hello")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from e2ee.identity import IdentityKeyPair
 from e2ee.legacy.wire import LEGACY
@@ -38,8 +38,12 @@ def _pair(flavour_name: str) -> tuple[DoubleRatchet, DoubleRatchet]:
     spk, opk = os.urandom(32), os.urandom(32)
     spk_pub = x25519_public(spk)
     bundle = PeerBundle(
-        flavour.own_identity(bob), 1, flavour.encode_public(spk_pub),
-        flavour.sign_prekey(bob, spk_pub), 7, flavour.encode_public(x25519_public(opk)),
+        flavour.own_identity(bob),
+        1,
+        flavour.encode_public(spk_pub),
+        flavour.sign_prekey(bob, spk_pub),
+        7,
+        flavour.encode_public(x25519_public(opk)),
     )
     a = initiate(flavour, alice, bundle)
     kex, _ = a.encrypt(KM)

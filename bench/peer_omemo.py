@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import copy
 import xml.etree.ElementTree as ET
-from typing import Callable, Dict, Iterator, List
+from collections.abc import Callable, Iterator
 
 import twomemo.etree
 
@@ -69,7 +69,7 @@ def _peer(d: Directory, jid: str, **kw: object) -> SMPeer:
     return SMPeer.create(d, jid, namespaces=(NS,), **kw)  # type: ignore[arg-type]
 
 
-def _deliver_empty(src: SMPeer, peers: List[SMPeer]) -> None:
+def _deliver_empty(src: SMPeer, peers: list[SMPeer]) -> None:
     """Deliver ``src``'s queued empty messages to the peers of the addressed JID."""
     by_id = {(p.bare_jid, p.device_id): p for p in peers}
     for jid, elem in src.take_sent_empty():
@@ -92,7 +92,7 @@ def _steady_pair(bob_staleness: int | None = None) -> tuple[SMPeer, SMPeer]:
     return alice, bob
 
 
-def _supply(items: List[ET.Element], what: str) -> Callable[[], ET.Element]:
+def _supply(items: list[ET.Element], what: str) -> Callable[[], ET.Element]:
     it: Iterator[ET.Element] = iter(items)
 
     def take() -> ET.Element:
@@ -128,9 +128,7 @@ def session_init(count: int) -> Op:
     _peer(d, BOB)
     template = _peer(d, ALICE)
     template.refresh_device_lists(BOB)  # bob's device list known, his bundle not fetched yet
-    clones = [
-        _peer(d, ALICE, storage=copy.deepcopy(template.storage), auto_refresh=False) for _ in range(count)
-    ]
+    clones = [_peer(d, ALICE, storage=copy.deepcopy(template.storage), auto_refresh=False) for _ in range(count)]
     it = iter(clones)
 
     def op() -> object:
@@ -145,7 +143,7 @@ def session_init(count: int) -> Op:
 
 def session_accept(count: int) -> Op:
     d = Directory()
-    jobs: List[tuple[SMPeer, str, ET.Element]] = []
+    jobs: list[tuple[SMPeer, str, ET.Element]] = []
     per_bob = 100
     for b_index in range((count + per_bob - 1) // per_bob):
         bob_jid = BOB if b_index == 0 else f"bob{b_index}@example.net"
@@ -184,7 +182,7 @@ def session_accept(count: int) -> Op:
     return op
 
 
-def _bob_devices(d: Directory, n: int) -> List[SMPeer]:
+def _bob_devices(d: Directory, n: int) -> list[SMPeer]:
     """``n`` devices of BOB published on ``d``, each created on a scratch directory and then moved.
 
     ``SessionManager.create`` of a new device downloads the bundles of all devices already in its
@@ -241,7 +239,7 @@ def reverse_1000(count: int) -> Op:
     return op
 
 
-SCENARIOS: Dict[str, Callable[[int], Op]] = {
+SCENARIOS: dict[str, Callable[[int], Op]] = {
     "encrypt": encrypt,
     "decrypt": decrypt,
     "session_init": session_init,

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from .timing import Sample
 
@@ -79,7 +79,7 @@ class Results:
         self.quick = quick
         self.rounds = rounds
         self.rows: dict[str, Row] = {}
-        self.started = datetime.now(timezone.utc)
+        self.started = datetime.now(UTC)
         self.notes: list[str] = []
         self.load_start = _loadavg()
         self.load_end: str | None = None  #: read once, when the results are written
@@ -139,19 +139,27 @@ class Results:
             lines += ["Not met:", ""]
             for r, how in missed:
                 assert r.target is not None
-                lines.append(f"- **{r.name}**: {r.target.text}, measured {how}." + (f" {r.if_missed}" if r.if_missed else ""))
+                lines.append(
+                    f"- **{r.name}**: {r.target.text}, measured {how}." + (f" {r.if_missed}" if r.if_missed else "")
+                )
             lines.append("")
         groups: dict[str, list[Row]] = {}
         for row in self.rows.values():
             groups.setdefault(row.group, []).append(row)
         for group, rows in groups.items():
             lines += [f"## {group}", ""]
-            lines.append("| scenario | unit | ours median [min–max] | peer median [min–max] | peer/ours | floor | ours/floor | target | met? |")
+            lines.append(
+                "| scenario | unit | ours median [min–max] | peer median [min–max] | peer/ours | floor | ours/floor | target | met? |"
+            )
             lines.append("|---|---|---|---|---|---|---|---|---|")
             for r in rows:
                 lines.append(self._md_row(r))
             notes = [f"- **{r.name}**: {r.note}" for r in rows if r.note]
-            extras = [f"- **{r.name}**: " + ", ".join(f"{k} = {_fmt_extra(v)}" for k, v in r.extra.items()) for r in rows if r.extra]
+            extras = [
+                f"- **{r.name}**: " + ", ".join(f"{k} = {_fmt_extra(v)}" for k, v in r.extra.items())
+                for r in rows
+                if r.extra
+            ]
             peers = sorted({r.peer_name for r in rows if r.peer_name})
             floors = sorted({f"{r.floor_name}" for r in rows if r.floor_name})
             if peers:

@@ -63,9 +63,7 @@ def archive_complete(fin_iq: Any) -> bool:
 def own_stanza_id(stanza: ET.Element, own_bare: str) -> str | None:
     """The id of the single ``<stanza-id/>`` our own server put on ``stanza``, else ``None``."""
     ids = [
-        e.get("id")
-        for e in stanza.findall(f"{{{SID_NS}}}stanza-id")
-        if (e.get("by") or "").lower() == own_bare.lower()
+        e.get("id") for e in stanza.findall(f"{{{SID_NS}}}stanza-id") if (e.get("by") or "").lower() == own_bare.lower()
     ]
     if len(ids) != 1 or not ids[0]:
         return None

@@ -54,10 +54,15 @@ def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
     command accepts them too (``default`` is then :data:`argparse.SUPPRESS`, so an option not
     repeated after the command keeps the value given before it)."""
     p.add_argument("--home", type=Path, default=default, help=f"data directory (default: {default_home()})")
-    p.add_argument("--server", metavar="HOST:PORT", default=default,
-                   help="XMPP server to connect to (default: the JID's domain, 5222)")
-    p.add_argument("--ca-file", type=Path, metavar="PATH", default=default,
-                   help="trust this CA certificate for the server")
+    p.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=default,
+        help="XMPP server to connect to (default: the JID's domain, 5222)",
+    )
+    p.add_argument(
+        "--ca-file", type=Path, metavar="PATH", default=default, help="trust this CA certificate for the server"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,18 +97,28 @@ def _parser() -> argparse.ArgumentParser:
     send_file.add_argument("jid")
     send_file.add_argument("path", type=Path)
     send_file.add_argument("--json", action="store_true")
-    send.add_argument("--plaintext", action="store_true",
-                      help="send in clear text when the contact has no trusted OMEMO device or OpenPGP key")
+    send.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="send in clear text when the contact has no trusted OMEMO device or OpenPGP key",
+    )
     sub.add_parser("backup", help="publish an encrypted backup of the OpenPGP secret key; prints its code")
-    restore = sub.add_parser("restore", help="restore the OpenPGP secret key from the backup (E2EE_BACKUP_CODE or prompt)")
+    restore = sub.add_parser(
+        "restore", help="restore the OpenPGP secret key from the backup (E2EE_BACKUP_CODE or prompt)"
+    )
     restore.add_argument("--replace", action="store_true", help="replace this device's own OpenPGP key")
     recv = sub.add_parser("recv", help="connect and print decrypted messages")
     recv.add_argument("--count", type=int, default=None, help="stop after N messages")
     recv.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds (default 10)")
     recv.add_argument("--json", action="store_true", help="one JSON object per line")
     recv.add_argument("--download-dir", type=Path, metavar="DIR", help="download, decrypt and save shared files here")
-    recv.add_argument("--room", action="append", default=[], metavar="ROOM",
-                      help="also join this group chat and print its messages (repeatable)")
+    recv.add_argument(
+        "--room",
+        action="append",
+        default=[],
+        metavar="ROOM",
+        help="also join this group chat and print its messages (repeatable)",
+    )
     recv.add_argument("--nick", help="nickname in the rooms (default: your JID's localpart)")
     _room_parsers(sub)
     for command in sub.choices.values():  # global options also where people type them: after the command
@@ -117,7 +132,9 @@ def _room_parsers(sub: Any) -> None:
     create.add_argument("room", help="room@service")
     create.add_argument("--member", action="append", default=[], metavar="JID", help="make JID a member (repeatable)")
     create.add_argument("--nick")
-    aff = sub.add_parser("room-affiliation", help="change someone's affiliation in a room (owner, admin, member, none, outcast)")
+    aff = sub.add_parser(
+        "room-affiliation", help="change someone's affiliation in a room (owner, admin, member, none, outcast)"
+    )
     aff.add_argument("room")
     aff.add_argument("jid")
     aff.add_argument("affiliation", choices=("owner", "admin", "member", "none", "outcast"))
@@ -179,11 +196,14 @@ def _pgp_fp(fpr: str) -> str:
 def _sign_bit_warning(engine: Any) -> None:
     """Identities made before issue 20 may have the Ed25519 sign bit set; say so, and how out."""
     if engine.identity_sign_bit_set:
-        print("e2ee: warning: this device's identity key has its Ed25519 sign bit set, so Converse.js"
-              " (and other clients that verify by XEdDSA) refuse its bundle and cannot write to it;"
-              " a key cannot change: replace the device (`e2ee --home NEW_DIR init --jid "
-              f"{engine.jid}`, then `e2ee --home NEW_DIR publish`) and verify the new one with"
-              " your contacts", file=sys.stderr)
+        print(
+            "e2ee: warning: this device's identity key has its Ed25519 sign bit set, so Converse.js"
+            " (and other clients that verify by XEdDSA) refuse its bundle and cannot write to it;"
+            " a key cannot change: replace the device (`e2ee --home NEW_DIR init --jid "
+            f"{engine.jid}`, then `e2ee --home NEW_DIR publish`) and verify the new one with"
+            " your contacts",
+            file=sys.stderr,
+        )
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
@@ -193,9 +213,15 @@ def _fingerprint(args: argparse.Namespace) -> int:
         uri = engine.own_uri()
         pgp = engine.openpgp.fingerprint
         if args.json:
-            out = {"jid": engine.jid, "device": engine.device_id, "fingerprint": engine.identity_key.hex(),
-                   "fingerprint_ed25519": engine.identity_key_ed25519.hex(), "uri": uri,
-                   "openpgp": pgp, "sign_bit_set": engine.identity_sign_bit_set}
+            out = {
+                "jid": engine.jid,
+                "device": engine.device_id,
+                "fingerprint": engine.identity_key.hex(),
+                "fingerprint_ed25519": engine.identity_key_ed25519.hex(),
+                "uri": uri,
+                "openpgp": pgp,
+                "sign_bit_set": engine.identity_sign_bit_set,
+            }
             print(json.dumps(out))
         else:
             print(f"{safe(engine.jid)}: device {engine.device_id}")
@@ -288,8 +314,10 @@ def _decision_line(jid: str, d: Any) -> str:
     where = f"device {d.device_id} " if d.device_id is not None else ""
     if not d.matched:
         how = "" if d.level.value == "verified" else f" ({d.level.value})"
-        return (f"{jid}: {where}{_fp(d.given)} matches no key of {jid} seen so far; remembered{how},"
-                " applies when that key appears")
+        return (
+            f"{jid}: {where}{_fp(d.given)} matches no key of {jid} seen so far; remembered{how},"
+            " applies when that key appears"
+        )
     devices = ", ".join(str(x) for x in d.devices)
     form = " (given in its Ed25519 form)" if d.given != d.identity_key else ""
     owner = f"device {devices} " if devices else where
@@ -348,8 +376,9 @@ def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = Fal
 
         async def run() -> int:
             received: list[Any] = []
-            session = E2EESession(engine, password, ca_file=args.ca_file, on_received=received.append,
-                                  openpgp_generate=openpgp_generate)
+            session = E2EESession(
+                engine, password, ca_file=args.ca_file, on_received=received.append, openpgp_generate=openpgp_generate
+            )
             try:
                 print(f"connecting to {safe(host)}:{port} as {safe(engine.jid)}...", file=sys.stderr)
                 await session.start(host, port)
@@ -383,8 +412,17 @@ def _send(args: argparse.Namespace) -> int:
         routed = sent.recipients[0]
         rows = _device_rows(routed.omemo) if routed.omemo is not None else []
         if args.json:
-            print(json.dumps({"id": None, "to": args.jid, "route": routed.route.value, "recipients": rows,
-                              "openpgp": list(routed.fingerprints)}))
+            print(
+                json.dumps(
+                    {
+                        "id": None,
+                        "to": args.jid,
+                        "route": routed.route.value,
+                        "recipients": rows,
+                        "openpgp": list(routed.fingerprints),
+                    }
+                )
+            )
         else:
             _print_rows(rows)
             for fpr in routed.fingerprints:
@@ -455,7 +493,11 @@ def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
     else:
         _print_rows(rows)
     if not result.ready:
-        why = f"no trusted device for {safe(', '.join(result.unreachable))}" if result.unreachable else "no device to encrypt for"
+        why = (
+            f"no trusted device for {safe(', '.join(result.unreachable))}"
+            if result.unreachable
+            else "no device to encrypt for"
+        )
         print(f"e2ee: error: not sent: {why}", file=sys.stderr)
         return 1
     return 0
@@ -573,7 +615,10 @@ def _recv(args: argparse.Namespace) -> int:
             while received:  # all that was decrypted is shown, even past --count
                 r = received.pop(0)
                 if r.error is not None:
-                    print(f"e2ee: a message from {safe(r.stanza_from)} could not be decrypted: {safe(r.error)}", file=sys.stderr)
+                    print(
+                        f"e2ee: a message from {safe(r.stanza_from)} could not be decrypted: {safe(r.error)}",
+                        file=sys.stderr,
+                    )
                     continue
                 if not isinstance(r.result, Decrypted):
                     continue
@@ -582,14 +627,25 @@ def _recv(args: argparse.Namespace) -> int:
                     # no text: chat states (Converse.js encrypts "composing", "paused"...) or
                     # other content a person does not see as a message; neither shown nor counted
                     continue
-                row = {"from": d.jid, "device": d.device_id, "namespace": d.namespace, "trust": d.trust.value,
-                       "body": d.body, "carbon": r.carbon, "archived": r.archived, "room": r.room, "file": None}
+                row = {
+                    "from": d.jid,
+                    "device": d.device_id,
+                    "namespace": d.namespace,
+                    "trust": d.trust.value,
+                    "body": d.body,
+                    "carbon": r.carbon,
+                    "archived": r.archived,
+                    "room": r.room,
+                    "file": None,
+                }
                 text = d.body
                 media = r.media  # (parses the body)
                 if media is not None:  # an aesgcm:// link (XEP-0454): never shown as a link
                     row["file"], error = await _fetch_file(session, media, args.download_dir)
                     if error is not None:
-                        print(f"e2ee: a file from {safe(d.jid)} could not be downloaded: {safe(error)}", file=sys.stderr)
+                        print(
+                            f"e2ee: a file from {safe(d.jid)} could not be downloaded: {safe(error)}", file=sys.stderr
+                        )
                         failed = True
                     where = row["file"]["path"] or ("not downloaded" if error else "not downloaded, see --download-dir")
                     text = f"file {safe(row['file']['name'])} ({safe(where)})"
@@ -686,7 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unforeseen failure: one line, the traceback on request
         if debug:
             raise
-        print(f"e2ee: error: unexpected {type(exc).__name__}: {safe(exc)} (run with --debug for details)", file=sys.stderr)
+        print(
+            f"e2ee: error: unexpected {type(exc).__name__}: {safe(exc)} (run with --debug for details)", file=sys.stderr
+        )
         return 1
 
 

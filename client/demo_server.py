@@ -40,15 +40,18 @@ async def run_over_server(out: TextIO, host: str, port: int, domain: str, ca_fil
         for name, account in (("alice-laptop", "alice"), ("alice-phone", "alice"), ("bob-desktop", "bob")):
             jid, password = accounts[account]
             engine = Engine.create(MemoryStorage(), jid)
-            session = E2EESession(engine, password, ca_file=ca_file,
-                                  on_received=functools.partial(_collect, received, name))
+            session = E2EESession(
+                engine, password, ca_file=ca_file, on_received=functools.partial(_collect, received, name)
+            )
             await session.start(host, port)
             devices[name] = session
             print(f"  {name:13} device {engine.device_id:<10} fingerprint {fingerprint(engine.identity_key)}", file=out)
         await asyncio.sleep(0.3)
-        script = [("alice-laptop", "bob", "Hi Bob, over a real server."),
-                  ("bob-desktop", "alice", "Hello Alice, both of your devices get this."),
-                  ("alice-phone", "bob", "And this is my phone.")]
+        script = [
+            ("alice-laptop", "bob", "Hi Bob, over a real server."),
+            ("bob-desktop", "alice", "Hello Alice, both of your devices get this."),
+            ("alice-phone", "bob", "And this is my phone."),
+        ]
         for sender, to, text in script:
             print(f"\n  {sender} -> {accounts[to][0]}: {text!r}", file=out)
             before = len(received)

@@ -82,8 +82,14 @@ def _agent_pid(home: str, env: dict[str, str]) -> int | None:
     if tool is None:
         return None
     try:
-        out = subprocess.run([tool, "--homedir", home, "--no-autostart", "getinfo pid", "/bye"], env=env,
-                             capture_output=True, text=True, timeout=15, check=False).stdout
+        out = subprocess.run(
+            [tool, "--homedir", home, "--no-autostart", "getinfo pid", "/bye"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for line in out.splitlines():
@@ -106,8 +112,13 @@ def _cleanup(home: str, gpgconf: str | None, env: dict[str, str]) -> None:
     if gpgconf is not None:
         pid = _agent_pid(home, env)
         try:
-            subprocess.run([gpgconf, "--homedir", home, "--kill", "gpg-agent"], env=env, capture_output=True,
-                           timeout=15, check=False)
+            subprocess.run(
+                [gpgconf, "--homedir", home, "--kill", "gpg-agent"],
+                env=env,
+                capture_output=True,
+                timeout=15,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             pid = None
         deadline = time.monotonic() + 5
@@ -197,10 +208,23 @@ class GnuPG:
         self._finalizer = weakref.finalize(self, _cleanup, str(home), gpgconf, env)
         options = [
             "--no-options",
-            "--log-file", str(home / "gpg.log"),
-            "--no-auto-key-retrieve", "--no-auto-key-import", "--auto-key-locate", "local", "--disable-dirmngr",
-            "--no-symkey-cache", "--no-include-key-block", "--no-emit-version", "--no-comments",
-            "--keyid-format", "long", "--compress-algo", "none", "--trust-model", "always",
+            "--log-file",
+            str(home / "gpg.log"),
+            "--no-auto-key-retrieve",
+            "--no-auto-key-import",
+            "--auto-key-locate",
+            "local",
+            "--disable-dirmngr",
+            "--no-symkey-cache",
+            "--no-include-key-block",
+            "--no-emit-version",
+            "--no-comments",
+            "--keyid-format",
+            "long",
+            "--compress-algo",
+            "none",
+            "--trust-model",
+            "always",
         ]
         try:
             self._gpg = gnupg.GPG(gpgbinary=self._binary, gnupghome=str(home), options=options, env=env)
@@ -271,12 +295,21 @@ class GnuPG:
         self._import_public(recipients)
         self._import_secret(signer)
         fprs = [_check_fingerprint(k.fingerprint) for k in recipients]
-        result = self._run("encrypt", plaintext, fprs, sign=signer.fingerprint, passphrase=signer.passphrase,
-                           armor=False, always_trust=True)
+        result = self._run(
+            "encrypt",
+            plaintext,
+            fprs,
+            sign=signer.fingerprint,
+            passphrase=signer.passphrase,
+            armor=False,
+            always_trust=True,
+        )
         check_encryption(_status(result), result.returncode, signed=True)
         return bytes(result.data)
 
-    def decrypt_and_verify(self, message: bytes, senders: Sequence[PublicKey], recipient: SecretKey, max_size: int) -> Verified:
+    def decrypt_and_verify(
+        self, message: bytes, senders: Sequence[PublicKey], recipient: SecretKey, max_size: int
+    ) -> Verified:
         self._import_public(senders)
         self._import_secret(recipient)
         result, overflow = self._decrypt_bounded(message, max_size, passphrase=recipient.passphrase, always_trust=True)

@@ -47,8 +47,12 @@ def install_depth_guard(xmpp: Any) -> None:
     def spawn_event(xml: ET.Element) -> None:
         if depth_exceeds(xml):
             kind = xml.tag.rpartition("}")[2]
-            log.warning("dropped a %s from %s nested deeper than %d levels", kind, xml.get("from", "the server"),
-                        MAX_STANZA_DEPTH)
+            log.warning(
+                "dropped a %s from %s nested deeper than %d levels",
+                kind,
+                xml.get("from", "the server"),
+                MAX_STANZA_DEPTH,
+            )
             return
         original(xml)
 

@@ -42,8 +42,18 @@ from e2ee.media import MediaEncryptor, MediaLink, encrypted_size, parse_link
 from e2ee.results import EncryptResult
 from e2ee.rng import Random, system_random
 
-__all__ = ["Progress", "SentFile", "UploadSlot", "download", "find_upload_service", "request_slot", "send_file",
-           "session_ca", "ssl_context", "upload"]
+__all__ = [
+    "Progress",
+    "SentFile",
+    "UploadSlot",
+    "download",
+    "find_upload_service",
+    "request_slot",
+    "send_file",
+    "session_ca",
+    "ssl_context",
+    "upload",
+]
 
 #: ``progress(done, total)``: bytes transferred so far (ciphertext) and in all.
 Progress = Callable[[int, int], None]
@@ -152,8 +162,9 @@ def _max_file_size(query: ET.Element) -> int | None:
 async def request_slot(xmpp: Any, service: str, filename: str, size: int, timeout: float = 30) -> UploadSlot:
     """Ask ``service`` for a slot for ``size`` bytes named ``filename``."""
     iq = xmpp.make_iq_get(ito=service)
-    ET.SubElement(iq.xml, f"{{{NS_UPLOAD}}}request",
-                  {"filename": filename, "size": str(size), "content-type": _CONTENT_TYPE})
+    ET.SubElement(
+        iq.xml, f"{{{NS_UPLOAD}}}request", {"filename": filename, "size": str(size), "content-type": _CONTENT_TYPE}
+    )
     try:
         reply = await iq.send(timeout=timeout)
     except IqError as e:
@@ -223,8 +234,15 @@ def _send(conn: http.client.HTTPSConnection, data: bytes, sent: int, total: int,
     return len(data)
 
 
-def _get(link: MediaLink, dest: Path, ctx: ssl.SSLContext, max_size: int, progress: Progress | None,
-         overwrite: bool, timeout: float) -> Path:
+def _get(
+    link: MediaLink,
+    dest: Path,
+    ctx: ssl.SSLContext,
+    max_size: int,
+    progress: Progress | None,
+    overwrite: bool,
+    timeout: float,
+) -> Path:
     url = link.url
     for _ in range(MAX_REDIRECTS + 1):
         conn, target = _connect(url, ctx, timeout)
@@ -246,8 +264,14 @@ def _get(link: MediaLink, dest: Path, ctx: ssl.SSLContext, max_size: int, progre
     raise MediaTransferFailed("the download was redirected too often")
 
 
-def _receive(response: http.client.HTTPResponse, link: MediaLink, dest: Path, max_size: int,
-             progress: Progress | None, overwrite: bool) -> Path:
+def _receive(
+    response: http.client.HTTPResponse,
+    link: MediaLink,
+    dest: Path,
+    max_size: int,
+    progress: Progress | None,
+    overwrite: bool,
+) -> Path:
     length = response.getheader("Content-Length")
     total = int(length) if length and length.strip().isdigit() else 0
     if total > max_size:
@@ -305,8 +329,15 @@ def _place(tmp: Path, dest: Path, link: MediaLink, overwrite: bool) -> Path:
 # ------------------------------------------------------------------ public API
 
 
-async def upload(xmpp: Any, path: Path, *, progress: Progress | None = None, rng: Random = system_random,
-                 filename: str | None = None, ca_file: Path | str | None = None) -> MediaLink:
+async def upload(
+    xmpp: Any,
+    path: Path,
+    *,
+    progress: Progress | None = None,
+    rng: Random = system_random,
+    filename: str | None = None,
+    ca_file: Path | str | None = None,
+) -> MediaLink:
     """Encrypt ``path`` under a fresh key and IV and upload it to our server's upload service;
     returns the link (not sent anywhere).  ``filename`` is the name the server sees and puts in
     the URL (default: the file's own name)."""
@@ -331,8 +362,15 @@ async def upload(xmpp: Any, path: Path, *, progress: Progress | None = None, rng
     return link
 
 
-async def send_file(handlers: Any, to: str, path: Path, *, progress: Progress | None = None,
-                    rng: Random = system_random, filename: str | None = None) -> SentFile:
+async def send_file(
+    handlers: Any,
+    to: str,
+    path: Path,
+    *,
+    progress: Progress | None = None,
+    rng: Random = system_random,
+    filename: str | None = None,
+) -> SentFile:
     """Upload ``path`` encrypted (see :func:`upload`) and send its ``aesgcm://`` link to ``to``
     as the only content of an encrypted message (``handlers.send_text``).  Raises
     :class:`~e2ee.errors.MediaTransferFailed` when the upload fails; then nothing is sent."""
@@ -341,9 +379,16 @@ async def send_file(handlers: Any, to: str, path: Path, *, progress: Progress | 
     return SentFile(link, result, Path(path).stat().st_size)
 
 
-async def download(link: MediaLink | str, dest: Path | str, *, progress: Progress | None = None,
-                   ca_file: Path | str | None = None, max_size: int = MAX_MEDIA_DOWNLOAD,
-                   overwrite: bool = False, timeout: float = HTTP_TIMEOUT) -> Path:
+async def download(
+    link: MediaLink | str,
+    dest: Path | str,
+    *,
+    progress: Progress | None = None,
+    ca_file: Path | str | None = None,
+    max_size: int = MAX_MEDIA_DOWNLOAD,
+    overwrite: bool = False,
+    timeout: float = HTTP_TIMEOUT,
+) -> Path:
     """Download, decrypt and verify a shared file; returns where it was saved.
 
     ``dest`` is a file path, or an existing directory (then the file is saved under the link's

@@ -129,9 +129,13 @@ class Rooms:
         self._left: set[str] = set()
         xmpp = handlers.xmpp
         xmpp.register_plugin("xep_0045")
-        xmpp.register_handler(Callback("e2ee muc presence", MatchXPath(f"{{jabber:client}}presence/{_X}"), self._presence))
         xmpp.register_handler(
-            Callback("e2ee muc join error", MatchXPath("{jabber:client}presence/{jabber:client}error"), self._presence_error)
+            Callback("e2ee muc presence", MatchXPath(f"{{jabber:client}}presence/{_X}"), self._presence)
+        )
+        xmpp.register_handler(
+            Callback(
+                "e2ee muc join error", MatchXPath("{jabber:client}presence/{jabber:client}error"), self._presence_error
+            )
         )
         xmpp.register_handler(Callback("e2ee muc notice", MatchXPath(f"{{jabber:client}}message/{_X}"), self._notice))
         for ns in NAMESPACES:
@@ -227,11 +231,15 @@ class Rooms:
         refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._joining[state.jid] = refused
         join: asyncio.Future[Any] = asyncio.ensure_future(
-            self.xmpp.plugin["xep_0045"].join_muc_wait(slixmpp.JID(state.jid), state.nick, maxstanzas=0, timeout=self.timeout)
+            self.xmpp.plugin["xep_0045"].join_muc_wait(
+                slixmpp.JID(state.jid), state.nick, maxstanzas=0, timeout=self.timeout
+            )
         )
         condition = None
         try:
-            done, _pending = await asyncio.wait([join, refused], timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _pending = await asyncio.wait(
+                [join, refused], timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if refused in done:
                 condition = refused.result()
             elif join in done:
@@ -239,7 +247,7 @@ class Rooms:
                     join.result()
                 except PresenceError as e:
                     condition = _condition(e)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     condition = "timeout"
             else:
                 condition = "timeout"
@@ -308,12 +316,18 @@ class Rooms:
             raise UsageError(f"not the JID of an account: {jid!r}")
         state = self._rooms.get(room)
         if affiliation in ("none", "outcast") and MODERATED in await self.features(room):
-            log.warning("room %s is moderated: some servers (ejabberd 23.01) let %s back in with the role they had; "
-                        "a room made by room-create is not moderated", room, target)
+            log.warning(
+                "room %s is moderated: some servers (ejabberd 23.01) let %s back in with the role they had; "
+                "a room made by room-create is not moderated",
+                room,
+                target,
+            )
         try:
             await self.xmpp.plugin["xep_0045"].set_affiliation(room, affiliation, jid=target, timeout=self.timeout)  # type: ignore[arg-type]
         except IqError as e:
-            raise RoomUnavailable(f"room {room} refused the affiliation change: {_condition(e)}", _condition(e)) from None
+            raise RoomUnavailable(
+                f"room {room} refused the affiliation change: {_condition(e)}", _condition(e)
+            ) from None
         except IqTimeout:
             raise RoomUnavailable(f"room {room} did not answer", "timeout") from None
         if state is not None:
@@ -330,7 +344,7 @@ class Rooms:
         answers = await asyncio.gather(*(self._affiliation_list(state.jid, a) for a in kinds), return_exceptions=True)
         fetched: dict[str, str] = {}
         refused: dict[str, str] = {}
-        for affiliation, answer in zip(kinds, answers):
+        for affiliation, answer in zip(kinds, answers, strict=True):
             if isinstance(answer, IqError):
                 refused[affiliation] = _condition(answer)
                 continue
@@ -349,10 +363,14 @@ class Rooms:
             state.set_affiliation(jid, affiliation)
         if state.jid not in self._lists_refused:
             self._lists_refused.add(state.jid)
-            log.warning("room %s does not let us read its affiliation lists (%s): its recipients are the members "
-                        "it shows us, in the occupants' presences and its notices (%d now); a member who has not "
-                        "been in the room since we joined is not one of them",
-                        state.jid, ", ".join(f"{a}: {c}" for a, c in sorted(refused.items())), len(state.recipients()) - 1)
+            log.warning(
+                "room %s does not let us read its affiliation lists (%s): its recipients are the members "
+                "it shows us, in the occupants' presences and its notices (%d now); a member who has not "
+                "been in the room since we joined is not one of them",
+                state.jid,
+                ", ".join(f"{a}: {c}" for a, c in sorted(refused.items())),
+                len(state.recipients()) - 1,
+            )
         return state.recipients()
 
     async def _affiliation_list(self, room: str, affiliation: Any) -> list[str]:
@@ -394,7 +412,7 @@ class Rooms:
         events = list(self._sent.get(_room_jid(room), {}).values())
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout or self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

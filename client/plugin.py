@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import slixmpp
-
 from slixmpp.plugins.base import BasePlugin
 
 from e2ee.fallback import SendResult

@@ -49,10 +49,17 @@ _PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 #: far more devices than an account has).
 MAX_ITEMS_FALLBACK = "256"
 #: the conditions servers use to refuse publish-options (or a node's settings)
-_OPTIONS_REFUSED = frozenset({
-    "conflict", "resource-constraint", "not-acceptable", "bad-request", "feature-not-implemented",
-    "policy-violation", "not-allowed",
-})
+_OPTIONS_REFUSED = frozenset(
+    {
+        "conflict",
+        "resource-constraint",
+        "not-acceptable",
+        "bad-request",
+        "feature-not-implemented",
+        "policy-violation",
+        "not-allowed",
+    }
+)
 #: retries of a publication answered item-not-found (ejabberd's first-creation race)
 RACE_RETRIES = 4
 _RACE_BACKOFF = 0.05
@@ -83,8 +90,10 @@ def _race(e: IqError) -> bool:
     configure a node at once: item-not-found (cancel) on first creation, "Database failure"
     (internal-server-error, wait) on concurrent configuration."""
     condition, kind = e.iq["error"]["condition"], e.iq["error"]["type"]
-    return bool((condition == "item-not-found" and kind == "cancel")
-                or (condition == "internal-server-error" and kind == "wait"))
+    return bool(
+        (condition == "item-not-found" and kind == "cancel")
+        or (condition == "internal-server-error" and kind == "wait")
+    )
 
 
 class Publisher:
@@ -117,9 +126,8 @@ class Publisher:
             except IqError as e:
                 if not _race(e) or attempt == RACE_RETRIES:
                     raise
-                log.info("publishing on %s met a race in the server (%s): trying again",
-                         effect.node, describe_error(e))
-                await asyncio.sleep(_RACE_BACKOFF * (2 ** attempt))
+                log.info("publishing on %s met a race in the server (%s): trying again", effect.node, describe_error(e))
+                await asyncio.sleep(_RACE_BACKOFF * (2**attempt))
 
     async def _publish_once(self, effect: Publish) -> None:
         if not effect.options or effect.node in self._configured:
@@ -136,8 +144,12 @@ class Publisher:
                     # the server does not take these publish-options at all (not just: the
                     # node exists with other settings): do not send them again this session
                     self.options_refused = True
-                    self._say_once("options", "the server refused our publish-options (%s): "
-                                   "publishing without them and configuring the nodes instead", describe_error(e))
+                    self._say_once(
+                        "options",
+                        "the server refused our publish-options (%s): "
+                        "publishing without them and configuring the nodes instead",
+                        describe_error(e),
+                    )
         # configure first when the node exists (no eviction under its old limit); else create it
         # by publishing, then configure it
         if await self._configure(effect):
@@ -154,8 +166,9 @@ class Publisher:
     def _settings(self, effect: Publish) -> tuple[tuple[str, str], ...]:
         if not self.max_refused:
             return effect.options
-        return tuple((k, MAX_ITEMS_FALLBACK if k == "pubsub#max_items" and v == "max" else v)
-                     for k, v in effect.options)
+        return tuple(
+            (k, MAX_ITEMS_FALLBACK if k == "pubsub#max_items" and v == "max" else v) for k, v in effect.options
+        )
 
     async def _configure(self, effect: Publish) -> bool:
         """Set the node's configuration to ``effect.options``; False when the node does not
@@ -173,5 +186,9 @@ class Publisher:
                 if not uses_max or e.iq["error"]["condition"] not in ("not-acceptable", "bad-request"):
                     raise
                 self.max_refused = True
-                self._say_once("max", "the server refused pubsub#max_items=max (%s): asking for %s items instead",
-                               describe_error(e), MAX_ITEMS_FALLBACK)
+                self._say_once(
+                    "max",
+                    "the server refused pubsub#max_items=max (%s): asking for %s items instead",
+                    describe_error(e),
+                    MAX_ITEMS_FALLBACK,
+                )

@@ -60,8 +60,8 @@ def qr_terminal(uri: str, *, dark_background: bool = True) -> str:
     if len(ink) % 2:
         ink.append([False] * width)
     lines = []
-    for top, bottom in zip(ink[0::2], ink[1::2]):
-        lines.append("".join(_HALF_BLOCKS[(t, b)] for t, b in zip(top, bottom)))
+    for top, bottom in zip(ink[0::2], ink[1::2], strict=True):
+        lines.append("".join(_HALF_BLOCKS[(t, b)] for t, b in zip(top, bottom, strict=True)))
     return "\n".join(lines)
 
 

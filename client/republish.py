@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from e2ee.results import Effect, Publish
 
@@ -26,7 +27,9 @@ def same_element(a: ET.Element, b: ET.Element) -> bool:
         return False
     if len(a) != len(b):
         return False
-    return all(same_element(x, y) and (x.tail or "").strip() == (y.tail or "").strip() for x, y in zip(a, b))
+    return all(
+        same_element(x, y) and (x.tail or "").strip() == (y.tail or "").strip() for x, y in zip(a, b, strict=True)
+    )
 
 
 async def drop_unchanged(
@@ -36,8 +39,10 @@ async def drop_unchanged(
     already holds unchanged.  ``fetch(node, item_id)`` reads one of our own items (None when
     there is none); a failed read keeps the publication."""
     publications = [e for e in effects if isinstance(e, Publish)]
-    current: list[Any] = await asyncio.gather(
-        *(fetch(p.node, p.item_id) for p in publications), return_exceptions=True
-    )
-    held = {id(p) for p, item in zip(publications, current) if isinstance(item, ET.Element) and same_element(item, p.payload)}
+    current: list[Any] = await asyncio.gather(*(fetch(p.node, p.item_id) for p in publications), return_exceptions=True)
+    held = {
+        id(p)
+        for p, item in zip(publications, current, strict=True)
+        if isinstance(item, ET.Element) and same_element(item, p.payload)
+    }
     return [e for e in effects if id(e) not in held]

@@ -44,7 +44,6 @@ from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
 from e2ee.openpgp.xml import NS as OX
 from e2ee.results import (
     Decrypted,
-    DecryptResult,
     Duplicate,
     Effect,
     EncryptResult,
@@ -134,20 +133,32 @@ class E2EEHandlers:
         xmpp = self.xmpp
         install_depth_guard(xmpp)
         for plugin in (
-            "xep_0030", "xep_0004", "xep_0059", "xep_0060", "xep_0115", "xep_0163", "xep_0280", "xep_0297",
-            "xep_0313", "xep_0334", "xep_0380",
+            "xep_0030",
+            "xep_0004",
+            "xep_0059",
+            "xep_0060",
+            "xep_0115",
+            "xep_0163",
+            "xep_0280",
+            "xep_0297",
+            "xep_0313",
+            "xep_0334",
+            "xep_0380",
         ):
             xmpp.register_plugin(plugin)
         xmpp.add_event_handler("session_start", self._session_start)
         # slixmpp's "message" event needs a <body>: key-exchange answers and heartbeats have none
         for ns in NAMESPACES:
             xmpp.register_handler(
-                CoroutineCallback(f"e2ee {ns}", MatchXPath(f"{{jabber:client}}message/{{{ns}}}encrypted"), self._message)
+                CoroutineCallback(
+                    f"e2ee {ns}", MatchXPath(f"{{jabber:client}}message/{{{ns}}}encrypted"), self._message
+                )
             )
         for tag in ("received", "sent"):  # slixmpp drops foreign carbons silently: we log them
             xmpp.register_handler(
                 CoroutineCallback(
-                    f"e2ee carbon {tag}", MatchXPath(f"{{jabber:client}}message/{{urn:xmpp:carbons:2}}{tag}"),
+                    f"e2ee carbon {tag}",
+                    MatchXPath(f"{{jabber:client}}message/{{urn:xmpp:carbons:2}}{tag}"),
                     self._carbon_origin,
                 )
             )
@@ -158,8 +169,10 @@ class E2EEHandlers:
         xmpp.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))
         xmpp.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("the server's certificate is not trusted"))
         for ns, node in DEVICE_LIST_NODES.items():
-            xmpp.plugin["xep_0060"].map_node_event(node,  # type: ignore[no-untyped-call]
-                                                    f"devices_{'o2' if ns == O2 else 'legacy'}")
+            xmpp.plugin["xep_0060"].map_node_event(
+                node,  # type: ignore[no-untyped-call]
+                f"devices_{'o2' if ns == O2 else 'legacy'}",
+            )
             xmpp.add_event_handler(f"devices_{'o2' if ns == O2 else 'legacy'}_publish", self._devices_event(ns))
         if self.engine.has_openpgp:
             self._install_openpgp()
@@ -167,7 +180,9 @@ class E2EEHandlers:
     def _install_openpgp(self) -> None:
         xmpp = self.xmpp
         xmpp.register_handler(
-            CoroutineCallback("e2ee openpgp", MatchXPath(f"{{jabber:client}}message/{{{OX}}}openpgp"), self._message_openpgp)
+            CoroutineCallback(
+                "e2ee openpgp", MatchXPath(f"{{jabber:client}}message/{{{OX}}}openpgp"), self._message_openpgp
+            )
         )
         xmpp.plugin["xep_0060"].map_node_event(PUBLIC_KEYS_NODE, "openpgp_keys")  # type: ignore[no-untyped-call]
         xmpp.add_event_handler("openpgp_keys_publish", self._openpgp_keys_event)
@@ -191,7 +206,7 @@ class E2EEHandlers:
                 _, *lists = await asyncio.gather(
                     self.plugin["xep_0280"].enable(), *(self._fetch_device_list(own, ns) for ns in NAMESPACES)
                 )
-                for ns, elem in zip(NAMESPACES, lists):
+                for ns, elem in zip(NAMESPACES, lists, strict=True):
                     await self.run_effects(self.engine.on_device_list(own, ns, elem))
                 self.engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
                 await self.run_effects(
@@ -327,7 +342,9 @@ class E2EEHandlers:
                 elem = await self._fetch_bundle(effect.jid, effect.device_id, effect.namespace)
                 if elem is not None:
                     try:
-                        await self.run_effects(self.engine.on_bundle(effect.jid, effect.device_id, effect.namespace, elem))
+                        await self.run_effects(
+                            self.engine.on_bundle(effect.jid, effect.device_id, effect.namespace, elem)
+                        )
                     except PeerError as e:
                         log.warning("unusable bundle of %s/%s: %s", effect.jid, effect.device_id, e)
             elif isinstance(effect, SendMessage):
@@ -516,8 +533,14 @@ class E2EEHandlers:
                 await self._decrypt_stanza(wrapper, inner_from, inner_to, carbon=True)
 
     async def _decrypt_stanza(
-        self, stanza: ET.Element, sender: str, to: str, carbon: bool, archived: bool = False,
-        room: str | None = None, occupant: str | None = None,
+        self,
+        stanza: ET.Element,
+        sender: str,
+        to: str,
+        carbon: bool,
+        archived: bool = False,
+        room: str | None = None,
+        occupant: str | None = None,
     ) -> None:
         """Decrypt the OMEMO (or OpenPGP) content of ``stanza`` from ``sender`` (a bare JID) and
         deliver the result or the refusal; a message already decrypted is dropped silently.  A
@@ -729,7 +752,6 @@ class E2EESession(slixmpp.ClientXMPP):
             await asyncio.wait_for(asyncio.shield(self.disconnect(wait=wait)), wait + 1)
         except (TimeoutError, slixmpp.xmlstream.xmlstream.NotConnectedError):
             pass
-
 
 
 async def cancel_pending_tasks() -> None:

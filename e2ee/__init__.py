@@ -9,6 +9,7 @@ here; the encrypted keystore implements the same interface).  Raw primitives liv
 
 from __future__ import annotations
 
+from .engine import NAMESPACES, DeviceInfo, Engine, parse_device_list
 from .errors import (
     AffixMismatch,
     AuthenticationFailed,
@@ -28,24 +29,23 @@ from .errors import (
     OpenPgpFailure,
     PeerError,
     ReplayedMessage,
-    SignatureNotFromSender,
-    StaleMessage,
-    UntrustedKey,
     RestrictedXml,
     ReusedBaseKey,
     SenderDistrusted,
     SharedIdentityKey,
+    SignatureNotFromSender,
+    StaleMessage,
     StorageError,
     TooManySkippedKeys,
     UnknownPreKey,
     UnknownSignedPreKey,
     UnsupportedVersion,
+    UntrustedKey,
     UsageError,
 )
-from .engine import NAMESPACES, DeviceInfo, Engine, parse_device_list
 from .fallback import RecipientResult, Route, SendResult
-from .openpgp import OpenPgp, OpenPgpCrypto, OpenPgpKey
 from .identity import IdentityKeyPair
+from .openpgp import OpenPgp, OpenPgpCrypto, OpenPgpKey
 from .results import (
     Decrypted,
     DecryptResult,

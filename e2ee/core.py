@@ -4,10 +4,11 @@ one-transaction-per-operation rule and the helpers sending and receiving both us
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import ModuleType
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from . import jsonrec
 from .devices import DeviceRegistry
@@ -39,10 +40,10 @@ from .storage import Storage
 from .trust import TrustPolicy, TrustStore
 from .xmlsafe import check_element
 
-
 __all__ = ["EngineCore", "NAMESPACES", "parse_device_list"]
 
 _T = TypeVar("_T")
+
 
 @dataclass(frozen=True, slots=True)
 class _Backend:
@@ -222,4 +223,3 @@ class EngineCore:
     def _put_state(self, state: _CatchUp) -> None:
         rec = {"catching_up": state.catching_up, "pending": [list(p) for p in state.pending]}
         self.storage.put("own", "state", jsonrec.dump(1, rec))
-

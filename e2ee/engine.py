@@ -17,12 +17,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .core import _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, _backend, _bare, _CatchUp, parse_device_list
 from .devices import DeviceRegistry
-from .errors import PeerError
+from .errors import E2EEError, PeerError
+from .fallback import Fallback
 from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS
 from .model import DeviceList
+from .openpgp.crypto import OpenPgpCrypto
 from .own import OwnDevice
-from .errors import E2EEError
 from .primitives import ed25519_verify, x25519_public_to_ed25519
 from .results import (
     Effect,
@@ -31,14 +33,11 @@ from .rng import Clock, Random, system_clock, system_random
 from .sessions import session_key
 from .storage import Storage
 from .trust import TrustLevel, TrustPolicy
+from .verification import identity_candidates, make_uri, parse_uri
 from .xmlsafe import check_element
 
-from .core import _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, _backend, _bare, _CatchUp, parse_device_list
-from .fallback import Fallback
-from .openpgp.crypto import OpenPgpCrypto
-from .verification import identity_candidates, make_uri, parse_uri
-
 __all__ = ["Engine", "NAMESPACES", "DeviceInfo", "KeyDecision", "parse_device_list"]
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
@@ -118,7 +117,9 @@ class Engine(Fallback):
             registry = DeviceRegistry(storage)
             for dl in lists:
                 registry.set_list(jid, dl)
-        return cls(storage, rng=rng, clock=clock, policy=policy, openpgp=openpgp, legacy_tag_in_payload=legacy_tag_in_payload)
+        return cls(
+            storage, rng=rng, clock=clock, policy=policy, openpgp=openpgp, legacy_tag_in_payload=legacy_tag_in_payload
+        )
 
     def publish(self) -> list[Effect]:
         """Everything to announce this device: both device lists (ours added to what the
@@ -296,9 +297,7 @@ class Engine(Fallback):
         entries += [(None, ik) for ik in parsed.plain]
         return jid, self._run(lambda: [self._decide(jid, key, level, dev) for dev, key in entries])
 
-    def decide_fingerprint(
-        self, jid: str, key: bytes, level: TrustLevel, device_id: int | None = None
-    ) -> KeyDecision:
+    def decide_fingerprint(self, jid: str, key: bytes, level: TrustLevel, device_id: int | None = None) -> KeyDecision:
         """Record the person's decision for a fingerprint they compared: ``key`` is 32 bytes in
         either form.  When it is (either form of) a known key of ``jid`` -- of ``device_id``
         when given -- that key gets ``level``; otherwise every reading of the value is recorded
@@ -381,5 +380,3 @@ def _verified_label(label: tuple[str, bytes], bound_ik: bytes) -> str | None:
         if ed25519_verify(ed, label[0].encode(), label[1]):
             return label[0]
     return None
-
-

@@ -88,9 +88,7 @@ class Flavour(ABC):
     # ---- messages -----------------------------------------------------------------------
 
     @abstractmethod
-    def pack_message(
-        self, dh_pub: bytes, n: int, pn: int, ciphertext: bytes, auth_key: bytes, ad: bytes
-    ) -> bytes:
+    def pack_message(self, dh_pub: bytes, n: int, pn: int, ciphertext: bytes, auth_key: bytes, ad: bytes) -> bytes:
         """Serialize and authenticate one ratchet message."""
 
     @abstractmethod

@@ -84,7 +84,7 @@ class MediaLink:
     @property
     def uri(self) -> str:
         """The ``aesgcm://`` link with IV and key (lower-case hex) as the fragment."""
-        return "aesgcm://" + self.url[len("https://"):] + "#" + self.iv.hex() + self.key.hex()
+        return "aesgcm://" + self.url[len("https://") :] + "#" + self.iv.hex() + self.key.hex()
 
     @property
     def filename(self) -> str:
@@ -270,7 +270,7 @@ def _unquote(text: str) -> str:
 
 
 def _safe_filename(url: str) -> str:
-    path = url[len("https://"):].partition("?")[0]
+    path = url[len("https://") :].partition("?")[0]
     segment = path.rsplit("/", 1)[-1] if "/" in path else ""
     name = "".join(c for c in _unquote(segment) if c.isprintable() and c not in "/\\")
     name = name.strip().lstrip(".").strip()

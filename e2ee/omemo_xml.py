@@ -9,7 +9,6 @@ device-list and ``<encrypted>`` codecs share their id and key helpers from here.
 from __future__ import annotations
 
 import binascii
-
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass

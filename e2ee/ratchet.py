@@ -161,10 +161,7 @@ class DoubleRatchet:
         self.spare = spare
 
     def __repr__(self) -> str:
-        return (
-            f"<DoubleRatchet {self.flavour.name} ns={self.ns} nr={self.nr} pn={self.pn}"
-            f" skipped={len(self.skipped)}>"
-        )
+        return f"<DoubleRatchet {self.flavour.name} ns={self.ns} nr={self.nr} pn={self.pn} skipped={len(self.skipped)}>"
 
     # ------------------------------------------------------------------ construction
 
@@ -400,9 +397,7 @@ class DoubleRatchet:
         )
 
 
-def _skip(
-    ck: bytes, dh: bytes, start: int, stop: int, out: list[tuple[tuple[bytes, int], bytes]]
-) -> bytes:
+def _skip(ck: bytes, dh: bytes, start: int, stop: int, out: list[tuple[tuple[bytes, int], bytes]]) -> bytes:
     """Derive the message keys ``start .. stop - 1`` of the chain ``ck`` of ratchet key ``dh``
     into ``out``; return the chain key at ``stop``."""
     for i in range(start, stop):

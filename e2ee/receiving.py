@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from functools import partial
 
+from .core import _BODY, _BY_NS, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bare
 from .errors import (
     DecryptionFailed,
     DuplicateMessage,
@@ -22,8 +24,8 @@ from .model import EncryptedElement, KeyElement
 from .omemo2 import envelope as sce
 from .omemo2 import payload as omemo2_payload
 from .results import (
-    DecryptResult,
     Decrypted,
+    DecryptResult,
     Duplicate,
     Effect,
     EmptyMessage,
@@ -35,8 +37,6 @@ from .session import accept as accept_session
 from .sessions import Entry, SessionSet, session_key
 from .trust import TrustLevel
 from .xmlsafe import check_element
-
-from .core import _BODY, _BY_NS, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bare
 
 __all__ = ["Receiving"]
 
@@ -89,7 +89,7 @@ class Receiving(EngineCore):
         error: E2EEError | None = None
         for key in mine:  # legacy: the same rid may appear for several accounts
             try:
-                return self._run(lambda: self._decrypt_key(backend, enc, key, sender, to, timestamp, require_to))
+                return self._run(partial(self._decrypt_key, backend, enc, key, sender, to, timestamp, require_to))
             except _Refused as r:  # rolled back: nothing of the attempt is stored
                 return r.result
             except E2EEError as e:
@@ -193,7 +193,12 @@ class Receiving(EngineCore):
                 effects.append(self._empty(backend, sender, dev, sset, "key-exchange-answer"))
         else:
             ratchet = entry.session.ratchet
-            if ratchet.nr > HEARTBEAT_THRESHOLD and ratchet.ns == 0 and entry is sset.entries[0] and not entry.quarantined:
+            if (
+                ratchet.nr > HEARTBEAT_THRESHOLD
+                and ratchet.ns == 0
+                and entry is sset.entries[0]
+                and not entry.quarantined
+            ):
                 effects.append(self._empty(backend, sender, dev, sset, "heartbeat"))
             else:
                 self._sessions.save(sset)
@@ -265,8 +270,18 @@ class Receiving(EngineCore):
             plaintext = omemo2_payload.decrypt(enc.payload, km)
             env = sce.parse(plaintext, sender, to, reference, require_to=require_to)
             body = next((c.text or "" for c in env.content if c.tag == _BODY), None)
-            return Decrypted(sender, dev, backend.namespace, level, ik, body, env.content, env.time, env.time_suspicious,
-                             to=env.to_jid)
+            return Decrypted(
+                sender,
+                dev,
+                backend.namespace,
+                level,
+                ik,
+                body,
+                env.content,
+                env.time,
+                env.time_suspicious,
+                to=env.to_jid,
+            )
         assert enc.iv is not None
         if len(km) == legacy_payload.KEY_LENGTH and self.legacy_tag_in_payload:  # opt-in: tag in the payload
             raw = legacy_payload.decrypt_tag_in_payload(enc.payload, enc.iv, km)
@@ -283,4 +298,3 @@ def _with_effects(result: DecryptResult, effects: list[Effect]) -> DecryptResult
     from dataclasses import replace
 
     return replace(result, effects=tuple(result.effects) + tuple(effects))
-

@@ -7,8 +7,8 @@ deterministic one (vectors, crash tests).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 __all__ = ["Clock", "Random", "system_clock", "system_random"]
 
@@ -26,4 +26,4 @@ def system_random(n: int) -> bytes:
 
 def system_clock() -> datetime:
     """The current time in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

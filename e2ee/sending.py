@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
+from .core import _BODY, _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _backend, _bare, _Plan
 from .errors import (
     InvalidKey,
     InvalidSignature,
@@ -27,8 +28,6 @@ from .session import PeerBundle
 from .session import initiate as initiate_session
 from .sessions import SessionSet, session_key
 from .trust import TrustLevel
-
-from .core import _BODY, _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _Plan, _backend, _bare
 
 __all__ = ["Sending"]
 
@@ -77,9 +76,7 @@ class Sending(EngineCore):
             jids.append(own.jid)
         return self._run(lambda: list(dict.fromkeys(self._plan(jids, self._now().timestamp())[2])))
 
-    def _plan(
-        self, jids: list[str], ts: float
-    ) -> tuple[list[_Plan], list[DeviceOutcome], list[Effect], list[str]]:
+    def _plan(self, jids: list[str], ts: float) -> tuple[list[_Plan], list[DeviceOutcome], list[Effect], list[str]]:
         own = self._own
         outcomes: list[DeviceOutcome] = []
         effects: list[Effect] = []
@@ -166,7 +163,11 @@ class Sending(EngineCore):
         if "legacy" in names:
             if body is None:
                 for p in [p for p in plans if p[2] is _LEGACY]:
-                    outcomes.append(DeviceOutcome(p[0], p[1], p[2].namespace, Outcome.FAILED, p[5], "legacy OMEMO carries only a body"))
+                    outcomes.append(
+                        DeviceOutcome(
+                            p[0], p[1], p[2].namespace, Outcome.FAILED, p[5], "legacy OMEMO carries only a body"
+                        )
+                    )
                 plans = [p for p in plans if p[2] is not _LEGACY]
             else:
                 ct, iv, km = legacy_payload.encrypt(body.encode(), self._rng)
@@ -266,4 +267,3 @@ class Sending(EngineCore):
             return [FetchBundle(jid, device_id, namespace)]
 
         return self._run(op)
-

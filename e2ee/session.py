@@ -13,8 +13,8 @@ delete used prekeys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import records, x3dh
 from .errors import UnknownPreKey, UnknownSignedPreKey
@@ -128,7 +128,13 @@ def initiate(
     exchanges.  Raises :class:`~e2ee.errors.InvalidSignature` / :class:`~e2ee.errors.InvalidKey`."""
     ek_private = rng(32)
     start = x3dh.initiate(
-        flavour, own, bundle.ik, bundle.spk, bundle.spk_signature, bundle.pk, ek_private,
+        flavour,
+        own,
+        bundle.ik,
+        bundle.spk,
+        bundle.spk_signature,
+        bundle.pk,
+        ek_private,
         signature_verified=signature_verified,
     )
     res = start.result

@@ -24,7 +24,7 @@ Contract (what the conformance suite checks):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ContextManager
+from contextlib import AbstractContextManager as ContextManager
 
 from .errors import UsageError
 

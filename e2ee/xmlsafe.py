@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import pyexpat
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import NoReturn
-
-import pyexpat
 
 from .errors import MalformedMessage, PeerError, RestrictedXml, UsageError
 from .limits import (
@@ -83,8 +82,9 @@ _START = (
 )
 _NAME = re.compile(f"[{_START}][{_START}\\-.0-9\u00b7\u0300-\u036f\u203f\u2040]*")  # XML NCName
 _TEXT_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-_ATTR_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;",
-                           "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"})
+_ATTR_ESC = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
+)
 
 
 def check_expat_version(version: tuple[int, int, int] = pyexpat.version_info) -> None:
@@ -225,7 +225,7 @@ def parse_xml(
     parser = _new_parser(builder)
     try:
         for offset in range(0, len(raw), _CHUNK):
-            parser.Parse(raw[offset:offset + _CHUNK], False)
+            parser.Parse(raw[offset : offset + _CHUNK], False)
         parser.Parse(b"", True)
         root = builder.tree.close()
     except PeerError:
@@ -467,9 +467,7 @@ def parse_bool(text: str | None, what: str, default: bool = False) -> bool:
     raise MalformedMessage(f"{what}: not a boolean")
 
 
-def decode_base64(
-    text: str | None, what: str, max_len: int, error: type[PeerError] = MalformedMessage
-) -> bytes:
+def decode_base64(text: str | None, what: str, max_len: int, error: type[PeerError] = MalformedMessage) -> bytes:
     """An ``xs:base64Binary`` of at most ``max_len`` decoded bytes.  Whitespace anywhere is
     ignored; other characters outside the alphabet and wrong padding are errors.  The length
     bound is checked before decoding."""

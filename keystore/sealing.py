@@ -165,8 +165,10 @@ class Keys:
     def seal(self, blind: bytes, table: str, key: str, value: bytes, nonce: bytes) -> bytes:
         t, k = table.encode("utf-8"), key.encode("utf-8")
         plain = struct.pack(">HI", len(t), len(k)) + t + k + value
-        return bytes((_RECORD_V1,)) + nonce + _na.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            plain, b"e2ee-keystore record" + blind, nonce, self.record
+        return (
+            bytes((_RECORD_V1,))
+            + nonce
+            + _na.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, b"e2ee-keystore record" + blind, nonce, self.record)
         )
 
     def open(self, blind: bytes, sealed: bytes) -> tuple[str, str, bytes]:
@@ -194,7 +196,9 @@ class Keys:
         """The database's ``generation`` row: version, counter, MAC (labelled apart from
         :meth:`generation_mac`)."""
         counter = generation.to_bytes(8, "big")
-        return bytes((_GENERATION_ROW_V2,)) + counter + hmac.digest(self.generation, b"generation row" + counter, "sha256")
+        return (
+            bytes((_GENERATION_ROW_V2,)) + counter + hmac.digest(self.generation, b"generation row" + counter, "sha256")
+        )
 
     def open_generation_row(self, row: bytes, blind: bytes) -> int:
         """The counter of a ``generation`` row (this version's MAC form, or the first version's
@@ -212,4 +216,6 @@ class Keys:
 
 
 def derive_keys(dek: bytes) -> Keys:
-    return Keys(*(hkdf_sha256(dek, b"", b"e2ee-keystore " + name, 32) for name in (b"records", b"blind", b"generation")))
+    return Keys(
+        *(hkdf_sha256(dek, b"", b"e2ee-keystore " + name, 32) for name in (b"records", b"blind", b"generation"))
+    )

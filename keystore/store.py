@@ -44,9 +44,9 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import ContextManager
 
 from e2ee.errors import (
     CorruptRecord,
@@ -121,7 +121,7 @@ class Keystore(Storage):
         path: str | os.PathLike[str],
         passphrase: str,
         *,
-        kdf: KdfParams = KdfParams(),
+        kdf: KdfParams = KdfParams(),  # noqa: B008 (a frozen dataclass: the shared default cannot change)
         sync: bool = False,
         generation_path: str | os.PathLike[str] | None = None,
     ) -> Keystore:
@@ -488,7 +488,9 @@ class _Transaction:
             raise _db_error(e) from None
         ks._depth += 1
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         ks = self._ks
         ks._depth -= 1
         db = ks._conn()

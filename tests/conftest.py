@@ -6,7 +6,6 @@ registered there too; the default run excludes ``slow``.
 
 from __future__ import annotations
 
-
 import os
 from collections.abc import Iterator
 

@@ -80,7 +80,9 @@ class _PageServer:
         class Handler(SimpleHTTPRequestHandler):
             extensions_map = {
                 **SimpleHTTPRequestHandler.extensions_map,
-                ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
+                ".js": "text/javascript",
+                ".wasm": "application/wasm",
+                ".json": "application/json",
             }
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -132,16 +134,28 @@ class Browser:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
-        page = ((PACKAGE / "index.html").read_text()
-                .replace("@JID@", jid).replace("@PASSWORD@", password).replace("@WEBSOCKET_URL@", websocket_url))
+        page = (
+            (PACKAGE / "index.html")
+            .read_text()
+            .replace("@JID@", jid)
+            .replace("@PASSWORD@", password)
+            .replace("@WEBSOCKET_URL@", websocket_url)
+        )
         self.jid = jid
         self._log_files = log_files
         self._console: list[str] = []
         self._server = _PageServer(page)
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                    "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1280,900",
+            "--no-first-run",
+            "--disable-extensions",
+        ):
             options.add_argument(arg)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         try:
@@ -166,8 +180,11 @@ class Browser:
         return self._console
 
     def console_errors(self) -> list[str]:
-        return [line for line in self.console() if line.startswith("SEVERE") and "favicon" not in line
-                and "ERR_NAME_NOT_RESOLVED" not in line]  # the login page's sponsor logos
+        return [
+            line
+            for line in self.console()
+            if line.startswith("SEVERE") and "favicon" not in line and "ERR_NAME_NOT_RESOLVED" not in line
+        ]  # the login page's sponsor logos
 
     @contextmanager
     def evidence(self, name: str) -> Iterator[None]:
@@ -214,15 +231,26 @@ class Browser:
         self.wait_async("await api.waitUntil('OMEMOInitialized');")
         # its device lists and bundles in both namespaces are on the server once the server
         # answered its publishes
-        nodes = ("urn:xmpp:omemo:2:devices", "urn:xmpp:omemo:2:bundles",
-                 "eu.siacs.conversations.axolotl.devicelist", "eu.siacs.conversations.axolotl.bundles:")
-        until(lambda: all(self._published(node) for node in nodes),
-              lambda: f"Converse did not publish all of {nodes}", timeout=30)
+        nodes = (
+            "urn:xmpp:omemo:2:devices",
+            "urn:xmpp:omemo:2:bundles",
+            "eu.siacs.conversations.axolotl.devicelist",
+            "eu.siacs.conversations.axolotl.bundles:",
+        )
+        until(
+            lambda: all(self._published(node) for node in nodes),
+            lambda: f"Converse did not publish all of {nodes}",
+            timeout=30,
+        )
 
     def _published(self, node: str) -> bool:
-        ids = [m.group(1) for line in self.console()
-               if f'node=\\"{node}' in line and "publish" in line
-               for m in [re.search(r'id=\\"([^"\\]+)', line)] if m]
+        ids = [
+            m.group(1)
+            for line in self.console()
+            if f'node=\\"{node}' in line and "publish" in line
+            for m in [re.search(r'id=\\"([^"\\]+)', line)]
+            if m
+        ]
         return any(f'id=\\"{i}\\"' in line and 'type=\\"result' in line for i in ids for line in self.console())
 
     def own_device_id(self) -> int:
@@ -231,18 +259,25 @@ class Browser:
     def wait_chat_started(self, jid: str) -> None:
         """Until a message from ``jid`` has made a chat (shown in the list; in full-screen mode
         a person then clicks it: :meth:`open_chat`)."""
-        until(lambda: self.js("return !!window.e2eeTest.converse.state.chatboxes.get(arguments[0])", jid),
-              lambda: f"no chat with {jid} started; console errors {self.console_errors()[-8:]}")
+        until(
+            lambda: self.js("return !!window.e2eeTest.converse.state.chatboxes.get(arguments[0])", jid),
+            lambda: f"no chat with {jid} started; console errors {self.console_errors()[-8:]}",
+        )
 
     def open_chat(self, jid: str) -> None:
         self.wait_async("await api.chats.open(args[0], {}, true);", jid)
-        until(lambda: self.driver.find_elements("css selector", f'converse-chat[jid="{jid}"] textarea.chat-textarea'),
-              lambda: f"no chat with {jid} opened")
+        until(
+            lambda: self.driver.find_elements("css selector", f'converse-chat[jid="{jid}"] textarea.chat-textarea'),
+            lambda: f"no chat with {jid} opened",
+        )
 
     def open_room(self, jid: str, nick: str) -> None:
         self.wait_async("await api.rooms.open(args[0], {nick: args[1]}, true);", jid, nick)
-        until(lambda: self.driver.find_elements("css selector", f'converse-muc[jid="{jid}"] textarea.chat-textarea'),
-              lambda: f"could not enter the room {jid}", timeout=30)
+        until(
+            lambda: self.driver.find_elements("css selector", f'converse-muc[jid="{jid}"] textarea.chat-textarea'),
+            lambda: f"could not enter the room {jid}",
+            timeout=30,
+        )
 
     # --- what a person does ---------------------------------------------------------------
     def _view(self, jid: str) -> str:
@@ -253,10 +288,15 @@ class Browser:
         from selenium.webdriver.common.keys import Keys
 
         view = self._view(jid)
-        until(lambda: self.js("""
+        until(
+            lambda: self.js(
+                """
             const view = document.querySelector(arguments[0]);
-            return view && view.model && view.model.get('omemo_active') === true;""", view),
-              lambda: f"OMEMO is not switched on in the chat with {jid}")
+            return view && view.model && view.model.get('omemo_active') === true;""",
+                view,
+            ),
+            lambda: f"OMEMO is not switched on in the chat with {jid}",
+        )
         area = self.driver.find_element("css selector", view).find_element("css selector", "textarea.chat-textarea")
         area.click()
         area.send_keys(text)
@@ -264,7 +304,8 @@ class Browser:
 
     def messages(self, jid: str) -> list[Message]:
         """The messages shown in the chat with ``jid`` (or the room), with any error shown."""
-        rows = self.js("""
+        rows = self.js(
+            """
             const view = document.querySelector(arguments[0]);
             if (!view) return [];
             return Array.from(view.querySelectorAll('.chat-msg, .chat-info, .chat-error')).map(el => ({
@@ -275,7 +316,9 @@ class Browser:
                 error: Array.from(el.querySelectorAll('.chat-msg__error, .chat-error, .reason'))
                     .map(e => e.innerText).join(' ')
                     + (el.classList.contains('chat-error') ? el.innerText : ''),
-            }));""", self._view(jid))
+            }));""",
+            self._view(jid),
+        )
         return [Message(**row) for row in rows]
 
     def wait_message(self, jid: str, text: str, timeout: float = 30) -> Message:
@@ -287,24 +330,36 @@ class Browser:
 
         def found() -> Message | None:
             return next((m for m in self.messages(jid) if m.text == text), None)
-        return until(found, lambda: f"Converse does not show {text!r} from {jid}; it shows "
-                                    f"{self.messages(jid)}; console errors {self.console_errors()[-8:]}",
-                     timeout=timeout)
+
+        return until(
+            found,
+            lambda: (
+                f"Converse does not show {text!r} from {jid}; it shows "
+                f"{self.messages(jid)}; console errors {self.console_errors()[-8:]}"
+            ),
+            timeout=timeout,
+        )
 
     def alerts(self) -> list[str]:
         """Error dialogs shown to the person (``api.alert``), and error toasts."""
-        return list(self.js("""
+        return list(
+            self.js("""
             return Array.from(document.querySelectorAll('.modal.show, converse-alert-modal .modal-body, .alert-danger'))
-                .map(e => e.innerText.trim()).filter(t => t);"""))
+                .map(e => e.innerText.trim()).filter(t => t);""")
+        )
 
     def contact_fingerprints(self, jid: str) -> dict[int, list[str]]:
         """The fingerprints Converse shows for ``jid``'s devices: the chat's heading (contact
         details) → OMEMO tab; device id → the strings shown (hex without spaces), one per
         namespace in which the device has a bundle."""
         self.open_chat(jid)
-        self.driver.find_element("css selector", f'converse-chat[jid="{jid}"] converse-chat-heading a.show-msg-author-modal').click()
-        tab = until(lambda: self.driver.find_elements("css selector", "converse-user-details-modal #omemo-tab"),
-                    lambda: "the contact details have no OMEMO tab")
+        self.driver.find_element(
+            "css selector", f'converse-chat[jid="{jid}"] converse-chat-heading a.show-msg-author-modal'
+        ).click()
+        tab = until(
+            lambda: self.driver.find_elements("css selector", "converse-user-details-modal #omemo-tab"),
+            lambda: "the contact details have no OMEMO tab",
+        )
         tab[0].click()
 
         def shown() -> dict[int, list[str]] | None:
@@ -330,10 +385,14 @@ class Browser:
     def own_shown_fingerprints(self) -> tuple[list[str], list[str]]:
         """What Converse shows as its own fingerprints (profile → OMEMO tab): the hex strings
         and the verification URIs of its QR codes."""
-        self.wait_async("api.modal.show('converse-profile-modal', {model: window.e2eeTest.converse.state.profile"
-                        " || window.e2eeTest.converse.state.xmppstatus});")
-        tab = until(lambda: self.driver.find_elements("css selector", "converse-profile-modal #omemo-tab"),
-                    lambda: "the profile has no OMEMO tab")
+        self.wait_async(
+            "api.modal.show('converse-profile-modal', {model: window.e2eeTest.converse.state.profile"
+            " || window.e2eeTest.converse.state.xmppstatus});"
+        )
+        tab = until(
+            lambda: self.driver.find_elements("css selector", "converse-profile-modal #omemo-tab"),
+            lambda: "the profile has no OMEMO tab",
+        )
         tab[0].click()
 
         def shown() -> tuple[list[str], list[str]] | None:
@@ -353,10 +412,13 @@ class Browser:
             self.close_modal()
 
     def close_modal(self) -> None:
-        self.js("document.querySelectorAll('.modal.show .btn-close, .modal.show [data-bs-dismiss=modal]')"
-                ".forEach(b => b.click());")
-        until(lambda: not self.js("return document.querySelectorAll('.modal.show').length"),
-              lambda: "a dialog stays open")
+        self.js(
+            "document.querySelectorAll('.modal.show .btn-close, .modal.show [data-bs-dismiss=modal]')"
+            ".forEach(b => b.click());"
+        )
+        until(
+            lambda: not self.js("return document.querySelectorAll('.modal.show').length"), lambda: "a dialog stays open"
+        )
 
 
 def dump(obj: object) -> str:

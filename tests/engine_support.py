@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
 from e2ee.results import Effect, EncryptResult, FetchBundle, FetchDeviceList, Publish, SendMessage
@@ -36,7 +36,7 @@ def bundle_item(namespace: str, device_id: int) -> tuple[str, str]:
 class Clock:
     """A settable clock."""
 
-    def __init__(self, start: datetime = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)) -> None:
+    def __init__(self, start: datetime = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)) -> None:
         self.now = start
 
     def __call__(self) -> datetime:
@@ -128,7 +128,9 @@ class Net:
             if isinstance(effect, Publish):
                 self.publish(engine, effect)
             elif isinstance(effect, FetchDeviceList):
-                more = engine.on_device_list(effect.jid, effect.namespace, self.pep.device_list(effect.jid, effect.namespace))
+                more = engine.on_device_list(
+                    effect.jid, effect.namespace, self.pep.device_list(effect.jid, effect.namespace)
+                )
                 self.run(engine, more)
             elif isinstance(effect, FetchBundle):
                 elem = self.pep.bundle(effect.jid, effect.namespace, effect.device_id)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from e2ee.client.gpg import GnuPG
@@ -34,7 +34,7 @@ __all__ = ["OxNet", "PlainGpg", "openpgp_element", "signcrypt_xml"]
 class OxNet(Net):
     """:class:`~tests.engine_support.Net` plus the OpenPGP nodes: the newest item per node."""
 
-    clock: Clock = field(default_factory=lambda: Clock(datetime.now(timezone.utc).replace(microsecond=0)))
+    clock: Clock = field(default_factory=lambda: Clock(datetime.now(UTC).replace(microsecond=0)))
     latest: dict[tuple[str, str], ET.Element] = field(default_factory=dict)
     runners: list[GnuPG] = field(default_factory=list)
 
@@ -45,10 +45,15 @@ class OxNet(Net):
     def run(self, engine: Engine, effects: tuple[Effect, ...] | list[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, FetchPublicKeys):
-                self.run(engine, engine.openpgp.on_public_keys(effect.jid, self.latest.get((effect.jid, PUBLIC_KEYS_NODE))))
+                self.run(
+                    engine, engine.openpgp.on_public_keys(effect.jid, self.latest.get((effect.jid, PUBLIC_KEYS_NODE)))
+                )
             elif isinstance(effect, FetchPublicKey):
                 node = f"{PUBLIC_KEYS_NODE}:{effect.fingerprint}"
-                self.run(engine, engine.openpgp.on_public_key(effect.jid, effect.fingerprint, self.latest.get((effect.jid, node))))
+                self.run(
+                    engine,
+                    engine.openpgp.on_public_key(effect.jid, effect.fingerprint, self.latest.get((effect.jid, node))),
+                )
             else:
                 self.run_omemo(engine, [effect])
 
@@ -71,7 +76,11 @@ class OxNet(Net):
             if elem is not None:
                 lists.append(parse_device_list(ns, elem))
         engine = Engine.create(
-            storage if storage is not None else MemoryStorage(), jid, lists, rng=seeded_rng(seed), clock=self.clock,
+            storage if storage is not None else MemoryStorage(),
+            jid,
+            lists,
+            rng=seeded_rng(seed),
+            clock=self.clock,
             openpgp=gpg or self.runner(),
         )
         self.engines.append(engine)
@@ -117,9 +126,22 @@ class PlainGpg:
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
 
-    def run(self, *args: str, data: bytes = b"", check: bool = True, passphrase: str | None = None) -> subprocess.CompletedProcess[bytes]:
-        cmd = ["gpg", "--homedir", str(self.home), "--batch", "--no-tty", "--status-fd", "2",
-               "--log-file", str(self.home / "log"), "--trust-model", "always"]
+    def run(
+        self, *args: str, data: bytes = b"", check: bool = True, passphrase: str | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        cmd = [
+            "gpg",
+            "--homedir",
+            str(self.home),
+            "--batch",
+            "--no-tty",
+            "--status-fd",
+            "2",
+            "--log-file",
+            str(self.home / "log"),
+            "--trust-model",
+            "always",
+        ]
         if passphrase is not None:
             cmd += ["--pinentry-mode", "loopback", "--passphrase", passphrase]
         proc = subprocess.run([*cmd, *args], input=data, capture_output=True, timeout=60)
@@ -130,10 +152,33 @@ class PlainGpg:
     def generate(self, uid: str, *, expire: str = "0", faked_time: str | None = None, encrypt: bool = True) -> str:
         """A new unprotected key (ed25519 primary, cv25519 subkey) with the one user id ``uid``."""
         fake = ["--faked-system-time", faked_time] if faked_time else []
-        proc = self.run(*fake, "--passphrase", "", "--pinentry-mode", "loopback", "--yes", "--quick-gen-key", uid, "ed25519", "sign", expire)
+        proc = self.run(
+            *fake,
+            "--passphrase",
+            "",
+            "--pinentry-mode",
+            "loopback",
+            "--yes",
+            "--quick-gen-key",
+            uid,
+            "ed25519",
+            "sign",
+            expire,
+        )
         fpr = next(line.split()[3] for line in proc.stderr.decode().splitlines() if " KEY_CREATED " in line)
         if encrypt:
-            self.run(*fake, "--passphrase", "", "--pinentry-mode", "loopback", "--quick-add-key", fpr, "cv25519", "encr", expire)
+            self.run(
+                *fake,
+                "--passphrase",
+                "",
+                "--pinentry-mode",
+                "loopback",
+                "--quick-add-key",
+                fpr,
+                "cv25519",
+                "encr",
+                expire,
+            )
         return fpr
 
     def export(self, fpr: str) -> bytes:
@@ -145,7 +190,9 @@ class PlainGpg:
     def import_key(self, data: bytes) -> None:
         self.run("--import", data=data)
 
-    def encrypt(self, data: bytes, recipients: list[str], *, signers: list[str] = (), extra: tuple[str, ...] = ()) -> bytes:  # type: ignore[assignment]
+    def encrypt(
+        self, data: bytes, recipients: list[str], *, signers: list[str] = (), extra: tuple[str, ...] = ()
+    ) -> bytes:  # type: ignore[assignment]
         args = ["--encrypt"]
         for r in recipients:
             args += ["--recipient", r]
@@ -158,7 +205,9 @@ class PlainGpg:
     def sign(self, data: bytes, signer: str) -> bytes:
         return self.run("--local-user", signer, "--sign", data=data).stdout
 
-    def decrypt(self, data: bytes, *, passphrase: str | None = None, check: bool = False) -> subprocess.CompletedProcess[bytes]:
+    def decrypt(
+        self, data: bytes, *, passphrase: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[bytes]:
         return self.run("--decrypt", data=data, check=check, passphrase=passphrase)
 
     def packets(self, data: bytes, *, passphrase: str | None = None) -> str:

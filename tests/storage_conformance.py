@@ -7,7 +7,7 @@ returns a fresh, empty store (``tests/test_storage.py`` for :class:`MemoryStorag
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

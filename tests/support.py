@@ -97,9 +97,12 @@ class OurDevice:
         if session is not None and session.same_key_exchange(kex):
             return session.decrypt(kex.message, self.rng)
         new, plaintext = accept(
-            self.flavour, self.ik, kex,
+            self.flavour,
+            self.ik,
+            kex,
             lambda i: self.spk_priv if i == self.spk_id else None,
-            self.prekeys.get, self.rng,
+            self.prekeys.get,
+            self.rng,
         )
         del self.prekeys[kex.pk_id]
         self.sessions[key] = new
@@ -129,7 +132,21 @@ def run_cli(server: Any, home: Path, xmpp_password: str, *args: str) -> subproce
     cheapest KDF and the given XMPP password."""
     env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": xmpp_password}
     return subprocess.run(
-        [sys.executable, "-m", "e2ee.client.cli", "--home", str(home), "--server", f"127.0.0.1:{server.port}",
-         "--ca-file", str(server.cert), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "e2ee.client.cli",
+            "--home",
+            str(home),
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--ca-file",
+            str(server.cert),
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )

@@ -61,8 +61,11 @@ def test_only_results_from_our_own_archive_are_decrypted() -> None:
         inner = net.encrypt(bob, [alice.jid], body).elements[O2]
         xml = ET.Element("{jabber:client}message", {"to": alice.jid} | ({"from": frm} if frm else {}))
         res = ET.SubElement(xml, "{urn:xmpp:mam:2}result", {"queryid": "q", "id": body})
-        fwd = ET.SubElement(ET.SubElement(res, "{urn:xmpp:forward:0}forwarded"), "{jabber:client}message",
-                            {"from": f"{bob.jid}/x", "to": alice.jid, "type": "chat"})
+        fwd = ET.SubElement(
+            ET.SubElement(res, "{urn:xmpp:forward:0}forwarded"),
+            "{jabber:client}message",
+            {"from": f"{bob.jid}/x", "to": alice.jid, "type": "chat"},
+        )
         fwd.append(inner)
         return slixmpp.Message(xml=xml)
 

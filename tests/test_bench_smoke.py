@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def _run(out: Path, groups: str) -> dict[str, dict[str, object]]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--rounds", "1", "--only", groups, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -52,7 +55,13 @@ def test_quick_bench_of_the_cheap_groups_writes_json_and_markdown(tmp_path: Path
 @pytest.mark.slow
 def test_quick_bench_of_engine_and_client_writes_json_and_markdown(tmp_path: Path) -> None:
     rows = _run(tmp_path, "engine,client")
-    for name in ("encrypt", "encrypt[keystore]", "encrypt[keystore+sync]", "decrypt[keystore+sync]", "reverse_1000[keystore]"):
+    for name in (
+        "encrypt",
+        "encrypt[keystore]",
+        "encrypt[keystore+sync]",
+        "decrypt[keystore+sync]",
+        "reverse_1000[keystore]",
+    ):
         assert {"ours_us", "peer_us", "floor_us", "target", "met"} <= set(rows[name]), rows[name]
     for name in ("client_connect", "client_first_message", "client_latency_median", "client_latency_p99"):
         assert {"ours_us", "peer_us", "target", "met"} <= set(rows[name]), rows[name]

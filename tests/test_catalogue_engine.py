@@ -362,7 +362,9 @@ def repack_kex(ns: str, data: bytes, **changes: Any) -> bytes:
     """A key exchange with pk_id/spk_id/ek (raw)/message changed, through the flavour codec."""
     k = FLAVOUR[ns].parse_key_exchange(data)
     fields = {"pk_id": k.pk_id, "spk_id": k.spk_id, "ik": k.ik, "ek": k.ek, "message": k.message} | changes
-    return FLAVOUR[ns].pack_key_exchange(fields["pk_id"], fields["spk_id"], fields["ik"], fields["ek"], fields["message"])
+    return FLAVOUR[ns].pack_key_exchange(
+        fields["pk_id"], fields["spk_id"], fields["ik"], fields["ek"], fields["message"]
+    )
 
 
 def kex_with_raw_ek(ns: str, data: bytes, ek_wire: bytes) -> bytes:
@@ -621,8 +623,11 @@ def test_R3_counter_jumps_beyond_MAX_SKIP_are_refused_before_any_derivation(
     # exactly at the limit: keys are derived (so the counters above are live), then the forged
     # MAC fails; nothing is kept
     c.decrypt_rejected(
-        "same chain, n = nr + MAX_SKIP (bad MAC)", b, with_key(legit, rid, repack(ns, data, rnd, n=1 + MAX_SKIP)),
-        ALICE, AuthenticationFailed,
+        "same chain, n = nr + MAX_SKIP (bad MAC)",
+        b,
+        with_key(legit, rid, repack(ns, data, rnd, n=1 + MAX_SKIP)),
+        ALICE,
+        AuthenticationFailed,
     )
     c.expect(calls["hmac"] >= 2 * MAX_SKIP, f"derivation counter not live: {calls}")
     monkeypatch.undo()
@@ -704,7 +709,9 @@ def test_R5_garbage_with_fresh_ratchet_keys_and_a_forged_kex_leave_no_trace(ns: 
     pk_id = FLAVOUR[ns].parse_key_exchange(kdata).pk_id
     for i in range(3):
         forged = repack_kex(ns, kdata, ek=x25519_public(rnd.randbytes(32)))
-        c.decrypt_rejected(f"kex with swapped base key #{i}", b, with_key(first, rid, forged), ALICE, AuthenticationFailed)
+        c.decrypt_rejected(
+            f"kex with swapped base key #{i}", b, with_key(first, rid, forged), ALICE, AuthenticationFailed
+        )
     c.expect(pk_id in prekey_ids(b), "the forged key exchange consumed the prekey")
     recv_body(net, b, first, ALICE, "first")
     flush(net)
@@ -756,7 +763,9 @@ def test_R6_tampered_omemo2_payload_fails_authentication_and_rolls_the_ratchet_b
     ct = payload_bytes(legit)
     nbits = len(ct) * 8
     for bit in sorted({0, 7, 127, 128, nbits - 1, nbits - 8, nbits - 129, *rnd.sample(range(nbits), 12)}):
-        c.decrypt_rejected(f"payload bit {bit}", b, with_payload(legit, b64(flip(ct, bit))), ALICE, AuthenticationFailed)
+        c.decrypt_rejected(
+            f"payload bit {bit}", b, with_payload(legit, b64(flip(ct, bit))), ALICE, AuthenticationFailed
+        )
     for label, bad in {
         "payload one block short": ct[:-16],
         "payload one block longer": ct + rnd.randbytes(16),
@@ -902,7 +911,9 @@ def test_R8_legacy_gcm_iv_sizes_tampering_and_iv_uniqueness(monkeypatch: pytest.
 
     for bit in (0, 45, 95):
         c.decrypt_rejected(f"iv bit {bit}", b, with_iv(b64(flip(iv, bit))), ALICE, AuthenticationFailed)
-    c.decrypt_rejected("another 16-byte iv", b, with_iv(b64(iv + bytes(4))), ALICE, (AuthenticationFailed, MalformedMessage))
+    c.decrypt_rejected(
+        "another 16-byte iv", b, with_iv(b64(iv + bytes(4))), ALICE, (AuthenticationFailed, MalformedMessage)
+    )
     c.decrypt_rejected("empty iv", b, with_iv(None), ALICE, MalformedMessage)
     c.decrypt_rejected("empty iv text ''", b, with_iv(""), ALICE, MalformedMessage)
     for n in (8, 11, 13, 15, 17):
@@ -921,7 +932,9 @@ def test_R8_legacy_gcm_iv_sizes_tampering_and_iv_uniqueness(monkeypatch: pytest.
         key, iv_n = rnd.randbytes(16), rnd.randbytes(n)
         sealed = aes_gcm_encrypt(key, iv_n, f"iv of {n}".encode())
         ok = forge_from_sender(a, b, ns, key + sealed[-16:], sealed[:-16], iv_n)
-        out = c.returns(f"{n}-byte iv accepted", b, lambda ok=ok: b.decrypt(ok, ALICE, to=BOB), Decrypted, unchanged=False)
+        out = c.returns(
+            f"{n}-byte iv accepted", b, lambda ok=ok: b.decrypt(ok, ALICE, to=BOB), Decrypted, unchanged=False
+        )
         c.expect(getattr(out, "body", None) == f"iv of {n}", f"{n}-byte iv: wrong body {out}")
     for bit in (0, 64, 127):
         key, iv12 = rnd.randbytes(16), rnd.randbytes(12)
@@ -1034,7 +1047,13 @@ def test_R10_one_heartbeat_and_empty_messages_need_no_trust(ns: str) -> None:
     b.set_trust(ALICE, a.identity_key, TrustLevel.UNDECIDED)
     c.expect(not a.encrypt([BOB], "content").ready, "content encrypted for an undecided key")
     (empty,) = [e for e in a.empty_message(BOB, b.device_id, ns) if isinstance(e, SendMessage)]
-    c.returns("empty message from an undecided sender", b, lambda: b.decrypt(empty.encrypted, ALICE, to=BOB), EmptyMessage, unchanged=False)
+    c.returns(
+        "empty message from an undecided sender",
+        b,
+        lambda: b.decrypt(empty.encrypted, ALICE, to=BOB),
+        EmptyMessage,
+        unchanged=False,
+    )
     (back,) = [e for e in b.empty_message(ALICE, a.device_id, ns) if isinstance(e, SendMessage)]
     c.returns("empty message back", a, lambda: a.decrypt(back.encrypted, BOB, to=ALICE), EmptyMessage, unchanged=False)
     # the catalogue's form: 32 zero bytes under the ratchet, no <payload> (legacy: 16-byte key transport)
@@ -1049,7 +1068,13 @@ def test_R10_one_heartbeat_and_empty_messages_need_no_trust(ns: str) -> None:
     c.decrypt_rejected("empty message from a distrusted sender", b, refused.encrypted, ALICE, SenderDistrusted)
     b.set_trust(ALICE, a.identity_key, TrustLevel.BLIND)
     a.set_trust(BOB, b.identity_key, TrustLevel.BLIND)
-    c.returns("the refused empty message, trust restored", b, lambda: b.decrypt(refused.encrypted, ALICE, to=BOB), EmptyMessage, unchanged=False)
+    c.returns(
+        "the refused empty message, trust restored",
+        b,
+        lambda: b.decrypt(refused.encrypted, ALICE, to=BOB),
+        EmptyMessage,
+        unchanged=False,
+    )
     flush(net)
     round_trip(net, a, b, ns, "after")
     c.done()
@@ -1071,10 +1096,20 @@ def test_R11_message_kind_confusion_is_refused_and_changes_nothing() -> None:
     assert is_kex(o2_el, bo.device_id) and is_kex(lg_el, bl.device_id)
 
     # key exchanges of one namespace in the other (no session yet)
-    c.decrypt_rejected("OMEMO 2 kex in a legacy element", bl, with_key(lg_el, bl.device_id, o2_kex), ALICE, UnsupportedVersion)
-    c.decrypt_rejected("legacy kex in an OMEMO 2 element", bo, with_key(o2_el, bo.device_id, lg_kex), ALICE, MalformedMessage)
+    c.decrypt_rejected(
+        "OMEMO 2 kex in a legacy element", bl, with_key(lg_el, bl.device_id, o2_kex), ALICE, UnsupportedVersion
+    )
+    c.decrypt_rejected(
+        "legacy kex in an OMEMO 2 element", bo, with_key(o2_el, bo.device_id, lg_kex), ALICE, MalformedMessage
+    )
     for vb in (0x32, 0x34, 0x43, 0x23):
-        c.decrypt_rejected(f"legacy kex, version byte {vb:#x}", bl, with_key(lg_el, bl.device_id, bytes([vb]) + lg_kex[1:]), ALICE, UnsupportedVersion)
+        c.decrypt_rejected(
+            f"legacy kex, version byte {vb:#x}",
+            bl,
+            with_key(lg_el, bl.device_id, bytes([vb]) + lg_kex[1:]),
+            ALICE,
+            UnsupportedVersion,
+        )
     recv_body(net, bo, o2_el, ALICE, "first")
     recv_body(net, bl, lg_el, ALICE, "first")
     # a repeated key exchange (alice has no answer yet) with the kex flag removed: a key-exchange
@@ -1082,8 +1117,12 @@ def test_R11_message_kind_confusion_is_refused_and_changes_nothing() -> None:
     again = net.encrypt(a, [BOB], "again")
     o2_again, lg_again = again.elements[O2], again.elements[LEGACY]
     assert is_kex(o2_again, bo.device_id) and is_kex(lg_again, bl.device_id)
-    c.decrypt_rejected("OMEMO 2 kex without kex='true'", bo, with_key(o2_again, bo.device_id, kex=False), ALICE, MalformedMessage)
-    c.decrypt_rejected("legacy kex without prekey='true'", bl, with_key(lg_again, bl.device_id, kex=False), ALICE, MalformedMessage)
+    c.decrypt_rejected(
+        "OMEMO 2 kex without kex='true'", bo, with_key(o2_again, bo.device_id, kex=False), ALICE, MalformedMessage
+    )
+    c.decrypt_rejected(
+        "legacy kex without prekey='true'", bl, with_key(lg_again, bl.device_id, kex=False), ALICE, MalformedMessage
+    )
     recv_body(net, bo, o2_again, ALICE, "again")
     recv_body(net, bl, lg_again, ALICE, "again")
     flush(net)
@@ -1092,13 +1131,27 @@ def test_R11_message_kind_confusion_is_refused_and_changes_nothing() -> None:
     o2_el, lg_el = second.elements[O2], second.elements[LEGACY]
     assert not is_kex(o2_el, bo.device_id) and not is_kex(lg_el, bl.device_id)
     o2_msg, lg_msg = key_bytes(o2_el, bo.device_id), key_bytes(lg_el, bl.device_id)
-    c.decrypt_rejected("OMEMO 2 message in a legacy element", bl, with_key(lg_el, bl.device_id, o2_msg), ALICE, UnsupportedVersion)
-    c.decrypt_rejected("legacy message in an OMEMO 2 element", bo, with_key(o2_el, bo.device_id, lg_msg), ALICE, MalformedMessage)
+    c.decrypt_rejected(
+        "OMEMO 2 message in a legacy element", bl, with_key(lg_el, bl.device_id, o2_msg), ALICE, UnsupportedVersion
+    )
+    c.decrypt_rejected(
+        "legacy message in an OMEMO 2 element", bo, with_key(o2_el, bo.device_id, lg_msg), ALICE, MalformedMessage
+    )
     for vb in (0x32, 0x34, 0x43, 0x23, 0x00):
-        c.decrypt_rejected(f"legacy message, version byte {vb:#x}", bl, with_key(lg_el, bl.device_id, bytes([vb]) + lg_msg[1:]), ALICE, UnsupportedVersion)
+        c.decrypt_rejected(
+            f"legacy message, version byte {vb:#x}",
+            bl,
+            with_key(lg_el, bl.device_id, bytes([vb]) + lg_msg[1:]),
+            ALICE,
+            UnsupportedVersion,
+        )
     # kex='true' on a normal message
-    c.decrypt_rejected("OMEMO 2 message with kex='true'", bo, with_key(o2_el, bo.device_id, kex=True), ALICE, MalformedMessage)
-    c.decrypt_rejected("legacy message with prekey='true'", bl, with_key(lg_el, bl.device_id, kex=True), ALICE, MalformedMessage)
+    c.decrypt_rejected(
+        "OMEMO 2 message with kex='true'", bo, with_key(o2_el, bo.device_id, kex=True), ALICE, MalformedMessage
+    )
+    c.decrypt_rejected(
+        "legacy message with prekey='true'", bl, with_key(lg_el, bl.device_id, kex=True), ALICE, MalformedMessage
+    )
     # the legitimate messages still decrypt
     recv_body(net, bo, o2_el, ALICE, "second")
     recv_body(net, bl, lg_el, ALICE, "second")
@@ -1230,15 +1283,30 @@ def test_X2_low_order_and_non_canonical_keys_are_refused(ns: str) -> None:
     for label, u in bad_x.items():
         for name in ("spk", "pk"):
             bundle = variant(name, prefix + u)
-            c.rejected(f"bundle {name}: {label}", a, lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle), (InvalidKey, InvalidBundle))
+            c.rejected(
+                f"bundle {name}: {label}",
+                a,
+                lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle),
+                (InvalidKey, InvalidBundle),
+            )
     if ns == LEGACY:
         for label, u in bad_x.items():
             bundle = variant("ik", b"\x05" + u)
-            c.rejected(f"bundle ik: {label}", a, lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle), (InvalidKey, InvalidBundle))
+            c.rejected(
+                f"bundle ik: {label}",
+                a,
+                lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle),
+                (InvalidKey, InvalidBundle),
+            )
         wrong = {"spk without 0x05": b"\x06" + good_u, "ik without 0x05": b"\x06" + good_u}
         for label, value in wrong.items():
             bundle = variant(label.split()[0], value)
-            c.rejected(f"bundle {label}", a, lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle), (InvalidKey, InvalidBundle))
+            c.rejected(
+                f"bundle {label}",
+                a,
+                lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle),
+                (InvalidKey, InvalidBundle),
+            )
     else:
         for i, e in enumerate(LOW_ORDER_ED):
             bundle = variant("ik", e)
@@ -1248,11 +1316,21 @@ def test_X2_low_order_and_non_canonical_keys_are_refused(ns: str) -> None:
                 found = bundle.find(q(ns, tags["spks"]))
                 assert found is not None
                 found.text = b64(r_point + s_bytes)
-            c.rejected(f"bundle ik: low-order Ed25519 #{i}", a, lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle), (InvalidKey, InvalidBundle))
+            c.rejected(
+                f"bundle ik: low-order Ed25519 #{i}",
+                a,
+                lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle),
+                (InvalidKey, InvalidBundle),
+            )
     key_len = 32 + len(prefix)
     for n in (key_len - 1, key_len + 1, key_len + 2):
         bundle = variant("spk", (prefix + good_u + bytes(4))[:n])
-        c.rejected(f"bundle spk of {n} bytes", a, lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle), (InvalidKey, InvalidBundle))
+        c.rejected(
+            f"bundle spk of {n} bytes",
+            a,
+            lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle),
+            (InvalidKey, InvalidBundle),
+        )
 
     # key exchanges with a bad base key, and a message with a bad ratchet key
     assert a.on_bundle(BOB, b.device_id, ns, orig) == []
@@ -1260,13 +1338,29 @@ def test_X2_low_order_and_non_canonical_keys_are_refused(ns: str) -> None:
     rid = b.device_id
     kdata = key_bytes(first, rid)
     for label, u in bad_x.items():
-        c.decrypt_rejected(f"base key: {label}", b, with_key(first, rid, kex_with_raw_ek(ns, kdata, prefix + u)), ALICE, InvalidKey)
+        c.decrypt_rejected(
+            f"base key: {label}", b, with_key(first, rid, kex_with_raw_ek(ns, kdata, prefix + u)), ALICE, InvalidKey
+        )
     ek = FLAVOUR[ns].parse_key_exchange(kdata).ek
     for n in (key_len - 1, key_len + 1, key_len + 2):
-        c.decrypt_rejected(f"base key of {n} bytes", b, with_key(first, rid, kex_with_raw_ek(ns, kdata, (prefix + ek + bytes(2))[:n])), ALICE, InvalidKey)
+        c.decrypt_rejected(
+            f"base key of {n} bytes",
+            b,
+            with_key(first, rid, kex_with_raw_ek(ns, kdata, (prefix + ek + bytes(2))[:n])),
+            ALICE,
+            InvalidKey,
+        )
     if ns == LEGACY:
-        c.decrypt_rejected("base key without 0x05", b, with_key(first, rid, kex_with_raw_ek(ns, kdata, b"\x06" + ek)), ALICE, InvalidKey)
-        c.decrypt_rejected("base key 32 bytes, no prefix", b, with_key(first, rid, kex_with_raw_ek(ns, kdata, ek)), ALICE, InvalidKey)
+        c.decrypt_rejected(
+            "base key without 0x05",
+            b,
+            with_key(first, rid, kex_with_raw_ek(ns, kdata, b"\x06" + ek)),
+            ALICE,
+            InvalidKey,
+        )
+        c.decrypt_rejected(
+            "base key 32 bytes, no prefix", b, with_key(first, rid, kex_with_raw_ek(ns, kdata, ek)), ALICE, InvalidKey
+        )
     recv_body(net, b, first, ALICE, "first")
     flush(net)
     msg = send(net, a, BOB, "msg", ns)
@@ -1282,8 +1376,16 @@ def test_X2_low_order_and_non_canonical_keys_are_refused(ns: str) -> None:
     kc = send(net, second_sender, BOB, "torsion", ns)
     kcd = key_bytes(kc, rid)
     twisted = add_torsion(FLAVOUR[ns].parse_key_exchange(kcd).ek)
-    c.decrypt_rejected("base key with a torsion component", b, with_key(kc, rid, kex_with_raw_ek(ns, kcd, prefix + twisted)), CAROL, InvalidKey)
-    genuine = c.returns("the genuine kex after the torsioned one", b, lambda: b.decrypt(kc, CAROL, to=BOB), Decrypted, unchanged=False)
+    c.decrypt_rejected(
+        "base key with a torsion component",
+        b,
+        with_key(kc, rid, kex_with_raw_ek(ns, kcd, prefix + twisted)),
+        CAROL,
+        InvalidKey,
+    )
+    genuine = c.returns(
+        "the genuine kex after the torsioned one", b, lambda: b.decrypt(kc, CAROL, to=BOB), Decrypted, unchanged=False
+    )
     c.expect(getattr(genuine, "body", None) == "torsion", f"the genuine kex: {genuine}")
     flush(net)
     round_trip(net, a, b, ns, "after")
@@ -1337,8 +1439,12 @@ def test_X4_unknown_or_used_prekeys_and_signed_prekey_rotation(ns: str) -> None:
     assert is_kex(k2, rid)
     d2 = key_bytes(k2, rid)
     unknown_pk = max(prekey_ids(b)) + 1000
-    c.decrypt_rejected("unknown pk_id", b, with_key(k2, rid, repack_kex(ns, d2, pk_id=unknown_pk)), ALICE, UnknownPreKey)
-    c.decrypt_rejected("unknown spk_id", b, with_key(k2, rid, repack_kex(ns, d2, spk_id=4242)), ALICE, UnknownSignedPreKey)
+    c.decrypt_rejected(
+        "unknown pk_id", b, with_key(k2, rid, repack_kex(ns, d2, pk_id=unknown_pk)), ALICE, UnknownPreKey
+    )
+    c.decrypt_rejected(
+        "unknown spk_id", b, with_key(k2, rid, repack_kex(ns, d2, spk_id=4242)), ALICE, UnknownSignedPreKey
+    )
     used_pk = FLAVOUR[ns].parse_key_exchange(d2).pk_id
     c.expect(used_pk not in prekey_ids(b), "the prekey of an accepted key exchange was kept")
     recv_body(net, b, k2, ALICE, "k2")
@@ -1348,7 +1454,9 @@ def test_X4_unknown_or_used_prekeys_and_signed_prekey_rotation(ns: str) -> None:
     kc = send(net, carol, BOB, "carol", ns)
     dc = key_bytes(kc, rid)
     pk_c = FLAVOUR[ns].parse_key_exchange(dc).pk_id
-    c.decrypt_rejected("corrupted kex (inner MAC)", b, with_key(kc, rid, flip_inner_mac(ns, dc)), CAROL, AuthenticationFailed)
+    c.decrypt_rejected(
+        "corrupted kex (inner MAC)", b, with_key(kc, rid, flip_inner_mac(ns, dc)), CAROL, AuthenticationFailed
+    )
     c.expect(pk_c in prekey_ids(b), "a corrupted key exchange consumed the prekey")
     recv_body(net, b, kc, CAROL, "carol")
     c.expect(pk_c not in prekey_ids(b), "a valid key exchange did not consume the prekey")
@@ -1444,7 +1552,9 @@ def test_X5_key_exchange_replays(ns: str) -> None:
     twisted = add_torsion(FLAVOUR[ns].parse_key_exchange(ked).ek)
     prefix = b"\x05" if ns == LEGACY else b""
     forged = with_key(ke, rid, kex_with_raw_ek(ns, ked, prefix + twisted))
-    c.decrypt_rejected("(c) torsioned replay from mallory in catch-up", restarted, forged, MALLORY, (ReusedBaseKey, InvalidKey))
+    c.decrypt_rejected(
+        "(c) torsioned replay from mallory in catch-up", restarted, forged, MALLORY, (ReusedBaseKey, InvalidKey)
+    )
     c.expect(restarted.devices(MALLORY) == [], "a device/identity recorded for mallory")
     net.run(restarted, restarted.end_catch_up())
     flush(net)
@@ -1480,6 +1590,7 @@ def test_X6_bundle_structural_abuse_is_InvalidBundle_and_nothing_is_stored(ns: s
             assert holder is not None
             for pk in pks(e)[n:]:
                 holder.remove(pk)
+
         return f
 
     def set_attr(which: str, index: int, value: str | None) -> Callable[[ET.Element], None]:
@@ -1491,6 +1602,7 @@ def test_X6_bundle_structural_abuse_is_InvalidBundle_and_nothing_is_stored(ns: s
                 target.attrib.pop(attr, None)
             else:
                 target.set(attr, value)
+
         return f
 
     def set_text(name: str, value: str | None) -> Callable[[ET.Element], None]:
@@ -1498,6 +1610,7 @@ def test_X6_bundle_structural_abuse_is_InvalidBundle_and_nothing_is_stored(ns: s
             target = pks(e)[0] if name == "pk" else e.find(q(ns, tags[name]))
             assert target is not None
             target.text = value
+
         return f
 
     def remove(name: str) -> Callable[[ET.Element], None]:
@@ -1505,6 +1618,7 @@ def test_X6_bundle_structural_abuse_is_InvalidBundle_and_nothing_is_stored(ns: s
             target = e.find(q(ns, name if name == "prekeys" else tags[name]))
             assert target is not None
             e.remove(target)
+
         return f
 
     def many(n: int) -> Callable[[ET.Element], None]:
@@ -1514,6 +1628,7 @@ def test_X6_bundle_structural_abuse_is_InvalidBundle_and_nothing_is_stored(ns: s
             text = pks(e)[0].text
             for i in range(n):
                 ET.SubElement(holder, q(ns, tags["pk"]), {tags["pk_id"]: str(100_000 + i)}).text = text
+
         return f
 
     def huge(e: ET.Element) -> None:
@@ -1556,7 +1671,9 @@ def test_X6_bundle_structural_abuse_is_InvalidBundle_and_nothing_is_stored(ns: s
     c.expect(not a.encrypt([BOB], "x").ready, "a refused bundle was kept")
 
     # accepted: the minimum number of prekeys; an unknown extra element
-    c.returns(f"{minimum} prekeys", a, lambda: a.on_bundle(BOB, b.device_id, ns, edit(keep(minimum))), list, unchanged=False)
+    c.returns(
+        f"{minimum} prekeys", a, lambda: a.on_bundle(BOB, b.device_id, ns, edit(keep(minimum))), list, unchanged=False
+    )
 
     def extra(e: ET.Element) -> None:
         ET.SubElement(e, "{urn:example:future}extension", {"x": "1"}).text = "ignored"
@@ -1655,24 +1772,39 @@ def test_X8_identity_key_change_on_a_known_device_is_UntrustedIdentity(ns: str) 
     new_ik = impostor.identity_key
     assert is_kex(forged, a.device_id) and new_ik != old_ik
 
-    out = c.returns("kex under a new identity key", a, lambda: a.decrypt(forged, BOB, to=ALICE), UntrustedIdentity, unchanged=True)
+    out = c.returns(
+        "kex under a new identity key", a, lambda: a.decrypt(forged, BOB, to=ALICE), UntrustedIdentity, unchanged=True
+    )
     if isinstance(out, UntrustedIdentity):
-        c.expect(out.identity_key == new_ik and out.previous_identity_key == old_ik and out.device_id == b1.device_id, f"{out}")
+        c.expect(
+            out.identity_key == new_ik and out.previous_identity_key == old_ik and out.device_id == b1.device_id,
+            f"{out}",
+        )
     c.expect(not hasattr(out, "body"), "plaintext returned for an untrusted identity")
     round_trip(net, a, b1, ns, "old session")  # the old session still works
 
     # a bundle under the same id now shows the new key: undecided, the old decision stays with the old key
     new_bundle = next(
-        e.payload for e in impostor.publish()
-        if isinstance(e, Publish) and net._namespace_of(e.node) == ns and e.node.endswith(("bundles", f"bundles:{impostor.device_id}"))
+        e.payload
+        for e in impostor.publish()
+        if isinstance(e, Publish)
+        and net._namespace_of(e.node) == ns
+        and e.node.endswith(("bundles", f"bundles:{impostor.device_id}"))
     )
     assert a.on_bundle(BOB, b1.device_id, ns, new_bundle) == []
     c.expect(a.trust.level(BOB, new_ik) is TrustLevel.UNDECIDED, f"new key level {a.trust.level(BOB, new_ik)}")
     c.expect(a.trust.level(BOB, old_ik) is TrustLevel.BLIND, "the old key's trust changed")
-    c.returns("kex under a new identity key, bundle seen", a, lambda: a.decrypt(forged, BOB, to=ALICE), UntrustedIdentity, unchanged=True)
+    c.returns(
+        "kex under a new identity key, bundle seen",
+        a,
+        lambda: a.decrypt(forged, BOB, to=ALICE),
+        UntrustedIdentity,
+        unchanged=True,
+    )
     sent = net.encrypt(a, [BOB], "still the old session")
     c.expect(
-        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b1.device_id] == [(Outcome.ENCRYPTED, old_ik)],
+        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b1.device_id]
+        == [(Outcome.ENCRYPTED, old_ik)],
         "the old session was replaced or dropped",
     )
     recv_body(net, b1, sent.elements[ns], ALICE, "still the old session")
@@ -1755,13 +1887,20 @@ def test_X9_an_archived_session_of_a_replaced_key_is_refused_and_never_becomes_c
     if archived_level is TrustLevel.DISTRUSTED:
         c.decrypt_rejected("message on the impostor's archived session", a, forged, BOB, SenderDistrusted)
     else:
-        out = c.returns("message on the impostor's archived session", a, lambda: a.decrypt(forged, BOB, to=ALICE), UntrustedIdentity, unchanged=True)
+        out = c.returns(
+            "message on the impostor's archived session",
+            a,
+            lambda: a.decrypt(forged, BOB, to=ALICE),
+            UntrustedIdentity,
+            unchanged=True,
+        )
         if isinstance(out, UntrustedIdentity):
             c.expect(out.identity_key == ik_m and out.previous_identity_key == ik_b, f"{out}")
 
     sent = net.encrypt(a, [BOB], "for the real bob")
     c.expect(
-        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b1.device_id] == [(Outcome.ENCRYPTED, ik_b)],
+        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b1.device_id]
+        == [(Outcome.ENCRYPTED, ik_b)],
         f"sent to {[(d.outcome, d.identity_key) for d in sent.devices]}",
     )
     out = b1.decrypt(sent.elements[ns], ALICE, to=BOB)
@@ -1806,13 +1945,16 @@ def test_X9_a_trusted_key_taking_over_another_device_slot_keeps_each_session_on_
     c.expect(isinstance(got, Decrypted) and got.body == "from device 2" and got.identity_key == ik2, f"{got!r}")
     sent = net.encrypt(a, [BOB], "to the slot")
     c.expect(
-        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b2.device_id] == [(Outcome.ENCRYPTED, ik1)],
+        [(d.outcome, d.identity_key) for d in sent.devices if d.device_id == b2.device_id]
+        == [(Outcome.ENCRYPTED, ik1)],
         f"slot 2 sent to {[(d.device_id, d.outcome, d.identity_key) for d in sent.devices]}",
     )
     c.expect(a._devices.identity(BOB, b2.device_id) == ik1, "the slot's key changed")
 
     a.set_trust(BOB, ik2, TrustLevel.DISTRUSTED)
-    c.decrypt_rejected("device 2 after its key was distrusted", a, send(net, b2, ALICE, "again", ns), BOB, SenderDistrusted)
+    c.decrypt_rejected(
+        "device 2 after its key was distrusted", a, send(net, b2, ALICE, "again", ns), BOB, SenderDistrusted
+    )
     c.done()
 
 
@@ -1832,6 +1974,12 @@ def test_R8_the_legacy_tag_in_payload_variant_is_opt_in() -> None:
     old_style = forge_from_sender(a, b, ns, key, aes_gcm_encrypt(key, iv, b"very old sender"), iv)
     c.decrypt_rejected("tag in the payload, by default", b, old_style, ALICE, MalformedMessage)
     opted = Engine(b.storage, rng=seeded_rng("b-opt"), clock=net.clock, legacy_tag_in_payload=True)
-    out = c.returns("tag in the payload, opted in", opted, lambda: opted.decrypt(old_style, ALICE, to=BOB), Decrypted, unchanged=False)
+    out = c.returns(
+        "tag in the payload, opted in",
+        opted,
+        lambda: opted.decrypt(old_style, ALICE, to=BOB),
+        Decrypted,
+        unchanged=False,
+    )
     c.expect(getattr(out, "body", None) == "very old sender", f"{out!r}")
     c.done()

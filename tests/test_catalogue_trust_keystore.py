@@ -50,6 +50,8 @@ from e2ee.errors import (
     UsageError,
     WrongPassphrase,
 )
+from e2ee.keystore import KdfParams, Keystore
+from e2ee.keystore.sealing import MAX_MEMORY_KIB, MAX_PASSES
 from e2ee.legacy import xml as legacy_xml
 from e2ee.limits import SPK_GRACE, SPK_ROTATION
 from e2ee.model import DeviceEntry, DeviceList
@@ -67,8 +69,6 @@ from e2ee.results import (
 from e2ee.sessions import session_key
 from e2ee.storage import TABLES
 from e2ee.trust import TrustLevel, TrustPolicy
-from e2ee.keystore import KdfParams, Keystore
-from e2ee.keystore.sealing import MAX_MEMORY_KIB, MAX_PASSES
 
 from .engine_support import DEVICE_LIST_NODE, LEGACY, O2, Net, bundle_item, snapshot
 from .support import seeded_rng, sql
@@ -171,7 +171,6 @@ def restore_memory(engine: Engine, state: dict[str, dict[str, bytes]]) -> None:
     """Put a ``snapshot`` back into an engine on MemoryStorage (and drop its decoded sessions)."""
     engine.storage._tables = {t: dict(rows) for t, rows in state.items()}  # type: ignore[attr-defined]
     engine._sessions.forget_cache()
-
 
 
 def raw_records(path: Path) -> list[tuple[bytes, bytes]]:
@@ -339,7 +338,9 @@ def test_D3_a_device_list_or_bundle_event_only_changes_the_jid_the_caller_names(
         after = snapshot(engine)
         assert engine.storage.get("device", ALICE) == before["device"][ALICE]
         for table in ("device", "bundle", "trust", "session", "own"):
-            changed = {k for k in after[table].keys() | before[table].keys() if after[table].get(k) != before[table].get(k)}
+            changed = {
+                k for k in after[table].keys() | before[table].keys() if after[table].get(k) != before[table].get(k)
+            }
             assert all(k.endswith(MALLORY) or k == MALLORY for k in changed), (table, changed)
         assert {d.device_id for d in engine.devices(MALLORY)} >= {evil_id, bob.device_id}
     assert {d.device_id for d in alice.devices(ALICE) if d.namespaces} == {alice.device_id}
@@ -461,7 +462,8 @@ def test_D6_sender_not_on_the_list_decrypts_flagged_with_one_fetch_per_message_a
         assert out.trust is TrustLevel.UNDECIDED and out.identity_key == x.identity_key
         fetches = [e for e in out.effects if isinstance(e, FetchDeviceList)]
         assert sorted(fetches, key=lambda f: f.namespace) == sorted(
-            [FetchDeviceList(BOB, O2), FetchDeviceList(BOB, LEGACY)], key=lambda f: f.namespace)
+            [FetchDeviceList(BOB, O2), FetchDeviceList(BOB, LEGACY)], key=lambda f: f.namespace
+        )
         sends = [e for e in out.effects if isinstance(e, SendMessage)]
         assert all(s.device_id == x.device_id and s.reason == "key-exchange-answer" for s in sends)
         net.run(alice, out.effects)  # the re-fetch: x is still absent
@@ -549,8 +551,13 @@ def test_D7_trust_is_per_jid_and_key_distrusted_senders_are_refused_and_bad_labe
     (good,) = omemo2_xml.parse_device_list(net.pep.device_list(BOB, O2)).devices
     (foreign,) = omemo2_xml.parse_device_list(net.pep.device_list(DAVE, O2)).devices
     assert good.label_signature is not None and foreign.label_signature is not None
-    for label, sig in [("Evil", None), ("Bob's phone", None), ("Evil", good.label_signature),
-                       ("Bob's phone", bytes(64)), ("Bob's phone", foreign.label_signature)]:
+    for label, sig in [
+        ("Evil", None),
+        ("Bob's phone", None),
+        ("Evil", good.label_signature),
+        ("Bob's phone", bytes(64)),
+        ("Bob's phone", foreign.label_signature),
+    ]:
         alice.on_device_list(BOB, O2, o2_list(DeviceEntry(bob.device_id, label, sig)))
         (info,) = alice.devices(BOB)
         assert info.label is None, (label, sig)
@@ -721,7 +728,7 @@ def test_K1_wrong_passphrase_and_header_edits_are_refused_and_nothing_is_written
         ("magic", 0, b"E2EEKX", KeystoreCorrupt, False),
     ]
     for label, at, value, error, derives in edits:
-        edited = header[:at] + value + header[at + len(value):]
+        edited = header[:at] + value + header[at + len(value) :]
         assert len(edited) == len(header) and edited != header, label
         sql(path, "UPDATE meta SET value=? WHERE name='header'", edited)
         damaged = store_files(path)
@@ -958,6 +965,7 @@ def test_K3_a_damaged_schema_or_meta_row_is_KeystoreCorrupt_and_the_file_is_unch
         "header an integer": "UPDATE meta SET value = 1000000000000 WHERE name = 'header'",
         "header text": "UPDATE meta SET value = 'abc' WHERE name = 'header'",
     }
+
     def restore() -> None:
         for suffix in ("-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -1001,7 +1009,10 @@ def test_K4_restored_copy_after_accept_rollback_keeps_distrust_and_resets_other_
     alice.set_trust(DAVE, peers[DAVE].identity_key, TrustLevel.DISTRUSTED)
     alice.set_trust(MALLORY, peers[MALLORY].identity_key, TrustLevel.UNDECIDED)
     in_copy = {
-        BOB: TrustLevel.VERIFIED, CAROL: TrustLevel.BLIND, DAVE: TrustLevel.DISTRUSTED, MALLORY: TrustLevel.UNDECIDED,
+        BOB: TrustLevel.VERIFIED,
+        CAROL: TrustLevel.BLIND,
+        DAVE: TrustLevel.DISTRUSTED,
+        MALLORY: TrustLevel.UNDECIDED,
     }
     for jid, level in in_copy.items():
         assert alice.trust.level(jid, peers[jid].identity_key) is level
@@ -1024,8 +1035,12 @@ def test_K4_restored_copy_after_accept_rollback_keeps_distrust_and_resets_other_
     alice = replace_engine(net, alice, Engine(ks, rng=seeded_rng("k4-a-restored"), clock=net.clock))
     assert alice.trust.level(CAROL, peers[CAROL].identity_key) is TrustLevel.BLIND  # what the copy says
     assert alice.after_rollback() == len(peers) + 1  # one session per peer and one with a2
-    expected = {BOB: TrustLevel.UNDECIDED, CAROL: TrustLevel.UNDECIDED, DAVE: TrustLevel.DISTRUSTED,
-                MALLORY: TrustLevel.UNDECIDED}
+    expected = {
+        BOB: TrustLevel.UNDECIDED,
+        CAROL: TrustLevel.UNDECIDED,
+        DAVE: TrustLevel.DISTRUSTED,
+        MALLORY: TrustLevel.UNDECIDED,
+    }
     for jid, level in expected.items():
         assert alice.trust.level(jid, peers[jid].identity_key) is level, jid
         assert {d.trust for d in alice.devices(jid)} == {level}
@@ -1279,7 +1294,9 @@ def test_K5_every_multi_record_operation_is_all_or_nothing_under_injected_crashe
         "prekey-consumption": timed(t1, lambda e: e.decrypt(copy.deepcopy(kex), DAVE, to=ALICE)),
         "trust-change": timed(t1, lambda e: e.set_trust(CAROL, carol.identity_key, TrustLevel.DISTRUSTED)),
         "trust-reset-after-rollback": timed(t1, lambda e: e.after_rollback()),
-        "contact-device-list": timed(t1, lambda e: e.on_device_list(BOB, O2, o2_list(DeviceEntry(bob.device_id), DeviceEntry(77)))),
+        "contact-device-list": timed(
+            t1, lambda e: e.on_device_list(BOB, O2, o2_list(DeviceEntry(bob.device_id), DeviceEntry(77)))
+        ),
         "own-device-list-without-us": timed(t1, lambda e: e.on_device_list(ALICE, O2, o2_list(DeviceEntry(55)))),
     }
     for label, op in scenarios.items():
@@ -1326,7 +1343,7 @@ def test_K5_every_multi_record_operation_is_all_or_nothing_under_injected_crashe
     ks.close()
     assert opens(path) == [new_pw]
     assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT" and len(statements) >= 4, statements
-    for statement, copied in zip(statements, kills):
+    for statement, copied in zip(statements, kills, strict=True):
         assert opens(copied) == [PW], f"passphrase change killed before {statement!r}"
     # a crash before each statement
     for n, statement in enumerate(statements, 1):
@@ -1410,7 +1427,9 @@ def test_K6_deleted_and_overwritten_secret_records_leave_no_sealed_bytes_in_the_
     remember("prekeys before the key exchange", "own", "prekeys")
     kex = send(net, bob, ALICE, "kex")
     used_pk = OMEMO2_FLAVOUR.parse_key_exchange(
-        base64.b64decode(next(k.text or "" for k in kex.iter("{urn:xmpp:omemo:2}key") if k.get("rid") == str(alice.device_id)))
+        base64.b64decode(
+            next(k.text or "" for k in kex.iter("{urn:xmpp:omemo:2}key") if k.get("rid") == str(alice.device_id))
+        )
     ).pk_id
     assert str(used_pk) in alice._own._prekeys()["keys"]
     deliver(net, alice, kex, bob)
@@ -1436,8 +1455,12 @@ def test_K6_deleted_and_overwritten_secret_records_leave_no_sealed_bytes_in_the_
     ks.close()
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(".lock")}
     assert path.name in files
-    found = [f"{what} in {name}" for what, value in gone.items() for name, blob in files.items()
-             if any(piece in blob for piece in chunks(value))]
+    found = [
+        f"{what} in {name}"
+        for what, value in gone.items()
+        for name, blob in files.items()
+        if any(piece in blob for piece in chunks(value))
+    ]
     assert not found, found
 
 
@@ -1447,8 +1470,12 @@ def test_K6_deleted_and_overwritten_secret_records_leave_no_sealed_bytes_in_the_
 def text_forms(secret: bytes) -> list[str]:
     """How ``secret`` could show up in text: hex, base64 (two alignments of a middle piece, so
     that it is found inside a longer encoded blob), bytes-repr escapes."""
-    forms = [secret.hex(), secret.hex().upper(), base64.b64encode(secret).decode(),
-             base64.urlsafe_b64encode(secret).decode().rstrip("=")]
+    forms = [
+        secret.hex(),
+        secret.hex().upper(),
+        base64.b64encode(secret).decode(),
+        base64.urlsafe_b64encode(secret).decode().rstrip("="),
+    ]
     if len(secret) >= 12:
         for shift in (1, 2):
             forms.append(base64.b64encode(secret[shift:]).decode()[4:-4])
@@ -1484,8 +1511,17 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
     alice, ks = ks_device(net, path, ALICE, "k7-a")
     bob = net.device(BOB, "k7-b")
     bodies = [f"k7 secret body number {i} with some words" for i in range(8)]
-    objects: list[object] = [alice, bob, ks, ks._k(), alice._own, alice._own.identity, bob._own.identity,
-                             FAST, KdfParams()]
+    objects: list[object] = [
+        alice,
+        bob,
+        ks,
+        ks._k(),
+        alice._own,
+        alice._own.identity,
+        bob._own.identity,
+        FAST,
+        KdfParams(),
+    ]
     errors: list[BaseException] = []
 
     def keep(*items: object) -> None:
@@ -1554,7 +1590,12 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
     secrets: dict[str, bytes] = {"passphrase": PW.encode()}
     assert ks._dek is not None
     keys = ks._k()
-    secrets |= {"data key": ks._dek, "record key": keys.record, "blind key": keys.blind, "generation key": keys.generation}
+    secrets |= {
+        "data key": ks._dek,
+        "record key": keys.record,
+        "blind key": keys.blind,
+        "generation key": keys.generation,
+    }
     for e in (alice, bob):
         who = e.jid.split("@")[0]
         secrets[f"{who} identity seed"] = e._own.identity.seed
@@ -1567,8 +1608,14 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
                 secrets[f"{who} spk {slot}"] = bytes.fromhex(spk[slot]["priv"])
         for skey in e.storage.keys("session"):
             sset = e._sessions.load(skey)
-            objects.extend([sset, *sset.entries, *(en.session for en in sset.entries),
-                            *(en.session.ratchet for en in sset.entries)])
+            objects.extend(
+                [
+                    sset,
+                    *sset.entries,
+                    *(en.session for en in sset.entries),
+                    *(en.session.ratchet for en in sset.entries),
+                ]
+            )
             for en in sset.entries:
                 r = en.session.ratchet
                 for name in ("root_key", "dhs_priv", "cks", "ckr"):
@@ -1593,11 +1640,16 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
         texts[f"repr of {type(obj).__name__} #{i}"] = repr(obj)
     for i, err in enumerate(errors):
         texts[f"{type(err).__name__} #{i}"] = "\n".join(
-            [str(err), repr(err), repr(err.args), *traceback.format_exception(err)])
+            [str(err), repr(err), repr(err.args), *traceback.format_exception(err)]
+        )
     # the scan finds what it looks for, inside longer text too
     for what in ("alice identity seed", "data key"):
         secret = secrets[what]
-        for planted in (repr(b"<" + secret + b">"), (b"xy" + secret).hex(), base64.b64encode(b"x" + secret + b"y").decode()):
+        for planted in (
+            repr(b"<" + secret + b">"),
+            (b"xy" + secret).hex(),
+            base64.b64encode(b"x" + secret + b"y").decode(),
+        ):
             assert any(form in planted for form in text_forms(secret)), (what, planted)
     checks = Checks()
     for name, text in texts.items():
@@ -1653,8 +1705,9 @@ def test_K8_one_hundred_concurrent_encrypts_from_asyncio_tasks_are_serialised_wi
     assert sorted(i for i, _ in made) == list(range(100)) and [i for i, _ in made] != list(range(100))
     ids: list[tuple[bytes, int]] = []
     for i, el in made:
-        data = base64.b64decode(next(k.text or "" for k in el.iter("{urn:xmpp:omemo:2}key")
-                                     if k.get("rid") == str(bob.device_id)))
+        data = base64.b64decode(
+            next(k.text or "" for k in el.iter("{urn:xmpp:omemo:2}key") if k.get("rid") == str(bob.device_id))
+        )
         assert kex_flag(el, bob.device_id) is None
         msg = OMEMO2_FLAVOUR.parse_message(data)
         ids.append((msg.dh_pub, msg.n))
@@ -1668,8 +1721,11 @@ def test_K8_one_hundred_concurrent_encrypts_from_asyncio_tasks_are_serialised_wi
     ks = Keystore.open(path, PW)
     alice = replace_engine(net, alice, Engine(ks, rng=seeded_rng("k8-a2"), clock=net.clock))
     el = send(net, alice, BOB, "after reopening")
-    msg = OMEMO2_FLAVOUR.parse_message(base64.b64decode(
-        next(k.text or "" for k in el.iter("{urn:xmpp:omemo:2}key") if k.get("rid") == str(bob.device_id))))
+    msg = OMEMO2_FLAVOUR.parse_message(
+        base64.b64decode(
+            next(k.text or "" for k in el.iter("{urn:xmpp:omemo:2}key") if k.get("rid") == str(bob.device_id))
+        )
+    )
     assert (msg.dh_pub, msg.n) not in set(ids) and msg.n == ids[-1][1] + 1
     out = bob.decrypt(el, ALICE, to=BOB)
     assert isinstance(out, Decrypted) and out.body == "after reopening"

@@ -28,7 +28,11 @@ def e2ee(home: Path, *args: str, passphrase: str = PW, **env: str) -> subprocess
     full = {**os.environ, "E2EE_PASSPHRASE": passphrase, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "xmpp-pw", **env}
     return subprocess.run(
         [sys.executable, "-m", "e2ee.client.cli", "--home", str(home), *args],
-        cwd=ROOT, env=full, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -153,8 +157,15 @@ def test_no_terminal_to_ask_for_a_secret_is_a_usage_error(tmp_path: Path) -> Non
     for unset, wanted in (("E2EE_XMPP_PASSWORD", "set E2EE_XMPP_PASSWORD"), ("E2EE_PASSPHRASE", "set E2EE_PASSPHRASE")):
         env = {**os.environ, "E2EE_PASSPHRASE": PW, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "x"}
         del env[unset]
-        proc = subprocess.run([sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / unset), "init", "--jid", JID],
-                              cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / unset), "init", "--jid", JID],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].endswith(wanted), proc.stderr
 
@@ -220,8 +231,9 @@ def test_error_lines_show_hostile_characters_escaped(tmp_path: Path) -> None:
 def e2ee_raw(*args: str, passphrase: str = PW, **env: str) -> subprocess.CompletedProcess[str]:
     """The command line exactly as typed (no ``--home`` put first)."""
     full = {**os.environ, "E2EE_PASSPHRASE": passphrase, "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": "xmpp-pw", **env}
-    return subprocess.run([sys.executable, "-m", "e2ee.client.cli", *args], cwd=ROOT, env=full, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "e2ee.client.cli", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_global_options_work_after_the_command(tmp_path: Path) -> None:
@@ -236,12 +248,16 @@ def test_global_options_work_after_the_command(tmp_path: Path) -> None:
     assert both.stdout == before.stdout
     # --server and --ca-file after the command: the connection goes where they say (port 1:
     # nobody listens), not to the JID's domain
-    for args in (["--server", "127.0.0.1:1", "--ca-file", str(tmp_path / "ca.pem"), "send", "bob@example.net", "hi"],
-                 ["send", "bob@example.net", "hi", "--server", "127.0.0.1:1", "--ca-file", str(tmp_path / "ca.pem")],
-                 ["send", "--server", "127.0.0.1:1", "bob@example.net", "hi", "--home", str(h)]):
+    for args in (
+        ["--server", "127.0.0.1:1", "--ca-file", str(tmp_path / "ca.pem"), "send", "bob@example.net", "hi"],
+        ["send", "bob@example.net", "hi", "--server", "127.0.0.1:1", "--ca-file", str(tmp_path / "ca.pem")],
+        ["send", "--server", "127.0.0.1:1", "bob@example.net", "hi", "--home", str(h)],
+    ):
         proc = e2ee_raw(*(["--home", str(h)] if "--home" not in args else []), *args)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert proc.stderr.strip().splitlines()[-1].startswith("e2ee: error: could not connect to 127.0.0.1:1"), proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("e2ee: error: could not connect to 127.0.0.1:1"), (
+            proc.stderr
+        )
     assert e2ee_raw("send", "bob@example.net", "hi", "--server", "nonsense", "--home", str(h)).returncode == 2
     assert e2ee_raw("demo", "--server", "127.0.0.1:1").returncode == 1
 
@@ -263,8 +279,9 @@ def test_a_refused_server_operation_is_one_short_line(server: Accounts, tmp_path
     assert last.startswith("e2ee: error: the server refused: "), proc.stderr
     assert "<" not in last and len(last) < 300, last
     if server.server.kind == "prosody":
-        assert last == ("e2ee: error: the server refused: not-allowed (cancel): "
-                        "Communication with remote domains is not enabled"), proc.stderr
+        assert last == (
+            "e2ee: error: the server refused: not-allowed (cancel): Communication with remote domains is not enabled"
+        ), proc.stderr
 
 
 def test_a_refused_publish_is_described_without_its_stanza() -> None:
@@ -276,20 +293,28 @@ def test_a_refused_publish_is_described_without_its_stanza() -> None:
     from e2ee.client.stanza_errors import describe
 
     prekeys = "".join(f"<pk id='{i}'>{'A' * 44}</pk>" for i in range(1, 101))
-    reply = Iq(xml=SET.fromstring(
-        "<iq xmlns='jabber:client' type='error' id='x1' from='carol@localhost'>"
-        "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:omemo:2:bundles'>"
-        f"<item id='7'><bundle xmlns='urn:xmpp:omemo:2'><prekeys>{prekeys}</prekeys></bundle></item></publish>"
-        "</pubsub><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Unknown field 'pubsub#max_items' of type "
-        "'http://jabber.org/protocol/pubsub#publish-options'&#10;\u202eevil</text></error></iq>"))
+    reply = Iq(
+        xml=SET.fromstring(
+            "<iq xmlns='jabber:client' type='error' id='x1' from='carol@localhost'>"
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:omemo:2:bundles'>"
+            f"<item id='7'><bundle xmlns='urn:xmpp:omemo:2'><prekeys>{prekeys}</prekeys></bundle></item></publish>"
+            "</pubsub><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Unknown field 'pubsub#max_items' of type "
+            "'http://jabber.org/protocol/pubsub#publish-options'&#10;\u202eevil</text></error></iq>"
+        )
+    )
     error = IqError(reply)
     assert len(str(error)) > 5000  # what used to reach the user
-    assert describe(error) == ("publish urn:xmpp:omemo:2:bundles: resource-constraint (wait): Unknown field "
-                               "'pubsub#max_items' of type 'http://jabber.org/protocol/pubsub#publish-options' evil")
+    assert describe(error) == (
+        "publish urn:xmpp:omemo:2:bundles: resource-constraint (wait): Unknown field "
+        "'pubsub#max_items' of type 'http://jabber.org/protocol/pubsub#publish-options' evil"
+    )
     assert describe(IqTimeout(reply)) == "the server did not answer in time"
-    long = Iq(xml=SET.fromstring(
-        "<iq xmlns='jabber:client' type='error' id='x2'><error type='cancel'>"
-        "<not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-        f"<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>{'x' * 5000}</text></error></iq>"))
+    long = Iq(
+        xml=SET.fromstring(
+            "<iq xmlns='jabber:client' type='error' id='x2'><error type='cancel'>"
+            "<not-allowed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            f"<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>{'x' * 5000}</text></error></iq>"
+        )
+    )
     assert len(describe(IqError(long))) < 240

@@ -87,7 +87,8 @@ def test_verify_and_trust_take_either_form_and_never_say_verified_for_an_unknown
     _learn_contact(h, bob)
     rows = json.loads(e2ee(h, "devices", BOB, "--json").stdout)
     assert [(r["device"], r["trust"], r["fingerprint"], r["fingerprint_ed25519"]) for r in rows] == [
-        (bob.device_id, "blind", bob.identity_key.hex(), bob.identity_key_ed25519.hex())]
+        (bob.device_id, "blind", bob.identity_key.hex(), bob.identity_key_ed25519.hex())
+    ]
     listing = e2ee(h, "devices", BOB).stdout
     assert _grouped(bob.identity_key) in listing and _grouped(bob.identity_key_ed25519) in listing
 
@@ -95,7 +96,8 @@ def test_verify_and_trust_take_either_form_and_never_say_verified_for_an_unknown
     out = e2ee(h, "verify", f"xmpp:{BOB}?omemo-sid-{bob.device_id}={bob.identity_key_ed25519.hex()}")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
-        f"{BOB}: device {bob.device_id} {_grouped(bob.identity_key)} (given in its Ed25519 form) is now verified")
+        f"{BOB}: device {bob.device_id} {_grouped(bob.identity_key)} (given in its Ed25519 form) is now verified"
+    )
     assert json.loads(e2ee(h, "devices", BOB, "--json").stdout)[0]["trust"] == "verified"
 
     # `trust`/`distrust` with the Ed25519 form, spaced as Converse shows it
@@ -111,6 +113,7 @@ def test_verify_and_trust_take_either_form_and_never_say_verified_for_an_unknown
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
         f"{BOB}: device 77 {_grouped(other.ed25519_public)} matches no key of {BOB} seen so far; remembered,"
-        " applies when that key appears")
+        " applies when that key appears"
+    )
     out = e2ee(h, "trust", BOB, other.x25519_public.hex())
     assert "remembered" in out.stdout and "verified" not in out.stdout

@@ -63,8 +63,18 @@ class World:
     def _command(self, home: str, *args: str) -> tuple[list[str], dict[str, str]]:
         user = home.rstrip("0123456789")
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
-        return [sys.executable, "-m", "e2ee.client.cli", "--home", str(self.homes / home), "--server",
-                f"127.0.0.1:{self.server.port}", "--ca-file", str(self.server.cert), *args], env
+        return [
+            sys.executable,
+            "-m",
+            "e2ee.client.cli",
+            "--home",
+            str(self.homes / home),
+            "--server",
+            f"127.0.0.1:{self.server.port}",
+            "--ca-file",
+            str(self.server.cert),
+            *args,
+        ], env
 
     def listen(self, home: str, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
         """`e2ee recv --json ARGS` left running; its output and error go to files."""
@@ -97,8 +107,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for user in (CONVERSE, "alice", "bob"):
             server.register(user, f"{user}-pw")
         server.start()
-        browser = Browser(f"{CONVERSE}@{server.domain}", f"{CONVERSE}-pw", server.websocket_url,
-                          [server.directory / "prosody.log"])
+        browser = Browser(
+            f"{CONVERSE}@{server.domain}", f"{CONVERSE}-pw", server.websocket_url, [server.directory / "prosody.log"]
+        )
         w = World(server, browser, base / "homes")
         try:
             with browser.evidence("login"):
@@ -184,7 +195,11 @@ def test_d_bob_too_and_no_message_in_converse_shows_an_error_or_the_fallback(wor
             _no_errors_shown(w, jid)
             shown = [m for m in w.browser.messages(jid) if not m.info]
             assert [m.text for m in shown] == texts and all(m.encrypted for m in shown), shown
-        bad = [line for line in w.browser.console() if "Invalid signature" in line or "Could not build an OMEMO session" in line]
+        bad = [
+            line
+            for line in w.browser.console()
+            if "Invalid signature" in line or "Could not build an OMEMO session" in line
+        ]
         assert not bad, bad
 
 
@@ -291,5 +306,7 @@ def test_g_members_only_room_messages_go_both_ways(world: World) -> None:
         for home, (proc, out, err) in listening.items():
             assert proc.wait(timeout=60) == 0, err.read_text()
             got = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-            assert [(m["body"], m["from"], m["room"]) for m in got] == [("hello bob, Converse in the room", w.conv, room)], (home, got)
+            assert [(m["body"], m["from"], m["room"]) for m in got] == [
+                ("hello bob, Converse in the room", w.conv, room)
+            ], (home, got)
         _no_errors_shown(w, room)

@@ -7,17 +7,16 @@ shapes it showed us, with our real engine on both sides: bundles with ids 0 (Con
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 import base64
+import xml.etree.ElementTree as ET
 
 import pytest
 import xeddsa
 
 from e2ee import jsonrec
-from e2ee.identity import IdentityKeyPair
 from e2ee.engine import Engine
 from e2ee.errors import InvalidBundle, NoEligibleDevices
+from e2ee.identity import IdentityKeyPair
 from e2ee.results import Decrypted, Publish
 from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
@@ -59,8 +58,14 @@ def converse_shaped(net: Net, jid: str, seed: str, ns: str) -> Engine:
 
 
 def _ids(bundle: ET.Element) -> tuple[set[str], set[str]]:
-    spk = {e.get("id") or e.get("signedPreKeyId") or "" for e in bundle.iter() if str(e.tag).endswith(("}spk", "}signedPreKeyPublic"))}
-    pks = {e.get("id") or e.get("preKeyId") or "" for e in bundle.iter() if str(e.tag).endswith(("}pk", "}preKeyPublic"))}
+    spk = {
+        e.get("id") or e.get("signedPreKeyId") or ""
+        for e in bundle.iter()
+        if str(e.tag).endswith(("}spk", "}signedPreKeyPublic"))
+    }
+    pks = {
+        e.get("id") or e.get("preKeyId") or "" for e in bundle.iter() if str(e.tag).endswith(("}pk", "}preKeyPublic"))
+    }
     return spk, pks
 
 
@@ -178,7 +183,9 @@ def test_new_identities_have_the_sign_bit_clear_and_both_conventions_verify_our_
         assert engine.identity_key_ed25519[31] & 0x80 == 0
         published = {e.node: e.payload for e in engine.publish() if isinstance(e, Publish)}
         for ns in NS_BOTH:
-            node = "urn:xmpp:omemo:2:bundles" if ns == O2 else f"eu.siacs.conversations.axolotl.bundles:{engine.device_id}"
+            node = (
+                "urn:xmpp:omemo:2:bundles" if ns == O2 else f"eu.siacs.conversations.axolotl.bundles:{engine.device_id}"
+            )
             assert _verifies_both_ways(ns, published[node]) == (True, True), (i, ns)
 
 
@@ -241,7 +248,10 @@ def test_a_uri_with_either_form_of_a_known_key_verifies_that_device(form: str) -
         assert _trust_of(alice, bob.device_id) is TrustLevel.VERIFIED, uri
     # and verify_uri (the older call) reports the canonical key
     alice.set_trust(BOB, bob.identity_key, TrustLevel.BLIND)
-    assert alice.verify_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}") == (BOB, [(bob.device_id, bob.identity_key)])
+    assert alice.verify_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}") == (
+        BOB,
+        [(bob.device_id, bob.identity_key)],
+    )
     assert _trust_of(alice, bob.device_id) is TrustLevel.VERIFIED
 
 

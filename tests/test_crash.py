@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from e2ee.engine import Engine
+from e2ee.keystore import KdfParams, Keystore
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.results import Decrypted, Duplicate, EmptyMessage, SendMessage
 from e2ee.rng import system_random
 from e2ee.xmlsafe import parse_xml, serialize
-from e2ee.keystore import KdfParams, Keystore
 
 from .engine_support import O2, Net
 

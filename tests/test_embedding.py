@@ -7,7 +7,6 @@ import re
 import textwrap
 from pathlib import Path
 
-
 from .xmpp_server import Accounts, XmppServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -31,7 +30,10 @@ def test_slixmpp_plugin_example_runs(xmpp_server: XmppServer) -> None:
     # the example's own account names (alice, bob): a share without a prefix, the only one
     server = Accounts.unprefixed(xmpp_server, ("alice", "bob"))
     code = _example("slixmpp plugin")
-    namespace: dict[str, object] = {"SERVER": ("127.0.0.1", server.port), "CA_FILE": server.cert,
-                                    "DOMAIN": server.domain}
+    namespace: dict[str, object] = {
+        "SERVER": ("127.0.0.1", server.port),
+        "CA_FILE": server.cert,
+        "DOMAIN": server.domain,
+    }
     exec(compile(code, "README.md (plugin example)", "exec"), namespace)
     assert namespace["received"] == ["Hi Bob, from a slixmpp bot"]

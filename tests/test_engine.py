@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.omemo2.wire import OMEMO2
 from e2ee.errors import AffixMismatch, NoSession, SenderDistrusted, UnknownSignedPreKey, UsageError
 from e2ee.limits import HEARTBEAT_THRESHOLD, PREKEY_COUNT, SPK_GRACE, SPK_ROTATION
+from e2ee.omemo2.wire import OMEMO2
 from e2ee.results import (
     Decrypted,
     Duplicate,
@@ -57,9 +57,9 @@ def test_fan_out_to_every_device_of_recipient_and_own_account_in_both_namespaces
     }
     assert set(res.elements) == {O2, LEGACY}
     for dev in (b1, b2):
-        (r, out), = deliver(res.elements, a1, [dev], "bob@example.net")
+        ((r, out),) = deliver(res.elements, a1, [dev], "bob@example.net")
         assert isinstance(out, Decrypted) and out.body == "hi all" and out.trust is TrustLevel.BLIND
-    (r, out), = deliver(res.elements, a1, [a2], "bob@example.net")
+    ((r, out),) = deliver(res.elements, a1, [a2], "bob@example.net")
     assert isinstance(out, Decrypted) and out.body == "hi all"
     # the sending device never encrypts for itself: its own copy is a reflection
     for el in res.elements.values():
@@ -80,9 +80,9 @@ def test_one_stanza_per_addressee_and_the_own_only_namespace_goes_to_our_bare_ji
     keyed = {k.get("rid") for k in res.elements[LEGACY].iter(f"{{{LEGACY}}}key")}
     assert keyed == {str(b.device_id), str(a3.device_id)}  # our legacy device rides along
     assert {k.get("rid") for k in res.own_copy[O2].iter(f"{{{O2}}}key")} == {str(a2.device_id)}
-    (_, got), = deliver(res.elements, a1, [b], "bob@example.net")
+    ((_, got),) = deliver(res.elements, a1, [b], "bob@example.net")
     assert isinstance(got, Decrypted) and got.body == "one stanza"
-    (_, got), = deliver(res.elements, a1, [a3], "bob@example.net")  # a carbon of the stanza
+    ((_, got),) = deliver(res.elements, a1, [a3], "bob@example.net")  # a carbon of the stanza
     assert isinstance(got, Decrypted) and got.body == "one stanza"
     # the own copy: from our account to our bare JID; its <to> names bob, which is fine there
     before = snapshot(a2)
@@ -167,7 +167,10 @@ def test_key_exchange_is_answered_with_an_empty_message_that_confirms_the_sessio
     assert "kex" not in _xml(second.elements[O2])  # confirmed: no more key exchanges
     # publishing after the used prekey: both bundles republished without it
     pubs = [e for e in out.effects if isinstance(e, Publish)]
-    assert {p.node for p in pubs} == {"urn:xmpp:omemo:2:bundles", f"eu.siacs.conversations.axolotl.bundles:{b.device_id}"}
+    assert {p.node for p in pubs} == {
+        "urn:xmpp:omemo:2:bundles",
+        f"eu.siacs.conversations.axolotl.bundles:{b.device_id}",
+    }
 
 
 def test_key_exchange_is_repeated_until_the_peer_answers() -> None:
@@ -232,10 +235,9 @@ def test_device_that_left_the_list_is_no_longer_encrypted_for_but_its_data_is_ke
     b1 = net.device("bob@example.net", "b1")
     b2 = net.device("bob@example.net", "b2")
     assert len(net.encrypt(a, [b1.jid], "x").elements[O2].findall(".//{urn:xmpp:omemo:2}key")) == 2
+    from e2ee.legacy import xml as lxml
     from e2ee.model import DeviceEntry, DeviceList
     from e2ee.omemo2 import xml as o2xml
-
-    from e2ee.legacy import xml as lxml
 
     a.on_device_list(b1.jid, O2, o2xml.build_device_list(DeviceList("omemo2", (DeviceEntry(b1.device_id),))))
     a.on_device_list(b1.jid, LEGACY, lxml.build_device_list(DeviceList("legacy", (DeviceEntry(b1.device_id),))))
@@ -439,7 +441,10 @@ def test_bundle_publications_carry_open_access_and_max_items() -> None:
     a = net.device("alice@example.org", "a")
     pubs = {p.node: p for p in a.publish() if isinstance(p, Publish)}
     assert pubs["urn:xmpp:omemo:2:bundles"].item_id == str(a.device_id)
-    assert set(pubs["urn:xmpp:omemo:2:bundles"].options) == {("pubsub#max_items", "max"), ("pubsub#access_model", "open")}
+    assert set(pubs["urn:xmpp:omemo:2:bundles"].options) == {
+        ("pubsub#max_items", "max"),
+        ("pubsub#access_model", "open"),
+    }
     legacy = pubs[f"eu.siacs.conversations.axolotl.bundles:{a.device_id}"]
     assert legacy.item_id == "current" and legacy.options == (("pubsub#access_model", "open"),)
     for node in ("urn:xmpp:omemo:2:devices", "eu.siacs.conversations.axolotl.devicelist"):
@@ -461,8 +466,7 @@ def test_message_from_unlisted_device_asks_for_the_list_and_undecided_sender_is_
 def test_fingerprint_format() -> None:
     from e2ee.trust import fingerprint
 
-    assert fingerprint(bytes(range(32))) == (
-        "00010203 04050607 08090a0b 0c0d0e0f 10111213 14151617 18191a1b 1c1d1e1f")
+    assert fingerprint(bytes(range(32))) == ("00010203 04050607 08090a0b 0c0d0e0f 10111213 14151617 18191a1b 1c1d1e1f")
 
 
 def test_device_id_avoids_ids_already_on_the_lists() -> None:

@@ -4,9 +4,9 @@ B.1 vector plaintext, affix checks, the time window, server-processed elements, 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -16,10 +16,11 @@ from e2ee.omemo2 import envelope
 from e2ee.omemo2.envelope import Envelope, bare_jid_key, build, parse
 from e2ee.xmlsafe import parse_xml, serialize
 from tests.support import seeded_rng
+
 from .vectors import load
 
 ALICE, BOB, ROOM = "alice@example.org", "bob@example.net", "room@muc.example.org"
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def body(text: str) -> ET.Element:
@@ -52,7 +53,9 @@ def test_round_trip() -> None:
     assert text.startswith("<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>")
     assert "<reactions xmlns='urn:xmpp:reactions:0' id='m1'><reaction>👍</reaction></reactions>" in text
     assert "<time xmlns='urn:xmpp:sce:1' stamp='2026-01-01T12:00:00.000250Z'/>" in text
-    assert text.endswith(f"<from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/><to xmlns='urn:xmpp:sce:1' jid='{ROOM}'/></envelope>")
+    assert text.endswith(
+        f"<from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/><to xmlns='urn:xmpp:sce:1' jid='{ROOM}'/></envelope>"
+    )
     assert "ns0:" not in text
     # ElementTree reads it the same way (explicit namespaces survive a foreign parser)
     assert ET.fromstring(data)[0][0].tag == "{jabber:client}body"
@@ -64,12 +67,15 @@ def test_affixes_carry_their_namespace_byte_exact() -> None:
     data = build([body("hi")], ALICE, ROOM, T0, rng)
     rpad = parse_xml(data).find("{urn:xmpp:sce:1}rpad")
     assert rpad is not None
-    assert data == (
-        "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content>"
-        f"<rpad xmlns='urn:xmpp:sce:1'>{rpad.text or ''}</rpad>"
-        "<time xmlns='urn:xmpp:sce:1' stamp='2026-01-01T12:00:00Z'/>"
-        f"<from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/><to xmlns='urn:xmpp:sce:1' jid='{ROOM}'/></envelope>"
-    ).encode()
+    assert (
+        data
+        == (
+            "<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body></content>"
+            f"<rpad xmlns='urn:xmpp:sce:1'>{rpad.text or ''}</rpad>"
+            "<time xmlns='urn:xmpp:sce:1' stamp='2026-01-01T12:00:00Z'/>"
+            f"<from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/><to xmlns='urn:xmpp:sce:1' jid='{ROOM}'/></envelope>"
+        ).encode()
+    )
     data = build([body("x")], ALICE, None, None, seeded_rng("exact"))
     assert data.endswith(f"</rpad><from xmlns='urn:xmpp:sce:1' jid='{ALICE}'/></envelope>".encode())
     assert b"<to" not in data and b"<time" not in data
@@ -136,14 +142,17 @@ def test_from_normalisation_accepts(sender: str) -> None:
     assert parse(env(""), sender, None).from_jid == ALICE
 
 
-@pytest.mark.parametrize(("affixes", "expected_to", "require_to"), [
-    ("<from jid='mallory@example.org'/>", BOB, False),
-    ("<from jid='alice@example.org.evil'/>", BOB, False),
-    ("<from jid='example.org'/>", BOB, False),
-    (f"<from jid='{ALICE}'/><to jid='carol@example.net'/>", BOB, False),
-    (f"<from jid='{ALICE}'/><to jid='other-room@muc.example.org'/>", ROOM, True),
-    (f"<from jid='{ALICE}'/>", ROOM, True),
-])
+@pytest.mark.parametrize(
+    ("affixes", "expected_to", "require_to"),
+    [
+        ("<from jid='mallory@example.org'/>", BOB, False),
+        ("<from jid='alice@example.org.evil'/>", BOB, False),
+        ("<from jid='example.org'/>", BOB, False),
+        (f"<from jid='{ALICE}'/><to jid='carol@example.net'/>", BOB, False),
+        (f"<from jid='{ALICE}'/><to jid='other-room@muc.example.org'/>", ROOM, True),
+        (f"<from jid='{ALICE}'/>", ROOM, True),
+    ],
+)
 def test_affix_mismatch(affixes: str, expected_to: str, require_to: bool) -> None:
     with pytest.raises(AffixMismatch):
         parse(env("", affixes), ALICE, expected_to, require_to=require_to)
@@ -153,7 +162,9 @@ def test_absent_affixes_and_unchecked_to() -> None:
     result = parse(env("", ""), ALICE, BOB)
     assert (result.from_jid, result.to_jid) == (None, None)
     assert parse(env("", f"<to jid='{ROOM}'/>"), ALICE, None).to_jid == ROOM
-    assert parse(env("", f"<from jid='{ALICE}'/><to jid='Bob@Example.NET/x'/>"), ALICE, BOB).to_jid == "Bob@Example.NET/x"
+    assert (
+        parse(env("", f"<from jid='{ALICE}'/><to jid='Bob@Example.NET/x'/>"), ALICE, BOB).to_jid == "Bob@Example.NET/x"
+    )
 
 
 def test_bare_jid_key() -> None:
@@ -167,20 +178,23 @@ def test_bare_jid_key() -> None:
 # ---- time ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stamp", "expected"), [
-    ("2026-01-01T12:00:00Z", T0),
-    ("2026-01-01T13:00:00+01:00", T0),
-    ("2026-01-01T06:30:00.5-05:30", T0 + timedelta(milliseconds=500)),
-    ("2026-01-01T12:00:00.123456789Z", T0 + timedelta(microseconds=123456)),
-    # deployed variants that carry the same information (issue 13 part 3)
-    ("2026-01-01T13:00:00+0100", T0),  # libstrophe/gpgme clients: offset without a colon
-    ("2026-01-01T06:30:00-0530", T0),
-    ("2026-01-01T12:00:00-00:00", T0),  # RFC 3339 "offset unknown": the UTC time is still exact
-    ("2026-01-01T12:00:00+0000", T0),
-    ("2026-01-01t12:00:00z", T0),  # lowercase separator and zone letter (RFC 3339 §5.6 NOTE)
-    ("2026-01-01T12:00:00.1Z", T0 + timedelta(milliseconds=100)),
-    ("2026-01-01T12:00:00." + "9" * 40 + "Z", T0 + timedelta(microseconds=999999)),  # truncated, never rounded up
-])
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        ("2026-01-01T12:00:00Z", T0),
+        ("2026-01-01T13:00:00+01:00", T0),
+        ("2026-01-01T06:30:00.5-05:30", T0 + timedelta(milliseconds=500)),
+        ("2026-01-01T12:00:00.123456789Z", T0 + timedelta(microseconds=123456)),
+        # deployed variants that carry the same information (issue 13 part 3)
+        ("2026-01-01T13:00:00+0100", T0),  # libstrophe/gpgme clients: offset without a colon
+        ("2026-01-01T06:30:00-0530", T0),
+        ("2026-01-01T12:00:00-00:00", T0),  # RFC 3339 "offset unknown": the UTC time is still exact
+        ("2026-01-01T12:00:00+0000", T0),
+        ("2026-01-01t12:00:00z", T0),  # lowercase separator and zone letter (RFC 3339 §5.6 NOTE)
+        ("2026-01-01T12:00:00.1Z", T0 + timedelta(milliseconds=100)),
+        ("2026-01-01T12:00:00." + "9" * 40 + "Z", T0 + timedelta(microseconds=999999)),  # truncated, never rounded up
+    ],
+)
 def test_time_forms(stamp: str, expected: datetime) -> None:
     result = parse(env("", f"<time stamp='{stamp}'/><from jid='{ALICE}'/>"), ALICE, None, now=T0)
     assert result.time == expected and not result.time_suspicious
@@ -198,19 +212,41 @@ def test_time_window_flags_not_rejects() -> None:
         parse(data, ALICE, None, now=datetime(2026, 1, 1))
 
 
-REFUSED_STAMPS = ["", "2026-01-01", "2026-01-01T12:00:00", "2026-13-01T12:00:00Z",
-                  "2026-01-01T24:00:00Z", "2026-01-01T12:00:00+01:60", "٢٠٢٦-01-01T12:00:00Z",
-                  "0000-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
-                  # refused on purpose: no offset, or not the same information
-                  "2026-01-01T12:00:00.5", "2026-01-01 12:00:00Z", "2026-01-01T12:00Z",
-                  "2026-01-01T12:00:00+01", "2026-01-01T12:00:00+1:00", "2026-01-01T12:00:00+01:0",
-                  "2026-01-01T12:00:00+010", "2026-01-01T12:00:00+01:00Z", "2026-01-01T12:00:00+0160",
-                  "2026-01-01T12:00:00+2400", "2026-01-01T12:00:60Z", "2026-02-30T12:00:00Z",
-                  "2026-01-01T12:00:00.Z", "20260101T120000Z", "2026-01-01T12:00:00+01:00 ",
-                  " 2026-01-01T12:00:00Z", "2026-01-01T12:00:00UTC", "2026-01-01T12:00:00GMT",
-                  "2026-01-01T12:00:00Z\n", "1767268800", "+2026-01-01T12:00:00Z",
-                  "2026-01-01T12:00:00." + "1" * 300 + "Z",
-                  "2026-01-01T12:00:00,5Z"]  # ISO 8601 decimal comma: not RFC 3339, no sender writes it
+REFUSED_STAMPS = [
+    "",
+    "2026-01-01",
+    "2026-01-01T12:00:00",
+    "2026-13-01T12:00:00Z",
+    "2026-01-01T24:00:00Z",
+    "2026-01-01T12:00:00+01:60",
+    "٢٠٢٦-01-01T12:00:00Z",
+    "0000-01-01T00:00:00Z",
+    "9999-12-31T23:59:59-23:59",
+    # refused on purpose: no offset, or not the same information
+    "2026-01-01T12:00:00.5",
+    "2026-01-01 12:00:00Z",
+    "2026-01-01T12:00Z",
+    "2026-01-01T12:00:00+01",
+    "2026-01-01T12:00:00+1:00",
+    "2026-01-01T12:00:00+01:0",
+    "2026-01-01T12:00:00+010",
+    "2026-01-01T12:00:00+01:00Z",
+    "2026-01-01T12:00:00+0160",
+    "2026-01-01T12:00:00+2400",
+    "2026-01-01T12:00:60Z",
+    "2026-02-30T12:00:00Z",
+    "2026-01-01T12:00:00.Z",
+    "20260101T120000Z",
+    "2026-01-01T12:00:00+01:00 ",
+    " 2026-01-01T12:00:00Z",
+    "2026-01-01T12:00:00UTC",
+    "2026-01-01T12:00:00GMT",
+    "2026-01-01T12:00:00Z\n",
+    "1767268800",
+    "+2026-01-01T12:00:00Z",
+    "2026-01-01T12:00:00." + "1" * 300 + "Z",
+    "2026-01-01T12:00:00,5Z",
+]  # ISO 8601 decimal comma: not RFC 3339, no sender writes it
 
 
 @pytest.mark.parametrize("stamp", REFUSED_STAMPS)
@@ -248,30 +284,48 @@ def test_server_processed_elements_dropped() -> None:
     )
     result = parse(env(content), ALICE, None)
     assert [e.tag for e in result.content] == [
-        "{jabber:client}body", "{urn:xmpp:sid:0}origin-id", "{urn:xmpp:reply:0}reply"]
+        "{jabber:client}body",
+        "{urn:xmpp:sid:0}origin-id",
+        "{urn:xmpp:reply:0}reply",
+    ]
     assert set(envelope.SERVER_PROCESSED_NAMESPACES) == {
-        "urn:xmpp:hints", "http://jabber.org/protocol/address", "urn:xmpp:eme:0"}
+        "urn:xmpp:hints",
+        "http://jabber.org/protocol/address",
+        "urn:xmpp:eme:0",
+    }
 
 
-@pytest.mark.parametrize("tag", [
-    "{urn:xmpp:hints}store", "{urn:xmpp:sid:0}stanza-id", "{urn:xmpp:eme:0}encryption",
-    "{http://jabber.org/protocol/address}addresses"])
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "{urn:xmpp:hints}store",
+        "{urn:xmpp:sid:0}stanza-id",
+        "{urn:xmpp:eme:0}encryption",
+        "{http://jabber.org/protocol/address}addresses",
+    ],
+)
 def test_server_processed_elements_are_refused_when_sending(tag: str) -> None:
     with pytest.raises(UsageError):
         envelope.build([ET.Element(tag)], ALICE, BOB, None, seeded_rng("s"))
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"not xml", b"<envelope xmlns='urn:xmpp:sce:1'><content>", b"\xff\xfe",
-    b"<envelope xmlns='urn:xmpp:sce:2'><content/></envelope>",
-    b"<envelope><content/></envelope>",
-    b"<envelope xmlns='urn:xmpp:sce:1'><rpad/></envelope>",
-    b"<envelope xmlns='urn:xmpp:sce:1'><content/><content/></envelope>",
-    b"<envelope xmlns='urn:xmpp:sce:1'><content/><from/></envelope>",
-    b"<envelope xmlns='urn:xmpp:sce:1'><content/><from jid='alice@example.org'/><from jid='alice@example.org'/></envelope>",
-    b"<envelope xmlns='urn:xmpp:sce:1'><content/><time/></envelope>",
-    b"<envelope xmlns='urn:xmpp:sce:1'><content/><time stamp='x'/><time stamp='y'/></envelope>",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not xml",
+        b"<envelope xmlns='urn:xmpp:sce:1'><content>",
+        b"\xff\xfe",
+        b"<envelope xmlns='urn:xmpp:sce:2'><content/></envelope>",
+        b"<envelope><content/></envelope>",
+        b"<envelope xmlns='urn:xmpp:sce:1'><rpad/></envelope>",
+        b"<envelope xmlns='urn:xmpp:sce:1'><content/><content/></envelope>",
+        b"<envelope xmlns='urn:xmpp:sce:1'><content/><from/></envelope>",
+        b"<envelope xmlns='urn:xmpp:sce:1'><content/><from jid='alice@example.org'/><from jid='alice@example.org'/></envelope>",
+        b"<envelope xmlns='urn:xmpp:sce:1'><content/><time/></envelope>",
+        b"<envelope xmlns='urn:xmpp:sce:1'><content/><time stamp='x'/><time stamp='y'/></envelope>",
+    ],
+)
 def test_malformed_envelope(data: bytes) -> None:
     with pytest.raises(MalformedMessage) as info:
         parse(data, ALICE, None)

@@ -59,7 +59,7 @@ def hostile(draw: st.DrawFn) -> bytes:
         elif op == 1:
             data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
         else:
-            del data[pos:pos + draw(st.integers(1, 8))]
+            del data[pos : pos + draw(st.integers(1, 8))]
     return bytes(data)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -49,9 +49,27 @@ SAMPLE_TEXT = [serialize(s) for s in SAMPLES]
 TAGS = [
     f"{{{ns}}}{local}"
     for ns in (O2, LEGACY)
-    for local in ("encrypted", "header", "keys", "key", "payload", "iv", "devices", "list", "device",
-                  "bundle", "spk", "spks", "ik", "prekeys", "pk", "signedPreKeyPublic",
-                  "signedPreKeySignature", "identityKey", "preKeyPublic")
+    for local in (
+        "encrypted",
+        "header",
+        "keys",
+        "key",
+        "payload",
+        "iv",
+        "devices",
+        "list",
+        "device",
+        "bundle",
+        "spk",
+        "spks",
+        "ik",
+        "prekeys",
+        "pk",
+        "signedPreKeyPublic",
+        "signedPreKeySignature",
+        "identityKey",
+        "preKeyPublic",
+    )
 ] + ["{urn:xmpp:sce:1}envelope", "{urn:xmpp:sce:1}content", "{jabber:client}body", "{x}y"]
 ATTRS = ["sid", "rid", "jid", "kex", "prekey", "id", "label", "labelsig", "preKeyId", "signedPreKeyId"]
 TEXT = st.one_of(
@@ -157,7 +175,7 @@ def test_engine_inputs_raise_only_peer_errors_and_rejections_change_nothing(elem
 @given(data=st.binary(max_size=600), km=st.binary(min_size=0, max_size=64))
 def test_payload_and_envelope_decoders_raise_only_peer_errors(data: bytes, km: bytes) -> None:
     _peer_only(payload.decrypt, data, km)
-    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 20, tzinfo=UTC)
     _peer_only(envelope.parse, data, ALICE, BOB, now)
     for text in SAMPLE_TEXT[:1]:
         _peer_only(envelope.parse, text[: len(data) % (len(text) + 1)] + data, ALICE, BOB, now)

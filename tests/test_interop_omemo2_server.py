@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,7 +44,6 @@ from .xmpp_server import Accounts
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing plugins through the XMPP object:DeprecationWarning")
 
 O2, LEGACY = NAMESPACES
-
 
 
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
@@ -83,8 +82,9 @@ def test_omemo2_both_ways_with_python_omemo_over_the_server(server: Accounts) ->
 
         t0 = time.perf_counter()
         bob = Omemo2Peer(bob_jid, "bob-pw", ca_file=server.cert, staleness_threshold=1)
-        alice = E2EESession(Engine.create(MemoryStorage(), alice_jid), "alice-pw", ca_file=server.cert,
-                            on_received=got.append)
+        alice = E2EESession(
+            Engine.create(MemoryStorage(), alice_jid), "alice-pw", ca_file=server.cert, on_received=got.append
+        )
         # one after the other: the independent client does not retry ejabberd's races on a
         # first publication (ours does: tests/test_server_publish.py)
         await bob.start("127.0.0.1", server.port)
@@ -121,7 +121,10 @@ def test_omemo2_both_ways_with_python_omemo_over_the_server(server: Accounts) ->
             for m in bob_texts():
                 assert m.device is not None
                 assert (m.device.bare_jid, m.device.device_id, m.device.namespaces) == (
-                    alice_jid, alice.engine.device_id, frozenset({O2}))
+                    alice_jid,
+                    alice.engine.device_id,
+                    frozenset({O2}),
+                )
                 assert (m.envelope_from, m.envelope_to, m.stanza_type) == (alice_jid, bob_jid, "chat")
                 assert m.stamp and m.stamp.endswith("Z"), m.stamp
             timings["phase 1: key-exchange-wrapped messages"] = sum(m.key_exchange for m in bob.inbox)
@@ -152,13 +155,15 @@ def test_omemo2_both_ways_with_python_omemo_over_the_server(server: Accounts) ->
             n_before = len(bob.inbox)
             to_bob = [f"interleaved a->b #{i}" for i in range(10)]
             to_alice = [f"interleaved b->a #{i}" for i in range(10)]
-            for a_body, b_body in zip(to_bob, to_alice):
+            for a_body, b_body in zip(to_bob, to_alice, strict=True):
                 result = await alice.send_text(bob_jid, a_body)
                 assert result.ready and set(result.elements) == {O2}, result.devices
                 _stanza, errors = await bob.send_text(alice_jid, b_body)
                 assert not errors, errors
-            await _until(lambda: (len(bob_texts()) >= 15 and len(alice_msgs()) >= 15) or bool(bob_errors() or alice_errors()),
-                         lambda: f"bob got {bob.inbox}; alice got {got}")
+            await _until(
+                lambda: (len(bob_texts()) >= 15 and len(alice_msgs()) >= 15) or bool(bob_errors() or alice_errors()),
+                lambda: f"bob got {bob.inbox}; alice got {got}",
+            )
             timings["phase 3: 10+10 interleaved, all decrypted"] = time.perf_counter() - t0
             assert not bob_errors(), [(m, m.raw) for m in bob_errors()]
             assert not alice_errors(), alice_errors()
@@ -166,14 +171,20 @@ def test_omemo2_both_ways_with_python_omemo_over_the_server(server: Accounts) ->
             assert [m.body for m in alice_msgs()] == sent2 + to_alice
             assert {(m.namespace, m.trust) for m in alice_msgs()} == {(O2, TrustLevel.BLIND)}
             phase3 = [m for m in bob.inbox[n_before:] if m.body is not None]
-            assert not any(m.key_exchange for m in phase3), "alice still sends key exchanges after the session was answered"
+            assert not any(m.key_exchange for m in phase3), (
+                "alice still sends key exchanges after the session was answered"
+            )
             kex_flags = [m.key_exchange for m in bob_texts()]
-            assert kex_flags == sorted(kex_flags, reverse=True), f"key exchange again after a normal message: {kex_flags}"
+            assert kex_flags == sorted(kex_flags, reverse=True), (
+                f"key exchange again after a normal message: {kex_flags}"
+            )
 
             # every empty message bob's library sent (key-exchange answer, heartbeats) reached alice's
             # engine as an EmptyMessage from bob's device, and nothing else arrives late
-            await _until(lambda: len(alice_empty()) >= len(bob.omemo.sent_empty) or bool(alice_errors()),
-                         lambda: f"bob sent {bob.omemo.sent_empty}; alice got {[type(r.result).__name__ for r in got]}")
+            await _until(
+                lambda: len(alice_empty()) >= len(bob.omemo.sent_empty) or bool(alice_errors()),
+                lambda: f"bob sent {bob.omemo.sent_empty}; alice got {[type(r.result).__name__ for r in got]}",
+            )
             await asyncio.sleep(0.05)
             assert not bob_errors() and not alice_errors(), (bob_errors(), alice_errors())
             assert len(alice_empty()) == len(bob.omemo.sent_empty)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from e2ee.engine import Engine, parse_device_list
-from e2ee.results import Decrypted, EmptyMessage, Effect, FetchBundle, FetchDeviceList, Publish, SendMessage
+from e2ee.results import Decrypted, Effect, EmptyMessage, FetchBundle, FetchDeviceList, Publish, SendMessage
 from e2ee.storage import MemoryStorage
 
 from .engine_support import DEVICE_LIST_NODE, LEGACY, O2
@@ -53,7 +53,9 @@ class World:
                 # publications in the other namespace are dropped: this run speaks one namespace
             elif isinstance(e, FetchDeviceList):
                 if e.namespace == self.ns:
-                    self.run(engine, engine.on_device_list(e.jid, e.namespace, self.directory.device_list(e.jid, self.ns)))
+                    self.run(
+                        engine, engine.on_device_list(e.jid, e.namespace, self.directory.device_list(e.jid, self.ns))
+                    )
             elif isinstance(e, FetchBundle):
                 elem = self.directory.bundle(e.jid, e.namespace, e.device_id)
                 if elem is not None:

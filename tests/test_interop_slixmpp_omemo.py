@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -74,8 +74,9 @@ def test_interop_with_slixmpp_omemo_over_the_server(server: Accounts) -> None:
 
         t0 = time.perf_counter()
         bob = LegacyOmemoPeer(bob_jid, "bob-pw", ca_file=server.cert)
-        alice = E2EESession(Engine.create(MemoryStorage(), alice_jid), "alice-pw", ca_file=server.cert,
-                            on_received=got.append)
+        alice = E2EESession(
+            Engine.create(MemoryStorage(), alice_jid), "alice-pw", ca_file=server.cert, on_received=got.append
+        )
         # one after the other: the independent client does not retry ejabberd's races on a
         # first publication (ours does: tests/test_server_publish.py)
         await bob.start("127.0.0.1", server.port)
@@ -104,8 +105,7 @@ def test_interop_with_slixmpp_omemo_over_the_server(server: Accounts) -> None:
                 assert reached == {(bob_jid, bob_device, LEGACY)}, result.devices
                 if i == 0:
                     timings["first send (fetch + X3DH)"] = time.perf_counter() - t0
-            await _until(lambda: len(bob_bodies()) >= 5 or bool(bob_errors()),
-                         lambda: f"bob got {bob.inbox}")
+            await _until(lambda: len(bob_bodies()) >= 5 or bool(bob_errors()), lambda: f"bob got {bob.inbox}")
             timings["phase 1: 5 alice->bob, all decrypted"] = time.perf_counter() - t0
             assert not bob_errors(), bob_errors()
             assert bob_bodies() == sent1
@@ -113,7 +113,8 @@ def test_interop_with_slixmpp_omemo_over_the_server(server: Accounts) -> None:
             devices = [m.device for m in bob.inbox if m.device is not None]
             assert len(devices) == len(bob.inbox)
             assert {(d.bare_jid, d.device_id, d.namespaces) for d in devices} == {
-                (alice_jid, alice.engine.device_id, frozenset({LEGACY}))}
+                (alice_jid, alice.engine.device_id, frozenset({LEGACY}))
+            }
             kex_count = sum(m.key_exchange for m in bob.inbox)
             timings["phase 1: key-exchange-wrapped messages"] = kex_count
 
@@ -135,13 +136,15 @@ def test_interop_with_slixmpp_omemo_over_the_server(server: Accounts) -> None:
             t0 = time.perf_counter()
             to_bob = [f"interleaved a->b #{i}" for i in range(10)]
             to_alice = [f"interleaved b->a #{i}" for i in range(10)]
-            for a_body, b_body in zip(to_bob, to_alice):
+            for a_body, b_body in zip(to_bob, to_alice, strict=True):
                 result = await alice.send_text(bob_jid, a_body)
                 assert result.ready and set(result.elements) == {LEGACY}, result.devices
                 _stanza, errors = await bob.send_text(alice_jid, b_body)
                 assert not errors, errors
-            await _until(lambda: (len(bob_bodies()) >= 15 and len(alice_msgs()) >= 15) or bool(bob_errors() or alice_errors()),
-                         lambda: f"bob got {bob.inbox}; alice got {got}")
+            await _until(
+                lambda: (len(bob_bodies()) >= 15 and len(alice_msgs()) >= 15) or bool(bob_errors() or alice_errors()),
+                lambda: f"bob got {bob.inbox}; alice got {got}",
+            )
             timings["phase 3: 10+10 interleaved, all decrypted"] = time.perf_counter() - t0
             assert not bob_errors(), bob_errors()
             assert not alice_errors(), alice_errors()
@@ -175,13 +178,18 @@ def test_key_exchange_answer_without_body_reaches_the_engine(server: Accounts) -
         carol_jid, dave_jid = server.jid("carol"), server.jid("dave")
         got: list[Received] = []
         dave = LegacyOmemoPeer(dave_jid, "dave-pw", ca_file=server.cert)
-        carol = E2EESession(Engine.create(MemoryStorage(), carol_jid), "carol-pw", ca_file=server.cert,
-                            on_received=got.append)
+        carol = E2EESession(
+            Engine.create(MemoryStorage(), carol_jid), "carol-pw", ca_file=server.cert, on_received=got.append
+        )
         # observation only: every legacy OMEMO stanza that reaches carol's connection, body or not
         wire: list[str] = []
-        carol.register_handler(Callback("test: legacy OMEMO on the wire",
-                                        MatchXPath(f"{{jabber:client}}message/{{{LEGACY}}}encrypted"),
-                                        lambda m: wire.append(str(m))))
+        carol.register_handler(
+            Callback(
+                "test: legacy OMEMO on the wire",
+                MatchXPath(f"{{jabber:client}}message/{{{LEGACY}}}encrypted"),
+                lambda m: wire.append(str(m)),
+            )
+        )
         # one after the other: the independent client does not retry ejabberd's races on a
         # first publication (ours does: tests/test_server_publish.py)
         await dave.start("127.0.0.1", server.port)
@@ -198,7 +206,8 @@ def test_key_exchange_answer_without_body_reaches_the_engine(server: Accounts) -
             if not any(isinstance(r.result, EmptyMessage) and r.result.jid == dave_jid for r in got):
                 problems.append(
                     "dave's body-less key-exchange answer reached carol's stream but E2EESession never "
-                    f"decrypted it (received: {[(type(r.result).__name__, r.error) for r in got]})")
+                    f"decrypted it (received: {[(type(r.result).__name__, r.error) for r in got]})"
+                )
 
             assert (await carol.send_text(dave_jid, "two")).ready
             await _until(lambda: len(dave.inbox) >= 2, lambda: f"dave got {dave.inbox}")

@@ -4,8 +4,8 @@ passphrase change, locking, and rollback detection."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -18,8 +18,8 @@ from e2ee.errors import (
     UnsupportedKeystoreVersion,
     WrongPassphrase,
 )
-from e2ee.storage import Storage
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.storage import Storage
 
 from .storage_conformance import CONFORMANCE
 from .support import sql
@@ -73,7 +73,6 @@ def test_wrong_passphrase(tmp_path: Path) -> None:
         assert ks.get("trust", "alice@example.org") == b"alice trust"
 
 
-
 def test_header_edits(tmp_path: Path) -> None:
     path = _store(tmp_path)
     (header,) = sql(path, "SELECT value FROM meta WHERE name='header'")[0]
@@ -108,8 +107,11 @@ def test_flipped_byte_in_a_record_is_corrupt_record_and_other_rows_stay_usable(t
             sql(path, "UPDATE records SET v=? WHERE k=?", bytes(flipped), k)
             with Keystore.open(path, PW) as ks:
                 values = []
-                for table, key in (("session", "omemo2/1234/bob@example.net"), ("trust", "mallory@evil.example"),
-                                   ("trust", "alice@example.org")):
+                for table, key in (
+                    ("session", "omemo2/1234/bob@example.net"),
+                    ("trust", "mallory@evil.example"),
+                    ("trust", "alice@example.org"),
+                ):
                     try:
                         values.append(ks.get(table, key))
                     except CorruptRecord:

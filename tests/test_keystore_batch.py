@@ -26,8 +26,8 @@ import pytest
 
 from e2ee.engine import Engine
 from e2ee.errors import KeystoreCorrupt
-from e2ee.results import Decrypted, Duplicate
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.results import Decrypted, Duplicate
 
 from .engine_support import O2, Net
 from .support import seeded_rng, sql

@@ -10,8 +10,8 @@ import random
 from pathlib import Path
 
 from e2ee.engine import Engine
-from e2ee.results import Decrypted, SendMessage
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.results import Decrypted, SendMessage
 
 from .engine_support import LEGACY, O2, Net
 from .support import seeded_rng

@@ -20,8 +20,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "e2ee"
 LAYERS_WITH_IO = ("e2ee.keystore", "e2ee.client")
-FORBIDDEN = {"asyncio", "slixmpp", "socket", "ssl", "threading", "multiprocessing", "selectors",
-             "subprocess", "http", "urllib", "requests", "aiohttp", *LAYERS_WITH_IO}
+FORBIDDEN = {
+    "asyncio",
+    "slixmpp",
+    "socket",
+    "ssl",
+    "threading",
+    "multiprocessing",
+    "selectors",
+    "subprocess",
+    "http",
+    "urllib",
+    "requests",
+    "aiohttp",
+    *LAYERS_WITH_IO,
+}
 OLD_TOP_LEVEL = {"keystore", "client", "vectors"}
 
 
@@ -40,7 +53,8 @@ def _modules() -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
@@ -134,8 +148,13 @@ def test_engine_imports_nothing_with_io() -> None:
 
 
 def test_keystore_does_not_import_the_client() -> None:
-    offenders = [f"{mod}:{line} imports {name}" for mod, path in _modules().items() if mod.startswith("e2ee.keystore")
-                 for line, name in _imports(mod, path) if name.startswith("e2ee.client")]
+    offenders = [
+        f"{mod}:{line} imports {name}"
+        for mod, path in _modules().items()
+        if mod.startswith("e2ee.keystore")
+        for line, name in _imports(mod, path)
+        if name.startswith("e2ee.client")
+    ]
     assert not offenders, "\n".join(offenders)
 
 
@@ -147,10 +166,16 @@ def test_nothing_imports_the_folders_by_their_old_top_level_names() -> None:
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
             for node in ast.walk(tree):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
-                offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
-                              if n.split(".")[0] in OLD_TOP_LEVEL]
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else ([node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+                )
+                offenders += [
+                    f"{path.relative_to(ROOT)}:{node.lineno} imports {n}"
+                    for n in names
+                    if n.split(".")[0] in OLD_TOP_LEVEL
+                ]
     assert not offenders, "\n".join(offenders)
 
 

@@ -17,7 +17,13 @@ from e2ee.engine import Engine
 from e2ee.errors import PeerError, PolicyViolation, RoomNotSuitable, UnknownSender
 from e2ee.storage import MemoryStorage
 
-ROOM, ME, BOB, CAROL, EVE = "room@rooms.example.org", "me@example.org", "bob@example.org", "carol@example.org", "eve@example.org"
+ROOM, ME, BOB, CAROL, EVE = (
+    "room@rooms.example.org",
+    "me@example.org",
+    "bob@example.org",
+    "carol@example.org",
+    "eve@example.org",
+)
 
 
 def x(*items: dict[str, str], codes: tuple[int, ...] = ()) -> ET.Element:
@@ -49,13 +55,16 @@ def test_occupants_are_mapped_to_real_bare_jids_from_their_presence() -> None:
     assert CAROL in s.members  # left the room, still a member: still a recipient
 
 
-@pytest.mark.parametrize("items", [
-    (),  # a presence without <item jid>: the room hides it
-    ({"affiliation": "member"},),
-    ({"jid": f"{BOB}/a"}, {"jid": f"{EVE}/b"}),  # one nickname, two accounts
-    ({"jid": "rooms.example.org"},),  # not an account
-    ({"jid": "@@"},),
-])
+@pytest.mark.parametrize(
+    "items",
+    [
+        (),  # a presence without <item jid>: the room hides it
+        ({"affiliation": "member"},),
+        ({"jid": f"{BOB}/a"}, {"jid": f"{EVE}/b"}),  # one nickname, two accounts
+        ({"jid": "rooms.example.org"},),  # not an account
+        ({"jid": "@@"},),
+    ],
+)
 def test_a_nickname_without_one_clear_real_jid_is_unknown(items: tuple[dict[str, str], ...]) -> None:
     s = joined_state()
     s.on_presence("bob", False, x(*items))  # the mapping is replaced, never kept stale
@@ -114,8 +123,10 @@ def test_status_codes_ignore_malformed_values() -> None:
 def test_room_errors_are_typed_and_say_what_is_missing() -> None:
     e = RoomNotSuitable(ROOM, ("muc_nonanonymous", "muc_membersonly"))
     assert isinstance(e, PolicyViolation) and isinstance(e, PeerError)
-    assert str(e) == (f"room {ROOM} cannot be used with OMEMO: it hides its occupants' real JIDs "
-                      "(not non-anonymous); it is not members-only")
+    assert str(e) == (
+        f"room {ROOM} cannot be used with OMEMO: it hides its occupants' real JIDs "
+        "(not non-anonymous); it is not members-only"
+    )
     assert "lacks http://jabber.org/protocol/muc" in str(RoomNotSuitable(ROOM, ("http://jabber.org/protocol/muc",)))
     assert issubclass(UnknownSender, PeerError)
 
@@ -124,6 +135,7 @@ def test_group_messages_that_cannot_be_attributed_are_refused_and_logged_once(ca
     """Through the session's own handler (no server): a message from an unknown nickname gives
     UnknownSender with the room, every time, logged once; messages from a room we are not in, or
     from the room's own JID, are dropped; 1:1 messages are not the room handler's."""
+
     async def run() -> list[Received]:
         inbox: list[Received] = []
         session = E2EESession(Engine.create(MemoryStorage(), ME), "pw", on_received=inbox.append)
@@ -142,7 +154,8 @@ def test_group_messages_that_cannot_be_attributed_are_refused_and_logged_once(ca
 
     inbox = asyncio.run(run())
     assert [(type(r.error), r.room, r.stanza_from, r.result) for r in inbox] == [
-        (UnknownSender, ROOM, f"{ROOM}/mallory", None)] * 2
+        (UnknownSender, ROOM, f"{ROOM}/mallory", None)
+    ] * 2
     messages = [r.getMessage() for r in caplog.records]
     assert sum("mallory" in m for m in messages) == 1
     assert any("other@rooms.example.org/bob: not a room we are in" in m for m in messages)

@@ -15,10 +15,10 @@ from pathlib import Path
 from e2ee.client.gpg import GnuPG
 from e2ee.engine import Engine
 from e2ee.errors import CorruptState
+from e2ee.keystore import KdfParams, Keystore
 from e2ee.openpgp.packets import parse_key_block
 from e2ee.openpgp.secretkey import is_protected, secret_values, unprotect
 from e2ee.openpgp.xml import SECRET_KEY_NODE
-from e2ee.keystore import KdfParams, Keystore
 
 from .openpgp_support import OxNet
 from .support import seeded_rng
@@ -62,8 +62,9 @@ def _scan(roots: list[Path], needles: list[bytes]) -> list[str]:
 
 
 def _agent_pid(home: Path) -> int:
-    out = subprocess.run(["gpg-connect-agent", "--homedir", str(home), "getinfo pid", "/bye"],
-                         capture_output=True, text=True, timeout=15).stdout
+    out = subprocess.run(
+        ["gpg-connect-agent", "--homedir", str(home), "getinfo pid", "/bye"], capture_output=True, text=True, timeout=15
+    ).stdout
     return int(next(line.split()[1] for line in out.splitlines() if line.startswith("D ")))
 
 
@@ -74,15 +75,22 @@ def test_no_unprotected_secret_key_on_disk(tmp_path: Path) -> None:
         d.mkdir()
     alice_gpg, phone_gpg = GnuPG(), GnuPG()
     try:
-        with Keystore.create(stores[0] / "keystore.db", "pw", kdf=KdfParams.floor()) as ks, \
-                Keystore.create(stores[1] / "keystore.db", "pw", kdf=KdfParams.floor()) as ks2:
+        with (
+            Keystore.create(stores[0] / "keystore.db", "pw", kdf=KdfParams.floor()) as ks,
+            Keystore.create(stores[1] / "keystore.db", "pw", kdf=KdfParams.floor()) as ks2,
+        ):
             alice = net.ox_device("alice@example.org", "alice", storage=ks, gpg=alice_gpg)  # generation
             bob = net.ox_device("bob@example.net", "bob", omemo=False)
             values, passphrase = _secrets(ks)
             bob_values = secret_values(
-                parse_key_block(bytes.fromhex(json.loads((bob.storage.get("own", "openpgp") or b" ")[1:])["secret"]),
-                                CorruptState, secret=True),
-                json.loads((bob.storage.get("own", "openpgp") or b" ")[1:])["passphrase"], CorruptState)
+                parse_key_block(
+                    bytes.fromhex(json.loads((bob.storage.get("own", "openpgp") or b" ")[1:])["secret"]),
+                    CorruptState,
+                    secret=True,
+                ),
+                json.loads((bob.storage.get("own", "openpgp") or b" ")[1:])["passphrase"],
+                CorruptState,
+            )
             net.ox_prepare(alice, [bob.jid])  # import of a contact's key
             net.run(bob, bob.openpgp.prepare([alice.jid]))  # its keys, to check signatures
             sent = alice.encrypt_with_fallback([bob.jid], "SEND-BODY-1234").recipients[0]  # send
@@ -94,7 +102,10 @@ def test_no_unprotected_secret_key_on_disk(tmp_path: Path) -> None:
             phone = Engine.create(ks2, alice.jid, rng=seeded_rng("phone"), clock=net.clock, openpgp=phone_gpg)
             phone.openpgp.restore(net.latest[(alice.jid, SECRET_KEY_NODE)], backup.code)  # restore
             net.ox_prepare(phone, [bob.jid])
-            assert phone.openpgp.decrypt(bob.openpgp.encrypt([alice.jid], "TO-PHONE-9").element, bob.jid).body == "TO-PHONE-9"
+            assert (
+                phone.openpgp.decrypt(bob.openpgp.encrypt([alice.jid], "TO-PHONE-9").element, bob.jid).body
+                == "TO-PHONE-9"
+            )
             _phone_values, phone_passphrase = _secrets(ks2)
 
             homes = [g.home for g in (alice_gpg, phone_gpg, *net.runners) if g.home is not None]
@@ -103,15 +114,21 @@ def test_no_unprotected_secret_key_on_disk(tmp_path: Path) -> None:
                 assert stat.S_IMODE(home.stat().st_mode) == 0o700
                 keys = list((home / "private-keys-v1.d").glob("*.key"))
                 assert keys and all(b"(protected " in k.read_bytes() for k in keys)
-            needles = _needles([*values, *bob_values], [passphrase, phone_passphrase, backup.code,
-                                                        "SEND-BODY-1234", "RECEIVE-BODY-5678", "TO-PHONE-9"])
+            needles = _needles(
+                [*values, *bob_values],
+                [passphrase, phone_passphrase, backup.code, "SEND-BODY-1234", "RECEIVE-BODY-5678", "TO-PHONE-9"],
+            )
             roots = [*stores, *homes]
             assert _files(*roots)  # the scan looks at something
             assert _scan(roots, needles) == []
             # the scan is not blind: an unprotected export (what GnuPG would have stored for an
             # unprotected import) is found, in binary and in the agent's hex form
             rec = json.loads((ks.get("own", "openpgp") or b" ")[1:])
-            clear = unprotect(parse_key_block(bytes.fromhex(rec["secret"]), CorruptState, secret=True), rec["passphrase"], CorruptState)
+            clear = unprotect(
+                parse_key_block(bytes.fromhex(rec["secret"]), CorruptState, secret=True),
+                rec["passphrase"],
+                CorruptState,
+            )
             probe = homes[0] / "probe"
             for form in (clear, clear.hex().upper().encode()):
                 probe.write_bytes(form)

@@ -14,12 +14,12 @@ import pytest
 
 from e2ee.engine import Engine
 from e2ee.errors import DecryptionFailed, InvalidPassphrase, MalformedMessage, ReplayedMessage, UsageError
+from e2ee.keystore import KdfParams, Keystore
 from e2ee.openpgp.backend import BACKUP_ALPHABET, make_backup_code, parse_backup_code
 from e2ee.openpgp.xml import PUBLIC_KEYS_NODE, SECRET_KEY_NODE, build_secretkey
 from e2ee.results import Publish
 from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel
-from e2ee.keystore import KdfParams, Keystore
 
 from .engine_support import snapshot
 from .openpgp_support import OxNet, PlainGpg, openpgp_element, signcrypt_xml
@@ -141,7 +141,18 @@ def test_restore_of_a_backup_made_with_gpg_alone(net: OxNet, tmp_path: Path) -> 
         assert alice.openpgp.decrypt(openpgp_element(msg), ALICE, to=ALICE).body == "note to self"
         other = Engine.create(MemoryStorage(), ALICE, rng=seeded_rng("b"), clock=net.clock, openpgp=net.runner())
         # a backup whose inner key is still passphrase-protected is not XEP-0373 §5: refused
-        gpg.run("--pinentry-mode", "loopback", "--passphrase", "inner", "--yes", "--quick-gen-key", f"xmpp:{ALICE}", "ed25519", "sign", "0")
+        gpg.run(
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "inner",
+            "--yes",
+            "--quick-gen-key",
+            f"xmpp:{ALICE}",
+            "ed25519",
+            "sign",
+            "0",
+        )
         newest = gpg.run("--with-colons", "--list-secret-keys").stdout.decode().split("fpr:::::::::")[-1].split(":")[0]
         inner = gpg.run("--pinentry-mode", "loopback", "--passphrase", "inner", "--export-secret-keys", newest).stdout
         assert "protected" in gpg.packets(inner)

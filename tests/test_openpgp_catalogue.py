@@ -68,14 +68,25 @@ class World:
     def stamp(self, delta: timedelta = timedelta(0)) -> str:
         return (self.net.clock() + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def from_bob(self, to: list[str], body: str, *, delta: timedelta = timedelta(0), root: str = "signcrypt",
-                 recipients: list[str] | None = None, signers: list[str] | None = None, extra: tuple[str, ...] = (),
-                 gpg: PlainGpg | None = None) -> ET.Element:
+    def from_bob(
+        self,
+        to: list[str],
+        body: str,
+        *,
+        delta: timedelta = timedelta(0),
+        root: str = "signcrypt",
+        recipients: list[str] | None = None,
+        signers: list[str] | None = None,
+        extra: tuple[str, ...] = (),
+        gpg: PlainGpg | None = None,
+    ) -> ET.Element:
         """A message crafted with gpg: ``<root>`` addressed to ``to``, encrypted to ``recipients``
         (default: alice) and signed by ``signers`` (default: bob)."""
         xml = signcrypt_xml(to, self.stamp(delta), body, root=root)
         keys = recipients if recipients is not None else [self.alice.openpgp.fingerprint or ""]
-        return openpgp_element((gpg or self.bob).encrypt(xml, keys, signers=[self.bob_fpr] if signers is None else signers, extra=extra))
+        return openpgp_element(
+            (gpg or self.bob).encrypt(xml, keys, signers=[self.bob_fpr] if signers is None else signers, extra=extra)
+        )
 
 
 def publish_plain(net: OxNet, jid: str, gpg: PlainGpg, fpr: str, *, announce: list[str] | None = None) -> None:
@@ -95,7 +106,11 @@ def world(tmp_path: Path) -> Iterator[World]:
         carol = net.ox_device("carol@example.org", "carol", omemo=False)
         for peer in (bob, mallory):
             for engine in (alice, carol):
-                peer.import_key(base64.b64decode(net.latest[(engine.jid, f"{PUBLIC_KEYS_NODE}:{engine.openpgp.fingerprint}")][0].text or ""))
+                peer.import_key(
+                    base64.b64decode(
+                        net.latest[(engine.jid, f"{PUBLIC_KEYS_NODE}:{engine.openpgp.fingerprint}")][0].text or ""
+                    )
+                )
         for engine in (alice, carol):
             net.run(engine, engine.openpgp.prepare([BOB, MALLORY, "alice@example.org", "carol@example.org"]))
         yield World(net, alice, carol, bob, bob_fpr, mallory, mallory_fpr)
@@ -128,7 +143,9 @@ def test_P1_surreptitious_forwarding_is_refused(world: World) -> None:
     # and re-encrypts alice's signed packets, untouched, to carol (gpg --no-literal)
     msg = w.alice.openpgp.encrypt([BOB], "for bob only")
     signed = w.bob.run("--unwrap", "--output", "-", data=base64.b64decode(msg.element.text or "")).stdout
-    forwarded = openpgp_element(w.bob.run("--no-literal", "--encrypt", "--recipient", w.carol.openpgp.fingerprint or "", data=signed).stdout)
+    forwarded = openpgp_element(
+        w.bob.run("--no-literal", "--encrypt", "--recipient", w.carol.openpgp.fingerprint or "", data=signed).stdout
+    )
     # as bob's stanza: the signature is alice's, not bob's
     refused(w.carol, SignatureNotFromSender, lambda: w.carol.openpgp.decrypt(forwarded, BOB, to=w.carol.jid))
     # as a stanza claiming to come from alice: the signature verifies, but <to/> names bob
@@ -147,22 +164,27 @@ def test_P1_surreptitious_forwarding_is_refused(world: World) -> None:
 def deployed(w: World, to: str, stamp: str, rpad: str | None, body: str) -> ET.Element:
     """A message as a deployed client writes it (crafted with plain gpg)."""
     pad = "" if rpad is None else f"<rpad>{rpad}</rpad>"
-    xml = (f"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='{to}'/><time stamp='{stamp}'/>{pad}"
-           f"<payload><body xmlns='jabber:client'>{body}</body></payload></signcrypt>").encode()
+    xml = (
+        f"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='{to}'/><time stamp='{stamp}'/>{pad}"
+        f"<payload><body xmlns='jabber:client'>{body}</body></payload></signcrypt>"
+    ).encode()
     return openpgp_element(w.bob.encrypt(xml, [w.alice.openpgp.fingerprint or ""], signers=[w.bob_fpr]))
 
 
-@pytest.mark.parametrize(("to", "stamp_format", "rpad"), [
-    # libstrophe/gpgme-based clients: offset without a colon
-    ("alice@example.org", "%Y-%m-%dT%H:%M:%S+0000", "abc"),
-    ("alice@example.org", "%Y-%m-%dt%H:%M:%S.123456789z", "abc"),
-    # <rpad/> is a SHOULD: absent or empty is accepted
-    ("alice@example.org", "%Y-%m-%dT%H:%M:%SZ", None),
-    ("alice@example.org", "%Y-%m-%dT%H:%M:%SZ", ""),
-    # <to/> naming our full JID: the same account, compared bare
-    ("alice@example.org/phone", "%Y-%m-%dT%H:%M:%SZ", "abc"),
-    ("Alice@Example.org", "%Y-%m-%dT%H:%M:%SZ", "abc"),
-])
+@pytest.mark.parametrize(
+    ("to", "stamp_format", "rpad"),
+    [
+        # libstrophe/gpgme-based clients: offset without a colon
+        ("alice@example.org", "%Y-%m-%dT%H:%M:%S+0000", "abc"),
+        ("alice@example.org", "%Y-%m-%dt%H:%M:%S.123456789z", "abc"),
+        # <rpad/> is a SHOULD: absent or empty is accepted
+        ("alice@example.org", "%Y-%m-%dT%H:%M:%SZ", None),
+        ("alice@example.org", "%Y-%m-%dT%H:%M:%SZ", ""),
+        # <to/> naming our full JID: the same account, compared bare
+        ("alice@example.org/phone", "%Y-%m-%dT%H:%M:%SZ", "abc"),
+        ("Alice@Example.org", "%Y-%m-%dT%H:%M:%SZ", "abc"),
+    ],
+)
 def test_deployed_sender_variants_are_accepted(world: World, to: str, stamp_format: str, rpad: str | None) -> None:
     w = world
     msg = deployed(w, to, w.net.clock().strftime(stamp_format), rpad, "from a deployed client")
@@ -170,15 +192,20 @@ def test_deployed_sender_variants_are_accepted(world: World, to: str, stamp_form
     assert isinstance(got, Decrypted) and got.body == "from a deployed client"
 
 
-@pytest.mark.parametrize(("to", "stamp_format"), [
-    ("alice@example.org", "%Y-%m-%dT%H:%M:%S"),  # no offset: local time of an unknown zone
-    ("alice@example.org", "%Y-%m-%d %H:%M:%SZ"),  # space for T
-    ("alice@example.org", "%Y-%m-%dT%H:%M:%S+00"),  # bare hour offset
-])
+@pytest.mark.parametrize(
+    ("to", "stamp_format"),
+    [
+        ("alice@example.org", "%Y-%m-%dT%H:%M:%S"),  # no offset: local time of an unknown zone
+        ("alice@example.org", "%Y-%m-%d %H:%M:%SZ"),  # space for T
+        ("alice@example.org", "%Y-%m-%dT%H:%M:%S+00"),  # bare hour offset
+    ],
+)
 def test_deployed_sender_ambiguous_stamps_are_refused(world: World, to: str, stamp_format: str) -> None:
     w = world
     msg = deployed(w, to, w.net.clock().strftime(stamp_format), "abc", "ambiguous")
-    refused(w.alice, MalformedMessage, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid, timestamp=w.net.clock()))
+    refused(
+        w.alice, MalformedMessage, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid, timestamp=w.net.clock())
+    )
     still_works(w)
 
 
@@ -188,7 +215,8 @@ def test_key_metadata_without_date_is_accepted(world: World) -> None:
     w = world
     w.net.latest[(BOB, PUBLIC_KEYS_NODE)] = ET.fromstring(
         f"<public-keys-list xmlns='urn:xmpp:openpgp:0'><pubkey-metadata v4-fingerprint='{w.bob_fpr}' date='2026-12-07 05:44'/>"
-        "</public-keys-list>")
+        "</public-keys-list>"
+    )
     w.net.run(w.alice, w.alice.openpgp.prepare([BOB]))
     still_works(w)
 
@@ -198,25 +226,40 @@ def test_P1_replays_old_and_future_messages(world: World) -> None:
     first = w.from_bob([w.alice.jid], "once")
     assert w.alice.openpgp.decrypt(first, BOB, to=w.alice.jid, timestamp=w.net.clock()).body == "once"
     # the same stanza again (server redelivery, archive and offline copies): a duplicate, ignored
-    refused(w.alice, ReplayedMessage, lambda: w.alice.openpgp.decrypt(first, BOB, to=w.alice.jid, timestamp=w.net.clock()))
+    refused(
+        w.alice, ReplayedMessage, lambda: w.alice.openpgp.decrypt(first, BOB, to=w.alice.jid, timestamp=w.net.clock())
+    )
     # the same signed content re-encrypted (another ciphertext): still a replay
     xml = signcrypt_xml([w.alice.jid], w.stamp(), "twice")
-    again = [openpgp_element(w.bob.encrypt(xml, [w.alice.openpgp.fingerprint or ""], signers=[w.bob_fpr])) for _ in range(2)]
+    again = [
+        openpgp_element(w.bob.encrypt(xml, [w.alice.openpgp.fingerprint or ""], signers=[w.bob_fpr])) for _ in range(2)
+    ]
     assert w.alice.openpgp.decrypt(again[0], BOB, to=w.alice.jid, timestamp=w.net.clock()).body == "twice"
-    refused(w.alice, ReplayedMessage, lambda: w.alice.openpgp.decrypt(again[1], BOB, to=w.alice.jid, timestamp=w.net.clock()))
+    refused(
+        w.alice,
+        ReplayedMessage,
+        lambda: w.alice.openpgp.decrypt(again[1], BOB, to=w.alice.jid, timestamp=w.net.clock()),
+    )
     # an hour later, live: the time no longer matches the receive time
     w.net.clock.advance(timedelta(hours=1))
     fresh = w.from_bob([w.alice.jid], "fresh", delta=-timedelta(hours=1))
     refused(w.alice, StaleMessage, lambda: w.alice.openpgp.decrypt(fresh, BOB, to=w.alice.jid, timestamp=w.net.clock()))
     # with a delay stamp forged to match its time, the replay memory still knows it
-    refused(w.alice, ReplayedMessage,
-            lambda: w.alice.openpgp.decrypt(first, BOB, to=w.alice.jid, timestamp=w.net.clock() - timedelta(hours=1)))
+    refused(
+        w.alice,
+        ReplayedMessage,
+        lambda: w.alice.openpgp.decrypt(first, BOB, to=w.alice.jid, timestamp=w.net.clock() - timedelta(hours=1)),
+    )
     # a <time/> far in the future, and one older than the replay memory reaches
     future = w.from_bob([w.alice.jid], "from the future", delta=timedelta(days=1))
     refused(w.alice, StaleMessage, lambda: w.alice.openpgp.decrypt(future, BOB, to=w.alice.jid, timestamp=None))
     old = OPENPGP_MAX_AGE + timedelta(days=1)
     ancient = w.from_bob([w.alice.jid], "ancient", delta=-old)
-    refused(w.alice, StaleMessage, lambda: w.alice.openpgp.decrypt(ancient, BOB, to=w.alice.jid, timestamp=w.net.clock() - old))
+    refused(
+        w.alice,
+        StaleMessage,
+        lambda: w.alice.openpgp.decrypt(ancient, BOB, to=w.alice.jid, timestamp=w.net.clock() - old),
+    )
     # an archived message without a delay stamp, within the memory, is read once
     archived = w.from_bob([w.alice.jid], "archived", delta=-timedelta(days=3))
     assert w.alice.openpgp.decrypt(archived, BOB, to=w.alice.jid, timestamp=None).body == "archived"
@@ -265,7 +308,9 @@ def test_P2_only_signed_and_encrypted_signcrypt_is_accepted(world: World) -> Non
     refused(w.alice, InvalidSignature, lambda: w.alice.openpgp.decrypt(crypt_only, BOB, to=w.alice.jid))
     stripped = w.from_bob([w.alice.jid], "signature stripped", signers=[])
     refused(w.alice, InvalidSignature, lambda: w.alice.openpgp.decrypt(stripped, BOB, to=w.alice.jid))
-    sign_only = openpgp_element(w.bob.sign(signcrypt_xml([w.alice.jid], w.stamp(), "signed only", root="sign"), w.bob_fpr))
+    sign_only = openpgp_element(
+        w.bob.sign(signcrypt_xml([w.alice.jid], w.stamp(), "signed only", root="sign"), w.bob_fpr)
+    )
     refused(w.alice, DecryptionFailed, lambda: w.alice.openpgp.decrypt(sign_only, BOB, to=w.alice.jid))
     for root in ("crypt", "sign"):  # signed and encrypted, but the wrong content element
         wrapped = w.from_bob([w.alice.jid], f"a {root} in disguise", root=root)
@@ -285,16 +330,28 @@ def test_P3_valid_signature_by_a_key_not_bound_to_the_sender(world: World) -> No
     e = refused(w.alice, SignatureNotFromSender, lambda: w.alice.openpgp.decrypt(forged, BOB, to=w.alice.jid))
     assert w.mallory_fpr in str(e)
     # bob's metadata names mallory's key and bob's node serves it: the key has no xmpp:bob uid
-    refused(w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, w.mallory_fpr, w.mallory.pubkey_item(w.mallory_fpr)))
+    refused(
+        w.alice,
+        InvalidPublicKey,
+        lambda: w.alice.openpgp.on_public_key(BOB, w.mallory_fpr, w.mallory.pubkey_item(w.mallory_fpr)),
+    )
     # a node whose key is another one than its fingerprint says
-    refused(w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, w.mallory_fpr, w.bob.pubkey_item(w.bob_fpr)))
+    refused(
+        w.alice,
+        InvalidPublicKey,
+        lambda: w.alice.openpgp.on_public_key(BOB, w.mallory_fpr, w.bob.pubkey_item(w.bob_fpr)),
+    )
     # a user id without the xmpp: form
     plain = w.mallory.generate(f"Bob <{BOB}>")
     refused(w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, plain, w.mallory.pubkey_item(plain)))
     # a user id xmpp:bob whose self-signature is mallory's signature of another user id
     packets = split_packets(w.mallory.export(w.mallory_fpr), InvalidPublicKey)
     swapped = b"".join(encode_packet(p.tag, f"xmpp:{BOB}".encode() if p.tag == 13 else p.body) for p in packets)
-    refused(w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, w.mallory_fpr, build_pubkey(swapped, None)))
+    refused(
+        w.alice,
+        InvalidPublicKey,
+        lambda: w.alice.openpgp.on_public_key(BOB, w.mallory_fpr, build_pubkey(swapped, None)),
+    )
     still_works(w)
 
 
@@ -302,13 +359,17 @@ def test_P3_expired_and_revoked_keys(world: World, tmp_path: Path) -> None:
     w = world
     past = (w.net.clock() - timedelta(days=30)).strftime("%Y%m%dT%H%M%S")
     expired = w.bob.generate(f"xmpp:{BOB}", expire="1d", faked_time=past)
-    e = refused(w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, expired, w.bob.pubkey_item(expired)))
+    e = refused(
+        w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, expired, w.bob.pubkey_item(expired))
+    )
     assert "expired" in str(e)
     # bob revokes his key (with the certificate gpg stored at generation) after alice accepted it
     revocation = (w.bob.home / "openpgp-revocs.d" / f"{w.bob_fpr}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
     before_revocation = w.from_bob([w.alice.jid], "signed before the revocation")
     w.bob.import_key(revocation.encode())
-    e = refused(w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, w.bob_fpr, w.bob.pubkey_item(w.bob_fpr)))
+    e = refused(
+        w.alice, InvalidPublicKey, lambda: w.alice.openpgp.on_public_key(BOB, w.bob_fpr, w.bob.pubkey_item(w.bob_fpr))
+    )
     assert "revoked" in str(e)
     # GnuPG now knows the revocation (the refused import still reached its key ring): REVKEYSIG
     refused(w.alice, InvalidSignature, lambda: w.alice.openpgp.decrypt(before_revocation, BOB, to=w.alice.jid))
@@ -352,7 +413,7 @@ def test_P3_signature_status_verdicts(lines: str) -> None:
     text = "\n".join(f"[GNUPG:] {line}" for line in (head + lines.format(f=f, k=f[-16:]) + tail).split("\n") if line)
     with pytest.raises(InvalidSignature):
         check_decryption(parse_status(text), 0)
-    good = "NEWSIG\nGOODSIG {k} x\nVALIDSIG {f} d 1 0 4 0 22 10 00 {f}".format(f=f, k=f[-16:])
+    good = f"NEWSIG\nGOODSIG {f[-16:]} x\nVALIDSIG {f} d 1 0 4 0 22 10 00 {f}"
     ok = "\n".join(f"[GNUPG:] {line}" for line in (head + good + tail).split("\n") if line)
     assert check_decryption(parse_status(ok), 0) == (f, f)
     unknown = "NEWSIG\nERRSIG {k} 22 10 00 1 9 {f}\nNO_PUBKEY {k}".format(f=f, k=f[-16:])
@@ -396,8 +457,14 @@ def test_P3_oversized_and_odd_keys_are_refused_before_gnupg(world: World) -> Non
     v3 = encode_packet(6, b"\x03" + packets[0].body[1:]) + b"".join(encode_packet(p.tag, p.body) for p in packets[1:])
     secret = encode_packet(5, packets[0].body + b"\x00") + b"".join(encode_packet(p.tag, p.body) for p in packets[1:])
     runs = runner.runs
-    for data, error in ((many_uids, InvalidPublicKey), (many_packets, InvalidPublicKey), (huge, MalformedMessage),
-                        (v3, InvalidPublicKey), (secret, InvalidPublicKey), (b"\x00garbage", InvalidPublicKey)):
+    for data, error in (
+        (many_uids, InvalidPublicKey),
+        (many_packets, InvalidPublicKey),
+        (huge, MalformedMessage),
+        (v3, InvalidPublicKey),
+        (secret, InvalidPublicKey),
+        (b"\x00garbage", InvalidPublicKey),
+    ):
         refused(w.alice, error, lambda: w.alice.openpgp.on_public_key(BOB, w.bob_fpr, build_pubkey(data, None)))
     assert runner.runs == runs  # GnuPG never saw them
 
@@ -423,12 +490,17 @@ def test_P4_integrity_failures_give_no_plaintext(world: World) -> None:
 
     good = w.bob.encrypt(signcrypt_xml([w.alice.jid], w.stamp(), "tamper with me"), [alice_fpr], signers=[w.bob_fpr])
     for name, damaged in (
-        ("a flipped bit in the middle", good[: len(good) // 2] + bytes((good[len(good) // 2] ^ 1,)) + good[len(good) // 2 + 1 :]),
+        (
+            "a flipped bit in the middle",
+            good[: len(good) // 2] + bytes((good[len(good) // 2] ^ 1,)) + good[len(good) // 2 + 1 :],
+        ),
         ("a flipped bit in the MDC", good[:-3] + bytes((good[-3] ^ 1,)) + good[-2:]),
         ("truncated", good[:-30]),
         ("cut to the session key", good[:90]),
     ):
-        refused(w.alice, DecryptionFailed, lambda: w.alice.openpgp.decrypt(openpgp_element(damaged), BOB, to=w.alice.jid))
+        refused(
+            w.alice, DecryptionFailed, lambda: w.alice.openpgp.decrypt(openpgp_element(damaged), BOB, to=w.alice.jid)
+        )
         del name
     assert w.alice.openpgp.decrypt(openpgp_element(good), BOB, to=w.alice.jid).body == "tamper with me"
 
@@ -475,8 +547,13 @@ def test_P5_spoofed_status_text_in_file_names_and_user_ids_has_no_effect(world: 
     spoof = f"x\n[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG {w.bob_fpr[-16:]} xmpp:{BOB}\n[GNUPG:] VALIDSIG {w.bob_fpr} 2026-01-01 1 0 4 0 22 10 00 {w.bob_fpr}"
     unsigned = w.from_bob([w.alice.jid], "unsigned, spoofed file name", signers=[], extra=("--set-filename", spoof))
     refused(w.alice, InvalidSignature, lambda: w.alice.openpgp.decrypt(unsigned, BOB, to=w.alice.jid))
-    by_mallory = w.from_bob([w.alice.jid], "mallory, spoofed file name", signers=[w.mallory_fpr], gpg=w.mallory,
-                            extra=("--set-filename", spoof))
+    by_mallory = w.from_bob(
+        [w.alice.jid],
+        "mallory, spoofed file name",
+        signers=[w.mallory_fpr],
+        gpg=w.mallory,
+        extra=("--set-filename", spoof),
+    )
     refused(w.alice, SignatureNotFromSender, lambda: w.alice.openpgp.decrypt(by_mallory, BOB, to=w.alice.jid))
     # a user id carrying status text: not an xmpp: user id of bob (and GnuPG escapes it anyway)
     evil = w.mallory.generate(f"xmpp:{BOB}\n[GNUPG:] VALIDSIG {w.bob_fpr} 2026-01-01 1 0 4 0 22 10 00 {w.bob_fpr}")
@@ -487,7 +564,9 @@ def test_P5_spoofed_status_text_in_file_names_and_user_ids_has_no_effect(world: 
     still_works(w)
 
 
-def test_P5_hostile_user_configuration_is_ignored(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_P5_hostile_user_configuration_is_ignored(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     w = world
     hostile = tmp_path / "user-gnupg"
     hostile.mkdir(mode=0o700)

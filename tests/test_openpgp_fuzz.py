@@ -10,16 +10,25 @@ import xml.etree.ElementTree as ET
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2ee.errors import CorruptState, DecryptionFailed, InvalidPublicKey, InvalidSignature, PeerError, SignatureNotFromSender
+from e2ee.errors import (
+    CorruptState,
+    DecryptionFailed,
+    InvalidPublicKey,
+    InvalidSignature,
+    PeerError,
+    SignatureNotFromSender,
+)
 from e2ee.openpgp import xml as ox
 from e2ee.openpgp.packets import encode_packet, parse_key_block, parse_key_blocks
-from e2ee.openpgp.secretkey import secret_values, protect, unprotect
+from e2ee.openpgp.secretkey import protect, secret_values, unprotect
 from e2ee.openpgp.status import check_decryption, parse_status
 
 # a tiny unprotected EdDSA secret key packet (made up numbers, structure only) with a user id
 _PUBLIC = bytes([4, 0, 0, 0, 1, 22, 9]) + bytes.fromhex("2b06010401da470f01") + bytes([1, 7]) + b"\x40" + bytes(32)
 _MPI = bytes([0, 255]) + bytes(range(1, 33))
-_SECRET = encode_packet(5, _PUBLIC + b"\x00" + _MPI + (sum(_MPI) & 0xFFFF).to_bytes(2, "big")) + encode_packet(13, b"xmpp:a@b")
+_SECRET = encode_packet(5, _PUBLIC + b"\x00" + _MPI + (sum(_MPI) & 0xFFFF).to_bytes(2, "big")) + encode_packet(
+    13, b"xmpp:a@b"
+)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -71,20 +80,48 @@ def test_pep_payload_parsers_raise_only_peer_errors(a: str, b: str) -> None:
     secret.text = b
     msg = ET.Element(f"{{{ns}}}openpgp")
     msg.text = a
-    for fn, elem in ((ox.parse_metadata, meta), (ox.parse_pubkey, pub), (ox.parse_secretkey, secret), (ox.parse_openpgp, msg)):
+    for fn, elem in (
+        (ox.parse_metadata, meta),
+        (ox.parse_pubkey, pub),
+        (ox.parse_secretkey, secret),
+        (ox.parse_openpgp, msg),
+    ):
         try:
             fn(elem)  # type: ignore[operator]
         except PeerError:
             pass
 
 
-_KEYWORDS = ["NEWSIG", "GOODSIG", "VALIDSIG", "BADSIG", "ERRSIG", "DECRYPTION_OKAY", "GOODMDC", "BADMDC", "PLAINTEXT",
-             "BEGIN_DECRYPTION", "END_DECRYPTION", "DECRYPTION_INFO", "NO_PUBKEY", "ENC_TO", "EXPKEYSIG"]
+_KEYWORDS = [
+    "NEWSIG",
+    "GOODSIG",
+    "VALIDSIG",
+    "BADSIG",
+    "ERRSIG",
+    "DECRYPTION_OKAY",
+    "GOODMDC",
+    "BADMDC",
+    "PLAINTEXT",
+    "BEGIN_DECRYPTION",
+    "END_DECRYPTION",
+    "DECRYPTION_INFO",
+    "NO_PUBKEY",
+    "ENC_TO",
+    "EXPKEYSIG",
+]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(_KEYWORDS), st.lists(st.sampled_from(["AB" * 20, "AB" * 8, "4", "00", "9", "2", "0", "x"]), max_size=11)), max_size=16),
-       st.integers(min_value=0, max_value=2))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_KEYWORDS),
+            st.lists(st.sampled_from(["AB" * 20, "AB" * 8, "4", "00", "9", "2", "0", "x"]), max_size=11),
+        ),
+        max_size=16,
+    ),
+    st.integers(min_value=0, max_value=2),
+)
 def test_status_verdicts_raise_only_their_errors(lines: list[tuple[str, list[str]]], rc: int) -> None:
     text = "\n".join(f"[GNUPG:] {k} {' '.join(a)}" for k, a in lines)
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,9 @@ def test_our_message_decrypts_and_verifies_with_gpg(net: OxNet, bob: tuple[Plain
     assert r.route.value == "openpgp" and r.openpgp is not None
     assert set(r.fingerprints) == {bob_fpr, alice.openpgp.fingerprint}
 
-    gpg.import_key(base64.b64decode(net.latest[(alice.jid, f"{PUBLIC_KEYS_NODE}:{alice.openpgp.fingerprint}")][0].text or ""))
+    gpg.import_key(
+        base64.b64decode(net.latest[(alice.jid, f"{PUBLIC_KEYS_NODE}:{alice.openpgp.fingerprint}")][0].text or "")
+    )
     proc = gpg.decrypt(base64.b64decode(r.openpgp.text or ""))
     assert proc.returncode == 0, proc.stderr
     status = _status(proc.stderr)
@@ -66,7 +68,7 @@ def test_our_message_decrypts_and_verifies_with_gpg(net: OxNet, bob: tuple[Plain
     assert validsig[10] == alice.openpgp.fingerprint  # primary key of the signer
     content = parse_signcrypt(proc.stdout)
     assert content.to == (BOB,) and content.body == "Hello Bob, from our engine"
-    assert abs((content.time - datetime.now(timezone.utc)).total_seconds()) < 3600
+    assert abs((content.time - datetime.now(UTC)).total_seconds()) < 3600
     assert proc.stdout.startswith(b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='bob@example.net'/><time stamp=")
     assert b"<rpad>" in proc.stdout and b"<payload><body xmlns='jabber:client'>Hello Bob" in proc.stdout
 
@@ -74,7 +76,9 @@ def test_our_message_decrypts_and_verifies_with_gpg(net: OxNet, bob: tuple[Plain
 def test_gpg_made_message_decrypts_with_us(net: OxNet, bob: tuple[PlainGpg, str]) -> None:
     gpg, bob_fpr = bob
     alice = net.ox_device("alice@example.org", "alice")
-    alice_key = base64.b64decode(net.latest[(alice.jid, f"{PUBLIC_KEYS_NODE}:{alice.openpgp.fingerprint}")][0].text or "")
+    alice_key = base64.b64decode(
+        net.latest[(alice.jid, f"{PUBLIC_KEYS_NODE}:{alice.openpgp.fingerprint}")][0].text or ""
+    )
     gpg.import_key(alice_key)
     stamp = net.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
     xml = signcrypt_xml([alice.jid], stamp, "Hi Alice, from the gpg command line", rpad="f0rm1l4n4-mT8y33j!Y")
@@ -86,6 +90,10 @@ def test_gpg_made_message_decrypts_with_us(net: OxNet, bob: tuple[PlainGpg, str]
     assert got.jid == BOB and got.namespace == "urn:xmpp:openpgp:0" and got.identity_key == bytes.fromhex(bob_fpr)
     assert got.trust is TrustLevel.BLIND and got.timestamp == net.clock()
     # gpg's default compression (zlib) is read as well; our own messages are uncompressed
-    zipped = gpg.encrypt(signcrypt_xml([alice.jid], stamp, "compressed"), [alice.openpgp.fingerprint or ""],
-                         signers=[bob_fpr], extra=("--compress-algo", "zlib"))
+    zipped = gpg.encrypt(
+        signcrypt_xml([alice.jid], stamp, "compressed"),
+        [alice.openpgp.fingerprint or ""],
+        signers=[bob_fpr],
+        extra=("--compress-algo", "zlib"),
+    )
     assert alice.openpgp.decrypt(openpgp_element(zipped), BOB, to=alice.jid).body == "compressed"

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,9 @@ def test_openpgp_fallback_between_sessions_over_the_server(server: Accounts) -> 
             await _wait(lambda: any(isinstance(r.result, Decrypted) for n, r in inbox if n == "bob"), "bob's message")
             (got,) = [r.result for n, r in inbox if n == "bob" and isinstance(r.result, Decrypted)]
             assert got.body == "hello bob, over OpenPGP" and got.namespace == "urn:xmpp:openpgp:0"
-            assert got.jid == alice.boundjid.bare and got.identity_key == bytes.fromhex(alice.engine.openpgp.fingerprint or "")
+            assert got.jid == alice.boundjid.bare and got.identity_key == bytes.fromhex(
+                alice.engine.openpgp.fingerprint or ""
+            )
             (stanza,) = wire["bob"]
             assert stanza.find("{urn:xmpp:openpgp:0}openpgp") is not None
             assert stanza.findtext("{jabber:client}body") == "This message is encrypted using OpenPGP for XMPP."
@@ -92,12 +93,15 @@ def test_openpgp_fallback_between_sessions_over_the_server(server: Accounts) -> 
             assert reply.route(alice.boundjid.bare) is Route.OPENPGP
             await _wait(lambda: any(isinstance(r.result, Decrypted) for n, r in inbox if n == "alice"), "alice's reply")
             assert [r.result.body for n, r in inbox if n == "alice" and isinstance(r.result, Decrypted)] == [
-                "hi alice, OpenPGP only here"]
+                "hi alice, OpenPGP only here"
+            ]
 
             # carol: no OMEMO device and no OpenPGP key -> a clear error, nothing sent
             with pytest.raises(NoEligibleDevices) as info:
                 await alice.send_chat(carol.boundjid.bare, "this must not leave")
-            assert str(info.value).startswith(f"{server.jid('carol')} has no trusted OMEMO device and no trusted OpenPGP key")
+            assert str(info.value).startswith(
+                f"{server.jid('carol')} has no trusted OMEMO device and no trusted OpenPGP key"
+            )
             await alice.send_chat(carol.boundjid.bare, "explicitly in clear text", allow_plaintext=True)
             await _wait(lambda: wire["carol"], "carol's message")
             assert [m.findtext("{jabber:client}body") for m in wire["carol"]] == ["explicitly in clear text"]
@@ -111,7 +115,9 @@ def test_openpgp_fallback_between_sessions_over_the_server(server: Accounts) -> 
             await asyncio.sleep(0.3)
             bob = await connect("bob", bob_engine, omemo=False)
             sessions.append(bob)
-            await _wait(lambda: any(isinstance(r.result, Decrypted) for n, r in inbox if n == "bob"), "the offline message")
+            await _wait(
+                lambda: any(isinstance(r.result, Decrypted) for n, r in inbox if n == "bob"), "the offline message"
+            )
             await asyncio.sleep(0.5)  # let the offline copy arrive too
             bodies = [r.result.body for n, r in inbox if n == "bob" and isinstance(r.result, Decrypted)]
             assert bodies.count("while you were away") == 1, bodies
@@ -132,9 +138,23 @@ def test_openpgp_through_the_command_line(server: Accounts, tmp_path: Path) -> N
     def e2ee(home: str, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         full = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw", **env}
         proc = subprocess.run(
-            [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / home), "--server", f"127.0.0.1:{server.port}",
-             "--ca-file", str(server.cert), *args],
-            cwd=ROOT, env=full, capture_output=True, text=True, timeout=90,
+            [
+                sys.executable,
+                "-m",
+                "e2ee.client.cli",
+                "--home",
+                str(tmp_path / home),
+                "--server",
+                f"127.0.0.1:{server.port}",
+                "--ca-file",
+                str(server.cert),
+                *args,
+            ],
+            cwd=ROOT,
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
@@ -162,7 +182,9 @@ def test_openpgp_through_the_command_line(server: Accounts, tmp_path: Path) -> N
     assert pgp["fingerprint"] == erin_fp["openpgp"] and pgp["trust"] == "blind"
     text = e2ee("dave", "dave", "devices", erin).stdout
     fpr = erin_fp["openpgp"]
-    grouped = " ".join(fpr[i : i + 4] for i in range(0, 20, 4)) + "  " + " ".join(fpr[i : i + 4] for i in range(20, 40, 4))
+    grouped = (
+        " ".join(fpr[i : i + 4] for i in range(0, 20, 4)) + "  " + " ".join(fpr[i : i + 4] for i in range(20, 40, 4))
+    )
     assert f"openpgp active   blind      {grouped}" in text
 
     # with the OpenPGP key distrusted too, nothing can be sent, unless in clear on request
@@ -170,7 +192,9 @@ def test_openpgp_through_the_command_line(server: Accounts, tmp_path: Path) -> N
     refused = e2ee("dave", "dave", "send", erin, "no way")
     assert refused.returncode == 1
     lines = refused.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"e2ee: error: not sent: {erin} has no trusted OMEMO device and no trusted OpenPGP key"), refused.stderr
+    assert lines[-1].startswith(
+        f"e2ee: error: not sent: {erin} has no trusted OMEMO device and no trusted OpenPGP key"
+    ), refused.stderr
     clear = e2ee("dave", "dave", "send", erin, "in clear, on request", "--plaintext")
     assert clear.returncode == 0 and "clear text" in clear.stdout
     assert e2ee("dave", "dave", "trust", erin, fpr.lower()).returncode == 0

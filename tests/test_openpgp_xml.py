@@ -9,7 +9,7 @@ import base64
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,7 +21,7 @@ from e2ee.xmlsafe import serialize
 from .openpgp_support import OxNet, signcrypt_xml
 
 NS = "urn:xmpp:openpgp:0"
-T = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 FPR = "1A2B3C4D5E6F708192A3B4C5D6E7F8091A2B3C4D"
 
 
@@ -57,7 +57,7 @@ def test_signcrypt_of_the_xep_example_parses_and_accepts_jabber_server_body() ->
     )
     parsed = ox.parse_signcrypt(xep)
     assert parsed.body == "This is a secret message."
-    assert parsed.time == datetime(2014, 7, 10, 15, 6, tzinfo=timezone.utc)
+    assert parsed.time == datetime(2014, 7, 10, 15, 6, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -68,10 +68,19 @@ def test_signcrypt_of_the_xep_example_parses_and_accepts_jabber_server_body() ->
         (signcrypt_xml([], "2026-01-01T12:00:00Z", "hi"), MalformedMessage),
         (signcrypt_xml(["b@x"], "yesterday", "hi"), MalformedMessage),
         (b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='b@x'/><payload/></signcrypt>", MalformedMessage),
-        (b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='b@x'/><time stamp='2026-01-01T12:00:00Z'/></signcrypt>", MalformedMessage),
-        (b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='b@x'/><time stamp='2026-01-01T12:00:00Z'/>"
-         b"<time stamp='2026-01-01T12:00:00Z'/><payload/></signcrypt>", MalformedMessage),
-        (b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to/><time stamp='2026-01-01T12:00:00Z'/><payload/></signcrypt>", MalformedMessage),
+        (
+            b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='b@x'/><time stamp='2026-01-01T12:00:00Z'/></signcrypt>",
+            MalformedMessage,
+        ),
+        (
+            b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='b@x'/><time stamp='2026-01-01T12:00:00Z'/>"
+            b"<time stamp='2026-01-01T12:00:00Z'/><payload/></signcrypt>",
+            MalformedMessage,
+        ),
+        (
+            b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to/><time stamp='2026-01-01T12:00:00Z'/><payload/></signcrypt>",
+            MalformedMessage,
+        ),
         (b"<!DOCTYPE x [<!ENTITY a 'b'>]><signcrypt xmlns='urn:xmpp:openpgp:0'/>", RestrictedXml),
         (b"<signcrypt xmlns='urn:xmpp:openpgp:0'><!-- c --></signcrypt>", RestrictedXml),
         (b"<x xmlns='urn:xmpp:openpgp:0'>" * 100, RestrictedXml),
@@ -84,8 +93,10 @@ def test_signcrypt_refusals(xml: bytes, error: type[Exception]) -> None:
 
 
 def test_server_processed_payload_is_dropped_and_refused_when_sending() -> None:
-    data = (b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='b@x'/><time stamp='2026-01-01T12:00:00Z'/><payload>"
-            b"<store xmlns='urn:xmpp:hints'/><body xmlns='jabber:client'>x</body></payload></signcrypt>")
+    data = (
+        b"<signcrypt xmlns='urn:xmpp:openpgp:0'><to jid='b@x'/><time stamp='2026-01-01T12:00:00Z'/><payload>"
+        b"<store xmlns='urn:xmpp:hints'/><body xmlns='jabber:client'>x</body></payload></signcrypt>"
+    )
     assert [c.tag for c in ox.parse_signcrypt(data).payload] == ["{jabber:client}body"]
     with pytest.raises(UsageError):
         ox.build_signcrypt(["b@x"], T, "a", [ET.Element("{urn:xmpp:hints}store")])
@@ -95,10 +106,13 @@ def test_server_processed_payload_is_dropped_and_refused_when_sending() -> None:
 
 def test_metadata_pubkey_secretkey_codecs() -> None:
     meta = ox.build_metadata({FPR: T, "AB" * 20: None})
-    assert serialize(meta) == (
-        f"<public-keys-list xmlns='{NS}'><pubkey-metadata v4-fingerprint='{FPR}' date='2026-01-01T12:00:00Z'/>"
-        f"<pubkey-metadata v4-fingerprint='{'AB' * 20}'/></public-keys-list>"
-    ).encode()
+    assert (
+        serialize(meta)
+        == (
+            f"<public-keys-list xmlns='{NS}'><pubkey-metadata v4-fingerprint='{FPR}' date='2026-01-01T12:00:00Z'/>"
+            f"<pubkey-metadata v4-fingerprint='{'AB' * 20}'/></public-keys-list>"
+        ).encode()
+    )
     # received fingerprints are normalised to upper case; repeats collapse; a bad date is ignored
     got = ET.fromstring(
         f"<public-keys-list xmlns='{NS}'><pubkey-metadata v4-fingerprint='{FPR.lower()}' date='nope'/>"
@@ -106,7 +120,9 @@ def test_metadata_pubkey_secretkey_codecs() -> None:
     )
     assert ox.parse_metadata(got) == {FPR: None}
     with pytest.raises(MalformedMessage):
-        ox.parse_metadata(ET.fromstring(f"<public-keys-list xmlns='{NS}'><pubkey-metadata v4-fingerprint='12'/></public-keys-list>"))
+        ox.parse_metadata(
+            ET.fromstring(f"<public-keys-list xmlns='{NS}'><pubkey-metadata v4-fingerprint='12'/></public-keys-list>")
+        )
     many = "".join(f"<pubkey-metadata v4-fingerprint='{i:040X}'/>" for i in range(40))
     with pytest.raises(MalformedMessage):
         ox.parse_metadata(ET.fromstring(f"<public-keys-list xmlns='{NS}'>{many}</public-keys-list>"))

@@ -38,6 +38,7 @@ from e2ee.omemo2 import payload as omemo2
 from e2ee.primitives import aes_cbc_decrypt, aes_cbc_encrypt, aes_gcm_encrypt, hkdf_sha256, hmac_sha256
 from e2ee.rng import Random
 from tests.peers.omemo_peer import InMemoryStorage, _run
+
 from .vectors import WycheproofCase, hexfield, load, wycheproof
 
 V2 = load("omemo/e2e_omemo2.json")["vectors"][0]
@@ -178,9 +179,7 @@ def _cbc256_cases() -> list[WycheproofCase]:
 
 
 @pytest.mark.parametrize("c", _cbc256_cases(), ids=lambda c: c.id)
-def test_omemo2_wycheproof_padding_behind_valid_hmac(
-    c: WycheproofCase, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_omemo2_wycheproof_padding_behind_valid_hmac(c: WycheproofCase, monkeypatch: pytest.MonkeyPatch) -> None:
     """R6: Wycheproof AES-256-CBC cases through the payload layer, with a test hook that makes
     the HKDF yield the case's key and IV, and a valid HMAC: BadPadding/NoPadding rejected."""
     key, iv, ct = hexfield(c, "key"), hexfield(c, "iv"), hexfield(c, "ct")
@@ -455,5 +454,5 @@ def test_legacy_oldmemo_empty_body_quirk() -> None:
 
 @pytest.mark.parametrize("module", [omemo2, legacy], ids=["omemo2", "legacy"])
 def test_module_exports(module: object) -> None:
-    names = getattr(module, "__all__")
+    names = module.__all__
     assert names and all(hasattr(module, name) for name in names)

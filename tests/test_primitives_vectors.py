@@ -34,6 +34,7 @@ from e2ee.primitives import (
     x25519_check_public,
     x25519_public,
 )
+
 from .vectors import WycheproofCase, hexfield, load, wycheproof
 
 
@@ -126,7 +127,8 @@ RFC7748 = load("rfc/rfc7748_x25519.json")["vectors"]
 
 
 @pytest.mark.parametrize(
-    "v", [pytest.param(v, marks=[pytest.mark.slow] if v.get("slow") else []) for v in RFC7748],
+    "v",
+    [pytest.param(v, marks=[pytest.mark.slow] if v.get("slow") else []) for v in RFC7748],
     ids=lambda v: v["id"],
 )
 def test_rfc7748_x25519(v: dict[str, object]) -> None:

@@ -19,8 +19,9 @@ from e2ee.client.publish import MAX_ITEMS_FALLBACK, RACE_RETRIES, Publisher
 from e2ee.results import Publish
 
 NODE = "urn:xmpp:omemo:2:bundles"
-EFFECT = Publish(NODE, "1", ET.Element("{urn:xmpp:omemo:2}bundle"),
-                 (("pubsub#max_items", "max"), ("pubsub#access_model", "open")))
+EFFECT = Publish(
+    NODE, "1", ET.Element("{urn:xmpp:omemo:2}bundle"), (("pubsub#max_items", "max"), ("pubsub#access_model", "open"))
+)
 
 
 def _error(condition: str, kind: str = "cancel", text: str = "") -> IqError:
@@ -76,9 +77,11 @@ def test_refused_options_configure_the_node_first_then_publish_without_them(capl
     pubsub = Pubsub(publish=[unknown])
     publisher = _publisher(pubsub)
     asyncio.run(publisher.publish(EFFECT))
-    assert pubsub.calls == [("publish", ("publish-options", dict(EFFECT.options))),
-                            ("configure", ("node_config", dict(EFFECT.options))),
-                            ("publish", None)]
+    assert pubsub.calls == [
+        ("publish", ("publish-options", dict(EFFECT.options))),
+        ("configure", ("node_config", dict(EFFECT.options))),
+        ("publish", None),
+    ]
     assert publisher.options_refused
     # the next publication to the node goes straight in; nothing more is said
     pubsub.calls.clear()

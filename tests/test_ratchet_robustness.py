@@ -60,8 +60,14 @@ def test_every_bit_flip_is_rejected_and_changes_nothing(flavour: str, new_chain:
         # The catalogue's R4 set, plus: InvalidKey when the flip lands in the ratchet key's top
         # bit, DuplicateMessage when it lowers the counter below the chain (no key left to
         # check a MAC with, as in libsignal), TooManySkippedKeys when it raises it too far.
-        assert type(info.value) in (AuthenticationFailed, MalformedMessage, InvalidKey,
-                                    DuplicateMessage, TooManySkippedKeys, UnsupportedVersion), (i, info.value)
+        assert type(info.value) in (
+            AuthenticationFailed,
+            MalformedMessage,
+            InvalidKey,
+            DuplicateMessage,
+            TooManySkippedKeys,
+            UnsupportedVersion,
+        ), (i, info.value)
         seen[type(info.value).__name__] = seen.get(type(info.value).__name__, 0) + 1
         assert bob.state(*A) == before, f"state changed after flip of bit {i}"
     assert seen.get("AuthenticationFailed", 0) > len(wire) * 4  # most flips reach the MAC
@@ -91,13 +97,16 @@ def _forged(flavour: str, alice: OurDevice, n: int, pn: int, new_key: bool) -> b
 
 
 @pytest.mark.parametrize("flavour", FLAVOUR_NAMES)
-@pytest.mark.parametrize("n,pn,new_key", [
-    (2**32 - 1, 0, False),          # counter jump on the current chain
-    (MAX_SKIP + 10, 0, False),
-    (0, 2**32 - 1, True),           # new ratchet key claiming a huge previous chain
-    (2**32 - 1, 0, True),
-    (MAX_SKIP, MAX_SKIP, True),     # together over the limit
-])
+@pytest.mark.parametrize(
+    "n,pn,new_key",
+    [
+        (2**32 - 1, 0, False),  # counter jump on the current chain
+        (MAX_SKIP + 10, 0, False),
+        (0, 2**32 - 1, True),  # new ratchet key claiming a huge previous chain
+        (2**32 - 1, 0, True),
+        (MAX_SKIP, MAX_SKIP, True),  # together over the limit
+    ],
+)
 def test_huge_skip_rejected_before_any_key_derivation(
     flavour: str, n: int, pn: int, new_key: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:

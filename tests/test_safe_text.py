@@ -67,7 +67,9 @@ def test_every_field_of_a_message_line_is_made_safe(field: str) -> None:
     lines = line.split("\n")
     assert all(c not in line for c in "\x1b\x07\r\u202e\x00")
     if field == "body":  # the body keeps its line break, indented
-        assert lines == ["[room@muc.example.org] bob@example.net/7 [blind]: x\\x1b[2J\\x1b]0;t\\x07\\r",
-                         CONTINUATION + "\\u202e\\x00y"]
+        assert lines == [
+            "[room@muc.example.org] bob@example.net/7 [blind]: x\\x1b[2J\\x1b]0;t\\x07\\r",
+            CONTINUATION + "\\u202e\\x00y",
+        ]
     else:
         assert len(lines) == 1 and "x\\x1b[2J\\x1b]0;t\\x07\\r\\n\\u202e\\x00y" in line

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-
 from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
 from e2ee.results import Decrypted
@@ -14,8 +13,6 @@ from e2ee.storage import MemoryStorage
 
 from .support import run_cli
 from .xmpp_server import Accounts
-
-
 
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
 SERVER_USERS = ("alice", "bob")
@@ -50,8 +47,10 @@ def test_two_accounts_three_devices_over_the_server(server: Accounts) -> None:
             assert reached == {alice2.engine.device_id, bob.engine.device_id}
             await _wait(inbox, 2)
             got = {(n, r.result.body, r.carbon) for n, r in inbox if isinstance(r.result, Decrypted)}
-            assert got == {("bob", "hello bob, over a real server", False),
-                           ("alice2", "hello bob, over a real server", True)}
+            assert got == {
+                ("bob", "hello bob, over a real server", False),
+                ("alice2", "hello bob, over a real server", True),
+            }
             inbox.clear()
             reply = await bob.send_text(alice1.boundjid.bare, "hi alice")
             assert reply.ready
@@ -96,8 +95,21 @@ def test_cli_publish_send_recv_over_the_server(server: Accounts, tmp_path: Path)
     nobody = e2ee("carol", "send", server.jid("nobody"), "x")
     assert nobody.returncode == 1 and "not sent" in nobody.stderr and "Traceback" not in nobody.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / "carol"), "--server", "127.0.0.1:1", "publish"],
-        cwd=root, env={**os.environ, "E2EE_PASSPHRASE": "pw"}, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "e2ee.client.cli",
+            "--home",
+            str(tmp_path / "carol"),
+            "--server",
+            "127.0.0.1:1",
+            "publish",
+        ],
+        cwd=root,
+        env={**os.environ, "E2EE_PASSPHRASE": "pw"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) <= 2 and "Traceback" not in bad.stderr
 
@@ -110,7 +122,9 @@ def test_messages_sent_while_offline_are_decrypted_from_the_archive(server: Acco
         inbox: list[tuple[str, Received]] = []
         erin = await _session(server, "erin", inbox, "erin")
         frank_engine = Engine.create(MemoryStorage(), server.jid("frank"))
-        frank = E2EESession(frank_engine, "frank-pw", ca_file=server.cert, on_received=lambda r: inbox.append(("frank", r)))
+        frank = E2EESession(
+            frank_engine, "frank-pw", ca_file=server.cert, on_received=lambda r: inbox.append(("frank", r))
+        )
         await frank.start("127.0.0.1", server.port)
         frank.disconnect()  # frank published his keys and went offline
         await asyncio.sleep(0.2)
@@ -118,8 +132,9 @@ def test_messages_sent_while_offline_are_decrypted_from_the_archive(server: Acco
             for i in range(3):
                 assert (await erin.send_text(server.jid("frank"), f"while you were away {i}")).ready
             await asyncio.sleep(0.3)
-            frank2 = E2EESession(frank_engine, "frank-pw", ca_file=server.cert,
-                                 on_received=lambda r: inbox.append(("frank", r)))
+            frank2 = E2EESession(
+                frank_engine, "frank-pw", ca_file=server.cert, on_received=lambda r: inbox.append(("frank", r))
+            )
             await frank2.start("127.0.0.1", server.port)  # catches up from MAM at connect
             await _wait(inbox, 3)
             got = [(r.result.body, r.archived) for n, r in inbox if n == "frank" and isinstance(r.result, Decrypted)]
@@ -178,8 +193,12 @@ def test_two_accounts_two_devices_each_offline_device_and_a_device_added_later(s
                     if n != sender:
                         expected[n].append(body)
             # hank2 comes back (same engine, new connection): catch-up from MAM and offline storage
-            back = E2EESession(devices["hank2"].engine, "hank-pw", ca_file=server.cert,
-                               on_received=lambda r: inbox.append(("hank2", r)))
+            back = E2EESession(
+                devices["hank2"].engine,
+                "hank-pw",
+                ca_file=server.cert,
+                on_received=lambda r: inbox.append(("hank2", r)),
+            )
             await back.start("127.0.0.1", server.port)
             online["hank2"] = back
             await _wait(inbox, sum(len(v) for v in expected.values()))
@@ -190,7 +209,9 @@ def test_two_accounts_two_devices_each_offline_device_and_a_device_added_later(s
             online["gina3"] = late
             await asyncio.sleep(0.3)
             welcome = await online["hank1"].send_text(g, "welcome, new device")
-            assert welcome.ready and late.engine.device_id in {d.device_id for d in welcome.devices if d.outcome.value == "encrypted"}, welcome.devices
+            assert welcome.ready and late.engine.device_id in {
+                d.device_id for d in welcome.devices if d.outcome.value == "encrypted"
+            }, welcome.devices
             for name in ("gina1", "gina2", "gina3", "hank2"):
                 deadline = asyncio.get_running_loop().time() + 10
                 while "welcome, new device" not in bodies(name):
@@ -251,9 +272,23 @@ def test_demo_over_the_server(server: Accounts) -> None:
 
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "e2ee.client.cli", "--server", f"127.0.0.1:{server.port}", "--ca-file", str(server.cert),
-         "demo", "--domain", server.domain],
-        cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "e2ee.client.cli",
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--ca-file",
+            str(server.cert),
+            "demo",
+            "--domain",
+            server.domain,
+        ],
+        cwd=root,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from e2ee.client.archive import ArchivePosition
 from e2ee.client.session import MAM_PAGE, E2EESession, Received
@@ -23,21 +20,22 @@ from e2ee.storage import MemoryStorage
 
 from .xmpp_server import Accounts
 
-
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
 SERVER_USERS = ("alice", "bob", "carol")
 
 
 async def _connect(server: Accounts, engine: Engine, user: str, inbox: list[Received] | None = None) -> E2EESession:
-    session = E2EESession(engine, f"{user}-pw", ca_file=server.cert,
-                          on_received=None if inbox is None else inbox.append)
+    session = E2EESession(
+        engine, f"{user}-pw", ca_file=server.cert, on_received=None if inbox is None else inbox.append
+    )
     await session.start("127.0.0.1", server.port)
     return session
 
 
 def _bodies(inbox: list[Received], archived: bool | None = None) -> list[str]:
-    return [r.result.body for r in inbox
-            if isinstance(r.result, Decrypted) and (archived is None or r.archived == archived)]
+    return [
+        r.result.body for r in inbox if isinstance(r.result, Decrypted) and (archived is None or r.archived == archived)
+    ]
 
 
 async def _until(inbox: list[Received], count: int) -> None:
@@ -115,6 +113,7 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
 def test_a_first_catch_up_reads_the_newest_messages_over_capped_pages(server: Accounts) -> None:
     """Without a remembered position the catch-up reads the newest messages, paging backwards
     (``<before/>``) until it has them: more than one server-capped page, oldest first."""
+
     async def run() -> None:
         engine = Engine.create(MemoryStorage(), server.jid("carol"))
         bob = await _connect(server, Engine.create(MemoryStorage(), server.jid("bob")), "bob")

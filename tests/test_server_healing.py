@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +15,6 @@ from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
 from .xmpp_server import Accounts
-
 
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
 SERVER_USERS = ("alice", "bob")
@@ -30,13 +28,19 @@ async def _arrived(inbox: list[Received], count: int) -> None:
     raise AssertionError(f"{len(inbox)} of {count} arrived")
 
 
-def test_a_lost_session_is_rebuilt_and_the_next_message_decrypts(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_lost_session_is_rebuilt_and_the_next_message_decrypts(
+    server: Accounts, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="e2ee.client.session")
 
     async def run() -> None:
         inbox: list[Received] = []
-        alice = E2EESession(Engine.create(MemoryStorage(), server.jid("alice")), "alice-pw",
-                            ca_file=server.cert, on_received=inbox.append)
+        alice = E2EESession(
+            Engine.create(MemoryStorage(), server.jid("alice")),
+            "alice-pw",
+            ca_file=server.cert,
+            on_received=inbox.append,
+        )
         bob = E2EESession(Engine.create(MemoryStorage(), server.jid("bob")), "bob-pw", ca_file=server.cert)
         await alice.start("127.0.0.1", server.port)
         await bob.start("127.0.0.1", server.port)

@@ -6,10 +6,10 @@ message afterwards still decrypts."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from typing import Any
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -22,8 +22,6 @@ from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
 from .xmpp_server import Accounts
-
-
 
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
 SERVER_USERS = ("alice", "bob", "mallory")
@@ -41,8 +39,9 @@ class Raw(slixmpp.ClientXMPP):  # type: ignore[misc]
 
 
 async def _pair(server: Accounts, inbox: list[Received]) -> tuple[E2EESession, E2EESession, Raw]:
-    alice = E2EESession(Engine.create(MemoryStorage(), server.jid("alice")), "alice-pw",
-                        ca_file=server.cert, on_received=inbox.append)
+    alice = E2EESession(
+        Engine.create(MemoryStorage(), server.jid("alice")), "alice-pw", ca_file=server.cert, on_received=inbox.append
+    )
     bob = E2EESession(Engine.create(MemoryStorage(), server.jid("bob")), "bob-pw", ca_file=server.cert)
     await alice.start("127.0.0.1", server.port)
     await bob.start("127.0.0.1", server.port)
@@ -73,8 +72,10 @@ async def _until(condition: Callable[[], bool], what: Callable[[], str], bound: 
 
 async def _still_works(alice: E2EESession, bob: E2EESession, inbox: list[Received], body: str) -> None:
     assert (await bob.send_text(alice.boundjid.bare, body)).ready
-    await _until(lambda: any(isinstance(r.result, Decrypted) and r.result.body == body for r in inbox),
-                 lambda: f"{body!r} never arrived: {[(r.result, r.error) for r in inbox]}")
+    await _until(
+        lambda: any(isinstance(r.result, Decrypted) and r.result.body == body for r in inbox),
+        lambda: f"{body!r} never arrived: {[(r.result, r.error) for r in inbox]}",
+    )
 
 
 def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCaptureFixture) -> None:
@@ -134,21 +135,29 @@ def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCa
             # I1, I3, I6: a legitimate device (bob's) sends envelopes alice must refuse
             evil = {
                 "dtd": b"<?xml version='1.0'?><!DOCTYPE e [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b '&a;&a;&a;&a;'>]>"
-                       b"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>&b;</body></content>"
-                       b"<rpad/></envelope>",
+                b"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>&b;</body></content>"
+                b"<rpad/></envelope>",
                 "external entity": b"<!DOCTYPE e [<!ENTITY x SYSTEM 'file:///etc/passwd'>]>"
-                                   b"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>&x;"
-                                   b"</body></content></envelope>",
+                b"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>&x;"
+                b"</body></content></envelope>",
                 "processing instruction": b"<?evil?><envelope xmlns='urn:xmpp:sce:1'><content/></envelope>",
-                "deep": b"<envelope xmlns='urn:xmpp:sce:1'><content>" + b"<x xmlns='y'>" * 2000
-                        + b"</x>" * 2000 + b"</content></envelope>",
+                "deep": b"<envelope xmlns='urn:xmpp:sce:1'><content>"
+                + b"<x xmlns='y'>" * 2000
+                + b"</x>" * 2000
+                + b"</content></envelope>",
                 "to mismatch": f"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body>"
-                               f"</content><rpad/><from jid='{b}'/><to jid='{m}'/></envelope>".encode(),
+                f"</content><rpad/><from jid='{b}'/><to jid='{m}'/></envelope>".encode(),
                 "from mismatch": f"<envelope xmlns='urn:xmpp:sce:1'><content><body xmlns='jabber:client'>hi</body>"
-                                 f"</content><rpad/><from jid='{m}'/></envelope>".encode(),
+                f"</content><rpad/><from jid='{m}'/></envelope>".encode(),
             }
-            expected = {"dtd": RestrictedXml, "external entity": RestrictedXml, "processing instruction": RestrictedXml,
-                        "deep": RestrictedXml, "to mismatch": AffixMismatch, "from mismatch": AffixMismatch}
+            expected = {
+                "dtd": RestrictedXml,
+                "external entity": RestrictedXml,
+                "processing instruction": RestrictedXml,
+                "deep": RestrictedXml,
+                "to mismatch": AffixMismatch,
+                "from mismatch": AffixMismatch,
+            }
             for name, data in evil.items():
                 before = len(inbox)
                 with mock.patch("e2ee.sending.sce.build", return_value=data):
@@ -191,7 +200,9 @@ def test_deeply_nested_stanzas_through_the_server(server: Accounts, caplog: pyte
             # minute: there 1,000 levels (still far over the client's limit of 64) reach alice
             deep = 30_000 if server.kind == "prosody" else 1_000
             nested = "<x>" * deep + "</x>" * deep
-            mallory.send_raw(f"<iq to='{alice.boundjid.full}' type='get' id='deep'><query xmlns='q'>{nested}</query></iq>")
+            mallory.send_raw(
+                f"<iq to='{alice.boundjid.full}' type='get' id='deep'><query xmlns='q'>{nested}</query></iq>"
+            )
             await _until(lambda: any("nested deeper" in r.getMessage() for r in caplog.records), lambda: "not dropped")
             dropped = [r.getMessage() for r in caplog.records if "nested deeper" in r.getMessage()]
             assert len(dropped) == 1 and mallory.boundjid.bare in dropped[0]

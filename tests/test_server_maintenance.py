@@ -5,8 +5,7 @@ exchange then uses it)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,13 +18,12 @@ from e2ee.storage import MemoryStorage
 
 from .xmpp_server import Accounts
 
-
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
 SERVER_USERS = ("alice", "bob", "carol")
 
 
 def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, monkeypatch: pytest.MonkeyPatch) -> None:
-    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
     engine = Engine.create(MemoryStorage(), server.jid("alice"), clock=lambda: now[0])
 
     def spk_id() -> int:
@@ -59,7 +57,11 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, mon
         for namespace in NAMESPACES:  # both published bundles carry the new signed prekey
             bundle = await carol.e2ee._fetch_bundle(alice.boundjid.bare, engine.device_id, namespace)
             assert bundle is not None
-            ids = {e.get("id") or e.get("signedPreKeyId") for e in bundle.iter() if e.tag.endswith(("}spk", "}signedPreKeyPublic"))}
+            ids = {
+                e.get("id") or e.get("signedPreKeyId")
+                for e in bundle.iter()
+                if e.tag.endswith(("}spk", "}signedPreKeyPublic"))
+            }
             assert ids == {"3"}, (namespace, ids)
         assert (await carol.send_text(alice.boundjid.bare, "to the third signed prekey")).ready
         for _ in range(200):
@@ -67,7 +69,9 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, mon
                 break
             await asyncio.sleep(0.02)
         assert sorted(r.result.body for r in inbox if isinstance(r.result, Decrypted)) == [
-            "to the second signed prekey", "to the third signed prekey"]
+            "to the second signed prekey",
+            "to the third signed prekey",
+        ]
         assert not [r for r in inbox if r.error is not None]
         for client in (alice, bob, carol):
             await client.close()

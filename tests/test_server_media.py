@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,8 +43,7 @@ SERVER_USERS = ("alice", "bob", "mia", "nils")
 
 async def _session(server: Accounts, user: str, inbox: list[Received] | None = None) -> E2EESession:
     engine = Engine.create(MemoryStorage(), server.jid(user))
-    s = E2EESession(engine, f"{user}-pw", ca_file=server.cert,
-                    on_received=inbox.append if inbox is not None else None)
+    s = E2EESession(engine, f"{user}-pw", ca_file=server.cert, on_received=inbox.append if inbox is not None else None)
     await s.start("127.0.0.1", server.port)
     return s
 
@@ -131,7 +129,9 @@ def test_50mb_file_round_trip_with_bounded_memory(server: Accounts, tmp_path: Pa
                 tracemalloc.start()
                 try:
                     base = tracemalloc.get_traced_memory()[0]
-                    sent = await alice.send_file(bob.boundjid.bare, source, progress=lambda d, t: progress_up.append((d, t)))
+                    sent = await alice.send_file(
+                        bob.boundjid.bare, source, progress=lambda d, t: progress_up.append((d, t))
+                    )
                     assert sent.result.ready, sent.result.devices
                     deadline = asyncio.get_running_loop().time() + 10
                     while not any(r.media for r in inbox):
@@ -275,9 +275,23 @@ def test_cli_send_file_and_recv_download_dir(server: Accounts, tmp_path: Path) -
     def e2ee(user: str, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
         return subprocess.run(
-            [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / user), "--server",
-             f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "e2ee.client.cli",
+                "--home",
+                str(tmp_path / user),
+                "--server",
+                f"127.0.0.1:{server.port}",
+                "--ca-file",
+                str(server.cert),
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     for user in ("mia", "nils"):
@@ -320,8 +334,10 @@ def test_cli_send_file_and_recv_download_dir(server: Accounts, tmp_path: Path) -
     got = e2ee("nils", "recv", "--count", "1", "--timeout", "15", "--download-dir", str(downloads))
     assert got.returncode == 1
     errors = [line for line in got.stderr.splitlines() if line.startswith("e2ee:")]
-    assert errors == [f"e2ee: a file from {server.jid('mia')} could not be downloaded: "
-                      "the file failed its integrity check (modified, truncated or wrong key)"], got.stderr
+    assert errors == [
+        f"e2ee: a file from {server.jid('mia')} could not be downloaded: "
+        "the file failed its integrity check (modified, truncated or wrong key)"
+    ], got.stderr
     assert "Traceback" not in got.stderr and os.listdir(downloads) == []
     assert f"file {served} (not downloaded)" in got.stdout
 

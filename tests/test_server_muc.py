@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,9 @@ async def _until(what: Callable[[], bool], why: Callable[[], object], timeout: f
 def _room_bodies(inbox: Inbox, name: str, room: str) -> list[str]:
     """What ``name`` decrypted from ``room``, sorted (messages from different senders may be
     delivered in either order: one waiting for its key-exchange answer to go out)."""
-    return sorted(r.result.body or "" for n, r in inbox if n == name and r.room == room and isinstance(r.result, Decrypted))
+    return sorted(
+        r.result.body or "" for n, r in inbox if n == name and r.room == room and isinstance(r.result, Decrypted)
+    )
 
 
 def _encrypted_for(result: object) -> set[tuple[str, int]]:
@@ -83,7 +85,9 @@ def test_room_of_three_accounts_with_a_member_added_later_and_one_removed(server
             for n in ("alice2", "bob", "carol"):
                 joined = await s[n].rooms.join(room)  # alice2 shares alice1's nickname
                 assert joined.joined and joined.recipients() == sorted([alice, bob, carol])
-            assert s["bob"].rooms.get(room).occupants == {server.user(u): server.jid(u) for u in ("alice", "bob", "carol")}  # type: ignore[union-attr]
+            assert s["bob"].rooms.get(room).occupants == {
+                server.user(u): server.jid(u) for u in ("alice", "bob", "carol")
+            }  # type: ignore[union-attr]
 
             expected: dict[str, list[str]] = {n: [] for n in s}
             for sender in ("alice1", "bob", "alice2", "carol"):
@@ -94,13 +98,23 @@ def test_room_of_three_accounts_with_a_member_added_later_and_one_removed(server
                 for n in s:
                     if n != sender:
                         expected[n].append(body)
-                await _until(lambda: all(_room_bodies(inbox, n, room) == sorted(expected[n]) for n in s),
-                             lambda: {n: _room_bodies(inbox, n, room) for n in s})
-            got = [(n, r.result.jid) for n, r in inbox if isinstance(r.result, Decrypted) and r.result.body == "hello room from bob"]
+                await _until(
+                    lambda: all(_room_bodies(inbox, n, room) == sorted(expected[n]) for n in s),
+                    lambda: {n: _room_bodies(inbox, n, room) for n in s},
+                )
+            got = [
+                (n, r.result.jid)
+                for n, r in inbox
+                if isinstance(r.result, Decrypted) and r.result.body == "hello room from bob"
+            ]
             assert sorted(got) == [("alice1", bob), ("alice2", bob), ("carol", bob)]  # the real JID, not the nickname
+
             def reflections() -> list[str]:
-                return sorted(n for n, r in inbox
-                              if r.room == room and isinstance(r.result, NotForThisDevice) and r.result.reflection)
+                return sorted(
+                    n
+                    for n, r in inbox
+                    if r.room == room and isinstance(r.result, NotForThisDevice) and r.result.reflection
+                )
 
             # each sender sees its own message come back, and knows it for its own
             await _until(lambda: reflections() == ["alice1", "alice2", "bob", "carol"], reflections)
@@ -112,8 +126,10 @@ def test_room_of_three_accounts_with_a_member_added_later_and_one_removed(server
             dev["dave"] = (dave, s["dave"].engine.device_id)
             expected["dave"] = []
             await s["dave"].rooms.join(room)
-            await _until(lambda: server.user("dave") in s["bob"].rooms.get(room).occupants,  # type: ignore[union-attr]
-                         lambda: s["bob"].rooms.get(room))
+            await _until(
+                lambda: server.user("dave") in s["bob"].rooms.get(room).occupants,  # type: ignore[union-attr]
+                lambda: s["bob"].rooms.get(room),
+            )
             for sender in ("bob", "dave"):
                 body = f"with dave, from {sender}"
                 result = await s[sender].rooms.send_text(room, body)
@@ -121,16 +137,22 @@ def test_room_of_three_accounts_with_a_member_added_later_and_one_removed(server
                 for n in s:
                     if n != sender:
                         expected[n].append(body)
-            await _until(lambda: all(_room_bodies(inbox, n, room) == sorted(expected[n]) for n in s),
-                         lambda: {n: _room_bodies(inbox, n, room) for n in s})
+            await _until(
+                lambda: all(_room_bodies(inbox, n, room) == sorted(expected[n]) for n in s),
+                lambda: {n: _room_bodies(inbox, n, room) for n in s},
+            )
 
             # carol is removed: later messages are not encrypted for her devices
             await s["alice1"].rooms.set_affiliation(room, carol, "none")
-            await _until(lambda: not s["carol"].rooms.get(room).joined,  # type: ignore[union-attr]
-                         lambda: s["carol"].rooms.get(room))
+            await _until(
+                lambda: not s["carol"].rooms.get(room).joined,  # type: ignore[union-attr]
+                lambda: s["carol"].rooms.get(room),
+            )
             assert 321 in s["carol"].rooms.get(room).removed  # type: ignore[union-attr]
-            await _until(lambda: carol not in s["bob"].rooms.get(room).members,  # type: ignore[union-attr]
-                         lambda: s["bob"].rooms.get(room))  # from the presence that removed her
+            await _until(
+                lambda: carol not in s["bob"].rooms.get(room).members,  # type: ignore[union-attr]
+                lambda: s["bob"].rooms.get(room),
+            )  # from the presence that removed her
             carol_before = list(_room_bodies(inbox, "carol", room))
             for sender in ("bob", "alice2"):
                 body = f"without carol, from {sender}"
@@ -144,8 +166,10 @@ def test_room_of_three_accounts_with_a_member_added_later_and_one_removed(server
                 # the element itself: carol's device finds no key for itself in it
                 out = s["carol"].engine.decrypt(result.elements[O2], s[sender].engine.jid, to=room, require_to=True)
                 assert isinstance(out, NotForThisDevice) and not out.reflection
-            await _until(lambda: all(_room_bodies(inbox, n, room) == sorted(expected[n]) for n in s if n != "carol"),
-                         lambda: {n: _room_bodies(inbox, n, room) for n in s})
+            await _until(
+                lambda: all(_room_bodies(inbox, n, room) == sorted(expected[n]) for n in s if n != "carol"),
+                lambda: {n: _room_bodies(inbox, n, room) for n in s},
+            )
             await asyncio.sleep(0.2)
             assert _room_bodies(inbox, "carol", room) == carol_before
             with pytest.raises(RoomUnavailable, match="no longer in room"):
@@ -211,8 +235,10 @@ def test_rooms_that_hide_real_jids_or_are_open_are_refused(server: Accounts, cap
             caplog.clear()
             with caplog.at_level(logging.WARNING, logger="e2ee.client.muc"):
                 await erin.plugin["xep_0045"].set_room_config(turns, form)
-                await _until(lambda: any("cannot be used with OMEMO" in r.getMessage() for r in caplog.records),
-                             lambda: caplog.records)  # the configuration-change notice was checked
+                await _until(
+                    lambda: any("cannot be used with OMEMO" in r.getMessage() for r in caplog.records),
+                    lambda: caplog.records,
+                )  # the configuration-change notice was checked
             with pytest.raises(RoomNotSuitable) as e:
                 await frank.rooms.send_text(turns, "no longer")
             assert e.value.missing == (NONANONYMOUS,)
@@ -262,8 +288,10 @@ def test_forged_and_misdirected_group_messages_are_refused(server: Accounts, cap
                 msg = ivo.make_message(mto=hal.boundjid.full, mtype="groupchat", mbody="x")  # to a bare JID: bounced
                 msg.xml.append(first.elements[O2])
                 msg.send()
-                await _until(lambda: any("not a room we are in" in r.getMessage() for r in caplog.records),
-                             lambda: caplog.records)
+                await _until(
+                    lambda: any("not a room we are in" in r.getMessage() for r in caplog.records),
+                    lambda: caplog.records,
+                )
             # gus puts an element encrypted for hal alone (<to> = hal) into the room
             assert (await gus.send_text(hal.engine.jid, "private, for hal")).ready
             private = gus.engine.encrypt([hal.engine.jid], "replayed into the room")
@@ -274,11 +302,21 @@ def test_forged_and_misdirected_group_messages_are_refused(server: Accounts, cap
             assert (await gus.rooms.send_text(room, "second room message")).ready
             await _until(lambda: sum(isinstance(r.error, AffixMismatch) for _n, r in inbox) == 2, lambda: inbox)
             refused = [(r.room, r.stanza_from) for n, r in inbox if isinstance(r.error, AffixMismatch)]
-            assert sorted(refused, key=str) == sorted([(room, f"{room}/{server.user('gus')}"), (None, gus.engine.jid)], key=str)
-            await _until(lambda: _room_bodies(inbox, "hal", room) == ["a real room message", "second room message"],
-                         lambda: inbox)
-            assert not [r for n, r in inbox if n == "hal" and r.room is None and isinstance(r.result, Decrypted)
-                        and r.result.body != "private, for hal"]
+            assert sorted(refused, key=str) == sorted(
+                [(room, f"{room}/{server.user('gus')}"), (None, gus.engine.jid)], key=str
+            )
+            await _until(
+                lambda: _room_bodies(inbox, "hal", room) == ["a real room message", "second room message"],
+                lambda: inbox,
+            )
+            assert not [
+                r
+                for n, r in inbox
+                if n == "hal"
+                and r.room is None
+                and isinstance(r.result, Decrypted)
+                and r.result.body != "private, for hal"
+            ]
         finally:
             for x in (gus, hal, ivo):
                 x.disconnect()
@@ -297,8 +335,18 @@ def test_cli_room_create_members_send_and_recv(server: Accounts, tmp_path: Path)
     kim, lou = server.jid("kim"), server.jid("lou")
 
     def command(user: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path / user), "--server",
-                f"127.0.0.1:{server.port}", "--ca-file", str(server.cert), *args]
+        return [
+            sys.executable,
+            "-m",
+            "e2ee.client.cli",
+            "--home",
+            str(tmp_path / user),
+            "--server",
+            f"127.0.0.1:{server.port}",
+            "--ca-file",
+            str(server.cert),
+            *args,
+        ]
 
     def env(user: str) -> dict[str, str]:
         return {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
@@ -313,11 +361,22 @@ def test_cli_room_create_members_send_and_recv(server: Accounts, tmp_path: Path)
     assert made.returncode == 0, made.stderr
     listed = e2ee("lou", "room-members", room, "--json")
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout) == {"room": room, "members": [
-        {"jid": kim, "affiliation": "owner", "present": False}, {"jid": lou, "affiliation": "member", "present": True}]}
+    assert json.loads(listed.stdout) == {
+        "room": room,
+        "members": [
+            {"jid": kim, "affiliation": "owner", "present": False},
+            {"jid": lou, "affiliation": "member", "present": True},
+        ],
+    }
 
-    recv = subprocess.Popen(command("lou", "recv", "--room", room, "--count", "1", "--timeout", "30", "--json"),
-                            cwd=ROOT, env=env("lou"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recv = subprocess.Popen(
+        command("lou", "recv", "--room", room, "--count", "1", "--timeout", "30", "--json"),
+        cwd=ROOT,
+        env=env("lou"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert recv.stderr is not None
         lines = []
@@ -340,7 +399,12 @@ def test_cli_room_create_members_send_and_recv(server: Accounts, tmp_path: Path)
     assert recv.returncode == 0, err
     (line,) = out.strip().splitlines()
     msg = json.loads(line)
-    assert (msg["room"], msg["from"], msg["body"], msg["carbon"]) == (room, kim, "hello room from the command line", False)
+    assert (msg["room"], msg["from"], msg["body"], msg["carbon"]) == (
+        room,
+        kim,
+        "hello room from the command line",
+        False,
+    )
 
     async def anonymous_room() -> None:
         s = await _session(server, "kim", [], "kim-raw")
@@ -355,7 +419,8 @@ def test_cli_room_create_members_send_and_recv(server: Accounts, tmp_path: Path)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
         f"e2ee: error: room {server.room('cli-anon')} cannot be used with OMEMO: it hides its occupants' real JIDs "
-        "(not non-anonymous); it is not members-only")
+        "(not non-anonymous); it is not members-only"
+    )
     bad = e2ee("kim", "room-send", "not a room", "x")
     assert bad.returncode == 2 and "not a room address" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -364,8 +429,12 @@ def test_readme_group_chat_example_runs(server: Accounts) -> None:
     from .test_embedding import _example
 
     readme = Accounts.unprefixed(server.server, ("ann", "ben"))  # the example's own names
-    namespace: dict[str, object] = {"SERVER": ("127.0.0.1", server.port), "CA_FILE": server.cert,
-                                    "DOMAIN": server.domain, "MUC": server.muc}
+    namespace: dict[str, object] = {
+        "SERVER": ("127.0.0.1", server.port),
+        "CA_FILE": server.cert,
+        "DOMAIN": server.domain,
+        "MUC": server.muc,
+    }
     exec(compile(_example("group chat"), "README.md (group chat example)", "exec"), namespace)
     assert namespace["got"] == [(readme.room("team"), readme.jid("ann"), "Hello, team")]
 
@@ -390,7 +459,9 @@ def test_a_member_with_a_legacy_only_device_gets_the_legacy_element(server: Acco
             await ned.rooms.join(room)
             result = await mx.rooms.send_text(room, "in legacy OMEMO")
             assert result.ready and set(result.elements) == {legacy}, result.devices
-            assert {(d.jid, d.namespace) for d in result.devices if d.outcome is Outcome.ENCRYPTED} == {(ned.engine.jid, legacy)}
+            assert {(d.jid, d.namespace) for d in result.devices if d.outcome is Outcome.ENCRYPTED} == {
+                (ned.engine.jid, legacy)
+            }
             await _until(lambda: _room_bodies(inbox, "ned", room) == ["in legacy OMEMO"], lambda: inbox)
             (got,) = [r.result for n, r in inbox if n == "ned" and isinstance(r.result, Decrypted)]
             assert got.namespace == legacy and got.jid == mx.engine.jid
@@ -445,13 +516,17 @@ def test_a_member_refused_the_affiliation_lists_encrypts_for_the_members_it_sees
                     assert s["pia"].rooms.get(room).recipients() == sorted([ola, pia, quin])  # type: ignore[union-attr]
                     assert told() == []
                 await s["quin"].rooms.join(room)  # (quin's session is told too, on Prosody)
-                await _until(lambda: s["pia"].rooms.get(room).recipients() == sorted([ola, pia, quin]),  # type: ignore[union-attr]
-                             lambda: s["pia"].rooms.get(room))
+                await _until(
+                    lambda: s["pia"].rooms.get(room).recipients() == sorted([ola, pia, quin]),  # type: ignore[union-attr]
+                    lambda: s["pia"].rooms.get(room),
+                )
                 said = len(told())
                 result = await s["pia"].rooms.send_text(room, "to everyone I can see")
                 assert result.ready and {j for j, _d in _encrypted_for(result)} == {ola, quin}, result.devices
-                await _until(lambda: all(_room_bodies(inbox, u, room) == ["to everyone I can see"] for u in ("ola", "quin")),
-                             lambda: inbox)
+                await _until(
+                    lambda: all(_room_bodies(inbox, u, room) == ["to everyone I can see"] for u in ("ola", "quin")),
+                    lambda: inbox,
+                )
                 assert len(told()) == said  # once per room, not at every send
         finally:
             for x in s.values():
@@ -476,8 +551,15 @@ def test_removing_a_member_of_a_moderated_room_warns(server: Accounts, caplog: p
         rex = await _session(server, "rex", inbox, "rex")
         s = await _session(server, "sue", inbox, "sue")
         try:
-            await _plain_room(rex, room, (("muc#roomconfig_membersonly", True), ("muc#roomconfig_whois", "anyone"),
-                                          ("muc#roomconfig_moderatedroom", True)))
+            await _plain_room(
+                rex,
+                room,
+                (
+                    ("muc#roomconfig_membersonly", True),
+                    ("muc#roomconfig_whois", "anyone"),
+                    ("muc#roomconfig_moderatedroom", True),
+                ),
+            )
             await rex.rooms.join(room)
             await rex.rooms.set_affiliation(room, sue, "member")
             await s.rooms.join(room)

@@ -48,21 +48,26 @@ async def _until(done: Callable[[], bool], what: Callable[[], object], timeout: 
 def _wire(client: object, sender_bare: str, into: list[ET.Element], mtype: str) -> None:
     """Record every ``<message type=mtype>`` from ``sender_bare`` reaching ``client``'s stream
     (observation only)."""
+
     def record(msg: object) -> None:
         stanza = msg.xml  # type: ignore[attr-defined]
         if stanza.get("type") == mtype and stanza.get("from", "").partition("/")[0] == sender_bare:
             into.append(stanza)
 
-    client.register_handler(Callback(  # type: ignore[attr-defined]
-        f"test: wire {mtype}", MatchXPath("{jabber:client}message"), record))
+    client.register_handler(
+        Callback(  # type: ignore[attr-defined]
+            f"test: wire {mtype}", MatchXPath("{jabber:client}message"), record
+        )
+    )
 
 
 def _decrypted(inbox: list[Received]) -> list[str | None]:
     return [r.result.body for r in inbox if isinstance(r.result, Decrypted)]
 
 
-async def _session(server: Accounts, user: str, storage: MemoryStorage, inbox: list[Received], *,
-                   again: bool = False) -> E2EESession:
+async def _session(
+    server: Accounts, user: str, storage: MemoryStorage, inbox: list[Received], *, again: bool = False
+) -> E2EESession:
     """A device of ``user`` (``again``: the same device, reconnecting with its stored state)."""
     engine = Engine(storage) if again else Engine.create(storage, server.jid(user))
     s = E2EESession(engine, f"{user}-pw", ca_file=server.cert, on_received=inbox.append)
@@ -91,8 +96,10 @@ def test_a_legacy_only_contact_gets_one_stanza_and_own_devices_all_decrypt(serve
                 reached = {(d.jid, d.device_id, d.namespace) for d in result.devices if d.outcome is Outcome.ENCRYPTED}
                 assert reached == {(bob_jid, bob_device, LEGACY), (alice_jid, phone.engine.device_id, O2)}
                 assert set(result.elements) == {LEGACY} and set(result.own_copy) == {O2}
-            await _until(lambda: len([m for m in bob.inbox if m.body]) >= 3 and len(_decrypted(phone_inbox)) >= 3,
-                         lambda: (bob.inbox, phone_inbox))
+            await _until(
+                lambda: len([m for m in bob.inbox if m.body]) >= 3 and len(_decrypted(phone_inbox)) >= 3,
+                lambda: (bob.inbox, phone_inbox),
+            )
             await asyncio.sleep(0.2)  # anything else on its way arrives (a second stanza, a duplicate)
             # the contact: one stanza per send, each decrypted; no OMEMO 2 element, no fallback text shown
             with_body = [s for s in at_bob if s.find("{jabber:client}body") is not None]
@@ -165,8 +172,9 @@ def test_a_room_with_a_legacy_only_member_gets_one_stanza_per_message(server: Ac
             def ned_bodies() -> list[str | None]:
                 return [r.result.body for r in ned_inbox if isinstance(r.result, Decrypted) and r.room == room]
 
-            await _until(lambda: len(ned_bodies()) >= 2 and len(_decrypted(other_inbox)) >= 2,
-                         lambda: (ned_inbox, other_inbox))
+            await _until(
+                lambda: len(ned_bodies()) >= 2 and len(_decrypted(other_inbox)) >= 2, lambda: (ned_inbox, other_inbox)
+            )
             await asyncio.sleep(0.2)
             from_max = [s for s in at_ned if s.find("{jabber:client}body") is not None]
             assert len(from_max) == len(sent), [ET.tostring(s)[:200] for s in at_ned]
@@ -176,7 +184,9 @@ def test_a_room_with_a_legacy_only_member_gets_one_stanza_per_message(server: Ac
             # max's other device got each message once, through his bare JID (the room's
             # reflection holds no key for it), and shows it under the room
             assert sorted(_decrypted(other_inbox)) == sent
-            assert {r.room for r in other_inbox if isinstance(r.result, Decrypted)} == {room}, [(r.stanza_from, r.carbon, r.result.to) for r in other_inbox if isinstance(r.result, Decrypted)]
+            assert {r.room for r in other_inbox if isinstance(r.result, Decrypted)} == {room}, [
+                (r.stanza_from, r.carbon, r.result.to) for r in other_inbox if isinstance(r.result, Decrypted)
+            ]
             assert [r.error for r in other_inbox if r.error is not None] == []
 
             # and from the archive

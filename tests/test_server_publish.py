@@ -54,8 +54,9 @@ def test_a_second_device_does_not_evict_the_first_devices_bundle(
             said = [r.getMessage() for r in caplog.records if "refused our publish-options" in r.getMessage()]
             if server.kind == "ejabberd":
                 assert len(said) == 1 and "resource-constraint" in said[0] and "pubsub#max_items" in said[0], said
-                assert all(s.e2ee._publisher is not None and s.e2ee._publisher.options_refused
-                           for s in (first, second, third))
+                assert all(
+                    s.e2ee._publisher is not None and s.e2ee._publisher.options_refused for s in (first, second, third)
+                )
             else:  # Prosody takes the options
                 assert said == []
         finally:
@@ -69,6 +70,7 @@ def test_concurrent_first_publications_of_fresh_accounts(server: Accounts) -> No
     """Two fresh accounts connect at once (each publishing both device lists and both bundles
     for the first time), a few times over: every session comes up with its bundle published.
     ejabberd answers such races with item-not-found or "Database failure" now and then."""
+
     async def run(round_: int) -> None:
         users = [f"fresh{round_}a", f"fresh{round_}b"]
         for user in users:

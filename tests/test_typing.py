@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_mypy_strict_on_engine_keystore_and_client() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "e2ee"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

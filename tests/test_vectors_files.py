@@ -191,8 +191,7 @@ def _readme_counts() -> dict[str, dict[str, int]]:
     text = (VECTORS_DIR / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `(\w+_test\.json)` \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|", text, re.M)
     return {
-        name: {"total": int(t), "valid": int(v), "invalid": int(i), "acceptable": int(a)}
-        for name, t, v, i, a in rows
+        name: {"total": int(t), "valid": int(v), "invalid": int(i), "acceptable": int(a)} for name, t, v, i, a in rows
     }
 
 
@@ -446,5 +445,7 @@ def test_e2e_payload_key_material() -> None:
     assert hexfield(v2, "key_material_into_ratchet") == hexfield(v2, "payload_key") + hexfield(v2, "payload_hmac16")
     assert hkdf(hexfield(v2, "payload_key"), bytes(32), b"OMEMO Payload", 80) == hexfield(v2, "payload_hkdf80")
     (legacy,) = cases("omemo/e2e_legacy.json")
-    assert hexfield(legacy, "key_material_into_ratchet") == hexfield(legacy, "aes128_key") + hexfield(legacy, "gcm_tag16")
+    assert hexfield(legacy, "key_material_into_ratchet") == hexfield(legacy, "aes128_key") + hexfield(
+        legacy, "gcm_tag16"
+    )
     assert len(hexfield(legacy, "payload")) == len(legacy["body_plaintext_utf8"].encode())

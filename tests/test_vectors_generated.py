@@ -13,6 +13,7 @@ from e2ee.identity import IdentityKeyPair
 from e2ee.legacy.wire import LEGACY
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.session import PeerBundle, Session, accept, initiate
+
 from .vectors import load
 
 X3DH = load("generated/x3dh.json")["vectors"]
@@ -29,8 +30,9 @@ def test_x3dh_agreement(v: dict[str, Any]) -> None:
     inp, wire = v["inputs"], v["bundle_wire"]
     alice = IdentityKeyPair.from_seed(_h(inp["alice_ik_seed"]))
     bob = IdentityKeyPair.from_seed(_h(inp["bob_ik_seed"]))
-    start = x3dh.initiate(f, alice, _h(wire["ik"]), _h(wire["spk"]), _h(wire["spk_sig"]), _h(wire["pk"]),
-                          _h(inp["alice_ek_priv"]))
+    start = x3dh.initiate(
+        f, alice, _h(wire["ik"]), _h(wire["spk"]), _h(wire["spk_sig"]), _h(wire["pk"]), _h(inp["alice_ek_priv"])
+    )
     assert start.result.shared_secret == _h(v["shared_secret"])
     assert start.result.ad_send == _h(v["associated_data"])
     own_ik = f.own_identity(alice)
@@ -42,8 +44,10 @@ def test_x3dh_agreement(v: dict[str, Any]) -> None:
 def test_ratchet_transcript(t: dict[str, Any]) -> None:
     f = OMEMO2 if t["flavour"] == "omemo2" else LEGACY
     inp, der = t["inputs"], t["derived"]
-    ids = {"alice": IdentityKeyPair.from_seed(_h(inp["alice_ik_seed"])),
-           "bob": IdentityKeyPair.from_seed(_h(inp["bob_ik_seed"]))}
+    ids = {
+        "alice": IdentityKeyPair.from_seed(_h(inp["alice_ik_seed"])),
+        "bob": IdentityKeyPair.from_seed(_h(inp["bob_ik_seed"])),
+    }
     bw = der["bob_bundle_wire"]
     prekeys = {p["id"]: _h(p["pub"]) for p in bw["prekeys"]}
     pk_id = t["chosen_prekey_id"]
@@ -81,8 +85,9 @@ def test_ratchet_transcript(t: dict[str, Any]) -> None:
                 if s is not None and s.same_key_exchange(kex):
                     got = s.decrypt(kex.message, rng)
                 else:
-                    s, got = accept(f, ids[actor], kex, {t["bob_spk_id"]: _h(inp["bob_spk_priv"])}.get,
-                                    bob_prekeys.get, rng)
+                    s, got = accept(
+                        f, ids[actor], kex, {t["bob_spk_id"]: _h(inp["bob_spk_priv"])}.get, bob_prekeys.get, rng
+                    )
                     sessions[actor] = s
                     del bob_prekeys[kex.pk_id]
             else:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from e2ee.legacy.wire import LEGACY
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.primitives import hkdf_sha256, hmac_sha256, x25519, x25519_public
 from e2ee.session import PeerBundle, accept, initiate
+
 from .vectors import hexfield, load
 
 
@@ -62,8 +64,12 @@ def test_end_to_end_transcript(name: str) -> None:
     sig = f.sign_prekey(bob, spk_pub)
     assert sig == (h("spk_signature_on_wire") if f is LEGACY else h("spk_signature_ed25519"))
     bundle = PeerBundle(
-        f.own_identity(bob), v["spk_id"], f.encode_public(spk_pub), sig,
-        v["pk_id"], f.encode_public(h("bob_opk_pub")),
+        f.own_identity(bob),
+        v["spk_id"],
+        f.encode_public(spk_pub),
+        sig,
+        v["pk_id"],
+        f.encode_public(h("bob_opk_pub")),
     )
     a_rng = queue(h("alice_ek_priv"), h("alice_ratchet1_priv"), h("alice_ratchet2_priv"))
     a = initiate(f, alice, bundle, a_rng)
@@ -75,8 +81,14 @@ def test_end_to_end_transcript(name: str) -> None:
     assert base64.b64encode(kex).decode() == v["msg0_key_element_text"]
     parsed = f.parse_key_exchange(kex)
     assert parsed.message == h("msg0_authenticated_message")
-    b, got = accept(f, bob, parsed, {v["spk_id"]: h("bob_spk_priv")}.get, {v["pk_id"]: h("bob_opk_priv")}.get,
-                    queue(h("bob_ratchet1_priv")))
+    b, got = accept(
+        f,
+        bob,
+        parsed,
+        {v["spk_id"]: h("bob_spk_priv")}.get,
+        {v["pk_id"]: h("bob_opk_priv")}.get,
+        queue(h("bob_ratchet1_priv")),
+    )
     assert got == km0
     assert b.ratchet.root_key == h("bob_after_msg0_RK") and b.ratchet.cks == h("bob_after_msg0_CKs")
     assert b.ratchet.ad_send == h("associated_data_bob_to_alice")

@@ -367,7 +367,9 @@ def test_parse_rejects_non_text() -> None:
 _JID_CHARS = dict(codec="utf-8", exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"))
 _local = st.text(st.characters(**_JID_CHARS, exclude_characters="\"&'/:<>@"), min_size=1, max_size=12)  # type: ignore[arg-type]
 _domain = st.text(
-    st.characters(**_JID_CHARS, exclude_characters="\"&'/:<>@\\?#%;=[]"), min_size=1, max_size=12  # type: ignore[arg-type]
+    st.characters(**_JID_CHARS, exclude_characters="\"&'/:<>@\\?#%;=[]"),
+    min_size=1,
+    max_size=12,  # type: ignore[arg-type]
 )
 _jids = st.one_of(_domain, st.builds(lambda lo, do: f"{lo}@{do}", _local, _domain))
 _devices = st.lists(
@@ -406,9 +408,45 @@ def test_arbitrary_text_only_raises_the_typed_error(text: str) -> None:
 
 
 _pieces = st.sampled_from(
-    ["xmpp:", "XMPP:", "//", "/", "@", "?", "#", ";", "&", "=", "%", "%2", "%41", "%C3%A9", "%ff", "+", " ",
-     "juliet", "example.org", "message", "trust-message", "omemo", "omemo-sid-", "OMEMO-SID-", "5", "0",
-     "4294967296", "05", H1, H1.upper(), K1_DISPLAY, H1[:10], "body", "\u00e9", "\u200b", "\n", "\x00"]
+    [
+        "xmpp:",
+        "XMPP:",
+        "//",
+        "/",
+        "@",
+        "?",
+        "#",
+        ";",
+        "&",
+        "=",
+        "%",
+        "%2",
+        "%41",
+        "%C3%A9",
+        "%ff",
+        "+",
+        " ",
+        "juliet",
+        "example.org",
+        "message",
+        "trust-message",
+        "omemo",
+        "omemo-sid-",
+        "OMEMO-SID-",
+        "5",
+        "0",
+        "4294967296",
+        "05",
+        H1,
+        H1.upper(),
+        K1_DISPLAY,
+        H1[:10],
+        "body",
+        "\u00e9",
+        "\u200b",
+        "\n",
+        "\x00",
+    ]
 )
 
 
@@ -420,7 +458,9 @@ def test_near_miss_uris_only_raise_the_typed_error(text: str) -> None:
 
 @settings(max_examples=200)
 @given(_jids, _devices, st.data())
-def test_mutated_uris_only_raise_the_typed_error(jid: str, devices: list[tuple[int, bytes]], data: st.DataObject) -> None:
+def test_mutated_uris_only_raise_the_typed_error(
+    jid: str, devices: list[tuple[int, bytes]], data: st.DataObject
+) -> None:
     uri = make_uri(jid, devices)
     pos = data.draw(st.integers(0, len(uri)))
     cut = data.draw(st.integers(0, 3))

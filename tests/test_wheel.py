@@ -28,11 +28,25 @@ def _build_wheel(tmp: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     for name in ("e2ee", "keystore", "client"):
-        shutil.copytree(ROOT / name, src / name, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(src)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = out.glob("*.whl")
     return wheel
 
@@ -42,8 +56,13 @@ def test_the_wheel_holds_only_e2ee_and_runs_the_demo_from_a_fresh_venv(tmp_path:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/", 1)[0] for n in names}
     assert top == {"e2ee", "xmpp_e2ee-0.1.0.dist-info"}, top
-    for needed in ("e2ee/keystore/store.py", "e2ee/client/cli.py", "e2ee/client/plugin.py",
-                   "e2ee/wire/omemo2_pb2.py", "e2ee/py.typed"):
+    for needed in (
+        "e2ee/keystore/store.py",
+        "e2ee/client/cli.py",
+        "e2ee/client/plugin.py",
+        "e2ee/wire/omemo2_pb2.py",
+        "e2ee/py.typed",
+    ):
         assert needed in names, needed
     assert not any(n.startswith(("e2ee/tests", "e2ee/vectors")) for n in names)
     entry = zipfile.ZipFile(wheel).read("xmpp_e2ee-0.1.0.dist-info/entry_points.txt").decode()
@@ -52,18 +71,46 @@ def test_the_wheel_holds_only_e2ee_and_runs_the_demo_from_a_fresh_venv(tmp_path:
     env_dir = tmp_path / "fresh"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     fresh_py = env_dir / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(fresh_py), "install", "-q", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True, text=True)
-    fresh_site = Path(subprocess.run([str(fresh_py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     check=True, capture_output=True, text=True).stdout.strip())
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(fresh_py),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    fresh_site = Path(
+        subprocess.run(
+            [str(fresh_py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (fresh_site / "zz_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
-    where = subprocess.run([str(fresh_py), "-c", "import e2ee.client.cli, e2ee.keystore; print(e2ee.__file__)"],
-                           cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout
+    where = subprocess.run(
+        [str(fresh_py), "-c", "import e2ee.client.cli, e2ee.keystore; print(e2ee.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert where.startswith(str(fresh_site)), where  # the wheel's copy, not this checkout
-    demo = subprocess.run([str(env_dir / "bin" / "e2ee"), "demo"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    demo = subprocess.run(
+        [str(env_dir / "bin" / "e2ee"), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert demo.returncode == 0, demo.stderr
     assert "demo finished" in demo.stdout
     assert demo.stdout.count("decrypted (") == 16

@@ -19,6 +19,7 @@ from e2ee.primitives import (
     x25519_public_to_ed25519,
 )
 from e2ee.xeddsa import curve25519_verify, sign_with_sign_bit, xeddsa_sign, xeddsa_verify
+
 from .vectors import hexfield, load
 
 
@@ -115,7 +116,9 @@ def test_python_xeddsa_signatures_verify_with_us(seed: bytes, msg: bytes, nonce:
     assert not ed25519_verify(ed_pub, msg + b"!", peer.ed25519_seed_sign(seed, msg))
 
 
-@pytest.mark.parametrize("u", [(2**255 - 19).to_bytes(32, "little"), b"\xff" * 32, (2**255 - 20).to_bytes(32, "little")])
+@pytest.mark.parametrize(
+    "u", [(2**255 - 19).to_bytes(32, "little"), b"\xff" * 32, (2**255 - 20).to_bytes(32, "little")]
+)
 def test_verify_rejects_keys_without_edwards_image(u: bytes) -> None:
     assert not curve25519_verify(u, b"m", bytes(64))
     assert not xeddsa_verify(u, b"m", bytes(64))

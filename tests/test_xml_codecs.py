@@ -9,9 +9,10 @@ import base64
 import hashlib
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import oldmemo.etree
 import oldmemo.oldmemo as old
@@ -76,10 +77,13 @@ def test_omemo2_device_list_to_twomemo() -> None:
     sig = bytes(64)
     dl = DeviceList("omemo2", (DeviceEntry(1), DeviceEntry(5, "Phone ☎", sig), DeviceEntry(9, "unsigned")))
     elem = x2.build_device_list(dl)
-    assert serialize(elem) == (
-        "<devices xmlns='urn:xmpp:omemo:2'><device id='1'/>"
-        f"<device id='5' label='Phone ☎' labelsig='{b64(sig)}'/><device id='9' label='unsigned'/></devices>"
-    ).encode()
+    assert (
+        serialize(elem)
+        == (
+            "<devices xmlns='urn:xmpp:omemo:2'><device id='1'/>"
+            f"<device id='5' label='Phone ☎' labelsig='{b64(sig)}'/><device id='9' label='unsigned'/></devices>"
+        ).encode()
+    )
     peer = twomemo.etree.parse_device_list(ours_to_bytes(elem))
     assert peer == {1: None, 5: SignedLabel("Phone ☎", sig), 9: None}
     assert x2.parse_device_list(reparse(elem)) == dl
@@ -171,24 +175,40 @@ def test_bundle_to_peer(peer_bob: PeerDevice) -> None:
     assert {v: k for k, v in impl.pre_key_ids.items()} == {i: raw(k) for i, k in wb.prekeys.items()}
 
 
-def bundle_xml(flavour: str, n: int = 30, *, spk_id: str = "1", pk_ids: list[str] | None = None,
-               drop: str = "", extra: str = "", pk_text: str | None = None, ik_text: str | None = None) -> str:
+def bundle_xml(
+    flavour: str,
+    n: int = 30,
+    *,
+    spk_id: str = "1",
+    pk_ids: list[str] | None = None,
+    drop: str = "",
+    extra: str = "",
+    pk_text: str | None = None,
+    ik_text: str | None = None,
+) -> str:
     """A synthetic bundle with structurally valid keys (the codec does not check curve points)."""
     if flavour == "omemo2":
         key, names = b64(bytes(range(32))), ("spk", "spks", "ik", "prekeys", "pk", "id", "id")
     else:
         key = b64(b"\x05" + bytes(range(32)))
-        names = ("signedPreKeyPublic", "signedPreKeySignature", "identityKey", "prekeys", "preKeyPublic",
-                 "signedPreKeyId", "preKeyId")
+        names = (
+            "signedPreKeyPublic",
+            "signedPreKeySignature",
+            "identityKey",
+            "prekeys",
+            "preKeyPublic",
+            "signedPreKeyId",
+            "preKeyId",
+        )
     spk, spks, ik, prekeys, pk, spk_attr, pk_attr = names
     ids = pk_ids if pk_ids is not None else [str(i + 1) for i in range(n)]
     parts = {
         spk: f"<{spk} {spk_attr}='{spk_id}'>{key}</{spk}>",
         spks: f"<{spks}>{b64(bytes(64))}</{spks}>",
         ik: f"<{ik}>{ik_text if ik_text is not None else key}</{ik}>",
-        prekeys: f"<{prekeys}>" + "".join(
-            f"<{pk} {pk_attr}='{i}'>{pk_text if pk_text is not None else key}</{pk}>" for i in ids
-        ) + f"</{prekeys}>",
+        prekeys: f"<{prekeys}>"
+        + "".join(f"<{pk} {pk_attr}='{i}'>{pk_text if pk_text is not None else key}</{pk}>" for i in ids)
+        + f"</{prekeys}>",
     }
     body = "".join(v for k, v in parts.items() if k != drop)
     ns = x2.NS if flavour == "omemo2" else lx.NS
@@ -247,8 +267,12 @@ X6_CASES: dict[str, dict[str, Any]] = {
 def test_bundle_x6(flavour: str, case: str) -> None:
     kwargs = dict(X6_CASES[case])
     if flavour == "legacy" and "drop" in kwargs:
-        kwargs["drop"] = {"spk": "signedPreKeyPublic", "spks": "signedPreKeySignature", "ik": "identityKey",
-                          "prekeys": "prekeys"}[kwargs["drop"]]
+        kwargs["drop"] = {
+            "spk": "signedPreKeyPublic",
+            "spks": "signedPreKeySignature",
+            "ik": "identityKey",
+            "prekeys": "prekeys",
+        }[kwargs["drop"]]
     text = bundle_xml(flavour, **kwargs)
     # Through ElementTree (no size limit, as if it came from slixmpp): InvalidBundle, quickly.
     start = time.perf_counter()
@@ -334,7 +358,9 @@ def peer_keys(s: Scenario) -> frozenset[tuple[Any, Any]]:
         mod: Any = two if s.flavour == "omemo2" else old
         ke, auth = (None, wire)
         if kex:
-            ke, auth = mod.KeyExchangeImpl.parse(wire) if s.flavour == "omemo2" else mod.KeyExchangeImpl.parse(wire, sign)
+            ke, auth = (
+                mod.KeyExchangeImpl.parse(wire) if s.flavour == "omemo2" else mod.KeyExchangeImpl.parse(wire, sign)
+            )
         out.add((mod.EncryptedKeyMaterialImpl.parse(auth, jid, rid), ke))
     return frozenset(out)
 
@@ -391,16 +417,20 @@ def test_encrypted_to_peer(scenario: Scenario) -> None:
 
 
 def test_build_encrypted_exact_xml() -> None:
-    keys = (KeyElement(5, b"\x01", True, "b@x"), KeyElement(6, b"\x02", False, "c@y"), KeyElement(7, b"\x03", False, "b@x"))
+    keys = (
+        KeyElement(5, b"\x01", True, "b@x"),
+        KeyElement(6, b"\x02", False, "c@y"),
+        KeyElement(7, b"\x03", False, "b@x"),
+    )
     assert serialize(x2.build_encrypted(EncryptedElement("omemo2", 9, keys, b"\xff"))) == (
-        "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='9'>"
-        "<keys jid='b@x'><key rid='5' kex='true'>AQ==</key><key rid='7'>Aw==</key></keys>"
-        "<keys jid='c@y'><key rid='6'>Ag==</key></keys></header><payload>/w==</payload></encrypted>"
-    ).encode()
+        b"<encrypted xmlns='urn:xmpp:omemo:2'><header sid='9'>"
+        b"<keys jid='b@x'><key rid='5' kex='true'>AQ==</key><key rid='7'>Aw==</key></keys>"
+        b"<keys jid='c@y'><key rid='6'>Ag==</key></keys></header><payload>/w==</payload></encrypted>"
+    )
     assert serialize(lx.build_encrypted(EncryptedElement("legacy", 9, keys[:2], None, bytes(12)))) == (
-        "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='9'>"
-        "<key rid='5' prekey='true'>AQ==</key><key rid='6'>Ag==</key><iv>AAAAAAAAAAAAAAAA</iv></header></encrypted>"
-    ).encode()
+        b"<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='9'>"
+        b"<key rid='5' prekey='true'>AQ==</key><key rid='6'>Ag==</key><iv>AAAAAAAAAAAAAAAA</iv></header></encrypted>"
+    )
     with pytest.raises(UsageError):
         x2.build_encrypted(EncryptedElement("omemo2", 9, (KeyElement(5, b"\x01", True),), None))
     with pytest.raises(UsageError):
@@ -412,13 +442,27 @@ def omemo2_xml(keys: str, sid: str = "1001", payload: str = "<payload>AAAA</payl
 
 
 def legacy_xml(header: str, sid: str = "1001", payload: str = "<payload>AAAA</payload>") -> str:
-    return f"<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='{sid}'>{header}</header>{payload}</encrypted>"
+    return (
+        f"<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='{sid}'>{header}</header>{payload}</encrypted>"
+    )
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    (None, False), ("true", True), ("1", True), (" true\n", True), ("false", False), ("0", False),
-    ("TRUE", None), ("yes", None), ("", None), ("2", None), ("True", None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, False),
+        ("true", True),
+        ("1", True),
+        (" true\n", True),
+        ("false", False),
+        ("0", False),
+        ("TRUE", None),
+        ("yes", None),
+        ("", None),
+        ("2", None),
+        ("True", None),
+    ],
+)
 def test_kex_and_prekey_boolean_forms(value: str | None, expected: bool | None) -> None:
     attr2 = "" if value is None else f" kex='{value}'"
     attrl = "" if value is None else f" prekey='{value}'"
@@ -433,11 +477,14 @@ def test_kex_and_prekey_boolean_forms(value: str | None, expected: bool | None) 
         assert lx.parse_encrypted(el).keys[0].kex is expected
 
 
-@pytest.mark.parametrize("header", [
-    "<key rid='1'>AQ==</key><key rid='2' prekey='true'>Ag==</key><iv>{iv}</iv>",  # Conversations
-    "<iv>{iv}</iv><key rid='1'>AQ==</key><key rid='2' prekey='true'>Ag==</key>",  # Dino
-    "<key rid='1'>AQ==</key><iv>{iv}</iv><unknown/><key rid='2' prekey='1'>Ag==</key>",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "<key rid='1'>AQ==</key><key rid='2' prekey='true'>Ag==</key><iv>{iv}</iv>",  # Conversations
+        "<iv>{iv}</iv><key rid='1'>AQ==</key><key rid='2' prekey='true'>Ag==</key>",  # Dino
+        "<key rid='1'>AQ==</key><iv>{iv}</iv><unknown/><key rid='2' prekey='1'>Ag==</key>",
+    ],
+)
 def test_legacy_header_order(header: str) -> None:
     e = lx.parse_encrypted(parse_xml(legacy_xml(header.format(iv=b64(IV)))))
     assert [(k.rid, k.data, k.kex, k.jid) for k in e.keys] == [(1, b"\x01", False, None), (2, b"\x02", True, None)]
@@ -449,27 +496,33 @@ def test_legacy_iv_and_payload_rules() -> None:
     assert lx.parse_encrypted(parse_xml(legacy_xml(key + f"<iv>{b64(bytes(16))}</iv>"))).iv == bytes(16)
     transport = lx.parse_encrypted(parse_xml(legacy_xml(key + f"<iv>{b64(IV)}</iv>", payload="")))
     assert transport.payload is None and transport.iv == IV
-    for bad in (legacy_xml(key + f"<iv>{b64(bytes(8))}</iv>"), legacy_xml(key),
-                legacy_xml(key + f"<iv>{b64(IV)}</iv><iv>{b64(IV)}</iv>")):
+    for bad in (
+        legacy_xml(key + f"<iv>{b64(bytes(8))}</iv>"),
+        legacy_xml(key),
+        legacy_xml(key + f"<iv>{b64(IV)}</iv><iv>{b64(IV)}</iv>"),
+    ):
         with pytest.raises(MalformedMessage):
             lx.parse_encrypted(parse_xml(bad))
 
 
-@pytest.mark.parametrize("bad", [
-    omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", sid="0"),
-    omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", sid="2147483648"),
-    omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", sid="x"),
-    omemo2_xml("<keys><key rid='5'>AQ==</key></keys>"),
-    omemo2_xml("<keys jid=''><key rid='5'>AQ==</key></keys>"),
-    omemo2_xml("<keys jid='b@x'><key>AQ==</key></keys>"),
-    omemo2_xml("<keys jid='b@x'><key rid='5'></key></keys>"),
-    omemo2_xml("<keys jid='b@x'><key rid='5'>A*==</key></keys>"),
-    omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", payload="<payload/>"),
-    omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", extra="<payload>AAAA</payload>"),
-    "<encrypted xmlns='urn:xmpp:omemo:2'><payload>AAAA</payload></encrypted>",
-    "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'/><header sid='1'/></encrypted>",
-    "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'/></encrypted>",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", sid="0"),
+        omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", sid="2147483648"),
+        omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", sid="x"),
+        omemo2_xml("<keys><key rid='5'>AQ==</key></keys>"),
+        omemo2_xml("<keys jid=''><key rid='5'>AQ==</key></keys>"),
+        omemo2_xml("<keys jid='b@x'><key>AQ==</key></keys>"),
+        omemo2_xml("<keys jid='b@x'><key rid='5'></key></keys>"),
+        omemo2_xml("<keys jid='b@x'><key rid='5'>A*==</key></keys>"),
+        omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", payload="<payload/>"),
+        omemo2_xml("<keys jid='b@x'><key rid='5'>AQ==</key></keys>", extra="<payload>AAAA</payload>"),
+        "<encrypted xmlns='urn:xmpp:omemo:2'><payload>AAAA</payload></encrypted>",
+        "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'/><header sid='1'/></encrypted>",
+        "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'/></encrypted>",
+    ],
+)
 def test_omemo2_encrypted_errors(bad: str) -> None:
     with pytest.raises(MalformedMessage):
         x2.parse_encrypted(parse_xml(bad))
@@ -478,7 +531,8 @@ def test_omemo2_encrypted_errors(bad: str) -> None:
 def test_omemo2_encrypted_lenient_parts() -> None:
     text = omemo2_xml(
         "<keys jid='b@x'><key rid='4294967295'>\n A Q = = \n</key><other/></keys><unknown xmlns='u'/>",
-        payload="", extra="<x xmlns='urn:example'/>",
+        payload="",
+        extra="<x xmlns='urn:example'/>",
     )
     e = x2.parse_encrypted(parse_xml(text))
     assert e.payload is None and e.keys == (KeyElement(2**32 - 1, b"\x01", False, "b@x"),)

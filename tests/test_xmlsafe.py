@@ -9,7 +9,7 @@ import time
 import tracemalloc
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from e2ee.errors import MalformedMessage, PeerError, RestrictedXml, UsageError
 from e2ee.legacy import xml as lx
-from e2ee.model import Bundle
 from e2ee.limits import MAX_XML_ATTRIBUTES, MAX_XML_BYTES, MAX_XML_DEPTH, MAX_XML_ELEMENTS
+from e2ee.model import Bundle
 from e2ee.omemo2 import envelope
 from e2ee.omemo2 import xml as x2
 from e2ee.xmlsafe import check_element, check_expat_version, parse_xml, serialize
@@ -28,8 +28,7 @@ MiB = 1 << 20
 ENV = "<envelope xmlns='urn:xmpp:sce:1'><content>{}</content><rpad/><from jid='a@x'/></envelope>"
 
 
-def bounded(call: Callable[[], Any], error: type[Exception], *, peak: int = 4 * MiB,
-            seconds: float = 1.0) -> Exception:
+def bounded(call: Callable[[], Any], error: type[Exception], *, peak: int = 4 * MiB, seconds: float = 1.0) -> Exception:
     """Run ``call``; it must raise ``error`` within ``seconds`` and ``peak`` bytes of Python heap."""
     tracemalloc.start()
     start = time.perf_counter()
@@ -83,7 +82,8 @@ def test_i1_restricted_constructs(name: str) -> None:
 def test_i1_inside_envelope() -> None:
     for text in (LAUGHS, QUADRATIC):
         doc = text.replace("<lolz>", "<envelope xmlns='urn:xmpp:sce:1'><content>").replace(
-            "</lolz>", "</content></envelope>")
+            "</lolz>", "</content></envelope>"
+        )
         bounded(lambda: envelope.parse(doc.encode(), "a@x", None), RestrictedXml)
     bounded(lambda: envelope.parse(ENV.format("<?pi x?>").encode(), "a@x", None), RestrictedXml)
     bounded(lambda: envelope.parse(ENV.format("<!-- c -->").encode(), "a@x", None), RestrictedXml)
@@ -209,8 +209,21 @@ def test_restricted_xml_parses_like_elementtree() -> None:
     assert parse_xml(b"\xef\xbb\xbf<x/>").tag == "x"
 
 
-@pytest.mark.parametrize("bad", [b"", b"<x>", b"<x></y>", b"<x/><y/>", b"text", b"<x a='1' a='2'/>",
-                                 b"<p:x/>", b"<x>\xff</x>", b"<x>&#0;</x>", b"<x xmlns:p=''/>"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"<x>",
+        b"<x></y>",
+        b"<x/><y/>",
+        b"text",
+        b"<x a='1' a='2'/>",
+        b"<p:x/>",
+        b"<x>\xff</x>",
+        b"<x>&#0;</x>",
+        b"<x xmlns:p=''/>",
+    ],
+)
 def test_malformed(bad: bytes) -> None:
     with pytest.raises(MalformedMessage):
         parse_xml(bad)
@@ -243,28 +256,105 @@ def test_serialize_explicit_namespaces_and_escaping() -> None:
 KNOWN_TAGS = [
     f"{{{ns}}}{name}"
     for ns, names in (
-        (x2.NS, ["devices", "device", "bundle", "spk", "spks", "ik", "prekeys", "pk", "encrypted", "header",
-                 "keys", "key", "payload"]),
-        (lx.NS, ["list", "device", "bundle", "signedPreKeyPublic", "signedPreKeySignature", "identityKey",
-                 "prekeys", "preKeyPublic", "encrypted", "header", "key", "iv", "payload"]),
+        (
+            x2.NS,
+            [
+                "devices",
+                "device",
+                "bundle",
+                "spk",
+                "spks",
+                "ik",
+                "prekeys",
+                "pk",
+                "encrypted",
+                "header",
+                "keys",
+                "key",
+                "payload",
+            ],
+        ),
+        (
+            lx.NS,
+            [
+                "list",
+                "device",
+                "bundle",
+                "signedPreKeyPublic",
+                "signedPreKeySignature",
+                "identityKey",
+                "prekeys",
+                "preKeyPublic",
+                "encrypted",
+                "header",
+                "key",
+                "iv",
+                "payload",
+            ],
+        ),
         (envelope.NS, ["envelope", "content", "rpad", "time", "from", "to"]),
         ("urn:xmpp:hints", ["store"]),
     )
     for name in names
 ] + ["x", "{urn:example}y", "{jabber:client}body"]
-ROOTS = [f"{{{x2.NS}}}{n}" for n in ("devices", "bundle", "encrypted")] + [
-    f"{{{lx.NS}}}{n}" for n in ("list", "bundle", "encrypted")] + [f"{{{envelope.NS}}}envelope"]
+ROOTS = (
+    [f"{{{x2.NS}}}{n}" for n in ("devices", "bundle", "encrypted")]
+    + [f"{{{lx.NS}}}{n}" for n in ("list", "bundle", "encrypted")]
+    + [f"{{{envelope.NS}}}envelope"]
+)
 VALUES = st.one_of(
-    st.sampled_from([
-        "0", "1", "25", "2147483647", "2147483648", "4294967295", "4294967296", "-1", "+5", " 7 ", "٣", "true",
-        "false", "TRUE", "", "a@x", "A@X/r", "2026-01-01T00:00:00Z", "2026-13-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
-        base64.b64encode(bytes(32)).decode(), base64.b64encode(b"\x05" + bytes(32)).decode(),
-        base64.b64encode(bytes(64)).decode(), base64.b64encode(bytes(12)).decode(), "!!", " AQ== ",
-    ]),
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "25",
+            "2147483647",
+            "2147483648",
+            "4294967295",
+            "4294967296",
+            "-1",
+            "+5",
+            " 7 ",
+            "٣",
+            "true",
+            "false",
+            "TRUE",
+            "",
+            "a@x",
+            "A@X/r",
+            "2026-01-01T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "9999-12-31T23:59:59-23:59",
+            base64.b64encode(bytes(32)).decode(),
+            base64.b64encode(b"\x05" + bytes(32)).decode(),
+            base64.b64encode(bytes(64)).decode(),
+            base64.b64encode(bytes(12)).decode(),
+            "!!",
+            " AQ== ",
+        ]
+    ),
     st.text(max_size=12),
 )
-ATTRS = st.dictionaries(st.sampled_from(["id", "rid", "sid", "kex", "prekey", "jid", "label", "labelsig", "preKeyId",
-                                         "signedPreKeyId", "stamp", "{urn:example}a"]), VALUES, max_size=4)
+ATTRS = st.dictionaries(
+    st.sampled_from(
+        [
+            "id",
+            "rid",
+            "sid",
+            "kex",
+            "prekey",
+            "jid",
+            "label",
+            "labelsig",
+            "preKeyId",
+            "signedPreKeyId",
+            "stamp",
+            "{urn:example}a",
+        ]
+    ),
+    VALUES,
+    max_size=4,
+)
 
 
 def _element(tag: str, attrib: dict[str, str], text: str | None, kids: list[ET.Element]) -> ET.Element:
@@ -276,21 +366,31 @@ def _element(tag: str, attrib: dict[str, str], text: str | None, kids: list[ET.E
 
 TREES = st.recursive(
     st.builds(_element, st.sampled_from(KNOWN_TAGS), ATTRS, st.none() | VALUES, st.just([])),
-    lambda kids: st.builds(_element, st.sampled_from(KNOWN_TAGS), ATTRS, st.none() | VALUES,
-                           st.lists(kids, max_size=30)),
+    lambda kids: st.builds(
+        _element, st.sampled_from(KNOWN_TAGS), ATTRS, st.none() | VALUES, st.lists(kids, max_size=30)
+    ),
     max_leaves=40,
 )
 ROOTED = st.builds(_element, st.sampled_from(ROOTS), ATTRS, st.none() | VALUES, st.lists(TREES, max_size=6))
 ELEMENT_PARSERS: list[Callable[[ET.Element], object]] = [
-    x2.parse_device_list, x2.parse_bundle, x2.parse_encrypted,
-    lx.parse_device_list, lx.parse_bundle, lx.parse_encrypted, check_element,
+    x2.parse_device_list,
+    x2.parse_bundle,
+    x2.parse_encrypted,
+    lx.parse_device_list,
+    lx.parse_bundle,
+    lx.parse_encrypted,
+    check_element,
 ]
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def feed_bytes(data: bytes | str) -> None:
-    for call in (lambda: parse_xml(data), lambda: envelope.parse(
-            data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data, "a@x", "b@y", NOW)):
+    for call in (
+        lambda: parse_xml(data),
+        lambda: envelope.parse(
+            data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data, "a@x", "b@y", NOW
+        ),
+    ):
         try:
             call()
         except PeerError:
@@ -330,7 +430,9 @@ def test_fuzz_arbitrary_input(data: bytes | str) -> None:
 
 def _valid_documents() -> list[str]:
     docs = [
-        ENV.format("<body xmlns='jabber:client'>hi</body>").replace("<rpad/>", "<rpad/><time stamp='2026-01-01T00:00:00Z'/>"),
+        ENV.format("<body xmlns='jabber:client'>hi</body>").replace(
+            "<rpad/>", "<rpad/><time stamp='2026-01-01T00:00:00Z'/>"
+        ),
         HOSTILE_I1["billion laughs"],
         "<encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'><keys jid='b@x'><key rid='5' kex='1'>"
         "AQ==</key></keys></header><payload>AAAA</payload></encrypted>",
@@ -345,12 +447,14 @@ def _valid_documents() -> list[str]:
 
 
 @FUZZ
-@given(st.sampled_from(_valid_documents()),
-       st.lists(st.tuples(st.integers(0, 400), st.text(max_size=4)), min_size=1, max_size=6))
+@given(
+    st.sampled_from(_valid_documents()),
+    st.lists(st.tuples(st.integers(0, 400), st.text(max_size=4)), min_size=1, max_size=6),
+)
 def test_fuzz_mutated_documents(base: str, edits: list[tuple[int, str]]) -> None:
     for pos, insert in edits:
         pos %= len(base) + 1
-        base = base[:pos] + insert + base[pos + 1:]
+        base = base[:pos] + insert + base[pos + 1 :]
     feed_bytes(base)
     try:
         feed_tree(parse_xml(base))

@@ -71,7 +71,7 @@ def load(relpath: str) -> dict[str, Any]:
     if not _is_wycheproof(path):
         source = data.get("source")
         if not isinstance(source, str) or not source.strip():
-            raise VectorFileError(f"{relpath}: missing or empty \"source\" field")
+            raise VectorFileError(f'{relpath}: missing or empty "source" field')
     return data
 
 

@@ -52,8 +52,16 @@ from pathlib import Path
 from typing import Protocol
 
 __all__ = [
-    "KINDS", "Accounts", "Ejabberd", "Prosody", "XmppServer", "available", "make_server",
-    "process_running", "running", "running_server",
+    "KINDS",
+    "Accounts",
+    "Ejabberd",
+    "Prosody",
+    "XmppServer",
+    "available",
+    "make_server",
+    "process_running",
+    "running",
+    "running_server",
 ]
 
 DOMAIN = "localhost"
@@ -92,10 +100,28 @@ def _self_signed(certs: Path, domain: str) -> tuple[Path, Path]:
     certs.mkdir(parents=True, exist_ok=True)
     key, crt = certs / f"{domain}.key", certs / f"{domain}.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-         "-days", "2", "-subj", f"/CN={domain}", "-addext", f"subjectAltName=DNS:{domain}",
-         "-keyout", str(key), "-out", str(crt)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={domain}",
+            "-addext",
+            f"subjectAltName=DNS:{domain}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        check=True,
+        capture_output=True,
     )
     return key, crt
 
@@ -229,12 +255,19 @@ class Prosody:
     def _write(self) -> None:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         _self_signed(self.directory / "certs", self.domain)
-        self.config.write_text(CONFIG.format(
-            dir=self.directory, port=self.port, domain=self.domain, https_port=self.https_port,
-            upload_limit=UPLOAD_LIMIT, upload_quota=8 * UPLOAD_LIMIT,
-            http_ports=self.websocket_port or "", web_modules=WEB_MODULES if self.websocket_port else "",
-            websocket_config=WEBSOCKET_CONFIG.format(domain=self.domain) if self.websocket_port else "",
-        ))
+        self.config.write_text(
+            CONFIG.format(
+                dir=self.directory,
+                port=self.port,
+                domain=self.domain,
+                https_port=self.https_port,
+                upload_limit=UPLOAD_LIMIT,
+                upload_quota=8 * UPLOAD_LIMIT,
+                http_ports=self.websocket_port or "",
+                web_modules=WEB_MODULES if self.websocket_port else "",
+                websocket_config=WEBSOCKET_CONFIG.format(domain=self.domain) if self.websocket_port else "",
+            )
+        )
 
     def stored_upload(self, url: str) -> Path:
         """The file ``mod_http_file_share`` keeps for the slot of ``url`` (its data store
@@ -247,14 +280,18 @@ class Prosody:
     def register(self, user: str, password: str) -> str:
         subprocess.run(
             ["prosodyctl", "--config", str(self.config), "register", user, self.domain, password],
-            check=True, capture_output=True, timeout=30,
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         return f"{user}@{self.domain}"
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
             ["prosody", "--config", str(self.config), "-D"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         pid_file = self.directory / "prosody.pid"
         deadline = time.monotonic() + 15
@@ -262,7 +299,9 @@ class Prosody:
             code = self._proc.poll()  # -D: the launcher exits once the daemon is detached
             if code not in (None, 0):
                 raise RuntimeError(f"prosody failed to start ({code}): see {self.directory / 'prosody.log'}")
-            if pid_file.exists() and _ports_open(self.port, self.https_port, *([self.websocket_port] if self.websocket_port else [])):
+            if pid_file.exists() and _ports_open(
+                self.port, self.https_port, *([self.websocket_port] if self.websocket_port else [])
+            ):
                 return
             time.sleep(0.02)
         self.stop()
@@ -452,10 +491,25 @@ class Ejabberd:
     def _ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
         assert self.home is not None
         return subprocess.run(
-            ["ejabberdctl", "--config-dir", str(self.home), "--config", str(self.home / "ejabberd.yml"),
-             "--ctl-config", str(self.home / "ejabberdctl.cfg"), "--spool", str(self.home / "spool"),
-             "--logs", str(self.home / "logs"), "--node", self.node, *args],
-            capture_output=True, timeout=timeout, check=False,
+            [
+                "ejabberdctl",
+                "--config-dir",
+                str(self.home),
+                "--config",
+                str(self.home / "ejabberd.yml"),
+                "--ctl-config",
+                str(self.home / "ejabberdctl.cfg"),
+                "--spool",
+                str(self.home / "spool"),
+                "--logs",
+                str(self.home / "logs"),
+                "--node",
+                self.node,
+                *args,
+            ],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
         )
 
     def _write(self) -> None:
@@ -465,10 +519,16 @@ class Ejabberd:
         (home / "certs" / f"{self.domain}.pem").write_bytes(key.read_bytes() + crt.read_bytes())
         for sub in ("spool", "logs", "upload"):
             (home / sub).mkdir()
-        (home / "ejabberd.yml").write_text(EJABBERD_CONFIG.format(
-            dir=home, domain=self.domain, port=self.port, https_port=self.https_port, api_port=self.api_port,
-            upload_limit=UPLOAD_LIMIT,
-        ))
+        (home / "ejabberd.yml").write_text(
+            EJABBERD_CONFIG.format(
+                dir=home,
+                domain=self.domain,
+                port=self.port,
+                https_port=self.https_port,
+                api_port=self.api_port,
+                upload_limit=UPLOAD_LIMIT,
+            )
+        )
         (home / "ejabberdctl.cfg").write_text(EJABBERDCTL_CONFIG.format(dir=home, dist_port=self.dist_port))
         (home / "inetrc").write_text('{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n')
         home.chmod(0o755)
@@ -479,8 +539,10 @@ class Ejabberd:
 
     def _api(self, command: str, args: dict[str, str] | None = None, timeout: float = 10) -> object:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.api_port}/api/{command}", data=json.dumps(args or {}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"http://127.0.0.1:{self.api_port}/api/{command}",
+            data=json.dumps(args or {}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (loopback)
             return json.loads(answer.read() or b"null")
@@ -495,10 +557,25 @@ class Ejabberd:
     def start(self) -> None:
         assert self.home is not None, "use the server as a context manager"
         self._proc = subprocess.Popen(
-            ["ejabberdctl", "--config-dir", str(self.home), "--config", str(self.home / "ejabberd.yml"),
-             "--ctl-config", str(self.home / "ejabberdctl.cfg"), "--spool", str(self.home / "spool"),
-             "--logs", str(self.home / "logs"), "--node", self.node, "foreground"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                "ejabberdctl",
+                "--config-dir",
+                str(self.home),
+                "--config",
+                str(self.home / "ejabberd.yml"),
+                "--ctl-config",
+                str(self.home / "ejabberdctl.cfg"),
+                "--spool",
+                str(self.home / "spool"),
+                "--logs",
+                str(self.home / "logs"),
+                "--node",
+                self.node,
+                "foreground",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

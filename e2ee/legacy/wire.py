@@ -82,12 +82,13 @@ class LegacyFlavour(Flavour):
     def associated_data(self, own_ik: bytes, peer_ik: bytes, initiator: bool) -> tuple[bytes, bytes]:
         return own_ik + peer_ik, peer_ik + own_ik
 
-    def pack_message(
-        self, dh_pub: bytes, n: int, pn: int, ciphertext: bytes, auth_key: bytes, ad: bytes
-    ) -> bytes:
-        body = _VERSION + SignalMessage(
-            ratchetKey=_KEY_TYPE + dh_pub, counter=n, previousCounter=pn, ciphertext=ciphertext
-        ).SerializeToString()
+    def pack_message(self, dh_pub: bytes, n: int, pn: int, ciphertext: bytes, auth_key: bytes, ad: bytes) -> bytes:
+        body = (
+            _VERSION
+            + SignalMessage(
+                ratchetKey=_KEY_TYPE + dh_pub, counter=n, previousCounter=pn, ciphertext=ciphertext
+            ).SerializeToString()
+        )
         return body + hmac_sha256(auth_key, ad + body)[:MAC_LEN_LEGACY]
 
     def parse_message(self, data: bytes) -> ParsedMessage:
@@ -103,18 +104,19 @@ class LegacyFlavour(Flavour):
         if not (msg.HasField("ratchetKey") and msg.HasField("counter") and msg.HasField("ciphertext")):
             raise MalformedMessage("SignalMessage lacks a required field")
         dh_pub = _decode_key(msg.ratchetKey)
-        return ParsedMessage(
-            dh_pub, msg.counter, msg.previousCounter, msg.ciphertext, data[-MAC_LEN_LEGACY:], body
-        )
+        return ParsedMessage(dh_pub, msg.counter, msg.previousCounter, msg.ciphertext, data[-MAC_LEN_LEGACY:], body)
 
     def pack_key_exchange(self, pk_id: int, spk_id: int, ik: bytes, ek: bytes, message: bytes) -> bytes:
-        return _VERSION + PreKeySignalMessage(
-            preKeyId=pk_id,
-            baseKey=_KEY_TYPE + ek,
-            identityKey=ik,
-            message=message,
-            signedPreKeyId=spk_id,
-        ).SerializeToString()
+        return (
+            _VERSION
+            + PreKeySignalMessage(
+                preKeyId=pk_id,
+                baseKey=_KEY_TYPE + ek,
+                identityKey=ik,
+                message=message,
+                signedPreKeyId=spk_id,
+            ).SerializeToString()
+        )
 
     def parse_key_exchange(self, data: bytes) -> ParsedKeyExchange:
         _check_version(data)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from .. import omemo_xml
 from ..errors import MalformedMessage, UsageError
 from ..limits import (
     DEVICE_ID_MAX,
@@ -31,7 +32,6 @@ from ..limits import (
     MAX_PAYLOAD_BYTES,
     MIN_PREKEYS_LEGACY,
 )
-from .. import omemo_xml
 from ..model import Bundle, DeviceEntry, DeviceList, EncryptedElement, KeyElement
 from ..omemo_xml import BundleSchema, device_elements, key_data, sender_id
 from ..xmlsafe import (
@@ -64,12 +64,9 @@ IV_LENGTHS = frozenset({12, 16})
 _LIST, _DEVICE = f"{{{NS}}}list", f"{{{NS}}}device"
 _BUNDLE, _SPK, _SPKS, _IK, _PREKEYS, _PK = (
     f"{{{NS}}}{n}"
-    for n in ("bundle", "signedPreKeyPublic", "signedPreKeySignature", "identityKey", "prekeys",
-              "preKeyPublic")
+    for n in ("bundle", "signedPreKeyPublic", "signedPreKeySignature", "identityKey", "prekeys", "preKeyPublic")
 )
-_ENCRYPTED, _HEADER, _KEY, _IV, _PAYLOAD = (
-    f"{{{NS}}}{n}" for n in ("encrypted", "header", "key", "iv", "payload")
-)
+_ENCRYPTED, _HEADER, _KEY, _IV, _PAYLOAD = (f"{{{NS}}}{n}" for n in ("encrypted", "header", "key", "iv", "payload"))
 
 
 # ---- device list ---------------------------------------------------------------------------
@@ -98,8 +95,16 @@ def build_device_list(device_list: DeviceList) -> ET.Element:
 
 
 _SCHEMA = BundleSchema(
-    flavour=FLAVOUR, bundle=_BUNDLE, spk=_SPK, spks=_SPKS, ik=_IK, prekeys=_PREKEYS, pk=_PK,
-    spk_id_attr="signedPreKeyId", pk_id_attr="preKeyId", key_prefix=b"\x05",
+    flavour=FLAVOUR,
+    bundle=_BUNDLE,
+    spk=_SPK,
+    spks=_SPKS,
+    ik=_IK,
+    prekeys=_PREKEYS,
+    pk=_PK,
+    spk_id_attr="signedPreKeyId",
+    pk_id_attr="preKeyId",
+    key_prefix=b"\x05",
     min_prekeys=MIN_PREKEYS_LEGACY,
 )
 

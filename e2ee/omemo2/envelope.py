@@ -37,13 +37,13 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
-from datetime import datetime, timedelta, timezone
 
 from ..errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
 from ..limits import MAX_JID_LENGTH, MAX_XML_BYTES, MAX_XML_DEPTH, MAX_XML_ELEMENTS, SCE_TIME_WINDOW
 from ..rng import Random
-from ..xmlsafe import check_element, escape_attribute, encode_base64, parse_xml, serialize
+from ..xmlsafe import check_element, encode_base64, escape_attribute, parse_xml, serialize
 
 __all__ = [
     "NS",
@@ -60,11 +60,13 @@ __all__ = [
 NS = "urn:xmpp:sce:1"
 
 #: Namespaces of elements a server processes; dropped from decrypted content.
-SERVER_PROCESSED_NAMESPACES = frozenset({
-    "urn:xmpp:hints",  # XEP-0334
-    "http://jabber.org/protocol/address",  # XEP-0033
-    "urn:xmpp:eme:0",  # XEP-0380
-})
+SERVER_PROCESSED_NAMESPACES = frozenset(
+    {
+        "urn:xmpp:hints",  # XEP-0334
+        "http://jabber.org/protocol/address",  # XEP-0033
+        "urn:xmpp:eme:0",  # XEP-0380
+    }
+)
 
 #: Single elements a server processes (XEP-0359 stanza-id; its origin-id may be encrypted).
 SERVER_PROCESSED_ELEMENTS = frozenset({"{urn:xmpp:sid:0}stanza-id"})
@@ -115,7 +117,7 @@ def bare_jid_key(jid: str) -> str:
 def _require_aware(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise UsageError(f"{what} must be timezone-aware")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def format_timestamp(value: datetime) -> str:
@@ -144,12 +146,12 @@ def parse_timestamp(text: str) -> datetime:
     micro = int((fraction or "0")[:6].ljust(6, "0"))
     try:
         if sign is None:  # Z: the usual form, no offset arithmetic
-            return datetime(year, month, day, hour, minute, second, micro, timezone.utc)
+            return datetime(year, month, day, hour, minute, second, micro, UTC)
         if int(off_minutes) > 59:
             raise ValueError
         offset = timedelta(hours=int(off_hours), minutes=int(off_minutes)) * (-1 if sign == "-" else 1)
         local = datetime(year, month, day, hour, minute, second, micro, timezone(offset))
-        return local.astimezone(timezone.utc)
+        return local.astimezone(UTC)
     except (ValueError, OverflowError):
         raise MalformedEnvelope("time stamp out of range") from None
 

@@ -74,9 +74,7 @@ class Omemo2Flavour(Flavour):
         ad = own_ik + peer_ik if initiator else peer_ik + own_ik
         return ad, ad
 
-    def pack_message(
-        self, dh_pub: bytes, n: int, pn: int, ciphertext: bytes, auth_key: bytes, ad: bytes
-    ) -> bytes:
+    def pack_message(self, dh_pub: bytes, n: int, pn: int, ciphertext: bytes, auth_key: bytes, ad: bytes) -> bytes:
         body = OMEMOMessage(n=n, pn=pn, dh_pub=dh_pub, ciphertext=ciphertext).SerializeToString()
         mac = hmac_sha256(auth_key, ad + body)[:MAC_LEN_OMEMO2]
         return OMEMOAuthenticatedMessage(mac=mac, message=body).SerializeToString()
@@ -123,12 +121,7 @@ class Omemo2Flavour(Flavour):
             raise MalformedMessage("not an OMEMOKeyExchange") from None
         # Everything but the prekey id first: a message of another kind (say an
         # OMEMOAuthenticatedMessage marked kex) is malformed, not a key exchange without prekey.
-        if not (
-            kex.HasField("spk_id")
-            and kex.HasField("ik")
-            and kex.HasField("ek")
-            and kex.HasField("message")
-        ):
+        if not (kex.HasField("spk_id") and kex.HasField("ik") and kex.HasField("ek") and kex.HasField("message")):
             raise MalformedMessage("OMEMOKeyExchange lacks a required field")
         if not kex.HasField("pk_id"):
             raise MissingPreKey("key exchange without a one-time prekey")

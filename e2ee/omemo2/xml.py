@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from .. import omemo_xml
 from ..errors import MalformedMessage, UsageError
 from ..limits import (
     DEVICE_ID_MAX,
@@ -39,7 +40,6 @@ from ..limits import (
     MAX_XML_ELEMENTS,
     MIN_PREKEYS_OMEMO2,
 )
-from .. import omemo_xml
 from ..model import Bundle, DeviceEntry, DeviceList, EncryptedElement, KeyElement
 from ..omemo_xml import BundleSchema, device_elements, key_data, sender_id
 from ..xmlsafe import (
@@ -67,12 +67,8 @@ NS = "urn:xmpp:omemo:2"
 FLAVOUR = "omemo2"
 
 _DEVICES, _DEVICE = f"{{{NS}}}devices", f"{{{NS}}}device"
-_BUNDLE, _SPK, _SPKS, _IK, _PREKEYS, _PK = (
-    f"{{{NS}}}{n}" for n in ("bundle", "spk", "spks", "ik", "prekeys", "pk")
-)
-_ENCRYPTED, _HEADER, _KEYS, _KEY, _PAYLOAD = (
-    f"{{{NS}}}{n}" for n in ("encrypted", "header", "keys", "key", "payload")
-)
+_BUNDLE, _SPK, _SPKS, _IK, _PREKEYS, _PK = (f"{{{NS}}}{n}" for n in ("bundle", "spk", "spks", "ik", "prekeys", "pk"))
+_ENCRYPTED, _HEADER, _KEYS, _KEY, _PAYLOAD = (f"{{{NS}}}{n}" for n in ("encrypted", "header", "keys", "key", "payload"))
 _KEY_LEN, _SIG_LEN = 32, 64
 
 
@@ -114,8 +110,17 @@ def build_device_list(device_list: DeviceList) -> ET.Element:
 
 
 _SCHEMA = BundleSchema(
-    flavour=FLAVOUR, bundle=_BUNDLE, spk=_SPK, spks=_SPKS, ik=_IK, prekeys=_PREKEYS, pk=_PK,
-    spk_id_attr="id", pk_id_attr="id", key_prefix=b"", min_prekeys=MIN_PREKEYS_OMEMO2,
+    flavour=FLAVOUR,
+    bundle=_BUNDLE,
+    spk=_SPK,
+    spks=_SPKS,
+    ik=_IK,
+    prekeys=_PREKEYS,
+    pk=_PK,
+    spk_id_attr="id",
+    pk_id_attr="id",
+    key_prefix=b"",
+    min_prekeys=MIN_PREKEYS_OMEMO2,
 )
 
 

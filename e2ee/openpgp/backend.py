@@ -26,7 +26,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import jsonrec
@@ -69,7 +69,15 @@ from .secretkey import is_protected, protect, unprotect
 if TYPE_CHECKING:
     from ..core import EngineCore
 
-__all__ = ["OpenPgp", "OpenPgpKey", "OpenPgpMessage", "Backup", "BACKUP_ALPHABET", "make_backup_code", "parse_backup_code"]
+__all__ = [
+    "OpenPgp",
+    "OpenPgpKey",
+    "OpenPgpMessage",
+    "Backup",
+    "BACKUP_ALPHABET",
+    "make_backup_code",
+    "parse_backup_code",
+]
 
 NS = ox.NS
 _TABLE = "openpgp"
@@ -209,15 +217,23 @@ class OpenPgp:
         rec = jsonrec.load(raw, _VERSION, "OpenPGP key record")
         try:
             return _Own(
-                str(rec["fingerprint"]), bytes.fromhex(rec["secret"]), bytes.fromhex(rec["public"]),
-                str(rec["passphrase"]), float(rec["created"]),
+                str(rec["fingerprint"]),
+                bytes.fromhex(rec["secret"]),
+                bytes.fromhex(rec["public"]),
+                str(rec["passphrase"]),
+                float(rec["created"]),
             )
         except (KeyError, TypeError, ValueError):
             raise CorruptState("OpenPGP key record is damaged") from None
 
     def _save_own(self, own: _Own) -> None:
-        rec = {"fingerprint": own.fingerprint, "secret": own.secret.hex(), "public": own.public.hex(),
-               "passphrase": own.passphrase, "created": own.created}
+        rec = {
+            "fingerprint": own.fingerprint,
+            "secret": own.secret.hex(),
+            "public": own.public.hex(),
+            "passphrase": own.passphrase,
+            "created": own.created,
+        }
         self._core.storage.put("own", _OWN_KEY, jsonrec.dump(_VERSION, rec))
 
     def _own_required(self) -> _Own:
@@ -234,7 +250,9 @@ class OpenPgp:
         try:
             announced = rec["announced"]
             return _Contact(
-                None if announced is None else {str(k): (None if v is None else float(v)) for k, v in announced.items()},
+                None
+                if announced is None
+                else {str(k): (None if v is None else float(v)) for k, v in announced.items()},
                 {str(k): bytes.fromhex(v) for k, v in rec["keys"].items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -270,8 +288,13 @@ class OpenPgp:
             raise OpenPgpFailure("the OpenPGP implementation returned an unprotected secret key")
         if block.user_ids != (uid,):
             raise OpenPgpFailure(f"the new key has user ids {block.user_ids!r}, expected only {uid!r}")
-        new = _Own(block.fingerprint, secret, public_from_secret(block, OpenPgpFailure), passphrase,
-                   self._core._now().timestamp())
+        new = _Own(
+            block.fingerprint,
+            secret,
+            public_from_secret(block, OpenPgpFailure),
+            passphrase,
+            self._core._now().timestamp(),
+        )
         self._core._run(lambda: self._save_own(new))
         return new.fingerprint
 
@@ -279,8 +302,8 @@ class OpenPgp:
         mine = self._contact(self.jid).announced or {}
         keys: dict[str, datetime | None] = {}
         for fpr, ts in mine.items():
-            keys[fpr] = None if ts is None else datetime.fromtimestamp(ts, timezone.utc)
-        keys[own.fingerprint] = datetime.fromtimestamp(own.created, timezone.utc)
+            keys[fpr] = None if ts is None else datetime.fromtimestamp(ts, UTC)
+        keys[own.fingerprint] = datetime.fromtimestamp(own.created, UTC)
         return Publish(ox.PUBLIC_KEYS_NODE, "current", ox.build_metadata(keys), (_OPEN,))
 
     def publish(self) -> list[Effect]:
@@ -291,9 +314,13 @@ class OpenPgp:
 
         def op() -> list[Effect]:
             own = self._own_required()
-            date = datetime.fromtimestamp(own.created, timezone.utc)
-            data = Publish(ox.public_key_node(own.fingerprint), format_timestamp(self._core._now()),
-                           ox.build_pubkey(own.public, date), (_OPEN,))
+            date = datetime.fromtimestamp(own.created, UTC)
+            data = Publish(
+                ox.public_key_node(own.fingerprint),
+                format_timestamp(self._core._now()),
+                ox.build_pubkey(own.public, date),
+                (_OPEN,),
+            )
             meta = self._metadata_effect(own)
             contact = self._contact(self.jid)
             announced = dict(contact.announced or {})
@@ -399,10 +426,15 @@ class OpenPgp:
         out = []
         for fpr in fprs:
             mine = own is not None and fpr == own.fingerprint
-            out.append(OpenPgpKey(
-                fpr, fpr in (c.announced or {}), mine or fpr in c.keys,
-                TrustLevel.VERIFIED if mine else levels.get(bytes.fromhex(fpr)), own=mine,
-            ))
+            out.append(
+                OpenPgpKey(
+                    fpr,
+                    fpr in (c.announced or {}),
+                    mine or fpr in c.keys,
+                    TrustLevel.VERIFIED if mine else levels.get(bytes.fromhex(fpr)),
+                    own=mine,
+                )
+            )
         return out
 
     def _trusted(self, jid: str, own: _Own | None) -> list[PublicKey]:
@@ -436,8 +468,11 @@ class OpenPgp:
         undecided = sum(1 for f in c.announced if f in c.keys and levels.get(bytes.fromhex(f)) is TrustLevel.UNDECIDED)
         refused = sum(1 for f in c.announced if f in c.keys and levels.get(bytes.fromhex(f)) is TrustLevel.DISTRUSTED)
         unusable = sum(1 for f in c.announced if f not in c.keys)
-        parts = [f"{n} {what}" for n, what in ((undecided, "awaiting a trust decision"), (refused, "distrusted"),
-                                               (unusable, "not usable")) if n]
+        parts = [
+            f"{n} {what}"
+            for n, what in ((undecided, "awaiting a trust decision"), (refused, "distrusted"), (unusable, "not usable"))
+            if n
+        ]
         return "its OpenPGP keys: " + ", ".join(parts)
 
     # ------------------------------------------------------------------ messages
@@ -452,7 +487,9 @@ class OpenPgp:
             out += [_LETTERS[b % len(_LETTERS)] for b in rng(length) if b < limit]
         return "".join(out[:length])
 
-    def encrypt(self, recipients: Sequence[str], body: str | None = None, *, content: Sequence[ET.Element] = ()) -> OpenPgpMessage:
+    def encrypt(
+        self, recipients: Sequence[str], body: str | None = None, *, content: Sequence[ET.Element] = ()
+    ) -> OpenPgpMessage:
         """A ``<signcrypt/>`` with ``<to/>`` for every recipient, signed with our key and
         encrypted to every announced, fetched and trusted key of the recipients and to our own
         key(s).  Raises :class:`~e2ee.errors.NoEligibleDevices` (nothing encrypted) when a

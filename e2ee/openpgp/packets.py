@@ -51,7 +51,16 @@ _PRIMARY = {TAG_PUBLIC_KEY, TAG_SECRET_KEY}
 _SUBKEY = {TAG_PUBLIC_SUBKEY, TAG_SECRET_SUBKEY}
 #: Packets that may appear in a transferable key (RFC 4880 §11.1/11.2): keys, user ids, user
 #: attributes, signatures, trust packets (GnuPG's own exports never hold trust packets).
-_KEY_BLOCK_TAGS = {TAG_SIGNATURE, TAG_SECRET_KEY, TAG_PUBLIC_KEY, TAG_SECRET_SUBKEY, 12, TAG_USER_ID, TAG_PUBLIC_SUBKEY, 17}
+_KEY_BLOCK_TAGS = {
+    TAG_SIGNATURE,
+    TAG_SECRET_KEY,
+    TAG_PUBLIC_KEY,
+    TAG_SECRET_SUBKEY,
+    12,
+    TAG_USER_ID,
+    TAG_PUBLIC_SUBKEY,
+    17,
+}
 
 # public-key algorithm -> layout of its public parameters
 _MPIS = {1: 2, 2: 2, 3: 2, 16: 3, 20: 3, 17: 4}  # RSA (n, e), Elgamal (p, g, y), DSA (p, q, g, y)

@@ -19,7 +19,7 @@ rollback, and when a day's record overflows :data:`~e2ee.limits.OPENPGP_REPLAY_P
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .. import jsonrec
@@ -74,7 +74,7 @@ class ReplayMemory:
         if time < now - OPENPGP_MAX_AGE:
             raise StaleMessage(f"message time {time.isoformat()} is older than {OPENPGP_MAX_AGE.days} days")
         floor, _pruned = self._state()
-        day_floor, seen = self._day(time.astimezone(timezone.utc).date())
+        day_floor, seen = self._day(time.astimezone(UTC).date())
         if ts <= floor or ts <= day_floor:
             raise ReplayedMessage("message older than the replay memory")
         if any(entry[1] == key for entry in seen):
@@ -82,7 +82,7 @@ class ReplayMemory:
 
     def remember(self, key: str, time: datetime, now: datetime) -> None:
         """Record an accepted message and drop what has aged out."""
-        day = time.astimezone(timezone.utc).date()
+        day = time.astimezone(UTC).date()
         day_floor, seen = self._day(day)
         seen.append([time.timestamp(), key])
         if len(seen) > OPENPGP_REPLAY_PER_DAY:
@@ -95,7 +95,7 @@ class ReplayMemory:
 
     def _prune(self, now: datetime) -> None:
         floor, pruned = self._state()
-        cutoff = (now - OPENPGP_MAX_AGE).astimezone(timezone.utc).date() - timedelta(days=1)
+        cutoff = (now - OPENPGP_MAX_AGE).astimezone(UTC).date() - timedelta(days=1)
         try:
             start = cutoff if pruned is None else date.fromisoformat(pruned)
         except (TypeError, ValueError):
@@ -114,4 +114,6 @@ class ReplayMemory:
         """Refuse every message older than ``now`` from here on (after a keystore rollback the
         memory may have lost digests of messages accepted since the copy was made)."""
         floor, pruned = self._state()
-        self._storage.put(_TABLE, _STATE, jsonrec.dump(_VERSION, {"floor": max(floor, now.timestamp()), "pruned": pruned}))
+        self._storage.put(
+            _TABLE, _STATE, jsonrec.dump(_VERSION, {"floor": max(floor, now.timestamp()), "pruned": pruned})
+        )

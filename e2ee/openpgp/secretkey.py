@@ -57,7 +57,9 @@ def _aes_cfb(key: bytes, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
     return ctx.update(data) + ctx.finalize()
 
 
-def _s2k(passphrase: bytes, spec: int, hash_algo: int, salt: bytes, count: int, key_len: int, error: type[E2EEError]) -> bytes:
+def _s2k(
+    passphrase: bytes, spec: int, hash_algo: int, salt: bytes, count: int, key_len: int, error: type[E2EEError]
+) -> bytes:
     name = _HASHES.get(hash_algo)
     if name is None or name in ("md5", "ripemd160"):
         raise error(f"unsupported S2K hash algorithm {hash_algo}")
@@ -161,7 +163,9 @@ def protect(block: KeyBlock, passphrase: str, rng: Callable[[int], bytes], error
         salt, iv = rng(8), rng(_BLOCK)
         key = _s2k(passphrase.encode(), _S2K_ITERATED, _OUR_HASH, salt, count, _AES_KEY_LEN[_OUR_CIPHER], error)
         encrypted = _aes_cfb(key, iv, mpis + hashlib.sha1(mpis, usedforsecurity=False).digest(), decrypt=False)
-        return public + bytes((254, _OUR_CIPHER, _S2K_ITERATED, _OUR_HASH)) + salt + bytes((_OUR_COUNT,)) + iv + encrypted
+        return (
+            public + bytes((254, _OUR_CIPHER, _S2K_ITERATED, _OUR_HASH)) + salt + bytes((_OUR_COUNT,)) + iv + encrypted
+        )
 
     return _map_secret(block, one)
 

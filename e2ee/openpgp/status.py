@@ -42,13 +42,26 @@ _PREFIX = "[GNUPG:] "
 _FPR = re.compile(r"[0-9A-F]{40}", re.ASCII)
 _KEYID = re.compile(r"[0-9A-F]{16}", re.ASCII)
 
-_DECRYPTION_BAD = frozenset({
-    "BADMDC", "DECRYPTION_FAILED", "NODATA", "FAILURE", "ERROR", "UNEXPECTED", "TRUNCATED",
-    "BAD_PASSPHRASE", "MISSING_PASSPHRASE",
-})
-_SIGNATURE_BAD = frozenset({"BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY", "KEYEXPIRED", "KEYREVOKED"})
+_DECRYPTION_BAD = frozenset(
+    {
+        "BADMDC",
+        "DECRYPTION_FAILED",
+        "NODATA",
+        "FAILURE",
+        "ERROR",
+        "UNEXPECTED",
+        "TRUNCATED",
+        "BAD_PASSPHRASE",
+        "MISSING_PASSPHRASE",
+    }
+)
+_SIGNATURE_BAD = frozenset(
+    {"BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY", "KEYEXPIRED", "KEYREVOKED"}
+)
 _SIGNATURE_ANY = _SIGNATURE_BAD | {"NEWSIG", "GOODSIG", "VALIDSIG", "SIG_ID"}
-_ENCRYPTION_BAD = frozenset({"INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED", "KEYREVOKED", "NO_RECP", "NO_SGNR"})
+_ENCRYPTION_BAD = frozenset(
+    {"INV_RECP", "INV_SGNR", "FAILURE", "ERROR", "KEYEXPIRED", "KEYREVOKED", "NO_RECP", "NO_SGNR"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,8 @@ def check_encryption(lines: list[Status], returncode: int | None, *, signed: boo
     """Verdict on an encryption (signed or not)."""
     counts = Counter(s.keyword for s in lines)
     if returncode != 0 or any(k in counts for k in _ENCRYPTION_BAD) or counts["END_ENCRYPTION"] != 1:
-        raise OpenPgpFailure("GnuPG could not encrypt (" + ", ".join(sorted(k for k in counts if k in _ENCRYPTION_BAD)) + ")")
+        raise OpenPgpFailure(
+            "GnuPG could not encrypt (" + ", ".join(sorted(k for k in counts if k in _ENCRYPTION_BAD)) + ")"
+        )
     if signed and counts["SIG_CREATED"] != 1:
         raise OpenPgpFailure("GnuPG did not sign")

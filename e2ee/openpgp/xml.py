@@ -37,7 +37,15 @@ from ..limits import (
     MAX_XML_ELEMENTS,
 )
 from ..omemo2.envelope import bare_jid_key, format_timestamp, parse_timestamp, serialize_content, server_processed
-from ..xmlsafe import children, decode_base64, encode_base64, escape_attribute, optional_child, parse_xml, required_child
+from ..xmlsafe import (
+    children,
+    decode_base64,
+    encode_base64,
+    escape_attribute,
+    optional_child,
+    parse_xml,
+    required_child,
+)
 
 __all__ = [
     "NS",

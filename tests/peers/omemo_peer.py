@@ -18,9 +18,12 @@ import asyncio
 import base64
 import copy
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Awaitable, Dict, Literal, Optional, Tuple, TypeVar, Union
+from typing import Literal, TypeVar
 
+import oldmemo.oldmemo as old
+import twomemo.twomemo as two
 import x3dh
 import x3dh.identity_key_pair
 import xeddsa
@@ -28,8 +31,6 @@ from omemo.message import PlainKeyMaterial
 from omemo.session import Initiation, Session
 from omemo.storage import Just, Maybe, Nothing, Storage
 from omemo.types import JSONType
-import oldmemo.oldmemo as old
-import twomemo.twomemo as two
 
 __all__ = [
     "Flavour",
@@ -43,9 +44,9 @@ Flavour = Literal["omemo2", "legacy"]
 
 _T = TypeVar("_T")
 
-_Backend = Union[two.Twomemo, old.Oldmemo]
-_Session = Union[two.SessionImpl, old.SessionImpl]
-_BundleImpl = Union[two.BundleImpl, old.BundleImpl]
+_Backend = two.Twomemo | old.Oldmemo
+_Session = two.SessionImpl | old.SessionImpl
+_BundleImpl = two.BundleImpl | old.BundleImpl
 
 _DJB_TYPE = 0x05
 _LEGACY_KEY_LEN = 33
@@ -69,7 +70,7 @@ class WireBundle:
     spk_id: int
     spk: bytes
     spk_sig: bytes
-    prekeys: Dict[int, bytes]
+    prekeys: dict[int, bytes]
 
 
 class InMemoryStorage(Storage):
@@ -77,7 +78,7 @@ class InMemoryStorage(Storage):
 
     def __init__(self) -> None:
         super().__init__(disable_cache=True)
-        self._data: Dict[str, JSONType] = {}
+        self._data: dict[str, JSONType] = {}
 
     async def _load(self, key: str) -> Maybe[JSONType]:
         if key in self._data:
@@ -133,7 +134,7 @@ class PeerDevice:
         flavour: Flavour,
         bare_jid: str,
         device_id: int,
-        ik_seed: Optional[bytes] = None,
+        ik_seed: bytes | None = None,
         *,
         num_prekeys: int = 100,
         first_prekey_id: int = 1,
@@ -151,13 +152,11 @@ class PeerDevice:
         self.device_id = device_id
         self.ik_seed: bytes = secrets.token_bytes(32) if ik_seed is None else ik_seed
         self._storage = InMemoryStorage()
-        self._backend: _Backend = (
-            two.Twomemo(self._storage) if flavour == "omemo2" else old.Oldmemo(self._storage)
-        )
+        self._backend: _Backend = two.Twomemo(self._storage) if flavour == "omemo2" else old.Oldmemo(self._storage)
         # Ed25519 sign bit of remote identity keys learned from their (legacy) bundles. The legacy key
         # exchange carries the IK in Curve25519 form only; python-oldmemo takes the sign bit from the
         # sender's bundle. It does not influence any cryptographic result.
-        self._remote_ik_sign: Dict[Tuple[str, int], bool] = {}
+        self._remote_ik_sign: dict[tuple[str, int], bool] = {}
         _run(self._setup(num_prekeys, first_prekey_id, spk_id))
 
     # ------------------------------------------------------------------ setup
@@ -181,7 +180,7 @@ class PeerDevice:
         )
         # Generate the prekeys one at a time so that ids follow the generation order (the backend itself
         # assigns ids in set-iteration order, which depends on the hash seed of the process).
-        pre_key_ids: Dict[str, int] = {}
+        pre_key_ids: dict[str, int] = {}
         known_privs = state.model.pre_keys
         for index in range(num_prekeys):
             state.generate_pre_keys(1)
@@ -197,9 +196,7 @@ class PeerDevice:
             {base64.b64encode(state.bundle.signed_pre_key).decode("ascii"): spk_id},
         )
         await storage.store(f"/{self._ns}/pre_key_ids", pre_key_ids)
-        await storage.store(
-            f"/{self._ns}/pre_key_id_counter", max(pre_key_ids.values(), default=first_prekey_id - 1)
-        )
+        await storage.store(f"/{self._ns}/pre_key_id_counter", max(pre_key_ids.values(), default=first_prekey_id - 1))
 
     # --------------------------------------------------------------- identity
 
@@ -279,7 +276,7 @@ class PeerDevice:
 
     # ------------------------------------------------------------- key material
 
-    def _plain(self, key_material: bytes) -> Union[two.PlainKeyMaterialImpl, old.PlainKeyMaterialImpl]:
+    def _plain(self, key_material: bytes) -> two.PlainKeyMaterialImpl | old.PlainKeyMaterialImpl:
         if self.flavour == "omemo2":
             n = two.PlainKeyMaterialImpl.KEY_LENGTH
             return two.PlainKeyMaterialImpl(key_material[:n], key_material[n:])
@@ -301,7 +298,7 @@ class PeerDevice:
         bundle: WireBundle,
         key_material: bytes,
         *,
-        prekey_id: Optional[int] = None,
+        prekey_id: int | None = None,
     ) -> bytes:
         """Active X3DH from ``bundle``; replaces any session with that device.
 
@@ -321,9 +318,7 @@ class PeerDevice:
     async def _initiate(self, jid: str, device_id: int, impl: _BundleImpl, key_material: bytes) -> bytes:
         backend = self._backend
         try:
-            session, encrypted = await backend.build_session_active(
-                jid, device_id, impl, self._plain(key_material)
-            )
+            session, encrypted = await backend.build_session_active(jid, device_id, impl, self._plain(key_material))
         except Exception as e:
             raise PeerError(f"active session building failed: {e!r}") from e
         assert isinstance(session, (two.SessionImpl, old.SessionImpl))
@@ -332,7 +327,7 @@ class PeerDevice:
         await backend.store_session(session)
         return wire
 
-    def encrypt(self, jid: str, device_id: int, key_material: bytes) -> Tuple[bytes, bool]:
+    def encrypt(self, jid: str, device_id: int, key_material: bytes) -> tuple[bytes, bool]:
         """Encrypt with the existing session; returns ``(wire bytes, is_key_exchange)``.
 
         While a session this device initiated is unconfirmed (nothing decrypted on it yet), the message is
@@ -340,7 +335,7 @@ class PeerDevice:
         """
         return _run(self._encrypt(jid, device_id, key_material))
 
-    async def _encrypt(self, jid: str, device_id: int, key_material: bytes) -> Tuple[bytes, bool]:
+    async def _encrypt(self, jid: str, device_id: int, key_material: bytes) -> tuple[bytes, bool]:
         backend = self._backend
         session = await backend.load_session(jid, device_id)
         if session is None:
@@ -368,7 +363,7 @@ class PeerDevice:
     async def _decrypt(self, jid: str, device_id: int, wire: bytes, is_key_exchange: bool) -> bytes:
         backend = self._backend
         try:
-            key_exchange: Optional[Union[two.KeyExchangeImpl, old.KeyExchangeImpl]] = None
+            key_exchange: two.KeyExchangeImpl | old.KeyExchangeImpl | None = None
             authenticated = wire
             if is_key_exchange:
                 if isinstance(backend, two.Twomemo):
@@ -377,7 +372,7 @@ class PeerDevice:
                     key_exchange, authenticated = old.KeyExchangeImpl.parse(
                         wire, self._remote_ik_sign.get((jid, device_id), False)
                     )
-            encrypted: Union[two.EncryptedKeyMaterialImpl, old.EncryptedKeyMaterialImpl]
+            encrypted: two.EncryptedKeyMaterialImpl | old.EncryptedKeyMaterialImpl
             if isinstance(backend, two.Twomemo):
                 encrypted = two.EncryptedKeyMaterialImpl.parse(authenticated, jid, device_id)
             else:
@@ -387,7 +382,7 @@ class PeerDevice:
         except Exception as e:
             raise PeerError(f"malformed message: {e!r}") from e
 
-        session: Optional[Session] = await backend.load_session(jid, device_id)
+        session: Session | None = await backend.load_session(jid, device_id)
         plain: PlainKeyMaterial
         try:
             if key_exchange is None:
@@ -423,7 +418,7 @@ class PeerDevice:
         session = _run(self._backend.load_session(jid, device_id))
         return session is not None and session.confirmed
 
-    def session_initiation(self, jid: str, device_id: int) -> Optional[Literal["active", "passive"]]:
+    def session_initiation(self, jid: str, device_id: int) -> Literal["active", "passive"] | None:
         session = _run(self._backend.load_session(jid, device_id))
         if session is None:
             return None

@@ -78,10 +78,11 @@ import logging
 import secrets
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any, Awaitable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 import oldmemo
@@ -121,7 +122,7 @@ NS_LEGACY = "eu.siacs.conversations.axolotl"
 NS_SCE = "urn:xmpp:sce:1"
 NS_CLIENT = "jabber:client"
 
-_ETREE: Dict[str, ModuleType] = {NS_OMEMO2: twomemo.etree, NS_LEGACY: oldmemo.etree}
+_ETREE: dict[str, ModuleType] = {NS_OMEMO2: twomemo.etree, NS_LEGACY: oldmemo.etree}
 
 TRUSTED, DISTRUSTED, UNDECIDED = "trusted", "distrusted", "undecided"
 _TRUST_LEVELS = {TRUSTED: TrustLevel.TRUSTED, DISTRUSTED: TrustLevel.DISTRUSTED, UNDECIDED: TrustLevel.UNDECIDED}
@@ -141,7 +142,7 @@ class SMPeerError(Exception):
     ``plaintext`` is set when decryption succeeded but the OMEMO 2 plaintext was not an SCE envelope.
     """
 
-    def __init__(self, message: str, plaintext: Optional[bytes] = None) -> None:
+    def __init__(self, message: str, plaintext: bytes | None = None) -> None:
         super().__init__(message)
         self.plaintext = plaintext
 
@@ -153,7 +154,7 @@ _local = threading.local()
 
 def _run(coro: Awaitable[_T]) -> _T:
     """Run ``coro`` to completion on this thread's persistent loop."""
-    loop: Optional[asyncio.AbstractEventLoop] = getattr(_local, "loop", None)
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         _local.loop = loop
@@ -171,15 +172,15 @@ class Directory:
     """Fake PEP: device list and bundle elements per bare JID and namespace (deep-copied in and out)."""
 
     def __init__(self) -> None:
-        self._lists: Dict[Tuple[str, str], ET.Element] = {}
-        self._bundles: Dict[Tuple[str, str, int], ET.Element] = {}
-        self._revisions: Dict[Tuple[str, str], int] = {}
+        self._lists: dict[tuple[str, str], ET.Element] = {}
+        self._bundles: dict[tuple[str, str, int], ET.Element] = {}
+        self._revisions: dict[tuple[str, str], int] = {}
 
     def publish_device_list(self, jid: str, ns: str, elem: ET.Element) -> None:
         self._lists[(jid, ns)] = copy.deepcopy(elem)
         self._revisions[(jid, ns)] = self._revisions.get((jid, ns), 0) + 1
 
-    def device_list(self, jid: str, ns: str) -> Optional[ET.Element]:
+    def device_list(self, jid: str, ns: str) -> ET.Element | None:
         elem = self._lists.get((jid, ns))
         return None if elem is None else copy.deepcopy(elem)
 
@@ -194,14 +195,14 @@ class Directory:
     def publish_bundle(self, jid: str, ns: str, device_id: int, elem: ET.Element) -> None:
         self._bundles[(jid, ns, device_id)] = copy.deepcopy(elem)
 
-    def bundle(self, jid: str, ns: str, device_id: int) -> Optional[ET.Element]:
+    def bundle(self, jid: str, ns: str, device_id: int) -> ET.Element | None:
         elem = self._bundles.get((jid, ns, device_id))
         return None if elem is None else copy.deepcopy(elem)
 
     def delete_bundle(self, jid: str, ns: str, device_id: int) -> None:
         self._bundles.pop((jid, ns, device_id), None)
 
-    def device_ids(self, jid: str, ns: str) -> List[int]:
+    def device_ids(self, jid: str, ns: str) -> list[int]:
         """Device ids in the published list of ``jid``/``ns`` (document order); [] when absent."""
         elem = self._lists.get((jid, ns))
         return [] if elem is None else [int(d.get("id", "0")) for d in elem if d.get("id") is not None]
@@ -227,7 +228,7 @@ class _DirectorySessionManager(SessionManager):
 
     _directory: Directory
     _own_jid: str
-    _outbox: List[Tuple[str, ET.Element]]
+    _outbox: list[tuple[str, ET.Element]]
 
     async def _upload_bundle(self, bundle: Bundle) -> None:  # type: ignore[override]
         elem = _etree(bundle.namespace).serialize_bundle(bundle)
@@ -268,9 +269,7 @@ class _DirectorySessionManager(SessionManager):
         except KeyError:
             raise UnknownTrustLevel(f"unknown trust level name {device.trust_level_name!r}") from None
 
-    async def _make_trust_decision(
-        self, undecided: FrozenSet[DeviceInformation], identifier: Optional[str]
-    ) -> None:
+    async def _make_trust_decision(self, undecided: frozenset[DeviceInformation], identifier: str | None) -> None:
         for device in undecided:
             await self.set_trust(device.bare_jid, device.identity_key, TRUSTED)
 
@@ -278,10 +277,8 @@ class _DirectorySessionManager(SessionManager):
         self._outbox.append((bare_jid, _etree(message.namespace).serialize_message(message)))
 
 
-def _sm_class(
-    directory: Directory, own_jid: str, outbox: List[Tuple[str, ET.Element]], staleness: Optional[int]
-) -> type:
-    attrs: Dict[str, Any] = {"_directory": directory, "_own_jid": own_jid, "_outbox": outbox}
+def _sm_class(directory: Directory, own_jid: str, outbox: list[tuple[str, ET.Element]], staleness: int | None) -> type:
+    attrs: dict[str, Any] = {"_directory": directory, "_own_jid": own_jid, "_outbox": outbox}
     if staleness is not None:
         attrs["STALENESS_MAGIC_NUMBER"] = staleness
     return type("_PeerSessionManager", (_DirectorySessionManager,), attrs)
@@ -294,15 +291,15 @@ def _attr(value: str) -> str:
     return escape(value, {"'": "&apos;", '"': "&quot;"})
 
 
-def sce_envelope(body: str, from_jid: str, to_jid: str, *, stamp: Optional[datetime] = None) -> bytes:
+def sce_envelope(body: str, from_jid: str, to_jid: str, *, stamp: datetime | None = None) -> bytes:
     """The XEP-0420 envelope around ``<body xmlns='jabber:client'>body</body>`` (see module doc)."""
-    when = (stamp or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = (stamp or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     rpad = base64.b64encode(secrets.token_bytes(secrets.randbelow(201))).decode("ascii")
     return (
         f"<envelope xmlns='{NS_SCE}'><content><body xmlns='{NS_CLIENT}'>{escape(body)}</body></content>"
         f"<rpad>{rpad}</rpad><time stamp='{when}'/><from jid='{_attr(from_jid)}'/>"
         f"<to jid='{_attr(to_jid)}'/></envelope>"
-    ).encode("utf-8")
+    ).encode()
 
 
 # ---- the peer ------------------------------------------------------------------------------
@@ -320,10 +317,10 @@ class DecryptedSM:
 
     namespace: str
     sender_device: int
-    plaintext: Optional[bytes]
-    body: Optional[str]
+    plaintext: bytes | None
+    body: str | None
     sender_jid: str = ""
-    envelope: Optional[ET.Element] = field(default=None, repr=False)
+    envelope: ET.Element | None = field(default=None, repr=False)
 
 
 class SMPeer:
@@ -339,15 +336,15 @@ class SMPeer:
     def __init__(self) -> None:  # use create()
         self.directory: Directory
         self.bare_jid: str
-        self.namespaces: Tuple[str, ...]
+        self.namespaces: tuple[str, ...]
         self.storage: InMemoryStorage
         self.sm: _DirectorySessionManager
-        self.sent_empty: List[Tuple[str, ET.Element]] = []
-        self.last_encryption_errors: FrozenSet[EncryptionError] = frozenset()
+        self.sent_empty: list[tuple[str, ET.Element]] = []
+        self.last_encryption_errors: frozenset[EncryptionError] = frozenset()
         self.auto_refresh = True
         self._device_id = 0
         self._identity_key = b""
-        self._seen: Dict[Tuple[str, str], int] = {}
+        self._seen: dict[tuple[str, str], int] = {}
 
     @classmethod
     def create(
@@ -357,10 +354,10 @@ class SMPeer:
         namespaces: Sequence[str] = (NS_OMEMO2, NS_LEGACY),
         *,
         auto_refresh: bool = True,
-        staleness_threshold: Optional[int] = None,
-        storage: Optional[InMemoryStorage] = None,
-        label: Optional[str] = None,
-    ) -> "SMPeer":
+        staleness_threshold: int | None = None,
+        storage: InMemoryStorage | None = None,
+        label: str | None = None,
+    ) -> SMPeer:
         """Create (or, given the ``storage`` of an earlier peer, reload) a device and publish it.
 
         ``namespaces``: the backends to load, in priority order (a recipient device supporting several
@@ -387,7 +384,7 @@ class SMPeer:
             raise SMPeerError(f"SessionManager.create failed for {bare_jid}: {e!r}") from e
         return self
 
-    async def _setup(self, sm_cls: type, label: Optional[str]) -> None:
+    async def _setup(self, sm_cls: type, label: str | None) -> None:
         backends = [
             twomemo.Twomemo(self.storage) if ns == NS_OMEMO2 else oldmemo.Oldmemo(self.storage)
             for ns in self.namespaces
@@ -434,7 +431,7 @@ class SMPeer:
             if stale:
                 await self._refresh(jid, stale)
 
-    def devices(self, jid: str) -> FrozenSet[DeviceInformation]:
+    def devices(self, jid: str) -> frozenset[DeviceInformation]:
         """The library's cached view of ``jid``'s devices (may download bundles for unknown keys)."""
         try:
             return _run(self.sm.get_device_information(jid))
@@ -457,9 +454,9 @@ class SMPeer:
         recipients: Sequence[str],
         body: str,
         *,
-        namespaces: Optional[Sequence[str]] = None,
+        namespaces: Sequence[str] | None = None,
         allow_errors: bool = False,
-    ) -> Dict[str, ET.Element]:
+    ) -> dict[str, ET.Element]:
         """Encrypt ``body`` for all devices of ``recipients`` and the own other devices.
 
         Returns namespace -> ``<encrypted>`` element, one per namespace actually used (python-omemo
@@ -481,9 +478,9 @@ class SMPeer:
         recipients: Sequence[str],
         plaintexts: Mapping[str, bytes],
         *,
-        namespaces: Optional[Sequence[str]] = None,
+        namespaces: Sequence[str] | None = None,
         allow_errors: bool = False,
-    ) -> Dict[str, ET.Element]:
+    ) -> dict[str, ET.Element]:
         """Like :meth:`encrypt` with the raw plaintext bytes per namespace (no envelope is built)."""
         try:
             messages, errors = _run(self._encrypt(recipients, plaintexts, namespaces))
@@ -495,8 +492,8 @@ class SMPeer:
         return messages
 
     async def _encrypt(
-        self, recipients: Sequence[str], plaintexts: Mapping[str, bytes], namespaces: Optional[Sequence[str]]
-    ) -> Tuple[Dict[str, ET.Element], FrozenSet[EncryptionError]]:
+        self, recipients: Sequence[str], plaintexts: Mapping[str, bytes], namespaces: Sequence[str] | None
+    ) -> tuple[dict[str, ET.Element], frozenset[EncryptionError]]:
         await self._sync([*recipients, self.bare_jid])
         messages, errors = await self.sm.encrypt(
             frozenset(recipients),
@@ -543,7 +540,7 @@ class SMPeer:
 
     async def _decrypt(
         self, ns: str, sender: str, encrypted: ET.Element
-    ) -> Tuple[Optional[bytes], DeviceInformation, Any]:
+    ) -> tuple[bytes | None, DeviceInformation, Any]:
         await self._sync([sender])
         message: Message
         if ns == NS_OMEMO2:
@@ -554,7 +551,7 @@ class SMPeer:
 
     # ---- misc -----------------------------------------------------------------------------------
 
-    def take_sent_empty(self) -> List[Tuple[str, ET.Element]]:
+    def take_sent_empty(self) -> list[tuple[str, ET.Element]]:
         """Return and clear the outbox of empty messages."""
         out = list(self.sent_empty)
         self.sent_empty.clear()

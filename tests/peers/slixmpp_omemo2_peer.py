@@ -54,8 +54,8 @@ from omemo.types import DeviceInformation
 from slixmpp.jid import JID
 from slixmpp.plugins.base import register_plugin
 
-from .slixmpp_peer_base import OneBackendXEP0384, PeerClient, SentEmpty
 from .session_manager import sce_envelope
+from .slixmpp_peer_base import OneBackendXEP0384, PeerClient, SentEmpty
 
 __all__ = ["O2", "PLUGIN", "Omemo2Message", "Omemo2Peer", "SentEmpty", "TwomemoOnlyXEP0384", "parse_envelope"]
 
@@ -123,8 +123,10 @@ class Omemo2Message:
     raw: str = field(default="", repr=False)
 
     def __repr__(self) -> str:
-        return (f"Omemo2Message(kex={self.key_exchange}, device={self.device and self.device.device_id}, "
-                f"empty={self.body is None}, error={self.error!r})")
+        return (
+            f"Omemo2Message(kex={self.key_exchange}, device={self.device and self.device.device_id}, "
+            f"empty={self.body is None}, error={self.error!r})"
+        )
 
 
 class Omemo2Peer(PeerClient):

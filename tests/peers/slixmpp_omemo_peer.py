@@ -71,8 +71,9 @@ class PeerMessage:
     whether the ``<key>`` for this device was a key exchange (``prekey='true'``), the sending
     device, or the exception decryption raised."""
 
-    def __init__(self, body: str | None, key_exchange: bool, device: DeviceInformation | None,
-                 error: BaseException | None) -> None:
+    def __init__(
+        self, body: str | None, key_exchange: bool, device: DeviceInformation | None, error: BaseException | None
+    ) -> None:
         self.body = body
         self.key_exchange = key_exchange
         self.device = device

@@ -74,7 +74,9 @@ class OneBackendXEP0384(XEP_0384):
     def _btbv_enabled(self) -> bool:
         return True
 
-    async def _prompt_manual_trust(self, manually_trusted: frozenset[DeviceInformation], identifier: str | None) -> None:
+    async def _prompt_manual_trust(
+        self, manually_trusted: frozenset[DeviceInformation], identifier: str | None
+    ) -> None:
         sm = await self.get_session_manager()
         for device in manually_trusted:
             await sm.set_trust(device.bare_jid, device.identity_key, TrustLevel.TRUSTED.value)
@@ -145,9 +147,13 @@ class PeerClient(slixmpp.ClientXMPP):
         self._peer_omemo_ready = asyncio.Event()
         self.add_event_handler("session_start", self._on_session_start)
         self.add_event_handler("omemo_initialized", lambda _e: self._peer_omemo_ready.set())
-        self.register_handler(CoroutineCallback(
-            f"{self.namespace} message", MatchXPath(f"{{jabber:client}}message/{{{self.namespace}}}encrypted"),
-            self._on_message))
+        self.register_handler(
+            CoroutineCallback(
+                f"{self.namespace} message",
+                MatchXPath(f"{{jabber:client}}message/{{{self.namespace}}}encrypted"),
+                self._on_message,
+            )
+        )
         self.add_event_handler("failed_auth", lambda _e: self._fail("authentication failed"))
         self.add_event_handler("ssl_invalid_chain", lambda _e: self._fail("certificate not trusted"))
         self.add_event_handler("connection_failed", lambda e: self._fail(f"connection failed ({e})"))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from typing import List, Tuple
 
 import pytest
 import xeddsa
 
 from .omemo_peer import Flavour, PeerDevice, PeerError, WireBundle
 
-FLAVOURS: List[Flavour] = ["omemo2", "legacy"]
+FLAVOURS: list[Flavour] = ["omemo2", "legacy"]
 A_JID, A_DEV = "alice@example.org", 1001
 B_JID, B_DEV = "bob@example.net", 2002
 
@@ -21,7 +20,7 @@ def km(flavour: Flavour, label: str) -> bytes:
     return digest[:48] if flavour == "omemo2" else digest[:32]
 
 
-def pair(flavour: Flavour, num_prekeys: int = 10) -> Tuple[PeerDevice, PeerDevice]:
+def pair(flavour: Flavour, num_prekeys: int = 10) -> tuple[PeerDevice, PeerDevice]:
     alice = PeerDevice(flavour, A_JID, A_DEV, hashlib.sha256(b"alice seed").digest(), num_prekeys=num_prekeys)
     bob = PeerDevice(flavour, B_JID, B_DEV, hashlib.sha256(b"bob seed").digest(), num_prekeys=num_prekeys)
     return alice, bob
@@ -81,7 +80,7 @@ def test_conversation(flavour: Flavour) -> None:
     assert alice.session_confirmed(B_JID, B_DEV)
 
     # From now on no key exchange any more; several ratchet steps with out-of-order delivery.
-    sent: List[Tuple[str, bytes, bytes]] = []
+    sent: list[tuple[str, bytes, bytes]] = []
     for i in range(3):
         wire, kex = alice.encrypt(B_JID, B_DEV, km(flavour, f"a{i}"))
         assert not kex

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import List, Tuple
 
 import pytest
 
@@ -13,12 +12,12 @@ A, B = "alice@example.org", "bob@example.net"
 NAMESPACES = [NS_OMEMO2, NS_LEGACY]
 
 
-def key_elems(encrypted: ET.Element) -> List[ET.Element]:
+def key_elems(encrypted: ET.Element) -> list[ET.Element]:
     ns = encrypted.tag[1:].partition("}")[0]
     return list(encrypted.iter(f"{{{ns}}}key"))
 
 
-def rids(encrypted: ET.Element) -> List[int]:
+def rids(encrypted: ET.Element) -> list[int]:
     return sorted(int(k.get("rid", "0")) for k in key_elems(encrypted))
 
 
@@ -26,7 +25,7 @@ def is_kex(key: ET.Element) -> bool:
     return key.get("kex") in ("true", "1") or key.get("prekey") in ("true", "1")
 
 
-def deliver_empty(sender: SMPeer, peers: List[SMPeer]) -> List[Tuple[SMPeer, int]]:
+def deliver_empty(sender: SMPeer, peers: list[SMPeer]) -> list[tuple[SMPeer, int]]:
     """Deliver ``sender``'s queued empty messages to every peer of the recipient JID holding a key."""
     delivered = []
     for jid, elem in sender.take_sent_empty():

@@ -23,9 +23,10 @@ import os
 import sys
 import types
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -34,16 +35,16 @@ if str(ROOT) not in sys.path:
 
 import secrets  # noqa: E402
 
+import oldmemo.oldmemo as old  # noqa: E402
+import oldmemo.oldmemo_pb2 as old_pb2  # noqa: E402
+import twomemo.twomemo as two  # noqa: E402
+import twomemo.twomemo_pb2 as two_pb2  # noqa: E402
 import x3dh  # noqa: E402
 import x3dh.base_state  # noqa: E402
 import x3dh.identity_key_pair  # noqa: E402
 import xeddsa  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 from doubleratchet.recommended import diffie_hellman_ratchet_curve25519  # noqa: E402
-import oldmemo.oldmemo as old  # noqa: E402
-import oldmemo.oldmemo_pb2 as old_pb2  # noqa: E402
-import twomemo.twomemo as two  # noqa: E402
-import twomemo.twomemo_pb2 as two_pb2  # noqa: E402
 
 from tests.peers.omemo_peer import Flavour, PeerDevice, PeerError, WireBundle  # noqa: E402
 
@@ -77,16 +78,16 @@ def seed_label_with_sign(label: str, sign_bit: int) -> str:
     raise AssertionError("unreachable")
 
 
-def hx(data: Optional[bytes]) -> Optional[str]:
+def hx(data: bytes | None) -> str | None:
     return None if data is None else data.hex()
 
 
-def peer_versions() -> Dict[str, str]:
+def peer_versions() -> dict[str, str]:
     names = ["omemo", "twomemo", "oldmemo", "doubleratchet", "x3dh", "xeddsa", "cryptography", "protobuf"]
     return {name: importlib.metadata.version(name) for name in names}
 
 
-def write_json(name: str, source: str, description: str, vectors: List[Dict[str, Any]]) -> None:
+def write_json(name: str, source: str, description: str, vectors: list[dict[str, Any]]) -> None:
     doc = {
         "source": source,
         "peer_versions": peer_versions(),
@@ -128,10 +129,10 @@ class FixedRandomness:
     * ``X25519PrivateKey.generate`` and ``os.urandom`` raise, so an unnoticed randomness source fails loudly.
     """
 
-    queues: Dict[str, Deque[Tuple[str, bytes]]] = field(default_factory=dict)
-    log: List[Draw] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)  # libraries may swallow our exception; keep a record
-    _stack: Optional[contextlib.ExitStack] = None
+    queues: dict[str, deque[tuple[str, bytes]]] = field(default_factory=dict)
+    log: list[Draw] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # libraries may swallow our exception; keep a record
+    _stack: contextlib.ExitStack | None = None
 
     HOOK_TOKEN = "secrets.token_bytes"
     HOOK_CHOICE = "secrets.choice"
@@ -140,14 +141,14 @@ class FixedRandomness:
     def feed(self, hook: str, name: str, value: bytes) -> None:
         self.queues.setdefault(hook, deque()).append((name, value))
 
-    def _pop(self, hook: str) -> Tuple[str, bytes]:
+    def _pop(self, hook: str) -> tuple[str, bytes]:
         queue = self.queues.get(hook)
         if not queue:
             self.unexpected.append(hook)
             raise UnexpectedRandomness(f"unexpected call of {hook}")
         return queue.popleft()
 
-    def _token_bytes(self, nbytes: Optional[int] = None) -> bytes:
+    def _token_bytes(self, nbytes: int | None = None) -> bytes:
         name, value = self._pop(self.HOOK_TOKEN)
         if nbytes is None or len(value) != nbytes:
             raise UnexpectedRandomness(f"{name}: library asked for {nbytes} bytes, queue has {len(value)}")
@@ -174,15 +175,15 @@ class FixedRandomness:
             raise AssertionError(f"{where}: fixed values not consumed: {left}")
 
     @contextlib.contextmanager
-    def step(self, where: str) -> Iterator[List[Draw]]:
+    def step(self, where: str) -> Iterator[list[Draw]]:
         """Run one step; yields the list of draws it made (filled on exit)."""
         start = len(self.log)
-        drawn: List[Draw] = []
+        drawn: list[Draw] = []
         yield drawn
         self.assert_consumed(where)
         drawn.extend(self.log[start:])
 
-    def __enter__(self) -> "FixedRandomness":
+    def __enter__(self) -> FixedRandomness:
         stack = contextlib.ExitStack()
 
         def patch(obj: Any, attr: str, value: Any) -> None:
@@ -219,9 +220,9 @@ class FixedRandomness:
 
 
 @contextlib.contextmanager
-def record_x3dh() -> Iterator[List[Dict[str, Any]]]:
+def record_x3dh() -> Iterator[list[dict[str, Any]]]:
     """Record what python-x3dh's key agreement returns (shared secret, associated data)."""
-    calls: List[Dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
     base = x3dh.base_state.BaseState
     orig_active = base.get_shared_secret_active
     orig_passive = base.get_shared_secret_passive
@@ -236,24 +237,24 @@ def record_x3dh() -> Iterator[List[Dict[str, Any]]]:
         calls.append({"side": "passive", "shared_secret": result[0], "associated_data": result[1]})
         return result
 
-    setattr(base, "get_shared_secret_active", active)
-    setattr(base, "get_shared_secret_passive", passive)
+    base.get_shared_secret_active = active
+    base.get_shared_secret_passive = passive
     try:
         yield calls
     finally:
-        setattr(base, "get_shared_secret_active", orig_active)
-        setattr(base, "get_shared_secret_passive", orig_passive)
+        base.get_shared_secret_active = orig_active
+        base.get_shared_secret_passive = orig_passive
 
 
 # -------------------------------------------------------------------------------------- xeddsa
 
 
-def xeddsa_vectors() -> List[Dict[str, Any]]:
+def xeddsa_vectors() -> list[dict[str, Any]]:
     prefix = "gen.xeddsa."
     clamped_libomemo_c = bytes(8) + b"\xbd" + bytes(22) + b"\x40"  # test-vectors.md A.4
-    cases: List[Tuple[str, str, Optional[bytes], Optional[bytes], bytes, bytes]] = []
+    cases: list[tuple[str, str, bytes | None, bytes | None, bytes, bytes]] = []
     # (name, kind, seed, priv, message, nonce)
-    seed_messages: List[Optional[bytes]] = [
+    seed_messages: list[bytes | None] = [
         b"",
         derive(prefix + "case 2 message", 32),
         b"OMEMO",
@@ -266,13 +267,19 @@ def xeddsa_vectors() -> List[Dict[str, Any]]:
         msg = own_key if msg_opt is None else msg_opt
         cases.append((f"seed-{i}", "seed", case_seed, None, msg, derive(f"{prefix}case {i} nonce", 64)))
     cases.append(
-        ("priv-6", "priv", None, derive(prefix + "case 6 priv"), derive(prefix + "case 6 message"),
-         derive(prefix + "case 6 nonce", 64))
+        (
+            "priv-6",
+            "priv",
+            None,
+            derive(prefix + "case 6 priv"),
+            derive(prefix + "case 6 message"),
+            derive(prefix + "case 6 nonce", 64),
+        )
     )
     cases.append(("priv-7", "priv", None, derive(prefix + "case 7 priv"), b"\x00", bytes(64)))
     cases.append(("priv-libomemo-c-a4", "priv", None, clamped_libomemo_c, bytes(200), bytes(64)))
 
-    out: List[Dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     for name, kind, seed, priv_in, message, nonce in cases:
         raw = xeddsa.seed_to_priv(seed) if seed is not None else priv_in
         assert raw is not None
@@ -287,7 +294,8 @@ def xeddsa_vectors() -> List[Dict[str, Any]]:
         if seed is not None:
             assert priv == raw
         unclamped_sig_ok = xeddsa.ed25519_verify(
-            xeddsa.ed25519_priv_sign(raw, message, nonce), xeddsa.priv_to_ed25519_pub(raw), message)
+            xeddsa.ed25519_priv_sign(raw, message, nonce), xeddsa.priv_to_ed25519_pub(raw), message
+        )
         ed_pub = xeddsa.priv_to_ed25519_pub(priv)
         if seed is not None:
             assert xeddsa.seed_to_ed25519_pub(seed) == ed_pub
@@ -323,7 +331,7 @@ def xeddsa_vectors() -> List[Dict[str, Any]]:
         if seed_sig is not None:
             assert verify["seed_sign_under_ed25519_pub"]
 
-        labels: Dict[str, str] = {}
+        labels: dict[str, str] = {}
         if seed is not None:
             labels["seed"] = f"{prefix}case {name.split('-')[1]} seed"
         elif name != "priv-libomemo-c-a4":
@@ -332,44 +340,49 @@ def xeddsa_vectors() -> List[Dict[str, Any]]:
             labels["nonce"] = f"{prefix}case {name.split('-')[1]} nonce"
         labels["x25519_peer_priv"] = f"{prefix}{name} x25519 peer priv"
 
-        out.append({
-            "name": name,
-            "kind": kind,
-            "seed": hx(seed),
-            "priv_input": raw.hex(),
-            "priv": priv.hex(),
-            "message": message.hex(),
-            "nonce": nonce.hex(),
-            "input_labels": labels,
-            "ed25519_pub": ed_pub.hex(),
-            "ed25519_pub_sign_bit": sign_bit,
-            "x25519_pub": x_pub.hex(),
-            "ed25519_pub_to_curve25519_pub": xeddsa.ed25519_pub_to_curve25519_pub(ed_pub).hex(),
-            "curve25519_pub_to_ed25519_pub_sign0": ed_sign0.hex(),
-            "curve25519_pub_to_ed25519_pub_sign1": ed_sign1.hex(),
-            "priv_force_sign0": force0.hex(),
-            "priv_force_sign1": force1.hex(),
-            "seed_sign": hx(seed_sig),
-            "priv_sign": priv_sig.hex(),
-            "priv_sign_libsignal": bytes(libsignal_sig).hex(),
-            "xeddsa_sign": xeddsa_sig.hex(),
-            "verify": verify,
-            "x25519_peer_priv": peer_priv.hex(),
-            "x25519_peer_pub": peer_pub.hex(),
-            "x25519_shared": shared.hex(),
-        })
+        out.append(
+            {
+                "name": name,
+                "kind": kind,
+                "seed": hx(seed),
+                "priv_input": raw.hex(),
+                "priv": priv.hex(),
+                "message": message.hex(),
+                "nonce": nonce.hex(),
+                "input_labels": labels,
+                "ed25519_pub": ed_pub.hex(),
+                "ed25519_pub_sign_bit": sign_bit,
+                "x25519_pub": x_pub.hex(),
+                "ed25519_pub_to_curve25519_pub": xeddsa.ed25519_pub_to_curve25519_pub(ed_pub).hex(),
+                "curve25519_pub_to_ed25519_pub_sign0": ed_sign0.hex(),
+                "curve25519_pub_to_ed25519_pub_sign1": ed_sign1.hex(),
+                "priv_force_sign0": force0.hex(),
+                "priv_force_sign1": force1.hex(),
+                "seed_sign": hx(seed_sig),
+                "priv_sign": priv_sig.hex(),
+                "priv_sign_libsignal": bytes(libsignal_sig).hex(),
+                "xeddsa_sign": xeddsa_sig.hex(),
+                "verify": verify,
+                "x25519_peer_priv": peer_priv.hex(),
+                "x25519_peer_pub": peer_pub.hex(),
+                "x25519_shared": shared.hex(),
+            }
+        )
 
     # Cross-checks against test-vectors.md A.4 (libomemo-c): XEdDSA and the old curve25519_sign.
     a4 = out[-1]
     assert a4["x25519_pub"] == "5995f464e9d34d5ca56b9905b9a3cc37c456b2d8d313edbcf584b705b5c04955"
     assert a4["curve25519_pub_to_ed25519_pub_sign0"] == (
-        "9cdcadd470c055ccbf7083ba0956c245c42cad21bd28adb85f257f9a9bb9311c")
+        "9cdcadd470c055ccbf7083ba0956c245c42cad21bd28adb85f257f9a9bb9311c"
+    )
     assert a4["xeddsa_sign"] == (
         "11c7f3e6c4df9e8a5150e1db3b30f92de3a3b3aa438656545fa7390f4bcc7bb2"
-        "6c431d9e90643e4f0eaa0e9c557766fa69ada576d63dcaf2ac326c11d0b97702")
+        "6c431d9e90643e4f0eaa0e9c557766fa69ada576d63dcaf2ac326c11d0b97702"
+    )
     assert a4["priv_sign_libsignal"] == (
         "cf873d0379ac20e8893e5567ee0f8951f8db840d26b243b463526689d01ca718"
-        "ac189fb1678574ebdde569330659448b0bd6c1973f7d780ab39518626803d782")
+        "ac189fb1678574ebdde569330659448b0bd6c1973f7d780ab39518626803d782"
+    )
     return out
 
 
@@ -386,47 +399,77 @@ class X3DHConfig:
 
 
 X3DH_CONFIGS = [
-    X3DHConfig("twomemo", "twomemo", two.StateImpl, x3dh.IdentityKeyFormat.ED_25519,
-               "twomemo.twomemo.StateImpl exactly as python-twomemo uses it: info 'OMEMO X3DH', identity keys "
-               "in Ed25519 format, public keys encoded raw (32 bytes) in the associated data"),
-    X3DHConfig("oldmemo", "oldmemo", old.StateImpl, x3dh.IdentityKeyFormat.ED_25519,
-               "oldmemo.oldmemo.StateImpl exactly as python-oldmemo uses it: info 'WhisperText', identity keys "
-               "kept in Ed25519 format internally but encoded as 0x05 || X25519 u (33 bytes) in the associated "
-               "data and the signed prekey signature covers 0x05 || spk"),
-    X3DHConfig("oldmemo-curve25519-ik", "oldmemo", old.StateImpl, x3dh.IdentityKeyFormat.CURVE_25519,
-               "oldmemo.oldmemo.StateImpl with IdentityKeyFormat.CURVE_25519 (libsignal-style: bundle IK is the "
-               "X25519 key, the SPK signature is true XEdDSA with sign bit 0, made with "
-               "priv_force_sign(priv, False)); uses the inputs of 'oldmemo' and yields the same shared secret "
-               "and AD"),
+    X3DHConfig(
+        "twomemo",
+        "twomemo",
+        two.StateImpl,
+        x3dh.IdentityKeyFormat.ED_25519,
+        "twomemo.twomemo.StateImpl exactly as python-twomemo uses it: info 'OMEMO X3DH', identity keys "
+        "in Ed25519 format, public keys encoded raw (32 bytes) in the associated data",
+    ),
+    X3DHConfig(
+        "oldmemo",
+        "oldmemo",
+        old.StateImpl,
+        x3dh.IdentityKeyFormat.ED_25519,
+        "oldmemo.oldmemo.StateImpl exactly as python-oldmemo uses it: info 'WhisperText', identity keys "
+        "kept in Ed25519 format internally but encoded as 0x05 || X25519 u (33 bytes) in the associated "
+        "data and the signed prekey signature covers 0x05 || spk",
+    ),
+    X3DHConfig(
+        "oldmemo-curve25519-ik",
+        "oldmemo",
+        old.StateImpl,
+        x3dh.IdentityKeyFormat.CURVE_25519,
+        "oldmemo.oldmemo.StateImpl with IdentityKeyFormat.CURVE_25519 (libsignal-style: bundle IK is the "
+        "X25519 key, the SPK signature is true XEdDSA with sign bit 0, made with "
+        "priv_force_sign(priv, False)); uses the inputs of 'oldmemo' and yields the same shared secret "
+        "and AD",
+    ),
 ]
 
 
-def _create_state(rng: FixedRandomness, cfg: X3DHConfig, seed: bytes, spk_priv: Tuple[str, bytes],
-                  nonce: Tuple[str, bytes], opks: Sequence[Tuple[str, bytes]]) -> Any:
+def _create_state(
+    rng: FixedRandomness,
+    cfg: X3DHConfig,
+    seed: bytes,
+    spk_priv: tuple[str, bytes],
+    nonce: tuple[str, bytes],
+    opks: Sequence[tuple[str, bytes]],
+) -> Any:
     rng.feed(rng.HOOK_TOKEN, *spk_priv)
     rng.feed(rng.HOOK_TOKEN, *nonce)
     for opk in opks:
         rng.feed(rng.HOOK_TOKEN, *opk)
     with rng.step("create state"):
         state = cfg.state_cls.create(
-            cfg.key_format, x3dh.HashFunction.SHA_256, cfg.state_cls.INFO,
+            cfg.key_format,
+            x3dh.HashFunction.SHA_256,
+            cfg.state_cls.INFO,
             x3dh.identity_key_pair.IdentityKeyPairSeed(seed),
         )
         state.generate_pre_keys(len(opks))
     return state
 
 
-def x3dh_vectors() -> List[Dict[str, Any]]:
+def x3dh_vectors() -> list[dict[str, Any]]:
     import asyncio
 
-    out: List[Dict[str, Any]] = []
-    results: Dict[Tuple[str, int], Tuple[bytes, bytes]] = {}
+    out: list[dict[str, Any]] = []
+    results: dict[tuple[str, int], tuple[bytes, bytes]] = {}
     for cfg in X3DH_CONFIGS:
         for case in (1, 2, 3, 4):
             with_opk = case != 4
             p = f"gen.x3dh.{cfg.input_set}.case {case}."
-            names = ["alice ik seed", "alice spk priv", "alice spk sig nonce", "bob ik seed", "bob spk priv",
-                     "bob spk sig nonce", "alice ek priv"] + (["bob opk priv"] if with_opk else [])
+            names = [
+                "alice ik seed",
+                "alice spk priv",
+                "alice spk sig nonce",
+                "bob ik seed",
+                "bob spk priv",
+                "bob spk sig nonce",
+                "alice ek priv",
+            ] + (["bob opk priv"] if with_opk else [])
             labels = {n.replace(" ", "_"): p + n for n in names}
             # Cover both Ed25519 sign bits of the responder's identity key (matters for legacy bundles).
             labels["bob_ik_seed"] = seed_label_with_sign(labels["bob_ik_seed"], 0 if case == 1 else 1)
@@ -434,18 +477,28 @@ def x3dh_vectors() -> List[Dict[str, Any]]:
             val = {k: derive(v, 64 if k.endswith("nonce") else 32) for k, v in labels.items()}
 
             with FixedRandomness() as rng:
-                alice = _create_state(rng, cfg, val["alice_ik_seed"], ("alice_spk_priv", val["alice_spk_priv"]),
-                                      ("alice_spk_sig_nonce", val["alice_spk_sig_nonce"]), [])
-                bob = _create_state(rng, cfg, val["bob_ik_seed"], ("bob_spk_priv", val["bob_spk_priv"]),
-                                    ("bob_spk_sig_nonce", val["bob_spk_sig_nonce"]),
-                                    [("bob_opk_priv", val["bob_opk_priv"])] if with_opk else [])
+                alice = _create_state(
+                    rng,
+                    cfg,
+                    val["alice_ik_seed"],
+                    ("alice_spk_priv", val["alice_spk_priv"]),
+                    ("alice_spk_sig_nonce", val["alice_spk_sig_nonce"]),
+                    [],
+                )
+                bob = _create_state(
+                    rng,
+                    cfg,
+                    val["bob_ik_seed"],
+                    ("bob_spk_priv", val["bob_spk_priv"]),
+                    ("bob_spk_sig_nonce", val["bob_spk_sig_nonce"]),
+                    [("bob_opk_priv", val["bob_opk_priv"])] if with_opk else [],
+                )
                 bundle = bob.bundle
                 if with_opk:
                     rng.feed(rng.HOOK_CHOICE, "bob_opk_pub", xeddsa.priv_to_curve25519_pub(val["bob_opk_priv"]))
                 rng.feed(rng.HOOK_TOKEN, "alice_ek_priv", val["alice_ek_priv"])
                 with rng.step("active"):
-                    ss_a, ad_a, header = asyncio.run(
-                        alice.get_shared_secret_active(bundle, require_pre_key=with_opk))
+                    ss_a, ad_a, header = asyncio.run(alice.get_shared_secret_active(bundle, require_pre_key=with_opk))
                 with rng.step("passive"):
                     ss_b, ad_b, _spk = asyncio.run(bob.get_shared_secret_passive(header, require_pre_key=with_opk))
             assert ss_a == ss_b and ad_a == ad_b
@@ -460,70 +513,82 @@ def x3dh_vectors() -> List[Dict[str, Any]]:
             b_x = xeddsa.priv_to_curve25519_pub(b_priv)
             spk_pub = xeddsa.priv_to_curve25519_pub(val["bob_spk_priv"])
             ek_pub = xeddsa.priv_to_curve25519_pub(val["alice_ek_priv"])
-            dh = [xeddsa.x25519(a_priv, spk_pub), xeddsa.x25519(val["alice_ek_priv"], b_x),
-                  xeddsa.x25519(val["alice_ek_priv"], spk_pub)]
+            dh = [
+                xeddsa.x25519(a_priv, spk_pub),
+                xeddsa.x25519(val["alice_ek_priv"], b_x),
+                xeddsa.x25519(val["alice_ek_priv"], spk_pub),
+            ]
             if with_opk:
                 dh.append(xeddsa.x25519(val["alice_ek_priv"], xeddsa.priv_to_curve25519_pub(val["bob_opk_priv"])))
             assert header.ephemeral_key == ek_pub and bundle.signed_pre_key == spk_pub
 
-            bundle_wire: Dict[str, Any]
+            bundle_wire: dict[str, Any]
             ed_b = xeddsa.seed_to_ed25519_pub(val["bob_ik_seed"])
             if cfg.name == "twomemo":
-                bundle_wire = {"ik": bundle.identity_key.hex(), "spk": spk_pub.hex(),
-                               "spk_sig": bundle.signed_pre_key_sig.hex(),
-                               "pk": hx(header.pre_key)}
+                bundle_wire = {
+                    "ik": bundle.identity_key.hex(),
+                    "spk": spk_pub.hex(),
+                    "spk_sig": bundle.signed_pre_key_sig.hex(),
+                    "pk": hx(header.pre_key),
+                }
             else:
                 sig = bytearray(bundle.signed_pre_key_sig)
                 if cfg.key_format is x3dh.IdentityKeyFormat.ED_25519:
                     sig[63] |= ed_b[31] & 0x80  # python-oldmemo's bundle serialisation
-                bundle_wire = {"ik": "05" + b_x.hex(), "spk": "05" + spk_pub.hex(), "spk_sig": bytes(sig).hex(),
-                               "pk": None if header.pre_key is None else "05" + header.pre_key.hex()}
+                bundle_wire = {
+                    "ik": "05" + b_x.hex(),
+                    "spk": "05" + spk_pub.hex(),
+                    "spk_sig": bytes(sig).hex(),
+                    "pk": None if header.pre_key is None else "05" + header.pre_key.hex(),
+                }
 
-            out.append({
-                "name": f"{cfg.name}-{case}",
-                "config": cfg.name,
-                "config_description": cfg.description,
-                "state_class": f"{cfg.state_cls.__module__}.{cfg.state_cls.__qualname__}",
-                "identity_key_format": cfg.key_format.value,
-                "info": cfg.state_cls.INFO.decode("ascii"),
-                "uses_one_time_prekey": with_opk,
-                "valid_for_omemo": with_opk,
-                "inputs": {k: v.hex() for k, v in val.items()},
-                "input_labels": labels,
-                "alice_ik_ed25519_pub": xeddsa.seed_to_ed25519_pub(val["alice_ik_seed"]).hex(),
-                "alice_ik_x25519_pub": a_x.hex(),
-                "alice_ik_x25519_priv": a_priv.hex(),
-                "bob_ik_ed25519_pub": ed_b.hex(),
-                "bob_ik_x25519_pub": b_x.hex(),
-                "bob_ik_x25519_priv": b_priv.hex(),
-                "bundle": {
-                    "identity_key": bundle.identity_key.hex(),
-                    "signed_pre_key": bundle.signed_pre_key.hex(),
-                    "signed_pre_key_sig": bundle.signed_pre_key_sig.hex(),
-                    "pre_keys": sorted(pk.hex() for pk in bundle.pre_keys),
-                },
-                "bundle_wire": bundle_wire,
-                "header": {
-                    "identity_key": header.identity_key.hex(),
-                    "ephemeral_key": header.ephemeral_key.hex(),
-                    "signed_pre_key": header.signed_pre_key.hex(),
-                    "pre_key": hx(header.pre_key),
-                },
-                "spk_signed_bytes": (spk_pub if cfg.name == "twomemo" else b"\x05" + spk_pub).hex(),
-                "dh": [d.hex() for d in dh],
-                "kdf_input": (b"\xff" * 32 + b"".join(dh)).hex(),
-                "shared_secret": ss_a.hex(),
-                "associated_data": ad_a.hex(),
-            })
+            out.append(
+                {
+                    "name": f"{cfg.name}-{case}",
+                    "config": cfg.name,
+                    "config_description": cfg.description,
+                    "state_class": f"{cfg.state_cls.__module__}.{cfg.state_cls.__qualname__}",
+                    "identity_key_format": cfg.key_format.value,
+                    "info": cfg.state_cls.INFO.decode("ascii"),
+                    "uses_one_time_prekey": with_opk,
+                    "valid_for_omemo": with_opk,
+                    "inputs": {k: v.hex() for k, v in val.items()},
+                    "input_labels": labels,
+                    "alice_ik_ed25519_pub": xeddsa.seed_to_ed25519_pub(val["alice_ik_seed"]).hex(),
+                    "alice_ik_x25519_pub": a_x.hex(),
+                    "alice_ik_x25519_priv": a_priv.hex(),
+                    "bob_ik_ed25519_pub": ed_b.hex(),
+                    "bob_ik_x25519_pub": b_x.hex(),
+                    "bob_ik_x25519_priv": b_priv.hex(),
+                    "bundle": {
+                        "identity_key": bundle.identity_key.hex(),
+                        "signed_pre_key": bundle.signed_pre_key.hex(),
+                        "signed_pre_key_sig": bundle.signed_pre_key_sig.hex(),
+                        "pre_keys": sorted(pk.hex() for pk in bundle.pre_keys),
+                    },
+                    "bundle_wire": bundle_wire,
+                    "header": {
+                        "identity_key": header.identity_key.hex(),
+                        "ephemeral_key": header.ephemeral_key.hex(),
+                        "signed_pre_key": header.signed_pre_key.hex(),
+                        "pre_key": hx(header.pre_key),
+                    },
+                    "spk_signed_bytes": (spk_pub if cfg.name == "twomemo" else b"\x05" + spk_pub).hex(),
+                    "dh": [d.hex() for d in dh],
+                    "kdf_input": (b"\xff" * 32 + b"".join(dh)).hex(),
+                    "shared_secret": ss_a.hex(),
+                    "associated_data": ad_a.hex(),
+                }
+            )
     return out
 
 
 # ------------------------------------------------------------------------------------- ratchet
 
 
-def split_wire(flavour: Flavour, wire: bytes, is_kex: bool) -> Dict[str, Any]:
+def split_wire(flavour: Flavour, wire: bytes, is_kex: bool) -> dict[str, Any]:
     """Parse the wire bytes with the library's protobuf classes (for the informational fields)."""
-    info: Dict[str, Any] = {}
+    info: dict[str, Any] = {}
     auth = wire
     if flavour == "omemo2":
         if is_kex:
@@ -532,8 +597,14 @@ def split_wire(flavour: Flavour, wire: bytes, is_kex: bool) -> Dict[str, Any]:
             info.update(kex_pk_id=kex2.pk_id, kex_spk_id=kex2.spk_id, kex_ik=kex2.ik.hex(), kex_ek=kex2.ek.hex())
         am = two_pb2.OMEMOAuthenticatedMessage.FromString(auth)
         msg2 = two_pb2.OMEMOMessage.FromString(am.message)
-        info.update(authenticated_message=auth.hex(), mac=am.mac.hex(), n=msg2.n, pn=msg2.pn,
-                    dh_pub=msg2.dh_pub.hex(), ciphertext=msg2.ciphertext.hex())
+        info.update(
+            authenticated_message=auth.hex(),
+            mac=am.mac.hex(),
+            n=msg2.n,
+            pn=msg2.pn,
+            dh_pub=msg2.dh_pub.hex(),
+            ciphertext=msg2.ciphertext.hex(),
+        )
         return info
     if is_kex:
         assert wire[0] == 0x33
@@ -542,19 +613,30 @@ def split_wire(flavour: Flavour, wire: bytes, is_kex: bool) -> Dict[str, Any]:
         info.update(kex_pk_id=kex1.pk_id, kex_spk_id=kex1.spk_id, kex_ik=kex1.ik.hex(), kex_ek=kex1.ek.hex())
     assert auth[0] == 0x33
     msg1 = old_pb2.OMEMOMessage.FromString(auth[1:-8])
-    info.update(authenticated_message=auth.hex(), mac=auth[-8:].hex(), n=msg1.n, pn=msg1.pn,
-                dh_pub=msg1.dh_pub.hex(), ciphertext=msg1.ciphertext.hex())
+    info.update(
+        authenticated_message=auth.hex(),
+        mac=auth[-8:].hex(),
+        n=msg1.n,
+        pn=msg1.pn,
+        dh_pub=msg1.dh_pub.hex(),
+        ciphertext=msg1.ciphertext.hex(),
+    )
     return info
 
 
-def bundle_json(b: WireBundle) -> Dict[str, Any]:
-    return {"ik": b.ik.hex(), "spk_id": b.spk_id, "spk": b.spk.hex(), "spk_sig": b.spk_sig.hex(),
-            "prekeys": [{"id": pid, "pub": b.prekeys[pid].hex()} for pid in sorted(b.prekeys)]}
+def bundle_json(b: WireBundle) -> dict[str, Any]:
+    return {
+        "ik": b.ik.hex(),
+        "spk_id": b.spk_id,
+        "spk": b.spk.hex(),
+        "spk_sig": b.spk_sig.hex(),
+        "prekeys": [{"id": pid, "pub": b.prekeys[pid].hex()} for pid in sorted(b.prekeys)],
+    }
 
 
 # Script: (actor, action, message index, ratchet inputs the step consumes)
 #   action: "initiate" | "encrypt" | "decrypt"
-SCRIPT: List[Tuple[str, str, int, Tuple[str, ...]]] = [
+SCRIPT: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("alice", "initiate", 0, ("alice_ratchet_priv_1",)),
     ("alice", "encrypt", 1, ()),  # still unconfirmed: wrapped in the same key exchange
     ("bob", "decrypt", 1, ("bob_ratchet_priv_1",)),  # repeated KEX arrives first, builds the session
@@ -590,7 +672,7 @@ CHOSEN_PREKEY_ID = 42
 JIDS = {"alice": ("alice@example.org", 1111), "bob": ("bob@example.net", 2222)}
 
 
-def key_material(flavour: Flavour, prefix: str, index: int) -> Tuple[bytes, str]:
+def key_material(flavour: Flavour, prefix: str, index: int) -> tuple[bytes, str]:
     """Key material of message ``index`` and a description of how it was derived."""
     if index == 2:  # Bob's first reply: what SessionManager sends to complete a key exchange
         if flavour == "omemo2":
@@ -604,10 +686,10 @@ def key_material(flavour: Flavour, prefix: str, index: int) -> Tuple[bytes, str]
     return derive(label), f"SHA-256('{label}') (16-byte AES key || 16-byte GCM tag)"
 
 
-def ratchet_transcript(flavour: Flavour) -> Dict[str, Any]:
+def ratchet_transcript(flavour: Flavour) -> dict[str, Any]:
     prefix = f"gen.{flavour}."
-    labels: Dict[str, str] = {}
-    values: Dict[str, bytes] = {}
+    labels: dict[str, str] = {}
+    values: dict[str, bytes] = {}
 
     def inp(name: str, length: int = 32) -> bytes:
         label = prefix + name.replace("_", " ")
@@ -628,15 +710,15 @@ def ratchet_transcript(flavour: Flavour) -> Dict[str, Any]:
     for name in ratchet_names:
         inp(name)
 
-    events: List[Dict[str, Any]] = []
-    messages: Dict[int, Dict[str, Any]] = {}
-    current_ratchet: Dict[str, str] = {}
-    sent_on_key: Dict[str, int] = {}
+    events: list[dict[str, Any]] = []
+    messages: dict[int, dict[str, Any]] = {}
+    current_ratchet: dict[str, str] = {}
+    sent_on_key: dict[str, int] = {}
     receive_counter = {"alice": 0, "bob": 0}
-    delivery_order: List[int] = []
+    delivery_order: list[int] = []
 
     with FixedRandomness() as rng, record_x3dh() as x3dh_calls:
-        devices: Dict[str, PeerDevice] = {}
+        devices: dict[str, PeerDevice] = {}
         for who in ("alice", "bob"):
             rng.feed(rng.HOOK_TOKEN, f"{who}_spk_priv", values[f"{who}_spk_priv"])
             rng.feed(rng.HOOK_TOKEN, f"{who}_spk_sig_nonce", values[f"{who}_spk_sig_nonce"])
@@ -645,11 +727,25 @@ def ratchet_transcript(flavour: Flavour) -> Dict[str, Any]:
                 rng.feed(rng.HOOK_TOKEN, f"bob_opk_priv_{pid}", values[f"bob_opk_priv_{pid}"])
             with rng.step(f"create {who}") as drawn:
                 jid, dev = JIDS[who]
-                devices[who] = PeerDevice(flavour, jid, dev, values[f"{who}_ik_seed"], num_prekeys=len(pids),
-                                          first_prekey_id=pids[0] if pids else 1, spk_id=1)
-            events.append({"seq": len(events), "actor": who, "action": "create_device", "message": None,
-                           "consumed_inputs": [d.name for d in drawn]})
-        alice, bob = devices["alice"], devices["bob"]
+                devices[who] = PeerDevice(
+                    flavour,
+                    jid,
+                    dev,
+                    values[f"{who}_ik_seed"],
+                    num_prekeys=len(pids),
+                    first_prekey_id=pids[0] if pids else 1,
+                    spk_id=1,
+                )
+            events.append(
+                {
+                    "seq": len(events),
+                    "actor": who,
+                    "action": "create_device",
+                    "message": None,
+                    "consumed_inputs": [d.name for d in drawn],
+                }
+            )
+        bob = devices["bob"]
         bob_bundle = bob.bundle()
         assert sorted(bob_bundle.prekeys) == list(BOB_PREKEY_IDS)
         for pid in BOB_PREKEY_IDS:
@@ -681,8 +777,15 @@ def ratchet_transcript(flavour: Flavour) -> Dict[str, Any]:
                 if d.hook == rng.HOOK_RATCHET:
                     current_ratchet[actor] = d.name
             seq = len(events)
-            events.append({"seq": seq, "actor": actor, "action": action, "message": idx,
-                           "consumed_inputs": [d.name for d in drawn]})
+            events.append(
+                {
+                    "seq": seq,
+                    "actor": actor,
+                    "action": action,
+                    "message": idx,
+                    "consumed_inputs": [d.name for d in drawn],
+                }
+            )
             if action in ("initiate", "encrypt"):
                 rname = current_ratchet[actor]
                 rpub = xeddsa.priv_to_curve25519_pub(values[rname])
@@ -717,7 +820,7 @@ def ratchet_transcript(flavour: Flavour) -> Dict[str, Any]:
         # Post checks: the consumed prekey is gone; replaying message 0 is rejected. The replay carries
         # Alice's first ratchet key, which Bob's session no longer knows, so python-doubleratchet performs a
         # trial ratchet step on a copy of the state (drawing a ratchet key that is then thrown away).
-        post: Dict[str, Any] = {"bob_prekey_ids_after": bob.prekey_ids()}
+        post: dict[str, Any] = {"bob_prekey_ids_after": bob.prekey_ids()}
         assert CHOSEN_PREKEY_ID not in post["bob_prekey_ids_after"]
         inp("bob_discarded_ratchet_priv")
         rng.feed(rng.HOOK_RATCHET, "bob_discarded_ratchet_priv", values["bob_discarded_ratchet_priv"])
@@ -740,7 +843,7 @@ def ratchet_transcript(flavour: Flavour) -> Dict[str, Any]:
     assert active[0]["associated_data"] == passive[0]["associated_data"]
     ad = active[0]["associated_data"]
 
-    derived: Dict[str, Any] = {}
+    derived: dict[str, Any] = {}
     for who in ("alice", "bob"):
         seed = values[f"{who}_ik_seed"]
         derived[f"{who}_ik_ed25519_pub"] = xeddsa.seed_to_ed25519_pub(seed).hex()
@@ -814,9 +917,19 @@ PART_B_KM0 = {
 def check_part_b(flavour: Flavour) -> None:
     """Drive the library with the inputs of test-vectors.md Part B and compare messages 0-2 byte for byte."""
     p = "v2." if flavour == "omemo2" else "legacy."
-    v = {n: derive(p + n) for n in ("alice identity seed", "bob identity seed", "bob spk priv", "bob opk priv",
-                                     "alice ephemeral priv", "alice ratchet priv 1", "bob ratchet priv 1",
-                                     "alice ratchet priv 2")}
+    v = {
+        n: derive(p + n)
+        for n in (
+            "alice identity seed",
+            "bob identity seed",
+            "bob spk priv",
+            "bob opk priv",
+            "alice ephemeral priv",
+            "alice ratchet priv 1",
+            "bob ratchet priv 1",
+            "alice ratchet priv 2",
+        )
+    }
     km0 = bytes.fromhex(PART_B_KM0[flavour])
     if flavour == "omemo2":
         km1 = bytes(32)
@@ -863,8 +976,8 @@ def check_part_b(flavour: Flavour) -> None:
 
 def main() -> None:
     versions = peer_versions()
-    flavours: List[Flavour] = ["omemo2", "legacy"]
-    transcripts: Dict[str, Dict[str, Any]] = {}
+    flavours: list[Flavour] = ["omemo2", "legacy"]
+    transcripts: dict[str, dict[str, Any]] = {}
     for flavour in flavours:
         check_part_b(flavour)
         transcripts[flavour] = ratchet_transcript(flavour)
