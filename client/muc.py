@@ -61,7 +61,7 @@ from e2ee.errors import (
     UnknownSender,
     UsageError,
 )
-from e2ee.omemo2.envelope import bare_jid_key
+from e2ee.jid import bare_jid_key
 from e2ee.results import Effect, EncryptResult, FetchDeviceList
 
 from .muc_room import MEMBER_AFFILIATIONS, MEMBERSONLY, MUC_USER, NONANONYMOUS, RoomState, account

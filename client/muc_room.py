@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from slixmpp.jid import JID, InvalidJID
 
 from e2ee.errors import UnknownSender
-from e2ee.omemo2.envelope import bare_jid_key
+from e2ee.jid import bare_jid_key
 
 __all__ = [
     "MUC_USER",

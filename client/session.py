@@ -39,7 +39,6 @@ from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender, UsageError
 from e2ee.fallback import Route, SendResult
 from e2ee.media import MediaLink
-from e2ee.omemo2.envelope import parse_timestamp
 from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
 from e2ee.openpgp.xml import NS as OX
 from e2ee.results import (
@@ -55,6 +54,7 @@ from e2ee.results import (
     Publish,
     SendMessage,
 )
+from e2ee.xmpptime import parse_timestamp
 
 from . import media
 from .archive import SID_NS, ArchivePosition, archive_complete, own_stanza_id

@@ -17,12 +17,12 @@ from .errors import (
     UsageError,
 )
 from .flavour import Flavour
+from .jid import bare_jid_key
 from .legacy import payload as legacy_payload
 from .legacy import wire as legacy_wire
 from .legacy import xml as legacy_xml
 from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS, STALE_SESSION_AGE
 from .model import DeviceEntry, DeviceList, EncryptedElement, KeyElement
-from .omemo2 import envelope as sce
 from .omemo2 import payload as omemo2_payload
 from .omemo2 import wire as omemo2_wire
 from .omemo2 import xml as omemo2_xml
@@ -66,7 +66,7 @@ _BODY = "{jabber:client}body"
 
 
 def _bare(jid: str) -> str:
-    key = sce.bare_jid_key(jid)
+    key = bare_jid_key(jid)
     if not key:
         raise UsageError(f"not a JID: {jid!r}")
     return key

@@ -18,6 +18,7 @@ from .errors import (
     SharedIdentityKey,
 )
 from .flavour import Flavour
+from .jid import bare_jid_key
 from .legacy import payload as legacy_payload
 from .limits import HEARTBEAT_THRESHOLD, MAX_XML_DEPTH, MAX_XML_ELEMENTS
 from .model import EncryptedElement, KeyElement
@@ -83,7 +84,7 @@ class Receiving(EngineCore):
             to = None
         if sender == own.jid and enc.sid == own.device_id:
             return NotForThisDevice(sender, enc.sid, ns, reflection=True)
-        mine = [k for k in enc.keys if k.rid == own.device_id and (k.jid is None or sce.bare_jid_key(k.jid) == own.jid)]
+        mine = [k for k in enc.keys if k.rid == own.device_id and (k.jid is None or bare_jid_key(k.jid) == own.jid)]
         if not mine:
             return NotForThisDevice(sender, enc.sid, ns, reflection=False)
         error: E2EEError | None = None

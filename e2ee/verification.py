@@ -265,7 +265,7 @@ class VerificationUri:
     """What :func:`parse_uri` read.
 
     ``jid`` -- the bare JID as written (decoded, not case-folded: compare with
-    :func:`e2ee.omemo2.envelope.bare_jid_key`); ``fingerprints`` -- device id to the 32-byte key
+    :func:`e2ee.jid.bare_jid_key`); ``fingerprints`` -- device id to the 32-byte key
     as written (the X25519 form, or the Ed25519 form OMEMO 2 clients use: see
     :func:`identity_candidates`), in URI order (by convention the sharing device first); ``plain`` -- keys given as
     ``omemo=<hex>`` without a device id, in order, without repeats; ``action`` -- the XEP-0147

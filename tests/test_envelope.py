@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from e2ee import xmpptime
 from e2ee.errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
+from e2ee.jid import bare_jid_key
 from e2ee.limits import MAX_XML_BYTES, SCE_TIME_WINDOW
 from e2ee.omemo2 import envelope
-from e2ee.omemo2.envelope import Envelope, bare_jid_key, build, parse
+from e2ee.omemo2.envelope import Envelope, build, parse
 from e2ee.xmlsafe import parse_xml, serialize
 from tests.support import seeded_rng
 
@@ -259,14 +261,14 @@ def test_malformed_time(stamp: str) -> None:
 def test_the_shared_parser_refuses_with_a_typed_error(stamp: str) -> None:
     # the same parser reads OpenPGP <time/>, SCE <time/> and key-metadata dates
     with pytest.raises(MalformedEnvelope):
-        envelope.parse_timestamp(stamp)
+        xmpptime.parse_timestamp(stamp)
 
 
 def test_we_always_write_xep_0082_with_z() -> None:
     east = timezone(timedelta(hours=5, minutes=45))
-    assert envelope.format_timestamp(datetime(2026, 1, 1, 17, 45, tzinfo=east)) == "2026-01-01T12:00:00Z"
-    text = envelope.format_timestamp(T0 + timedelta(microseconds=7))
-    assert text == "2026-01-01T12:00:00.000007Z" and envelope.parse_timestamp(text) == T0 + timedelta(microseconds=7)
+    assert xmpptime.format_timestamp(datetime(2026, 1, 1, 17, 45, tzinfo=east)) == "2026-01-01T12:00:00Z"
+    text = xmpptime.format_timestamp(T0 + timedelta(microseconds=7))
+    assert text == "2026-01-01T12:00:00.000007Z" and xmpptime.parse_timestamp(text) == T0 + timedelta(microseconds=7)
 
 
 # ---- content -------------------------------------------------------------------------------

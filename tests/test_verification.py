@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e2ee.errors import PeerError, UsageError
+from e2ee.jid import bare_jid_key
 from e2ee.limits import DEVICE_ID_MAX
-from e2ee.omemo2.envelope import bare_jid_key
 from e2ee.trust import fingerprint
 from e2ee.verification import (
     MAX_FINGERPRINT_TEXT,

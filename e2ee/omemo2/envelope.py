@@ -33,17 +33,17 @@ Decisions:
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import datetime, timedelta
 
 from ..errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
+from ..jid import bare_jid_key
 from ..limits import MAX_JID_LENGTH, MAX_XML_BYTES, MAX_XML_DEPTH, MAX_XML_ELEMENTS, SCE_TIME_WINDOW
 from ..rng import Random
 from ..xmlsafe import check_element, encode_base64, escape_attribute, parse_xml, serialize
+from ..xmpptime import format_timestamp, parse_timestamp, require_aware
 
 __all__ = [
     "NS",
@@ -52,9 +52,6 @@ __all__ = [
     "Envelope",
     "build",
     "parse",
-    "bare_jid_key",
-    "format_timestamp",
-    "parse_timestamp",
 ]
 
 NS = "urn:xmpp:sce:1"
@@ -75,15 +72,6 @@ _ENVELOPE, _CONTENT, _RPAD, _TIME, _FROM, _TO = (
     f"{{{NS}}}{n}" for n in ("envelope", "content", "rpad", "time", "from", "to")
 )
 _MAX_RPAD = 200
-#: XEP-0082 DateTime as received: RFC 3339 ``date-time`` (``T``/``t``, ``Z``/``z``, ``±hh:mm``) plus
-#: the ``±hhmm`` offset that deployed senders write; a fraction of any length (bounded by
-#: :data:`_MAX_STAMP`).  No offset, a bare ``±hh``, spaces or a decimal comma are refused.
-_STAMP = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
-    r"(?:[Zz]|([+-])([0-9]{2}):?([0-9]{2}))",
-    re.ASCII,
-)
-_MAX_STAMP = 128
 
 
 @dataclass(slots=True)  # not frozen: built per message, and frozen construction costs ~6x
@@ -95,65 +83,6 @@ class Envelope:
     to_jid: str | None  #: ``<to jid>`` as given, None when absent
     time: datetime | None  #: ``<time stamp>`` in UTC, None when absent
     time_suspicious: bool = False  #: ``time`` is outside the window around ``now``
-
-
-# ---- JIDs and timestamps -------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def bare_jid_key(jid: str) -> str:
-    """Comparison key of a JID: bare, localpart and domainpart lower-cased, trailing dot of the
-    domain dropped.  Returns ``""`` for a JID without domainpart."""
-    bare = jid.partition("/")[0]
-    local, at, domain = bare.partition("@")
-    if not at:
-        local, domain = "", bare
-    domain = domain.lower().removesuffix(".")
-    if not domain:
-        return ""
-    return f"{local.lower()}@{domain}" if at else domain
-
-
-def _require_aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise UsageError(f"{what} must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def format_timestamp(value: datetime) -> str:
-    """XEP-0082 DateTime in UTC with ``Z`` (microseconds only when not zero)."""
-    utc = _require_aware(value, "time")
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
-
-
-def parse_timestamp(text: str) -> datetime:
-    """A received XEP-0082 DateTime as an aware UTC datetime; raises
-    :class:`~e2ee.errors.MalformedEnvelope`.
-
-    Liberal where the information is the same and unambiguous: ``Z`` or ``z``, ``T`` or ``t``,
-    offsets ``±hh:mm`` and ``±hhmm`` (``-00:00`` is UTC), fractions of any length (truncated to
-    microseconds).  Refused: no offset (local time of unknown zone), out-of-range fields, leap
-    seconds, anything else.  The one parser for the SCE ``<time/>``, the OpenPGP ``<time/>`` and
-    key-metadata dates; :func:`format_timestamp` is what we write."""
-    match = _STAMP.fullmatch(text) if len(text) <= _MAX_STAMP else None
-    if match is None:
-        raise MalformedEnvelope("time stamp is not an XEP-0082 DateTime")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, sign, off_hours, off_minutes = match.group(7, 8, 9, 10)
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    try:
-        if sign is None:  # Z: the usual form, no offset arithmetic
-            return datetime(year, month, day, hour, minute, second, micro, UTC)
-        if int(off_minutes) > 59:
-            raise ValueError
-        offset = timedelta(hours=int(off_hours), minutes=int(off_minutes)) * (-1 if sign == "-" else 1)
-        local = datetime(year, month, day, hour, minute, second, micro, timezone(offset))
-        return local.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise MalformedEnvelope("time stamp out of range") from None
 
 
 # ---- build ---------------------------------------------------------------------------------
@@ -265,7 +194,7 @@ def parse(
     :class:`~e2ee.errors.MalformedEnvelope`."""
     if not bare_jid_key(expected_from) or (expected_to is not None and not bare_jid_key(expected_to)):
         raise UsageError("expected_from/expected_to must be JIDs")
-    reference = None if now is None else _require_aware(now, "now")
+    reference = None if now is None else require_aware(now, "now")
     try:
         root = parse_xml(data)
     except RestrictedXml:

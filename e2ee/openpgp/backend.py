@@ -46,6 +46,7 @@ from ..errors import (
     UntrustedKey,
     UsageError,
 )
+from ..jid import bare_jid_key
 from ..limits import (
     MAX_OPENPGP_KEY_BYTES,
     MAX_XML_BYTES,
@@ -55,11 +56,11 @@ from ..limits import (
     OPENPGP_RPAD_MIN,
     OPENPGP_TIME_WINDOW,
 )
-from ..omemo2.envelope import bare_jid_key, format_timestamp
 from ..results import Decrypted, Effect, FetchPublicKey, FetchPublicKeys, Publish
 from ..trust import TrustLevel
 from ..verification import _jid_problem
 from ..xmlsafe import check_element
+from ..xmpptime import format_timestamp
 from . import xml as ox
 from .crypto import OpenPgpCrypto, PublicKey, SecretKey
 from .packets import KeyBlock, parse_key_block, parse_key_blocks, public_from_secret

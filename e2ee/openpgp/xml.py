@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..errors import MalformedMessage, UsageError
+from ..jid import bare_jid_key
 from ..limits import (
     MAX_JID_LENGTH,
     MAX_OPENPGP_ANNOUNCED_KEYS,
@@ -36,7 +37,7 @@ from ..limits import (
     MAX_XML_BYTES,
     MAX_XML_ELEMENTS,
 )
-from ..omemo2.envelope import bare_jid_key, format_timestamp, parse_timestamp, serialize_content, server_processed
+from ..omemo2.envelope import serialize_content, server_processed
 from ..xmlsafe import (
     children,
     decode_base64,
@@ -46,6 +47,7 @@ from ..xmlsafe import (
     parse_xml,
     required_child,
 )
+from ..xmpptime import format_timestamp, parse_timestamp
 
 __all__ = [
     "NS",
