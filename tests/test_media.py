@@ -23,7 +23,7 @@ from e2ee.media import (
     parse_link,
 )
 
-# ---- the computed example of the spec digest (shared/spec/media-sharing.md §3) ----------------
+# ---- a computed example (XEP-0454 has no official vectors) -------------------------------------
 KAT_IV = bytes.fromhex("8c3d050e9386ec173861778f")
 KAT_KEY = bytes.fromhex("68e9af38a97aaf82faa4063b4d0878a61261534410c8a84331eaac851759f587")
 KAT_FILE = bytes.fromhex("4f4d454d4f206d656469612073686172696e6720746573742066696c650a")

@@ -1,4 +1,4 @@
-"""Private XMPP servers on 127.0.0.1 for the tests (``../shared/xmpp-server.md``).
+"""Private XMPP servers on 127.0.0.1 for the tests.
 
 :class:`XmppServer` is what a test may rely on; two implementations:
 
