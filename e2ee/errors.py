@@ -38,7 +38,6 @@ __all__ = [
     "ReusedBaseKey",
     "SenderDistrusted",
     "SharedIdentityKey",
-    "SpoofedEvent",
     "PolicyViolation",
     "RoomNotSuitable",
     "UnknownSender",
@@ -177,10 +176,6 @@ class SharedIdentityKey(PeerError):
     def __init__(self, message: str, other_jids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.other_jids = other_jids
-
-
-class SpoofedEvent(PeerError):
-    """A device-list or bundle update claims to describe another account than its sender."""
 
 
 class PolicyViolation(PeerError):

@@ -79,11 +79,6 @@ MAX_BUNDLE_TEXT: Final = 128 * 1024
 #: Most devices accepted in one device list; a longer list is rejected as a whole.
 MAX_DEVICES_PER_LIST: Final = 500
 
-#: Longest device label (Unicode code points) XEP-0384 advises.  The codecs keep longer labels as
-#: given (they may belong to another device of our own account, which we republish); the engine
-#: decides what to display.
-MAX_LABEL_LENGTH: Final = 53
-
 #: Longest JID accepted in XML attributes (RFC 7622: three parts of at most 1023 bytes each).
 MAX_JID_LENGTH: Final = 3071
 
