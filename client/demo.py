@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import TextIO
 
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
+from e2ee.nodes import DEVICE_LIST_NODES, bundle_node, bundle_publish_item
 from e2ee.results import (
     Decrypted,
     Effect,
@@ -28,7 +29,7 @@ from e2ee.storage import MemoryStorage
 from e2ee.trust import TrustLevel, fingerprint
 
 O2, LEGACY = NAMESPACES
-_LIST_NODES = {"urn:xmpp:omemo:2:devices": O2, "eu.siacs.conversations.axolotl.devicelist": LEGACY}
+_LIST_NODES = {node: ns for ns, node in DEVICE_LIST_NODES.items()}
 _SHORT = {O2: "omemo:2", LEGACY: "legacy"}
 
 
@@ -114,13 +115,11 @@ class World:
 
 
 def _list_node(ns: str) -> str:
-    return next(node for node, n in _LIST_NODES.items() if n == ns)
+    return DEVICE_LIST_NODES[ns]
 
 
 def _bundle_item(ns: str, device_id: int) -> tuple[str, str]:
-    if ns == O2:
-        return "urn:xmpp:omemo:2:bundles", str(device_id)
-    return f"eu.siacs.conversations.axolotl.bundles:{device_id}", "current"
+    return bundle_node(ns, device_id), bundle_publish_item(ns, device_id)
 
 
 def _namespace(node: str) -> str:

@@ -39,6 +39,7 @@ from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import DuplicateMessage, E2EEError, NoSession, PeerError, SignatureNotFromSender, UsageError
 from e2ee.fallback import Route, SendResult
 from e2ee.media import MediaLink
+from e2ee.nodes import DEVICE_LIST_NODES
 from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
 from e2ee.openpgp.xml import NS as OX
 from e2ee.results import (
@@ -68,7 +69,6 @@ __all__ = ["FALLBACK_BODY", "E2EESession", "Received"]
 log = logging.getLogger(__name__)
 
 O2, LEGACY = NAMESPACES
-DEVICE_LIST_NODES = {O2: "urn:xmpp:omemo:2:devices", LEGACY: "eu.siacs.conversations.axolotl.devicelist"}
 FALLBACK_BODY = "This message is end-to-end encrypted (OMEMO); your client cannot show it."
 #: The clear-text hint of an OpenPGP for XMPP message (XEP-0374).
 OX_FALLBACK_BODY = "This message is encrypted using OpenPGP for XMPP."
@@ -84,12 +84,6 @@ MAM_FORWARD_PAGE = 100
 MAM_MAX = 10_000
 #: Reading forward by time (when the archive was empty last time) starts this much earlier.
 CLOCK_SKEW = 300.0
-
-
-def _bundle_node(namespace: str, device_id: int) -> tuple[str, str | None]:
-    if namespace == O2:
-        return "urn:xmpp:omemo:2:bundles", str(device_id)
-    return f"eu.siacs.conversations.axolotl.bundles:{device_id}", None
 
 
 class E2EEHandlers:
@@ -336,10 +330,10 @@ class E2EEHandlers:
                 await self._publish_all(publications)
                 publications = []
             if isinstance(effect, FetchDeviceList):
-                elem = await self._fetch_device_list(effect.jid, effect.namespace)
+                elem = await self._first_item(effect.jid, effect.node, None)
                 await self.run_effects(self.engine.on_device_list(effect.jid, effect.namespace, elem))
             elif isinstance(effect, FetchBundle):
-                elem = await self._fetch_bundle(effect.jid, effect.device_id, effect.namespace)
+                elem = await self._first_item(effect.jid, effect.node, effect.item_id)
                 if elem is not None:
                     try:
                         await self.run_effects(
@@ -375,10 +369,6 @@ class E2EEHandlers:
 
     async def _fetch_device_list(self, jid: str, namespace: str) -> ET.Element | None:
         return await self._first_item(jid, DEVICE_LIST_NODES[namespace], None)
-
-    async def _fetch_bundle(self, jid: str, device_id: int, namespace: str) -> ET.Element | None:
-        node, item = _bundle_node(namespace, device_id)
-        return await self._first_item(jid, node, item)
 
     async def _first_item(self, jid: str, node: str, item_id: str | None) -> ET.Element | None:
         try:

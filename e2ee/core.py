@@ -23,6 +23,7 @@ from .legacy import wire as legacy_wire
 from .legacy import xml as legacy_xml
 from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS, STALE_SESSION_AGE
 from .model import DeviceEntry, DeviceList, EncryptedElement, KeyElement
+from .nodes import DEVICE_LIST_NODES, LIST_ITEM_ID, bundle_node, bundle_publish_item
 from .omemo2 import payload as omemo2_payload
 from .omemo2 import wire as omemo2_wire
 from .omemo2 import xml as omemo2_xml
@@ -53,8 +54,8 @@ class _Backend:
     device_list_node: str
 
 
-_OMEMO2 = _Backend(omemo2_wire.OMEMO2, omemo2_xml, omemo2_wire.NAMESPACE, "urn:xmpp:omemo:2:devices")
-_LEGACY = _Backend(legacy_wire.LEGACY, legacy_xml, legacy_wire.NAMESPACE, "eu.siacs.conversations.axolotl.devicelist")
+_OMEMO2 = _Backend(omemo2_wire.OMEMO2, omemo2_xml, omemo2_wire.NAMESPACE, DEVICE_LIST_NODES[omemo2_wire.NAMESPACE])
+_LEGACY = _Backend(legacy_wire.LEGACY, legacy_xml, legacy_wire.NAMESPACE, DEVICE_LIST_NODES[legacy_wire.NAMESPACE])
 _BY_NAME = {"omemo2": _OMEMO2, "legacy": _LEGACY}
 _BY_NS = {_OMEMO2.namespace: _OMEMO2, _LEGACY.namespace: _LEGACY}
 
@@ -180,16 +181,17 @@ class EngineCore:
         entries = tuple(others) + (DeviceEntry(own.device_id, label, sig),)
         dl = DeviceList(backend.flavour.name, entries)
         self._devices.set_list(own.jid, dl)
-        return Publish(backend.device_list_node, "current", backend.xml.build_device_list(dl), (_OPEN,))
+        return Publish(backend.device_list_node, LIST_ITEM_ID, backend.xml.build_device_list(dl), (_OPEN,))
 
     def _bundle_effects(self) -> list[Effect]:
         own = self._own
         o2_bundle, legacy_bundle = own.bundles((_OMEMO2.flavour, _LEGACY.flavour))
         o2 = omemo2_xml.build_bundle(o2_bundle)
         lg = legacy_xml.build_bundle(legacy_bundle)
+        o2_ns, lg_ns, dev = _OMEMO2.namespace, _LEGACY.namespace, own.device_id
         return [
-            Publish("urn:xmpp:omemo:2:bundles", str(own.device_id), o2, (("pubsub#max_items", "max"), _OPEN)),
-            Publish(f"eu.siacs.conversations.axolotl.bundles:{own.device_id}", "current", lg, (_OPEN,)),
+            Publish(bundle_node(o2_ns, dev), bundle_publish_item(o2_ns, dev), o2, (("pubsub#max_items", "max"), _OPEN)),
+            Publish(bundle_node(lg_ns, dev), bundle_publish_item(lg_ns, dev), lg, (_OPEN,)),
         ]
 
     def _stale(self, entry: Entry, now: float) -> bool:

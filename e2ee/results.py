@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .nodes import DEVICE_LIST_NODES, bundle_fetch_item, bundle_node
 from .trust import TrustLevel
 
 __all__ = [
@@ -51,21 +52,33 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class FetchDeviceList:
-    """Fetch ``jid``'s device list in ``namespace``; pass the item payload (or None when the node
-    or item does not exist) to :meth:`~e2ee.engine.Engine.on_device_list`."""
+    """Fetch ``jid``'s device list in ``namespace`` (the newest item of PEP node ``node``); pass
+    the item payload (or None when the node or item does not exist) to
+    :meth:`~e2ee.engine.Engine.on_device_list`."""
 
     jid: str
     namespace: str
+    node: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "node", DEVICE_LIST_NODES[self.namespace])
 
 
 @dataclass(frozen=True, slots=True)
 class FetchBundle:
-    """Fetch the bundle of ``jid``'s device ``device_id`` in ``namespace``; pass it to
-    :meth:`~e2ee.engine.Engine.on_bundle`."""
+    """Fetch the bundle of ``jid``'s device ``device_id`` in ``namespace`` (item ``item_id`` of
+    PEP node ``node``); pass it to :meth:`~e2ee.engine.Engine.on_bundle`."""
 
     jid: str
     device_id: int
     namespace: str
+    node: str = field(init=False, repr=False, compare=False)
+    #: the item to fetch; None: the newest item of ``node``
+    item_id: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "node", bundle_node(self.namespace, self.device_id))
+        object.__setattr__(self, "item_id", bundle_fetch_item(self.namespace, self.device_id))
 
 
 @dataclass(frozen=True, slots=True)

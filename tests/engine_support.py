@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
+from e2ee.nodes import DEVICE_LIST_NODES, bundle_node, bundle_publish_item
 from e2ee.results import Effect, EncryptResult, FetchBundle, FetchDeviceList, Publish, SendMessage
 from e2ee.rng import Random
 from e2ee.storage import MemoryStorage, Storage
@@ -23,14 +24,14 @@ from .support import seeded_rng
 O2 = "urn:xmpp:omemo:2"
 LEGACY = "eu.siacs.conversations.axolotl"
 
-DEVICE_LIST_NODE = {O2: "urn:xmpp:omemo:2:devices", LEGACY: "eu.siacs.conversations.axolotl.devicelist"}
+#: PEP node names come from the engine (written once, in e2ee/nodes.py); the wire tests
+#: (tests/test_engine.py, the interop tests) spell them out literally.
+DEVICE_LIST_NODE = DEVICE_LIST_NODES
 
 
 def bundle_item(namespace: str, device_id: int) -> tuple[str, str]:
-    """(node, item id) of a device's bundle."""
-    if namespace == O2:
-        return "urn:xmpp:omemo:2:bundles", str(device_id)
-    return f"eu.siacs.conversations.axolotl.bundles:{device_id}", "current"
+    """(node, item id) under which a device's bundle is published."""
+    return bundle_node(namespace, device_id), bundle_publish_item(namespace, device_id)
 
 
 class Clock:
