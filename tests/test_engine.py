@@ -368,22 +368,6 @@ def test_signed_prekey_rotation_with_grace_period() -> None:
     assert not any(first_private in v for t in snapshot(b).values() for v in t.values())
 
 
-def test_stale_unanswered_session_is_not_used_and_a_fresh_bundle_is_fetched() -> None:
-    net = Net()
-    a = net.device("alice@example.org", "a")
-    b = net.device("bob@example.net", "b")
-    assert net.encrypt(a, [b.jid], "never answered").ready
-    net.clock.advance(timedelta(days=31))
-    res = a.encrypt([b.jid], "again")
-    assert not res.ready
-    assert FetchBundle(b.jid, b.device_id, O2) in res.effects
-    net.run(a, res.effects)
-    res = a.encrypt([b.jid], "again")
-    assert res.ready
-    out = b.decrypt(res.elements[O2], a.jid, to=b.jid)
-    assert isinstance(out, Decrypted) and out.body == "again"
-
-
 def test_usage_errors() -> None:
     net = Net()
     a = net.device("alice@example.org", "a")
