@@ -370,6 +370,12 @@ class E2EEHandlers:
     async def _fetch_device_list(self, jid: str, namespace: str) -> ET.Element | None:
         return await self._first_item(jid, DEVICE_LIST_NODES[namespace], None)
 
+    async def fetch_bundle(self, jid: str, device_id: int, namespace: str) -> ET.Element | None:
+        """The bundle ``jid`` publishes for ``device_id`` in ``namespace`` as the server holds
+        it (None when there is none); nothing is passed to the engine."""
+        where = FetchBundle(jid, device_id, namespace)
+        return await self._first_item(jid, where.node, where.item_id)
+
     async def _first_item(self, jid: str, node: str, item_id: str | None) -> ET.Element | None:
         try:
             if item_id is None:

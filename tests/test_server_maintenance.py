@@ -55,7 +55,7 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, mon
         carol = E2EESession(Engine.create(MemoryStorage(), server.jid("carol")), "carol-pw", ca_file=server.cert)
         await carol.start("127.0.0.1", server.port)
         for namespace in NAMESPACES:  # both published bundles carry the new signed prekey
-            bundle = await carol.e2ee._fetch_bundle(alice.boundjid.bare, engine.device_id, namespace)
+            bundle = await carol.e2ee.fetch_bundle(alice.boundjid.bare, engine.device_id, namespace)
             assert bundle is not None
             ids = {
                 e.get("id") or e.get("signedPreKeyId")
