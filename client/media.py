@@ -15,7 +15,7 @@ HTTP runs on the standard library (``http.client`` with an ``ssl`` context that 
 system's CAs plus the session's ``ca_file``) in a worker thread (``asyncio.to_thread``), so memory
 stays at a few chunks whatever the file's size.  Progress callbacks ``progress(done, total)`` are
 called on the event loop's thread.  Transfer problems raise
-:class:`~e2ee.errors.MediaTransferFailed`, a failed tag check
+:class:`~e2ee.client.errors.MediaTransferFailed`, a failed tag check
 :class:`~e2ee.errors.MediaIntegrityError`.
 """
 
@@ -36,11 +36,13 @@ from urllib.parse import urljoin, urlsplit
 
 from slixmpp.exceptions import IqError, IqTimeout
 
-from e2ee.errors import MediaTransferFailed, UsageError
+from e2ee.errors import UsageError
 from e2ee.limits import MAX_MEDIA_DOWNLOAD, MEDIA_CHUNK_SIZE
 from e2ee.media import MediaEncryptor, MediaLink, encrypted_size, parse_link
 from e2ee.results import EncryptResult
 from e2ee.rng import Random, system_random
+
+from .errors import MediaTransferFailed
 
 __all__ = [
     "Progress",
@@ -373,7 +375,7 @@ async def send_file(
 ) -> SentFile:
     """Upload ``path`` encrypted (see :func:`upload`) and send its ``aesgcm://`` link to ``to``
     as the only content of an encrypted message (``handlers.send_text``).  Raises
-    :class:`~e2ee.errors.MediaTransferFailed` when the upload fails; then nothing is sent."""
+    :class:`~e2ee.client.errors.MediaTransferFailed` when the upload fails; then nothing is sent."""
     link = await upload(handlers.xmpp, Path(path), progress=progress, rng=rng, filename=filename)
     result = await handlers.send_text(to, link.uri)
     return SentFile(link, result, Path(path).stat().st_size)
@@ -394,7 +396,7 @@ async def download(
     ``dest`` is a file path, or an existing directory (then the file is saved under the link's
     sanitised name, with `` (1)`` etc. added if taken).  An existing file is not replaced unless
     ``overwrite``.  ``timeout`` bounds each network operation (seconds).  Raises :class:`~e2ee.errors.InvalidMediaLink` for a bad link,
-    :class:`~e2ee.errors.MediaTransferFailed` for HTTP trouble or a body over ``max_size`` bytes,
+    :class:`~e2ee.client.errors.MediaTransferFailed` for HTTP trouble or a body over ``max_size`` bytes,
     :class:`~e2ee.errors.MediaIntegrityError` when the tag does not check; in every failure case
     no file is left behind."""
     if isinstance(link, str):

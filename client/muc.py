@@ -12,7 +12,7 @@ What it does, as the deployed clients do (Conversations, Dino, Gajim):
 
 * OMEMO only in rooms that show real JIDs to everyone and admit members only: the room's
   disco#info must list ``muc_nonanonymous`` and ``muc_membersonly``, else
-  :class:`~e2ee.errors.RoomNotSuitable` (checked before joining and before every send; a room
+  :class:`~e2ee.client.errors.RoomNotSuitable` (checked before joining and before every send; a room
   that announces a configuration change is checked again and a warning logged).
   ``require_members_only=False`` accepts a non-anonymous open room with a warning (its present
   occupants are then recipients as well).
@@ -31,7 +31,7 @@ What it does, as the deployed clients do (Conversations, Dino, Gajim):
   quietly (our own echo often arrives just after we left).
 * A received ``<encrypted/>`` of ``type='groupchat'`` is accepted only from a room we are in, and
   only from an occupant whose real JID the room announced; else it is refused with
-  :class:`~e2ee.errors.UnknownSender` (logged once per nickname, reported to ``on_received``
+  :class:`~e2ee.client.errors.UnknownSender` (logged once per nickname, reported to ``on_received``
   every time).  Our own message coming back is the engine's ``NotForThisDevice`` with
   ``reflection=True`` (the sending device never encrypts for itself).
 * Key-exchange answers and heartbeats that decryption asks for go 1:1 to the member's real JID
@@ -54,16 +54,11 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from e2ee.engine import NAMESPACES, Engine
-from e2ee.errors import (
-    E2EEError,
-    RoomNotSuitable,
-    RoomUnavailable,
-    UnknownSender,
-    UsageError,
-)
+from e2ee.errors import E2EEError, UsageError
 from e2ee.jid import bare_jid_key
 from e2ee.results import Effect, EncryptResult, FetchDeviceList
 
+from .errors import RoomNotSuitable, RoomUnavailable, UnknownSender
 from .muc_room import MEMBER_AFFILIATIONS, MEMBERSONLY, MUC_USER, NONANONYMOUS, RoomState, account
 from .types import Received
 
@@ -167,7 +162,7 @@ class Rooms:
     # ------------------------------------------------------------------ room configuration
 
     async def features(self, room: str) -> frozenset[str]:
-        """The room's disco#info features; raises :class:`~e2ee.errors.RoomUnavailable`
+        """The room's disco#info features; raises :class:`~e2ee.client.errors.RoomUnavailable`
         (``condition`` ``item-not-found`` when there is no such room)."""
         try:
             info = await self.xmpp.plugin["xep_0030"].get_info(jid=slixmpp.JID(_room_jid(room)), timeout=self.timeout)
@@ -178,7 +173,7 @@ class Rooms:
         return frozenset(info["disco_info"]["features"])
 
     async def check(self, room: str) -> bool:
-        """Refuse a room that is unfit for OMEMO (:class:`~e2ee.errors.RoomNotSuitable` naming the
+        """Refuse a room that is unfit for OMEMO (:class:`~e2ee.client.errors.RoomNotSuitable` naming the
         missing features).  Returns whether it is members-only (False only with
         ``require_members_only=False``, after a warning)."""
         room = _room_jid(room)
@@ -206,7 +201,7 @@ class Rooms:
     async def join(self, room: str, nick: str | None = None) -> RoomState:
         """Check the room, join it as ``nick`` (default: our JID's localpart; devices of one
         account may share it) and fetch its affiliation lists.  Raises
-        :class:`~e2ee.errors.RoomNotSuitable` or :class:`~e2ee.errors.RoomUnavailable` (e.g.
+        :class:`~e2ee.client.errors.RoomNotSuitable` or :class:`~e2ee.client.errors.RoomUnavailable` (e.g.
         ``registration-required``: we are not a member)."""
         room = _room_jid(room)
         known = self._rooms.get(room)

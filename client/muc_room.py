@@ -10,7 +10,7 @@ Decisions:
 * An occupant's real JID is taken only from the ``<item jid>`` of its presence in the room
   (non-anonymous rooms show it to everyone).  A presence without one (hidden) or with items
   naming several accounts (one nickname for two people) leaves the nickname unmapped: its
-  messages raise :class:`~e2ee.errors.UnknownSender`.  Several items of one account (Prosody's
+  messages raise :class:`~e2ee.client.errors.UnknownSender`.  Several items of one account (Prosody's
   multi-session nicknames: two devices behind one nickname) are fine.
 * A mapping changes only with a presence for that nickname; sessions are keyed by real JID in the
   engine, so a nickname that changes hands never moves a session.
@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 from slixmpp.jid import JID, InvalidJID
 
-from e2ee.errors import UnknownSender
 from e2ee.jid import bare_jid_key
+
+from .errors import UnknownSender
 
 __all__ = [
     "MUC_USER",
@@ -88,7 +89,7 @@ class RoomState:
     # ------------------------------------------------------------------ answers
 
     def sender(self, nick: str) -> str:
-        """The real bare JID behind ``nick``; raises :class:`~e2ee.errors.UnknownSender`."""
+        """The real bare JID behind ``nick``; raises :class:`~e2ee.client.errors.UnknownSender`."""
         jid = self.occupants.get(nick)
         if jid is None:
             raise UnknownSender(f"the real JID of {self.jid}/{nick} is unknown: message not attributed")

@@ -11,10 +11,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from e2ee.client.errors import PolicyViolation, RoomNotSuitable, UnknownSender
 from e2ee.client.muc_room import MUC_USER, RoomState, status_codes
 from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
-from e2ee.errors import PeerError, PolicyViolation, RoomNotSuitable, UnknownSender
+from e2ee.errors import PeerError
 from e2ee.storage import MemoryStorage
 
 ROOM, ME, BOB, CAROL, EVE = (

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from e2ee.client import media
+from e2ee.client.errors import MediaTransferFailed
 from e2ee.client.session import E2EESession, Received
 from e2ee.engine import Engine
-from e2ee.errors import MediaIntegrityError, MediaTransferFailed, UsageError
+from e2ee.errors import MediaIntegrityError, UsageError
 from e2ee.media import MediaLink, build_link
 from e2ee.storage import MemoryStorage
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import slixmpp
 
+from e2ee.client.errors import RoomNotSuitable, RoomUnavailable
 from e2ee.client.muc_room import MEMBERSONLY, NONANONYMOUS
 from e2ee.client.session import E2EESession, Received
 from e2ee.engine import NAMESPACES, Engine
-from e2ee.errors import AffixMismatch, RoomNotSuitable, RoomUnavailable
+from e2ee.errors import AffixMismatch
 from e2ee.results import Decrypted, NotForThisDevice, Outcome
 from e2ee.storage import MemoryStorage
 
