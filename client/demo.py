@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import TextIO
 
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
-from e2ee.nodes import DEVICE_LIST_NODES, bundle_node, bundle_publish_item
+from e2ee.nodes import DEVICE_LIST_NODES
 from e2ee.results import (
     Decrypted,
     Effect,
@@ -37,7 +37,7 @@ class World:
     """The PEP items of every account, and the engines that watch them."""
 
     def __init__(self, out: TextIO) -> None:
-        self.items: dict[tuple[str, str, str], ET.Element] = {}
+        self.items: dict[tuple[str, str], dict[str, ET.Element]] = {}  # (jid, node) -> items, newest last
         self.engines: dict[str, Engine] = {}
         self.speaks: dict[int, tuple[str, ...]] = {}  # device id -> namespaces it publishes in
         self.out = out
@@ -46,7 +46,7 @@ class World:
         lists = [
             parse_device_list(ns, elem)
             for ns in NAMESPACES
-            if (elem := self.items.get((jid, _list_node(ns), "current"))) is not None
+            if (elem := self.item(jid, DEVICE_LIST_NODES[ns], None)) is not None
         ]
         engine = Engine.create(MemoryStorage(), jid, lists, label=name)
         self.engines[name] = engine
@@ -57,21 +57,30 @@ class World:
         print(f"  {'':13} fingerprint {fingerprint(engine.identity_key)}", file=self.out)
         return engine
 
+    def item(self, jid: str, node: str, item_id: str | None) -> ET.Element | None:
+        """Item ``item_id`` of ``jid``'s ``node``, or its newest item when ``item_id`` is None."""
+        node_items = self.items.get((jid, node), {})
+        if item_id is not None:
+            return node_items.get(item_id)
+        return next(reversed(node_items.values()), None)
+
     def run(self, engine: Engine, effects: list[Effect] | tuple[Effect, ...]) -> None:
         for e in effects:
             if isinstance(e, Publish):
                 if _namespace(e.node) not in self.speaks[engine.device_id]:
                     continue  # a legacy-only client publishes nothing in the OMEMO 2 nodes
-                self.items[(engine.jid, e.node, e.item_id)] = e.payload
+                node_items = self.items.setdefault((engine.jid, e.node), {})
+                node_items.pop(e.item_id, None)
+                node_items[e.item_id] = e.payload
                 ns = _LIST_NODES.get(e.node)
                 if ns is not None:  # PEP +notify: every engine hears about the new list
                     for other in self.engines.values():
                         self.run(other, other.on_device_list(engine.jid, ns, e.payload))
             elif isinstance(e, FetchDeviceList):
-                elem = self.items.get((e.jid, _list_node(e.namespace), "current"))
+                elem = self.item(e.jid, e.node, None)
                 self.run(engine, engine.on_device_list(e.jid, e.namespace, elem))
             elif isinstance(e, FetchBundle):
-                elem = self.items.get((e.jid, *_bundle_item(e.namespace, e.device_id)))
+                elem = self.item(e.jid, e.node, e.item_id)
                 if elem is not None:
                     self.run(engine, engine.on_bundle(e.jid, e.device_id, e.namespace, elem))
             elif isinstance(e, SendMessage):
@@ -112,14 +121,6 @@ class World:
                 elif not isinstance(res, (EmptyMessage, NotForThisDevice)):
                     print(f"    {other_name:13} {type(res).__name__}", file=self.out)
                 self.run(other, res.effects)
-
-
-def _list_node(ns: str) -> str:
-    return DEVICE_LIST_NODES[ns]
-
-
-def _bundle_item(ns: str, device_id: int) -> tuple[str, str]:
-    return bundle_node(ns, device_id), bundle_publish_item(ns, device_id)
 
 
 def _namespace(node: str) -> str:

@@ -58,10 +58,10 @@ class FetchDeviceList:
 
     jid: str
     namespace: str
-    node: str = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "node", DEVICE_LIST_NODES[self.namespace])
+    @property
+    def node(self) -> str:
+        return DEVICE_LIST_NODES[self.namespace]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +72,15 @@ class FetchBundle:
     jid: str
     device_id: int
     namespace: str
-    node: str = field(init=False, repr=False, compare=False)
-    #: the item to fetch; None: the newest item of ``node``
-    item_id: str | None = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "node", bundle_node(self.namespace, self.device_id))
-        object.__setattr__(self, "item_id", bundle_fetch_item(self.namespace, self.device_id))
+    @property
+    def node(self) -> str:
+        return bundle_node(self.namespace, self.device_id)
+
+    @property
+    def item_id(self) -> str | None:
+        """The item to fetch; None: the newest item of :attr:`node`."""
+        return bundle_fetch_item(self.namespace, self.device_id)
 
 
 @dataclass(frozen=True, slots=True)
