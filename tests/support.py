@@ -126,27 +126,37 @@ def sql(path: Path, query: str, *args: object) -> list[tuple[Any, ...]]:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(server: Any, home: Path, xmpp_password: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``e2ee --home HOME --server 127.0.0.1:PORT --ca-file CERT ARGS`` as a person runs it, on a
-    test server (an :class:`~tests.xmpp_server.XmppServer` or a module's ``Accounts``), with the
-    cheapest KDF and the given XMPP password."""
-    env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": xmpp_password}
+def cli_command(server: Any, home: Path, *args: str) -> list[str]:
+    """``e2ee --home HOME --server 127.0.0.1:PORT --ca-file CERT ARGS`` on a test server (an
+    :class:`~tests.xmpp_server.XmppServer` or a module's ``Accounts``)."""
+    return [
+        sys.executable,
+        "-m",
+        "e2ee.client.cli",
+        "--home",
+        str(home),
+        "--server",
+        f"127.0.0.1:{server.port}",
+        "--ca-file",
+        str(server.cert),
+        *args,
+    ]
+
+
+def cli_env(xmpp_password: str, **extra: str) -> dict[str, str]:
+    """The environment of a CLI run: the cheapest KDF, a keystore passphrase and the XMPP password."""
+    return {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": xmpp_password, **extra}
+
+
+def run_cli(
+    server: Any, home: Path, xmpp_password: str, *args: str, timeout: float = 60, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a person runs it (:func:`cli_command` in :func:`cli_env`), to completion."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "e2ee.client.cli",
-            "--home",
-            str(home),
-            "--server",
-            f"127.0.0.1:{server.port}",
-            "--ca-file",
-            str(server.cert),
-            *args,
-        ],
+        cli_command(server, home, *args),
         cwd=ROOT,
-        env=env,
+        env=cli_env(xmpp_password, **extra_env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
     )

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,8 @@ from e2ee.fallback import Route
 from e2ee.results import Decrypted
 from e2ee.storage import MemoryStorage
 
+from .support import run_cli
 from .xmpp_server import Accounts
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
 SERVER_USERS = ("alice", "bob", "carol", "dave", "erin")
@@ -136,26 +132,7 @@ def test_openpgp_fallback_between_sessions_over_the_server(server: Accounts) -> 
 
 def test_openpgp_through_the_command_line(server: Accounts, tmp_path: Path) -> None:
     def e2ee(home: str, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        full = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw", **env}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "e2ee.client.cli",
-                "--home",
-                str(tmp_path / home),
-                "--server",
-                f"127.0.0.1:{server.port}",
-                "--ca-file",
-                str(server.cert),
-                *args,
-            ],
-            cwd=ROOT,
-            env=full,
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
+        proc = run_cli(server, tmp_path / home, f"{user}-pw", *args, timeout=90, **env)
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
 

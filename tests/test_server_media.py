@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import tracemalloc
 from pathlib import Path
@@ -26,9 +25,9 @@ from e2ee.errors import MediaIntegrityError, UsageError
 from e2ee.media import MediaLink, build_link
 from e2ee.storage import MemoryStorage
 
+from .support import run_cli
 from .xmpp_server import UPLOAD_LIMIT, Accounts
 
-ROOT = Path(__file__).resolve().parent.parent
 MB = 1_000_000
 #: What the 50 MB round trip may allocate in Python objects at its peak (tracemalloc): a few
 #: chunks of 64 KiB; a transfer that held the file would need at least 50 MB.
@@ -274,26 +273,7 @@ def test_cli_send_file_and_recv_download_dir(server: Accounts, tmp_path: Path) -
     refused with one line on stderr and exit 1, leaving nothing in the directory."""
 
     def e2ee(user: str, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "e2ee.client.cli",
-                "--home",
-                str(tmp_path / user),
-                "--server",
-                f"127.0.0.1:{server.port}",
-                "--ca-file",
-                str(server.cert),
-                *args,
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(server, tmp_path / user, f"{user}-pw", *args, timeout=120)
 
     for user in ("mia", "nils"):
         assert e2ee(user, "init", "--jid", server.jid(user)).returncode == 0

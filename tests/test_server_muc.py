@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from e2ee.errors import AffixMismatch
 from e2ee.results import Decrypted, NotForThisDevice, Outcome
 from e2ee.storage import MemoryStorage
 
+from .support import cli_command, cli_env, run_cli
 from .xmpp_server import Accounts
 
 O2 = NAMESPACES[0]
@@ -336,24 +335,13 @@ def test_cli_room_create_members_send_and_recv(server: Accounts, tmp_path: Path)
     kim, lou = server.jid("kim"), server.jid("lou")
 
     def command(user: str, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "e2ee.client.cli",
-            "--home",
-            str(tmp_path / user),
-            "--server",
-            f"127.0.0.1:{server.port}",
-            "--ca-file",
-            str(server.cert),
-            *args,
-        ]
+        return cli_command(server, tmp_path / user, *args)
 
     def env(user: str) -> dict[str, str]:
-        return {**os.environ, "E2EE_PASSPHRASE": "pw", "E2EE_KDF": "floor", "E2EE_XMPP_PASSWORD": f"{user}-pw"}
+        return cli_env(f"{user}-pw")
 
     def e2ee(user: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(command(user, *args), cwd=ROOT, env=env(user), capture_output=True, text=True, timeout=60)
+        return run_cli(server, tmp_path / user, f"{user}-pw", *args)
 
     for user in ("kim", "lou"):
         assert e2ee(user, "init", "--jid", server.jid(user)).returncode == 0

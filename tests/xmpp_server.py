@@ -488,25 +488,17 @@ class Ejabberd:
         path = urllib.parse.unquote(urllib.parse.urlsplit(url).path).removeprefix("/upload/")
         return self.home / "upload" / path
 
-    def _ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    def _ctl_argv(self, *args: str) -> list[str]:
+        """``ejabberdctl`` on this private instance: its own config, spool, logs and node."""
         assert self.home is not None
+        home = self.home
+        return ["ejabberdctl", "--config-dir", str(home), "--config", str(home / "ejabberd.yml"),
+                "--ctl-config", str(home / "ejabberdctl.cfg"), "--spool", str(home / "spool"),
+                "--logs", str(home / "logs"), "--node", self.node, *args]  # fmt: skip
+
+    def _ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [
-                "ejabberdctl",
-                "--config-dir",
-                str(self.home),
-                "--config",
-                str(self.home / "ejabberd.yml"),
-                "--ctl-config",
-                str(self.home / "ejabberdctl.cfg"),
-                "--spool",
-                str(self.home / "spool"),
-                "--logs",
-                str(self.home / "logs"),
-                "--node",
-                self.node,
-                *args,
-            ],
+            self._ctl_argv(*args),
             capture_output=True,
             timeout=timeout,
             check=False,
@@ -557,22 +549,7 @@ class Ejabberd:
     def start(self) -> None:
         assert self.home is not None, "use the server as a context manager"
         self._proc = subprocess.Popen(
-            [
-                "ejabberdctl",
-                "--config-dir",
-                str(self.home),
-                "--config",
-                str(self.home / "ejabberd.yml"),
-                "--ctl-config",
-                str(self.home / "ejabberdctl.cfg"),
-                "--spool",
-                str(self.home / "spool"),
-                "--logs",
-                str(self.home / "logs"),
-                "--node",
-                self.node,
-                "foreground",
-            ],
+            self._ctl_argv("foreground"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
