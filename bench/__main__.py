@@ -26,7 +26,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import catchup_bench, engine_bench, keystore_bench, memory_bench, micro, peer_omemo
-from .report import Results, Row, at_most, faster, no_slower, ratio_at_least, within_of
+from . import floor as floor_mod
+from .report import (
+    Results,
+    Row,
+    Target,
+    _loadavg,
+    at_most,
+    faster,
+    floor_at_most,
+    no_slower,
+    paired,
+    ratio_at_least,
+    within_of,
+)
 from .timing import Sample
 
 GROUPS = ("engine", "catchup", "memory", "client", "micro")
@@ -72,7 +85,60 @@ def _time(op: Callable[[], object], n: int) -> float:
         gc.enable()
 
 
+#: issue 16's targets per engine row (the rows not named keep "faster than peer")
+ENGINE_TARGETS: dict[str, list[Target]] = {
+    "encrypt": [ratio_at_least(8), floor_at_most(2)],
+    "decrypt": [ratio_at_least(8), floor_at_most(2.5)],
+    "session_init": [ratio_at_least(20)],
+    "session_accept": [ratio_at_least(20)],
+    "reverse_1000": [ratio_at_least(120)],
+    "fanout_100": [faster(), floor_at_most(1.6)],
+    "encrypt[keystore]": [ratio_at_least(5)],
+    "decrypt[keystore]": [ratio_at_least(5)],
+    "fanout_100[keystore]": [faster(), within_of("fanout_100", 1.5)],
+}
+
+
+def _rotated(items: list[str], r: int) -> list[str]:
+    """The order of round ``r``: rotated, so that no side is always measured first."""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def _measure(sides: dict[str, Callable[[], object]], ns: dict[str, int], rounds: int) -> dict[str, Sample]:
+    """``rounds`` rounds; in each, every side runs ``ns[side]`` ops back to back (order rotated
+    round by round): the per-round figures of all sides come from the same stretch of time."""
+    samples = {k: Sample() for k in sides}
+    names = list(sides)
+    for r in range(rounds):
+        for side in _rotated(names, r):
+            samples[side].rounds.append(_time(sides[side], ns[side]))
+    return samples
+
+
+def _choose_floor(results: Results, quick: bool) -> None:
+    """Measure the call paths of every primitive once per run; the floors use the fastest."""
+    global PRIMS, FLOOR_PRIMITIVES
+    if PRIMS is not None:
+        return
+    _log("measuring the primitives' call paths for the floor...")
+    choice = floor_mod.choose(rounds=3 if quick else 9, calls=200 if quick else 2000)
+    PRIMS = floor_mod.bindings(choice)
+    FLOOR_PRIMITIVES = FLOOR_TEXT + ", on the fastest call path of each (table above)"
+    results.meta["floor_bindings"] = choice.to_json()
+    results.sections.append(
+        "## The floor's call paths\n\n"
+        "Each primitive timed on every call path available here (rounds interleaved, one input of the"
+        " size the scenarios use); the floors use the fastest. The old floor (issue 7) used the"
+        " engine's own wrappers in `e2ee/primitives.py` (a hand-written HKDF on `hmac.digest`,"
+        ' argument checks); each row shows it as "old floor".\n\n' + "\n".join(choice.markdown())
+    )
+
+
 def run_engine(results: Results, rounds: int, quick: bool) -> None:
+    _choose_floor(results, quick)
+    assert PRIMS is not None
+    new_floors, old_floors = engine_bench.floors(PRIMS), engine_bench.floors(floor_mod.OLD)
     if quick:  # python-omemo takes ~9 s per 1000 reversed messages
         engine_bench.REVERSE_LENGTH = peer_omemo.REVERSE_LENGTH = 100
     for name, (ops, quick_ops) in ENGINE_OPS.items():
@@ -87,42 +153,38 @@ def run_engine(results: Results, rounds: int, quick: bool) -> None:
         if name in SYNCED:
             sides["keystore+sync"] = engine_bench.SCENARIOS[name](total, keystore_bench.durable(sync=True))
         sides["peer"] = peer_omemo.SCENARIOS[name](total)
-        floor = engine_bench.FLOORS[name]()
         for op in sides.values():
             for _ in range(warm):
                 op()
-        samples = {k: Sample() for k in (*sides, "floor")}
-        for _ in range(rounds):
-            for side, op in sides.items():
-                samples[side].rounds.append(_time(op, n))
-            samples["floor"].rounds.append(_time(floor, max(n, 20)))
+        sides["floor"] = new_floors[name]()
+        sides["old_floor"] = old_floors[name]()
+        ns = {k: (max(n, 20) if "floor" in k else n) for k in sides}
+        samples = _measure(sides, ns, rounds)
         unit = ENGINE_UNITS[name].replace("1000", str(engine_bench.REVERSE_LENGTH))
-        peer, floor_s = samples["peer"], samples["floor"]
-        results.add(
-            Row(name, ENGINE_GROUP, unit, samples["memory"], peer, floor_s, PEER_OMEMO, FLOOR_PRIMITIVES, faster())
-        )
-        mem = samples["memory"].median
-        ks_target = ratio_at_least(4) if name in SYNCED else faster()
+        peer, floor_s, old_s = samples["peer"], samples["floor"], samples["old_floor"]
+        mem = samples["memory"]
         results.add(
             Row(
-                f"{name}[keystore]",
+                name,
                 ENGINE_GROUP,
                 unit,
-                samples["keystore"],
+                mem,
                 peer,
                 floor_s,
                 PEER_OMEMO,
                 FLOOR_PRIMITIVES,
-                ks_target,
-                if_missed=KEYSTORE_GAP if name in SYNCED else "",
-                extra={"in_memory_us": round(mem, 2), "keystore/in_memory": round(samples["keystore"].median / mem, 2)},
+                ENGINE_TARGETS.get(name, [faster()]),
+                old_floor=old_s,
             )
         )
-        if "keystore+sync" in samples:
-            s = samples["keystore+sync"]
+        for kind in ("keystore", "keystore+sync"):
+            if kind not in samples:
+                continue
+            s = samples[kind]
+            row_name = f"{name}[{kind}]"
             results.add(
                 Row(
-                    f"{name}[keystore+sync]",
+                    row_name,
                     ENGINE_GROUP,
                     unit,
                     s,
@@ -130,25 +192,30 @@ def run_engine(results: Results, rounds: int, quick: bool) -> None:
                     floor_s,
                     PEER_OMEMO,
                     FLOOR_PRIMITIVES,
-                    faster(),
-                    extra={"in_memory_us": round(mem, 2), "keystore/in_memory": round(s.median / mem, 2)},
+                    ENGINE_TARGETS.get(row_name, [faster()]),
+                    if_missed=KEYSTORE_GAP if row_name in ("encrypt[keystore]", "decrypt[keystore]") else "",
+                    extra={
+                        "in_memory_us": round(mem.median, 2),
+                        "keystore/in_memory (paired median)": round(paired(s, mem).median, 2),
+                    },
+                    old_floor=old_s,
                 )
             )
         keystore_bench.cleanup()
     n = 1 if quick else 3
     _log("keystore_open...")
-    ours, floor = keystore_bench.keystore_open(rounds * n), keystore_bench.floor_open()
-    s_ours, s_floor = Sample(), Sample()
-    for _ in range(rounds):
-        s_ours.rounds.append(_time(ours, n))
-        s_floor.rounds.append(_time(floor, n))
+    samples = _measure(
+        {"ours": keystore_bench.keystore_open(rounds * n), "floor": keystore_bench.floor_open()},
+        {"ours": n, "floor": n},
+        rounds,
+    )
     results.add(
         Row(
             "keystore_open",
             ENGINE_GROUP,
             "per open (Argon2id 64 MiB, 3 passes)",
-            s_ours,
-            floor=s_floor,
+            samples["ours"],
+            floor=samples["floor"],
             floor_name="keystore_open: the Argon2id derivation alone",
         )
     )
@@ -156,63 +223,78 @@ def run_engine(results: Results, rounds: int, quick: bool) -> None:
 
 
 def run_catchup(results: Results, rounds: int, quick: bool) -> None:
+    _choose_floor(results, quick)
+    assert PRIMS is not None
     count = 300 if quick else 10_000
+    big = 1000 if quick else 100_000
     _log(f"preparing catch-up of {count} messages from {catchup_bench.CONTACTS} devices...")
     cu = catchup_bench.CatchUp(count)
-    floor = catchup_bench.floor(count)
+    _log(f"preparing catch-up of {big} messages from {catchup_bench.CONTACTS} devices...")
+    cu_big = catchup_bench.CatchUp(big)
+    fl, old_fl = catchup_bench.floor(count, PRIMS), catchup_bench.floor(count, floor_mod.OLD)
     peer = catchup_bench.peer(count)
     kinds = ("memory", "keystore", "keystore-each")
-    samples = {k: Sample() for k in (*kinds, "peer", "floor")}
+    samples = {k: Sample() for k in (*kinds, "big", "peer", "floor", "old_floor")}
     try:
         for r in range(rounds):
             _log(f"catch-up round {r + 1}/{rounds}")
-            for kind in kinds:
-                samples[kind].rounds.append(_time(cu.op(kind)(), 1))
-            samples["peer"].rounds.append(_time(peer(), 1))
-            samples["floor"].rounds.append(_time(floor, 1))
+            prepared = {kind: cu.op(kind)() for kind in kinds}
+            prepared["big"] = cu_big.op("keystore")()
+            prepared["peer"] = peer()
+            prepared["floor"], prepared["old_floor"] = fl, old_fl
+            for side in _rotated(list(prepared), r):
+                samples[side].rounds.append(_time(prepared[side], 1))
+            cu.cleanup_round()
+            cu_big.cleanup_round()
     finally:
         cu.cleanup()
+        cu_big.cleanup()
         keystore_bench.cleanup()
     unit = f"{count:,} messages"
-    peer_s, floor_s = samples["peer"], samples["floor"]
-    results.add(
-        Row(
-            "catch_up[memory]",
-            CATCHUP_GROUP,
-            unit,
-            samples["memory"],
-            peer_s,
-            floor_s,
-            PEER_OMEMO,
-            FLOOR_PRIMITIVES,
-            faster(),
+    peer_s, floor_s, old_s = samples["peer"], samples["floor"], samples["old_floor"]
+
+    def row(name: str, kind: str, target: list[Target], note: str = "", if_missed: str = "") -> None:
+        results.add(
+            Row(
+                name,
+                CATCHUP_GROUP,
+                unit,
+                samples[kind],
+                peer_s,
+                floor_s,
+                PEER_OMEMO,
+                FLOOR_PRIMITIVES,
+                target,
+                note=note,
+                if_missed=if_missed,
+                old_floor=old_s,
+            )
         )
+
+    row("catch_up[memory]", "memory", [faster()])
+    row(
+        "catch_up[keystore]",
+        "keystore",
+        [faster(), within_of("catch_up[memory]", 1.5)],
+        note=f"one commit per {catchup_bench.BATCH} messages (Engine.batch); results are acknowledged once their batch committed",
+    )
+    row(
+        "catch_up[keystore, commit each]",
+        "keystore-each",
+        [],
+        note="no batches: one commit per message (for comparison)",
     )
     results.add(
         Row(
-            "catch_up[keystore]",
+            f"catch_up_{big // 1000}k[keystore]",
             CATCHUP_GROUP,
-            unit,
-            samples["keystore"],
-            peer_s,
-            floor_s,
-            PEER_OMEMO,
-            FLOOR_PRIMITIVES,
-            within_of("catch_up[memory]", 2),
-            note=f"one commit per {catchup_bench.BATCH} messages (Engine.batch); results are acknowledged once their batch committed",
-        )
-    )
-    results.add(
-        Row(
-            "catch_up[keystore, commit each]",
-            CATCHUP_GROUP,
-            unit,
-            samples["keystore-each"],
-            peer_s,
-            floor_s,
-            PEER_OMEMO,
-            FLOOR_PRIMITIVES,
-            note="no batches: one commit per message (for comparison)",
+            f"{big:,} messages",
+            samples["big"],
+            target=[within_of("catch_up[keystore]", 1.10, scale=count / big, per="per message")],
+            note=(
+                f"the same catch-up with {big:,} archived messages (batches of {catchup_bench.BATCH}); the target"
+                f" compares the cost per message with the {count:,}-message run of the same round"
+            ),
         )
     )
 
@@ -300,9 +382,21 @@ def run_client(results: Results, rounds: int, quick: bool) -> None:
 
 
 def run_micro(results: Results, quick: bool) -> None:
-    micro_rounds, micro_ops = (2, 200) if quick else (7, 2000)
-    for name, s in micro.run(micro_rounds, micro_ops).items():
-        results.add(Row(name, MICRO_GROUP, "per message", s["ours"], floor=s["floor"], floor_name=FLOOR_PRIMITIVES))
+    _choose_floor(results, quick)
+    assert PRIMS is not None
+    micro_rounds, micro_ops = (2, 200) if quick else (9, 2000)
+    for name, s in micro.run(micro_rounds, micro_ops, PRIMS).items():
+        results.add(
+            Row(
+                name,
+                MICRO_GROUP,
+                "per message",
+                s["ours"],
+                floor=s["floor"],
+                floor_name=FLOOR_PRIMITIVES,
+                old_floor=s["old_floor"],
+            )
+        )
 
 
 ENGINE_GROUP = "Engine: in memory, on the keystore, against python-omemo"
@@ -312,7 +406,10 @@ CLIENT_GROUP = "Client through Prosody on 127.0.0.1, against slixmpp-omemo"
 MICRO_GROUP = "Ratchet micro-benchmarks"
 PEER_OMEMO = "python-omemo 2.1.0 SessionManager (twomemo), in-memory storage, same process"
 PEER_SLIXMPP = "slixmpp-omemo 2.2.0 + python-omemo 2.1.0 (twomemo), in-memory storage, same process and server"
-FLOOR_PRIMITIVES = "the primitives the same work needs (HMAC/HKDF/AES/X25519/Ed25519), no parsing, no storage"
+FLOOR_TEXT = "the primitives the same work needs (HMAC/HKDF/AES/X25519/Ed25519), no parsing, no storage"
+FLOOR_PRIMITIVES = FLOOR_TEXT
+#: the floor's primitives, chosen once per run by :func:`_choose_floor`
+PRIMS: floor_mod.Prims | None = None
 
 KEYSTORE_GAP = (
     "Cause: 4x the peer leaves ~100 µs per operation; the same operation in memory takes ~60-75 µs of it,"
@@ -363,25 +460,27 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(GROUPS),
         help=f"comma-separated groups to run (default: all of {','.join(GROUPS)})",
     )
-    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 5, quick 2)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 9, quick 2)")
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
         parser.error(f"unknown group(s): {', '.join(unknown)}")
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 9)
     results = Results(args.quick, rounds)
     t0 = time.perf_counter()
-    if "engine" in groups:
-        run_engine(results, rounds, args.quick)
-    if "catchup" in groups:
-        run_catchup(results, rounds, args.quick)
-    if "memory" in groups:
-        run_memory(results, rounds, args.quick)
-    if "client" in groups:
-        run_client(results, rounds, args.quick)
-    if "micro" in groups:
-        run_micro(results, args.quick)
+    runners: dict[str, Callable[[], None]] = {
+        "engine": lambda: run_engine(results, rounds, args.quick),
+        "catchup": lambda: run_catchup(results, rounds, args.quick),
+        "memory": lambda: run_memory(results, rounds, args.quick),
+        "client": lambda: run_client(results, rounds, args.quick),
+        "micro": lambda: run_micro(results, args.quick),
+    }
+    for group in GROUPS:
+        if group in groups:
+            before = _loadavg()
+            runners[group]()
+            results.group_load[group] = (before, _loadavg())
     results.notes.append(f"the run took {time.perf_counter() - t0:.0f} s")
     md, js = results.write(Path(args.out), PREAMBLE)
     print(md.read_text(encoding="utf-8"))

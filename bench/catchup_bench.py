@@ -17,7 +17,7 @@ round.
 
 Each op is the whole catch-up (the figures are totals); the store is opened before timing
 (opening costs the Argon2id derivation, see ``keystore_open``).  Floor: the primitive cost of
-``count`` in-order decryptions (:data:`bench.engine_bench.FLOORS` ``decrypt``).
+``count`` in-order decryptions (:func:`bench.engine_bench.floors` ``decrypt``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import random
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
 from e2ee.engine import Engine
 from e2ee.keystore import KdfParams, Keystore
@@ -35,7 +36,8 @@ from e2ee.rng import system_random
 from e2ee.storage import MemoryStorage
 from tests.engine_support import O2, Net
 
-from .engine_bench import FLOORS, MSG
+from .engine_bench import MSG, floors
+from .floor import Prims
 from .keystore_bench import PW, scratch_dir
 
 __all__ = ["BATCH", "CONTACTS", "CatchUp", "floor", "peer"]
@@ -140,14 +142,25 @@ class CatchUp:
 
         return prepare
 
+    def cleanup_round(self) -> None:
+        """Close and delete the keystores of the round (untimed)."""
+        for ks in self._open:
+            path = ks.path
+            ks.close()
+            for p in (path, Path(f"{path}.generation"), Path(f"{path}-wal"), Path(f"{path}-shm")):
+                p.unlink(missing_ok=True)
+        self._open.clear()
+
     def cleanup(self) -> None:
         for ks in self._open:
             ks.close()
+        self._open.clear()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def floor(count: int) -> Op:
-    one = FLOORS["decrypt"]()
+def floor(count: int, prims: Prims) -> Op:
+    """The primitive cost of ``count`` in-order decryptions on ``prims``."""
+    one = floors(prims)["decrypt"]()
 
     def op() -> object:
         for _ in range(count):

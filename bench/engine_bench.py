@@ -21,8 +21,9 @@ Each scenario takes ``storage``: a factory ``storage(name)`` for the measured de
 Only the measured side (alice for ``encrypt``/``session_init``/``fanout_100``, bob for the others)
 gets it; the other devices stay in memory.
 
-Floors: only the primitives the protocol demands for the same work (HMAC/HKDF/AES/X25519/Ed25519
-through the same bindings), no parsing, no storage.
+Floors (:func:`floors`): only the primitives the protocol demands for the same work
+(HMAC/HKDF/AES/X25519/Ed25519), no parsing, no storage, on the call paths :mod:`bench.floor`
+hands in (the fastest available, or the engine's own wrappers for the old floor).
 """
 
 from __future__ import annotations
@@ -31,26 +32,18 @@ import base64
 import os
 from collections.abc import Callable
 
+from nacl.bindings import crypto_sign_seed_keypair
+
 from e2ee.engine import Engine
 from e2ee.omemo2.wire import OMEMO2
-from e2ee.primitives import (
-    aes_cbc_decrypt,
-    aes_cbc_encrypt,
-    ed25519_public,
-    ed25519_public_to_x25519,
-    ed25519_sign,
-    ed25519_verify,
-    hkdf_sha256,
-    hmac_sha256,
-    x25519,
-    x25519_public,
-)
 from e2ee.results import Decrypted, FetchBundle, SendMessage
 from e2ee.rng import system_random
 from e2ee.storage import MemoryStorage, Storage
 from tests.engine_support import O2, Net
 
-__all__ = ["SCENARIOS", "FLOORS"]
+from .floor import Prims
+
+__all__ = ["SCENARIOS", "floors"]
 
 ALICE, BOB = "alice@example.org", "bob@example.net"
 MSG = "Hello Bob, this is a short message."
@@ -182,144 +175,152 @@ SCENARIOS: dict[str, Callable[[int, StorageFactory], Op]] = {
 _ENVELOPE = os.urandom(300)  # about the size of a short message's SCE envelope
 _KM = os.urandom(48)
 _AD = os.urandom(64)
+_ZERO = bytes(32)
 _INFO_MK = b"OMEMO Message Key Material"
 _INFO_PAYLOAD = b"OMEMO Payload"
 _INFO_ROOT = b"OMEMO Root Chain"
+_INFO_X3DH = b"OMEMO X3DH"
 
 
-def _payload_encrypt() -> None:
-    okm = hkdf_sha256(os.urandom(32), bytes(32), _INFO_PAYLOAD, 80)
-    ct = aes_cbc_encrypt(okm[:32], okm[64:], _ENVELOPE)
-    hmac_sha256(okm[32:64], ct)
+class _Floor:
+    """The bare cryptographic work of each scenario on the primitives ``p``."""
+
+    def __init__(self, p: Prims) -> None:
+        self.p = p
+        fk = p.hkdf(b"k", _ZERO, _INFO_MK, 80)
+        self.ratchet_ct = p.cbc_encrypt(fk[:32], fk[64:], _KM)  # really decrypts under the key of b"k"
+        pok = p.hkdf(b"p", _ZERO, _INFO_PAYLOAD, 80)
+        self.payload_ct = p.cbc_encrypt(pok[:32], pok[64:], _ENVELOPE)
+        self.seed = os.urandom(32)
+        self.ik_pub = crypto_sign_seed_keypair(self.seed)[0]  # set-up, not timed
+        self.spk = p.x25519_base(os.urandom(32))
+        self.sig = p.ed25519_sign(self.seed, self.ik_pub, self.spk)
+
+    def payload_encrypt(self) -> None:
+        p = self.p
+        okm = p.hkdf(p.random(32), _ZERO, _INFO_PAYLOAD, 80)
+        ct = p.cbc_encrypt(okm[:32], okm[64:], _ENVELOPE)
+        p.hmac(okm[32:64], ct)
+
+    def ratchet_encrypt(self, ck: bytes) -> None:
+        p = self.p
+        mk = p.hmac(ck, b"\x01")
+        p.hmac(ck, b"\x02")
+        okm = p.hkdf(mk, _ZERO, _INFO_MK, 80)
+        c = p.cbc_encrypt(okm[:32], okm[64:], _KM)
+        p.hmac(okm[32:64], _AD + c)
+
+    def ratchet_open(self) -> None:
+        p = self.p
+        okm = p.hkdf(b"k", _ZERO, _INFO_MK, 80)
+        p.hmac(okm[32:64], _AD + self.ratchet_ct)
+        p.cbc_decrypt(okm[:32], okm[64:], self.ratchet_ct)
+
+    def ratchet_decrypt(self, ck: bytes) -> None:
+        self.p.hmac(ck, b"\x01")
+        self.p.hmac(ck, b"\x02")
+        self.ratchet_open()
+
+    def payload_decrypt(self) -> None:
+        p = self.p
+        okm = p.hkdf(b"p", _ZERO, _INFO_PAYLOAD, 80)
+        p.hmac(okm[32:64], self.payload_ct)
+        p.cbc_decrypt(okm[:32], okm[64:], self.payload_ct)
+
+    def encrypt(self) -> Op:
+        ck = os.urandom(32)
+
+        def op() -> None:
+            self.payload_encrypt()
+            self.ratchet_encrypt(ck)
+
+        return op
+
+    def decrypt(self) -> Op:
+        ck = os.urandom(32)
+
+        def op() -> None:
+            self.ratchet_decrypt(ck)
+            self.payload_decrypt()
+
+        return op
+
+    def session_init(self) -> Op:
+        p = self.p
+        own, peer = os.urandom(32), p.x25519_base(os.urandom(32))
+
+        def op() -> None:
+            p.ed25519_verify(self.ik_pub, self.spk, self.sig)  # the bundle's signed prekey
+            ik_b = p.ed25519_to_x25519(self.ik_pub)
+            ek = p.random(32)
+            p.x25519_base(ek)
+            dh = p.x25519(own, self.spk) + p.x25519(ek, ik_b) + p.x25519(ek, self.spk) + p.x25519(ek, peer)
+            sk = p.hkdf(b"\xff" * 32 + dh, _ZERO, _INFO_X3DH, 32)
+            r = p.random(32)  # first ratchet key pair, one DH and root KDF
+            p.x25519_base(r)
+            p.hkdf(p.x25519(r, self.spk), sk, _INFO_ROOT, 64)
+            self.payload_encrypt()
+            self.ratchet_encrypt(sk)
+
+        return op
+
+    def session_accept(self) -> Op:
+        p = self.p
+        spk, opk, ik = os.urandom(32), os.urandom(32), os.urandom(32)
+        peer_ik, peer_ek = p.x25519_base(os.urandom(32)), p.x25519_base(os.urandom(32))
+
+        def op() -> None:
+            dh = p.x25519(spk, peer_ik) + p.x25519(ik, peer_ek) + p.x25519(spk, peer_ek) + p.x25519(opk, peer_ek)
+            sk = p.hkdf(b"\xff" * 32 + dh, _ZERO, _INFO_X3DH, 32)
+            rk = p.hkdf(p.x25519(spk, peer_ek), sk, _INFO_ROOT, 64)  # receiving chain
+            r = p.random(32)  # our next ratchet key pair and sending chain
+            p.x25519_base(r)
+            p.hkdf(p.x25519(r, peer_ek), rk[:32], _INFO_ROOT, 64)
+            self.ratchet_decrypt(sk)
+            self.payload_decrypt()
+            p.x25519_base(p.random(32))  # the replacement one-time prekey
+            self.ratchet_encrypt(sk)  # the empty answer
+
+        return op
+
+    def fanout(self, devices: int = 100) -> Op:
+        ck = os.urandom(32)
+
+        def op() -> None:
+            self.payload_encrypt()
+            for _ in range(devices):
+                self.ratchet_encrypt(ck)
+
+        return op
+
+    def reverse(self) -> Op:
+        ck = os.urandom(32)
+        hmac = self.p.hmac
+
+        def op() -> None:
+            for _ in range(REVERSE_LENGTH):  # the first message derives every key of the chain
+                hmac(ck, b"\x01")
+                hmac(ck, b"\x02")
+            for _ in range(REVERSE_LENGTH):
+                self.ratchet_open()
+                self.payload_decrypt()
+
+        return op
 
 
-def _ratchet_encrypt(ck: bytes) -> None:
-    mk = hmac_sha256(ck, b"\x01")
-    hmac_sha256(ck, b"\x02")
-    okm = hkdf_sha256(mk, bytes(32), _INFO_MK, 80)
-    c = aes_cbc_encrypt(okm[:32], okm[64:], _KM)
-    hmac_sha256(okm[32:64], _AD + c)
+def floors(p: Prims) -> dict[str, Callable[[], Op]]:
+    """Scenario name -> a factory of its floor op, on the primitives ``p``."""
+    f = _Floor(p)
+    return {
+        "encrypt": f.encrypt,
+        "decrypt": f.decrypt,
+        "session_init": f.session_init,
+        "session_accept": f.session_accept,
+        "fanout_100": f.fanout,
+        "reverse_1000": f.reverse,
+    }
 
 
-_FK = hkdf_sha256(b"k", bytes(32), _INFO_MK, 80)
-_RATCHET_CT = aes_cbc_encrypt(_FK[:32], _FK[64:], _KM)
-_POK = hkdf_sha256(b"p", bytes(32), _INFO_PAYLOAD, 80)
-_PAYLOAD_CT = aes_cbc_encrypt(_POK[:32], _POK[64:], _ENVELOPE)
-
-
-def _ratchet_decrypt(ck: bytes) -> None:
-    hmac_sha256(ck, b"\x01")
-    hmac_sha256(ck, b"\x02")
-    _ratchet_open()
-
-
-def _ratchet_open() -> None:
-    okm = hkdf_sha256(b"k", bytes(32), _INFO_MK, 80)  # a key that really decrypts _RATCHET_CT
-    hmac_sha256(okm[32:64], _AD + _RATCHET_CT)
-    aes_cbc_decrypt(okm[:32], okm[64:], _RATCHET_CT)
-
-
-def _payload_decrypt() -> None:
-    okm = hkdf_sha256(b"p", bytes(32), _INFO_PAYLOAD, 80)
-    hmac_sha256(okm[32:64], _PAYLOAD_CT)
-    aes_cbc_decrypt(okm[:32], okm[64:], _PAYLOAD_CT)
-
-
-def _floor_encrypt() -> Op:
-    ck = os.urandom(32)
-
-    def op() -> None:
-        _payload_encrypt()
-        _ratchet_encrypt(ck)
-
-    return op
-
-
-def _floor_decrypt() -> Op:
-    ck = os.urandom(32)
-
-    def op() -> None:
-        _ratchet_decrypt(ck)
-        _payload_decrypt()
-
-    return op
-
-
-_SEED = os.urandom(32)
-_IK_PUB = ed25519_public(_SEED)
-_SPK = x25519_public(os.urandom(32))
-_SIG = ed25519_sign(_SEED, _SPK)
-
-
-def _floor_session_init() -> Op:
-    own, peer = os.urandom(32), x25519_public(os.urandom(32))
-
-    def op() -> None:
-        ed25519_verify(_IK_PUB, _SPK, _SIG)  # the bundle's signed prekey
-        ik_b = ed25519_public_to_x25519(_IK_PUB)
-        ek = os.urandom(32)
-        x25519_public(ek)
-        dh = x25519(own, _SPK) + x25519(ek, ik_b) + x25519(ek, _SPK) + x25519(ek, peer)
-        sk = hkdf_sha256(b"\xff" * 32 + dh, bytes(32), b"OMEMO X3DH", 32)
-        r = os.urandom(32)  # first ratchet key pair, one DH and root KDF
-        x25519_public(r)
-        hkdf_sha256(x25519(r, _SPK), sk, _INFO_ROOT, 64)
-        _payload_encrypt()
-        _ratchet_encrypt(sk)
-
-    return op
-
-
-def _floor_session_accept() -> Op:
-    spk, opk, ik = os.urandom(32), os.urandom(32), os.urandom(32)
-    peer_ik, peer_ek = x25519_public(os.urandom(32)), x25519_public(os.urandom(32))
-
-    def op() -> None:
-        dh = x25519(spk, peer_ik) + x25519(ik, peer_ek) + x25519(spk, peer_ek) + x25519(opk, peer_ek)
-        sk = hkdf_sha256(b"\xff" * 32 + dh, bytes(32), b"OMEMO X3DH", 32)
-        rk = hkdf_sha256(x25519(spk, peer_ek), sk, _INFO_ROOT, 64)  # receiving chain
-        r = os.urandom(32)  # our next ratchet key pair and sending chain
-        x25519_public(r)
-        hkdf_sha256(x25519(r, peer_ek), rk[:32], _INFO_ROOT, 64)
-        _ratchet_decrypt(sk)
-        _payload_decrypt()
-        new_pk = os.urandom(32)  # the replacement one-time prekey
-        x25519_public(new_pk)
-        _ratchet_encrypt(sk)  # the empty answer
-
-    return op
-
-
-def _floor_fanout() -> Op:
-    ck = os.urandom(32)
-
-    def op() -> None:
-        _payload_encrypt()
-        for _ in range(100):
-            _ratchet_encrypt(ck)
-
-    return op
-
-
-def _floor_reverse() -> Op:
-    ck = os.urandom(32)
-
-    def op() -> None:
-        for _ in range(REVERSE_LENGTH):  # the first message derives every key of the chain
-            hmac_sha256(ck, b"\x01")
-            hmac_sha256(ck, b"\x02")
-        for _ in range(REVERSE_LENGTH):
-            _ratchet_open()
-            _payload_decrypt()
-
-    return op
-
-
-FLOORS: dict[str, Callable[[], Op]] = {
-    "encrypt": _floor_encrypt,
-    "decrypt": _floor_decrypt,
-    "session_init": _floor_session_init,
-    "session_accept": _floor_session_accept,
-    "fanout_100": _floor_fanout,
-    "reverse_1000": _floor_reverse,
-}
+def fanout_floor(p: Prims, devices: int) -> Op:
+    """One message to ``devices`` devices (one payload, one ratchet step per device)."""
+    return _Floor(p).fanout(devices)

@@ -16,17 +16,11 @@ from collections.abc import Callable
 from e2ee.identity import IdentityKeyPair
 from e2ee.legacy.wire import LEGACY
 from e2ee.omemo2.wire import OMEMO2
-from e2ee.primitives import (
-    aes_cbc_decrypt,
-    aes_cbc_encrypt,
-    hkdf_sha256,
-    hmac_sha256,
-    x25519,
-    x25519_public,
-)
+from e2ee.primitives import x25519_public
 from e2ee.ratchet import DoubleRatchet
 from e2ee.session import PeerBundle, accept, initiate
 
+from .floor import OLD, Prims
 from .timing import Sample, timed
 
 KM = os.urandom(48)
@@ -52,49 +46,55 @@ def _pair(flavour_name: str) -> tuple[DoubleRatchet, DoubleRatchet]:
     return a.ratchet, b.ratchet
 
 
-def _floor_symmetric(encrypt: bool) -> Callable[[], object]:
+def _floor_symmetric(p: Prims, encrypt: bool) -> Callable[[], object]:
     ck, ad = os.urandom(32), os.urandom(64)
-    okm = hkdf_sha256(hmac_sha256(ck, b"\x01"), b"", b"OMEMO Message Key Material", 80)
-    ct = aes_cbc_encrypt(okm[:32], okm[64:], KM)  # decrypts (and unpads) correctly below
+    zero = bytes(32)
+    okm = p.hkdf(p.hmac(ck, b"\x01"), zero, b"OMEMO Message Key Material", 80)
+    ct = p.cbc_encrypt(okm[:32], okm[64:], KM)  # decrypts (and unpads) correctly below
 
     def op() -> object:
-        mk = hmac_sha256(ck, b"\x01")
-        hmac_sha256(ck, b"\x02")
-        okm = hkdf_sha256(mk, b"", b"OMEMO Message Key Material", 80)
+        mk = p.hmac(ck, b"\x01")
+        p.hmac(ck, b"\x02")
+        okm = p.hkdf(mk, zero, b"OMEMO Message Key Material", 80)
         if encrypt:
-            c = aes_cbc_encrypt(okm[:32], okm[64:], KM)
-            return hmac_sha256(okm[32:64], ad + c)
-        hmac_sha256(okm[32:64], ad + ct)
-        return aes_cbc_decrypt(okm[:32], okm[64:], ct)
+            c = p.cbc_encrypt(okm[:32], okm[64:], KM)
+            return p.hmac(okm[32:64], ad + c)
+        p.hmac(okm[32:64], ad + ct)
+        return p.cbc_decrypt(okm[:32], okm[64:], ct)
 
     return op
 
 
-def _floor_dh() -> Callable[[], object]:
-    sym = _floor_symmetric(False)
-    rk, own, peer = os.urandom(32), os.urandom(32), x25519_public(os.urandom(32))
+def _floor_dh(p: Prims) -> Callable[[], object]:
+    sym = _floor_symmetric(p, False)
+    rk, own, peer = os.urandom(32), os.urandom(32), p.x25519_base(os.urandom(32))
 
     def op() -> object:
-        priv = os.urandom(32)  # our next ratchet key pair
-        x25519_public(priv)
-        hkdf_sha256(x25519(own, peer), rk, b"OMEMO Root Chain", 64)
-        hkdf_sha256(x25519(priv, peer), rk, b"OMEMO Root Chain", 64)
+        priv = p.random(32)  # our next ratchet key pair
+        p.x25519_base(priv)
+        p.hkdf(p.x25519(own, peer), rk, b"OMEMO Root Chain", 64)
+        p.hkdf(p.x25519(priv, peer), rk, b"OMEMO Root Chain", 64)
         return sym()
 
     return op
 
 
-def run(rounds: int, ops: int) -> dict[str, dict[str, Sample]]:
-    """Return ``{scenario: {"ours": Sample, "floor": Sample}}``."""
+def _floors(p: Prims) -> dict[str, Callable[[], object]]:
+    return {
+        "ratchet_encrypt": _floor_symmetric(p, True),
+        "ratchet_decrypt": _floor_symmetric(p, False),
+        "ratchet_dh_step": _floor_dh(p),
+    }
+
+
+def run(rounds: int, ops: int, prims: Prims) -> dict[str, dict[str, Sample]]:
+    """Return ``{scenario: {"ours": Sample, "floor": Sample, "old_floor": Sample}}``: the floor
+    on ``prims``, the old floor on the engine's own wrappers."""
     results: dict[str, dict[str, Sample]] = {}
     for flavour in ("omemo2", "legacy"):
         for name in ("ratchet_encrypt", "ratchet_decrypt", "ratchet_dh_step"):
-            results[f"{name}[{flavour}]"] = {"ours": Sample(), "floor": Sample()}
-    floors = {
-        "ratchet_encrypt": _floor_symmetric(True),
-        "ratchet_decrypt": _floor_symmetric(False),
-        "ratchet_dh_step": _floor_dh(),
-    }
+            results[f"{name}[{flavour}]"] = {"ours": Sample(), "floor": Sample(), "old_floor": Sample()}
+    floor_sets = {"floor": _floors(prims), "old_floor": _floors(OLD)}
     for _ in range(rounds):
         for flavour in ("omemo2", "legacy"):
             a, b = _pair(flavour)
@@ -120,7 +120,8 @@ def run(rounds: int, ops: int) -> dict[str, dict[str, Sample]]:
             r[f"ratchet_encrypt[{flavour}]"]["ours"].rounds.append(t_enc / ops * 1e6)
             r[f"ratchet_decrypt[{flavour}]"]["ours"].rounds.append(t_dec / ops * 1e6)
             r[f"ratchet_dh_step[{flavour}]"]["ours"].rounds.append(t_dh / (ops // 4) * 1e6)
-            for name, op in floors.items():
-                n = ops if name != "ratchet_dh_step" else ops // 4
-                r[f"{name}[{flavour}]"]["floor"].rounds.append(timed(op, n) / n * 1e6)
+            for kind, floors in floor_sets.items():
+                for name, op in floors.items():
+                    n = ops if name != "ratchet_dh_step" else ops // 4
+                    r[f"{name}[{flavour}]"][kind].rounds.append(timed(op, n) / n * 1e6)
     return results
