@@ -1,13 +1,15 @@
 """``python -m bench [--quick] [--out DIR] [--only GROUPS]``: run the benchmarks, print a table and
 write ``RESULTS.md`` and ``results.json`` (into ``bench/`` unless ``--out`` says otherwise).
 
-Groups (``--only engine,catchup,memory,client,micro``; all by default):
+Groups (``--only engine,catchup,rooms,memory,client,micro``; all by default):
 
 * ``engine``: the engine scenarios (:mod:`bench.engine_bench`) on our engine in memory, on a
   keystore (WAL; for encrypt and decrypt also with every commit fsync'ed), python-omemo's
   ``SessionManager`` (:mod:`bench.peer_omemo`) and the primitive floor, interleaved round by
   round in one process; then ``keystore_open``.
 * ``catchup``: 10,000 archived messages from 20 contacts' devices (:mod:`bench.catchup_bench`).
+* ``rooms``: one message to rooms of 10, 100, 1,000 members (and 100 with 3 devices each), in
+  memory and on the keystore, against python-omemo and the floor (:mod:`bench.rooms_bench`).
 * ``memory``: 10,000 sessions stored (:mod:`bench.memory_bench`).
 * ``client``: our client and slixmpp-omemo through a private Prosody (:mod:`bench.client_bench`).
 * ``micro``: ratchet micro-benchmarks (:mod:`bench.micro`).
@@ -29,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import catchup_bench, engine_bench, keystore_bench, memory_bench, micro, peer_omemo
+from . import catchup_bench, engine_bench, keystore_bench, memory_bench, micro, peer_omemo, rooms_bench
 from . import floor as floor_mod
 from .report import (
     Results,
@@ -46,7 +48,7 @@ from .report import (
 )
 from .timing import Sample
 
-GROUPS = ("engine", "catchup", "memory", "client", "micro")
+GROUPS = ("engine", "catchup", "rooms", "memory", "client", "micro")
 
 #: scenario: (ops per round, ops per round in quick mode)
 ENGINE_OPS: dict[str, tuple[int, int]] = {
@@ -317,6 +319,69 @@ def run_catchup(results: Results, rounds: int, quick: bool) -> None:
     )
 
 
+def run_rooms(results: Results, rounds: int, quick: bool) -> None:
+    _choose_floor(results, quick)
+    assert PRIMS is not None
+    sizes = rooms_bench.QUICK_SIZES if quick else rooms_bench.SIZES
+    sides: dict[str, Callable[[], object]] = {}
+    ns: dict[str, int] = {}
+    for members, devices in sizes:
+        name = rooms_bench.label(members, devices)
+        _log(f"preparing {name} ({members} members, {devices} device(s) each)...")
+        n = max(1, 1000 // (members * devices * 5))
+        sides[f"{name}|memory"] = rooms_bench.ours(members, devices)
+        sides[f"{name}|keystore"] = rooms_bench.ours(members, devices, keystore_bench.durable(sync=False))
+        sides[f"{name}|peer"] = rooms_bench.peer(members, devices)
+        sides[f"{name}|floor"] = engine_bench.fanout_floor(PRIMS, members * devices)
+        for key in list(sides):
+            if key.startswith(f"{name}|"):
+                ns[key] = n
+                sides[key]()  # warm-up
+    _log(f"rooms: {rounds} rounds...")
+    samples = _measure(sides, ns, rounds)
+    keystore_bench.cleanup()
+    smallest = rooms_bench.label(*sizes[0])
+    for members, devices in sizes:
+        name = rooms_bench.label(members, devices)
+        count = members * devices
+        unit = f"per message to {members:,} members ({count:,} devices)"
+        peer, fl = samples[f"{name}|peer"], samples[f"{name}|floor"]
+        for kind in ("memory", "keystore"):
+            row_name = name if kind == "memory" else f"{name}[keystore]"
+            base = smallest if kind == "memory" else f"{smallest}[keystore]"
+            base_count = sizes[0][0] * sizes[0][1]
+            s = samples[f"{name}|{kind}"]
+            targets: list[Target] = [faster()]
+            if row_name != base:
+                targets.append(within_of(base, 1.1, scale=base_count / count, per="per device"))
+            extra: dict[str, float | int | str] = {
+                "ours_per_device_us": round(s.median / count, 2),
+                "peer_per_device_us": round(peer.median / count, 2),
+                "floor_per_device_us": round(fl.median / count, 2),
+            }
+            if kind == "keystore":
+                extra["keystore/in_memory (paired median)"] = round(paired(s, samples[f"{name}|memory"]).median, 2)
+            results.add(
+                Row(
+                    row_name,
+                    ROOMS_GROUP,
+                    unit,
+                    s,
+                    peer,
+                    fl,
+                    PEER_OMEMO,
+                    FLOOR_PRIMITIVES,
+                    targets,
+                    extra=extra,
+                    note=(
+                        f"flat cost per device: per device at most 1.1× the {base} row's, in the same round"
+                        if row_name == base
+                        else ""
+                    ),
+                )
+            )
+
+
 def run_memory(results: Results, rounds: int, quick: bool) -> None:
     many = 100 if quick else 10_000
     directory = keystore_bench.scratch_dir()
@@ -419,6 +484,7 @@ def run_micro(results: Results, quick: bool) -> None:
 
 ENGINE_GROUP = "Engine: in memory, on the keystore, against python-omemo"
 CATCHUP_GROUP = "Archive catch-up from 20 contacts' devices"
+ROOMS_GROUP = "Group scale: one message to a room, against python-omemo for the same devices"
 MEMORY_GROUP = "Memory and laziness with many sessions stored"
 CLIENT_GROUP = "Client through Prosody on 127.0.0.1, against slixmpp-omemo"
 MICRO_GROUP = "Ratchet micro-benchmarks"
@@ -497,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     runners: dict[str, Callable[[], None]] = {
         "engine": lambda: run_engine(results, rounds, args.quick),
         "catchup": lambda: run_catchup(results, rounds, args.quick),
+        "rooms": lambda: run_rooms(results, rounds, args.quick),
         "memory": lambda: run_memory(results, rounds, args.quick),
         "client": lambda: run_client(results, rounds, args.quick),
         "micro": lambda: run_micro(results, args.quick),
