@@ -27,8 +27,8 @@ larger batch (:meth:`Keystore.transaction` around many engine operations, see
 Limits: the passphrase and keys are Python ``bytes``/``str`` and cannot be wiped from memory;
 decrypted records are cached in memory while the store is open.  While the store is open, the
 sealed bytes of records overwritten or deleted remain in the WAL file until they are
-overwritten: the keystore checkpoints every ``_WAL_PAGES`` pages (counted from what it writes;
-SQLite's automatic checkpoint at twice that is the backstop), SQLite then reuses the WAL from
+overwritten: the keystore checkpoints every ``_WAL_PAGES`` pages (the frames SQLite really
+wrote, read from its WAL index; SQLite's automatic checkpoint at twice that is the backstop), SQLite then reuses the WAL from
 its start, and the file is cut back to ``_WAL_PAGES`` pages (``_WAL_KEEP`` bytes, 1 MiB) when it
 is reused.  So the WAL file never holds more than about ``_WAL_PAGES`` pages of old versions,
 but one may stay there up to two checkpoint intervals (until the next interval's frames
@@ -42,8 +42,10 @@ has little left to sync.  ``close()`` ends that thread, checkpoints and truncate
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import sqlite3
+import struct
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from types import TracebackType
@@ -72,6 +74,11 @@ _WAL_PAGES = 256
 #: WAL header and ``_WAL_PAGES`` frames of 4 KiB pages).
 _WAL_KEEP = 32 + _WAL_PAGES * (24 + 4096)
 _GEN_LEN = 8 + 32
+#: ``mxFrame`` of the WAL-index header at the start of the ``-shm`` file (SQLite's documented
+#: file format, "The WAL-Index Format"): the number of valid frames in the WAL, native byte order
+_MX_FRAME = struct.Struct("=I")
+_MX_FRAME_OFFSET = 16
+_SHM_HEADER = 136  #: bytes of the WAL-index header (two copies of 48 and the checkpoint info)
 
 
 #: what sqlite3 raises for a damaged file: its own errors, and UnicodeDecodeError when a damaged
@@ -103,7 +110,9 @@ class Keystore(Storage):
         self._blinds: dict[tuple[str, str], bytes] = {}
         self._gen_blind = b""  #: the blinded key of the generation row (fixed while open)
         self._sync = False
-        self._pages = 0  #: WAL pages written since the last checkpoint (an estimate)
+        self._pages = 0  #: WAL frames since the last checkpoint (SQLite's count; an estimate without it)
+        self._shm: mmap.mmap | None = None  #: the WAL-index header, read-only
+        self._shm_failed = False
         self._early_sync = False
         self._wal_syncer: WalSyncer | None = None
         self.path = Path()
@@ -241,6 +250,9 @@ class Keystore(Storage):
         if self._wal_syncer is not None:
             self._wal_syncer.stop()
             self._wal_syncer = None
+        if self._shm is not None:
+            self._shm.close()
+            self._shm = None
         if self._db is not None:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -322,13 +334,38 @@ class Keystore(Storage):
     def generation(self) -> int:
         return self._generation
 
+    def _wal_frames(self) -> int | None:
+        """The frames in the WAL now (``mxFrame`` of the WAL index, which SQLite keeps in the
+        ``-shm`` file it maps into memory; read through a read-only map of the same file, no
+        system call), or None when that file cannot be mapped."""
+        shm = self._shm
+        if shm is None:
+            if self._shm_failed:
+                return None
+            try:
+                fd = os.open(f"{self.path}-shm", os.O_RDONLY)
+                try:
+                    shm = self._shm = mmap.mmap(fd, _SHM_HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
+                finally:
+                    os.close(fd)
+            except (OSError, ValueError):
+                self._shm_failed = True
+                return None
+        frames: int = _MX_FRAME.unpack_from(shm, _MX_FRAME_OFFSET)[0]
+        return frames
+
     def _after_commit(self) -> None:
-        """Count the commit's WAL pages (the generation row's, and the writes' estimate).  Every
-        ``_WAL_PAGES`` pages, checkpoint (what SQLite's automatic checkpoint did, counted here
-        so that the early sync below is in step with it); at seven eighths of the interval,
+        """Count the WAL frames really written since the last checkpoint (SQLite's own count,
+        :meth:`_wal_frames`; without it an estimate: one page per record and per commit).
+        Every ``_WAL_PAGES`` frames, checkpoint (what SQLite's automatic checkpoint did, counted
+        here so that the early sync below is in step with it); at seven eighths of the interval,
         have the WAL synced ahead of the checkpoint on a thread (keystore/walsync.py), so that
         the checkpoint finds little left to sync.  Not needed when every commit is synced."""
-        self._pages += 1
+        frames = self._wal_frames()
+        if frames is None:
+            self._pages += 1
+        else:
+            self._pages = frames
         if self._pages >= _WAL_PAGES:
             self._pages = 0
             self._early_sync = False
