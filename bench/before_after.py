@@ -2,9 +2,9 @@
 ``REV`` (default ``d2ccb19``, before the issue-7 work) against the working tree's, on the steady-state
 scenarios, in one process, interleaved round by round.
 
-The old ``keystore/store.py`` and ``keystore/sealing.py`` are read with ``git show`` into a
+The old ``keystore/*.py`` are read with ``git show`` into a
 temporary package, so both versions run on the same engine, in the same rounds.  Prints one line
-per scenario: before, after, and their ratio (medians over rounds).
+per scenario: before, after (medians over rounds) and the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ DEFAULT_REV = "d2ccb19"
 def _old_keystore(rev: str, root: Path) -> Any:
     package = scratch_dir() / "keystore_before"
     package.mkdir()
-    for name in ("__init__.py", "store.py", "sealing.py"):
+    names = subprocess.check_output(["git", "ls-tree", "--name-only", f"{rev}:keystore"], cwd=root, text=True)
+    for name in (n for n in names.split() if n.endswith(".py")):
         text = subprocess.check_output(["git", "show", f"{rev}:keystore/{name}"], cwd=root, text=True)
         (package / name).write_text(text)
     sys.path.insert(0, str(package.parent))
@@ -66,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(before: Any, rounds: int, ops_per_round: int) -> None:
     for sync in (False, True):
         n = ops_per_round if not sync else max(1, ops_per_round // 3)
-        for name in ("encrypt", "decrypt"):
+        for name in ("encrypt", "decrypt") if sync else ("encrypt", "decrypt", "fanout_100"):
             label = f"{name}[keystore{'+sync' if sync else ''}]"
+            if name == "fanout_100":
+                n = max(1, n // 60)
             total = rounds * n + 300
             ops = {
                 "before": engine_bench.SCENARIOS[name](total, _factory(before, sync)),
@@ -77,11 +80,15 @@ def _compare(before: Any, rounds: int, ops_per_round: int) -> None:
                 for _ in range(300):  # warm-up: the WAL reaches its working size
                     op()
             times: dict[str, list[float]] = {k: [] for k in ops}
-            for _ in range(rounds):
-                for k, op in ops.items():
-                    times[k].append(_time(op, n))
+            for r in range(rounds):
+                for k in ("before", "after") if r % 2 == 0 else ("after", "before"):
+                    times[k].append(_time(ops[k], n))
             b, a = statistics.median(times["before"]), statistics.median(times["after"])
-            print(f"{label:24} before {b:8.1f} µs   after {a:8.1f} µs   {b / a:5.2f}x faster", flush=True)
+            paired = statistics.median(x / y for x, y in zip(times["before"], times["after"], strict=True))
+            print(
+                f"{label:24} before {b:8.1f} µs   after {a:8.1f} µs   {paired:5.2f}x faster (paired median)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
