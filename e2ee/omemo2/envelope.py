@@ -36,13 +36,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ..errors import AffixMismatch, MalformedEnvelope, MalformedMessage, RestrictedXml, UsageError
 from ..jid import bare_jid_key
 from ..limits import MAX_JID_LENGTH, MAX_XML_BYTES, MAX_XML_DEPTH, MAX_XML_ELEMENTS, SCE_TIME_WINDOW
 from ..rng import Random
-from ..xmlsafe import check_element, encode_base64, escape_attribute, parse_xml, serialize
+from ..xmlsafe import _TEXT_ESC, _chars, check_element, encode_base64, escape_attribute, parse_xml, serialize
 from ..xmpptime import format_timestamp, parse_timestamp, require_aware
 
 __all__ = [
@@ -96,10 +96,79 @@ def _rpad_length(rng: Random) -> int:
     return rng(1)[0] % (_MAX_RPAD + 1)
 
 
+#: bounded memo tables (emptied when full): a device sends to and receives from few JIDs, and
+#: many messages in the same second
+_MEMO_SIZE = 1024
+_JID_ATTRS: dict[str, str] = {}  #: checked bare JID -> its escaped attribute value
+_JID_KEYS: dict[str, str] = {}  #: JID -> bare_jid_key(JID)
+_STAMP_PREFIX: dict[datetime, str] = {}  #: a UTC second -> its XEP-0082 text without the ``Z``
+_STAMP_SECOND: dict[str, datetime] = {}  #: ``YYYY-MM-DDTHH:MM:SS`` -> that second, UTC
+
+#: the <body> of a message, the content of nearly every envelope, written by template
+_BODY = "{jabber:client}body"
+_EMPTY_BODY = "<body xmlns='jabber:client'/>"
+
+
+def _memo(table: dict[str, str] | dict[str, datetime] | dict[datetime, str]) -> None:
+    if len(table) >= _MEMO_SIZE:
+        table.clear()
+
+
+def _jid_key(jid: str) -> str:
+    key = _JID_KEYS.get(jid)
+    if key is None:
+        key = bare_jid_key(jid)
+        _memo(_JID_KEYS)
+        _JID_KEYS[jid] = key
+    return key
+
+
 def _check_jid(jid: str, what: str) -> str:
     if not isinstance(jid, str) or not bare_jid_key(jid) or "/" in jid or len(jid) > MAX_JID_LENGTH:
         raise UsageError(f"{what} must be a bare JID, got {jid!r}")
     return jid
+
+
+def _jid_attribute(jid: str, what: str) -> str:
+    """``jid`` checked (:func:`_check_jid`) and escaped for an attribute, memoised."""
+    attr = _JID_ATTRS.get(jid) if type(jid) is str else None
+    if attr is None:
+        attr = escape_attribute(_check_jid(jid, what))
+        _memo(_JID_ATTRS)
+        _JID_ATTRS[jid] = attr
+    return attr
+
+
+def _stamp(time: datetime) -> str:
+    """:func:`~e2ee.xmpptime.format_timestamp`, with the text of the second memoised."""
+    if time.tzinfo is not UTC:
+        return format_timestamp(time)
+    micro = time.microsecond
+    second = time.replace(microsecond=0) if micro else time
+    prefix = _STAMP_PREFIX.get(second)
+    if prefix is None:
+        prefix = format_timestamp(second)[:-1]
+        _memo(_STAMP_PREFIX)
+        _STAMP_PREFIX[second] = prefix
+    return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
+
+
+def _parse_stamp(text: str) -> datetime:
+    """:func:`~e2ee.xmpptime.parse_timestamp`; the form we write (UTC, ``Z``, no fraction or
+    six digits of it) by the memoised second: the second is parsed (and checked) by
+    ``parse_timestamp`` itself, the fraction is six ASCII digits, so the result is the same."""
+    n = len(text)
+    if (n == 20 or (n == 27 and text[19] == "." and text[20:26].isascii() and text[20:26].isdigit())) and text[
+        -1
+    ] == "Z":
+        head = text[:19]
+        second = _STAMP_SECOND.get(head)
+        if second is None:
+            second = parse_timestamp(head + "Z")
+            _memo(_STAMP_SECOND)
+            _STAMP_SECOND[head] = second
+        return second.replace(microsecond=int(text[20:26])) if n == 27 else second
+    return parse_timestamp(text)
 
 
 def build(
@@ -122,10 +191,10 @@ def build(
     # by a literal attribute, ``to[xmlns="urn:xmpp:sce:1"]``, and writes them so itself
     parts.append(f"</content><rpad xmlns='{NS}'>{encode_base64(rng(_rpad_length(rng)))}</rpad>")
     if time is not None:
-        parts.append(f"<time xmlns='{NS}' stamp='{format_timestamp(time)}'/>")
-    parts.append(f"<from xmlns='{NS}' jid='{escape_attribute(_check_jid(from_jid, 'from_jid'))}'/>")
+        parts.append(f"<time xmlns='{NS}' stamp='{_stamp(time)}'/>")
+    parts.append(f"<from xmlns='{NS}' jid='{_jid_attribute(from_jid, 'from_jid')}'/>")
     if to_jid is not None:
-        parts.append(f"<to xmlns='{NS}' jid='{escape_attribute(_check_jid(to_jid, 'to_jid'))}'/>")
+        parts.append(f"<to xmlns='{NS}' jid='{_jid_attribute(to_jid, 'to_jid')}'/>")
     parts.append("</envelope>")
     data = "".join(parts).encode("utf-8")
     if len(data) > MAX_XML_BYTES:
@@ -145,7 +214,7 @@ def _affix(elem: ET.Element | None, expected: str | None, what: str) -> str | No
     jid = elem.get("jid")
     if not jid:
         raise MalformedEnvelope(f"<{what}> without jid")
-    if expected is not None and bare_jid_key(jid) != bare_jid_key(expected):
+    if expected is not None and _jid_key(jid) != _jid_key(expected):
         raise AffixMismatch(f"<{what}> affix {jid!r} does not match {expected!r}")
     return jid
 
@@ -166,6 +235,18 @@ def serialize_content(content: Iterable[ET.Element], ns: str, where: str, outsid
     :class:`~e2ee.errors.UsageError` for content a receiver would refuse."""
     count = 0
     for child in content:
+        if (
+            type(child) is ET.Element
+            and child.tag == _BODY
+            and ns != "jabber:client"
+            and not child.attrib
+            and not len(child)
+        ):
+            # what serialize() writes for it, without the general walk
+            text = child.text
+            parts.append(f"<body xmlns='jabber:client'>{_chars(text, _TEXT_ESC)}</body>" if text else _EMPTY_BODY)
+            count += 1
+            continue
         if not isinstance(child, ET.Element) or not str(child.tag).startswith("{"):
             raise UsageError(f"children of {where} must be namespaced Elements")
         if server_processed(child):
@@ -192,7 +273,7 @@ def parse(
     is the (bare) sender, ``expected_to`` the stanza's (bare) ``to`` or None to skip that check.
     Raises :class:`~e2ee.errors.AffixMismatch`, :class:`~e2ee.errors.RestrictedXml` or
     :class:`~e2ee.errors.MalformedEnvelope`."""
-    if not bare_jid_key(expected_from) or (expected_to is not None and not bare_jid_key(expected_to)):
+    if not _jid_key(expected_from) or (expected_to is not None and not _jid_key(expected_to)):
         raise UsageError("expected_from/expected_to must be JIDs")
     reference = None if now is None else require_aware(now, "now")
     try:
@@ -221,7 +302,7 @@ def parse(
     stamp = None
     suspicious = False
     if time_elem is not None:
-        stamp = parse_timestamp(time_elem.get("stamp") or "")
+        stamp = _parse_stamp(time_elem.get("stamp") or "")
         suspicious = reference is not None and abs(stamp - reference) > window
     kept = tuple(child for child in content if not server_processed(child))
     return Envelope(kept, from_jid, to_jid, stamp, suspicious)
