@@ -97,9 +97,11 @@ def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
 # --------------------------------------------------------------------------- AES
 
 
+_PADDING: Final = tuple(bytes((n,)) * n for n in range(17))  #: the PKCS#7 padding of n bytes
+
+
 def _pkcs7_pad(data: bytes) -> bytes:
-    n = 16 - (len(data) & 15)
-    return data + bytes((n,)) * n
+    return data + _PADDING[16 - (len(data) & 15)]
 
 
 def aes_cbc_encrypt(key: bytes, iv: bytes, plaintext: bytes) -> bytes:
@@ -123,14 +125,11 @@ def aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     padded = dec.update(ciphertext) + dec.finalize()
     n = padded[-1]
-    # Check all padding bytes without branching on where they differ.
     bad = (n - 1) >> 8 | (16 - n) >> 8  # non-zero iff n == 0 or n > 16
     if bad:
         raise AuthenticationFailed()
-    diff = 0
-    for b in padded[-n:]:
-        diff |= b ^ n
-    if diff:
+    # all padding bytes checked, in time that does not depend on where they differ
+    if not _hmac.compare_digest(padded[-n:], _PADDING[n]):
         raise AuthenticationFailed()
     return padded[:-n]
 
