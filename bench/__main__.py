@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--out DIR] [--only GROUPS]``: run the benchmarks, print a table and
 write ``RESULTS.md`` and ``results.json`` (into ``bench/`` unless ``--out`` says otherwise).
 
-Groups (``--only engine,catchup,rooms,memory,client,micro``; all by default):
+Groups (``--only engine,catchup,rooms,memory,client,cli,micro``; all by default):
 
 * ``engine``: the engine scenarios (:mod:`bench.engine_bench`) on our engine in memory, on a
   keystore (WAL; for encrypt and decrypt also with every commit fsync'ed), python-omemo's
@@ -12,6 +12,8 @@ Groups (``--only engine,catchup,rooms,memory,client,micro``; all by default):
   memory and on the keystore, against python-omemo and the floor (:mod:`bench.rooms_bench`).
 * ``memory``: 10,000 sessions stored (:mod:`bench.memory_bench`).
 * ``client``: our client and slixmpp-omemo through a private Prosody (:mod:`bench.client_bench`).
+* ``cli``: ``e2ee send`` and ``e2ee recv --count 1`` as processes through a private Prosody, broken
+  down, against a minimal slixmpp-omemo script (:mod:`bench.cli_bench`).
 * ``micro``: ratchet micro-benchmarks (:mod:`bench.micro`).
 
 Every figure is the median over rounds of the per-round mean of one operation (see each module
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +51,7 @@ from .report import (
 )
 from .timing import Sample
 
-GROUPS = ("engine", "catchup", "rooms", "memory", "client", "micro")
+GROUPS = ("engine", "catchup", "rooms", "memory", "client", "cli", "micro")
 
 #: scenario: (ops per round, ops per round in quick mode)
 ENGINE_OPS: dict[str, tuple[int, int]] = {
@@ -464,6 +467,52 @@ def run_client(results: Results, rounds: int, quick: bool) -> None:
         )
 
 
+def run_cli(results: Results, rounds: int, quick: bool) -> None:
+    from tests.xmpp_server import available
+
+    from . import cli_bench
+
+    if not available():
+        results.notes.append("cli: Prosody is not installed (scripts/test.sh installs it): not measured")
+        _log("cli: Prosody missing, skipped")
+        return
+    res = cli_bench.run(2 if quick else rounds, progress=_log)
+    for command, unit in (
+        ("send", "e2ee send JID TEXT, start to exit"),
+        ("recv", "e2ee recv --count 1, start to exit"),
+    ):
+        ours, peer = res.wall[(command, "ours")], res.wall[(command, "peer")]
+        phases = res.phases[(command, "ours")]
+        extra: dict[str, float | int | str] = {
+            f"ours {p} ms": round(statistics.median(v), 1) for p, v in phases.items()
+        }
+        extra.update({f"peer {p} ms": round(statistics.median(v), 1) for p, v in res.phases[(command, "peer")].items()})
+        extra["ours round trips"] = sum(int(statistics.median(v)) for v in res.waits[(command, "ours")].values())
+        extra["peer round trips"] = sum(int(statistics.median(v)) for v in res.waits[(command, "peer")].values())
+        results.add(
+            Row(
+                f"cli_{command}",
+                CLI_GROUP,
+                unit,
+                ours,
+                peer,
+                peer_name=PEER_SCRIPT,
+                target=[no_slower()],
+                extra=extra,
+                note=CLI_NOTE if command == "send" else "",
+            )
+        )
+    results.sections.append(
+        "## What a person waits for: `e2ee send` and `e2ee recv --count 1`, broken down\n\n"
+        "Median ms per phase over the rounds (RT: round trips waited for in the phase; IQs sent"
+        " together count once). Phases: `bench/cli_bench.py`. The IQs of the last round, in order,"
+        " are listed below the table; the avoidable ones are discussed in `bench/PROFILE.md`.\n\n"
+        + "\n".join(cli_bench.phase_table(res))
+        + "\n\n"
+        + "\n".join(cli_bench.iq_list(res))
+    )
+
+
 def run_micro(results: Results, quick: bool) -> None:
     _choose_floor(results, quick)
     assert PRIMS is not None
@@ -487,8 +536,10 @@ CATCHUP_GROUP = "Archive catch-up from 20 contacts' devices"
 ROOMS_GROUP = "Group scale: one message to a room, against python-omemo for the same devices"
 MEMORY_GROUP = "Memory and laziness with many sessions stored"
 CLIENT_GROUP = "Client through Prosody on 127.0.0.1, against slixmpp-omemo"
+CLI_GROUP = "The command line through Prosody on 127.0.0.1, against a minimal slixmpp-omemo script"
 MICRO_GROUP = "Ratchet micro-benchmarks"
 PEER_OMEMO = "python-omemo 2.1.0 SessionManager (twomemo), in-memory storage, same process"
+PEER_SCRIPT = "bench/cli_peer.py: slixmpp-omemo 2.2.0 + python-omemo 2.1.0 (twomemo), JSON-file storage, own process"
 PEER_SLIXMPP = "slixmpp-omemo 2.2.0 + python-omemo 2.1.0 (twomemo), in-memory storage, same process and server"
 FLOOR_TEXT = "the primitives the same work needs (HMAC/HKDF/AES/X25519/Ed25519), no parsing, no storage"
 FLOOR_PRIMITIVES = FLOOR_TEXT
@@ -504,6 +555,11 @@ KEYSTORE_GAP = (
     " more than the pure-Python peer. What was cut and what was not, with before/after: bench/PROFILE.md."
 )
 
+CLI_NOTE = (
+    "each run is a new process, timed by the parent from its start to its exit; ours opens its keystore"
+    " with the floor Argon2id parameters (E2EE_KDF=floor), the peer reads a JSON file without passphrase;"
+    " the phases of each are in the section above the tables"
+)
 CLIENT_NOTE = (
     "{steady} messages per side per round; the 99th percentile of a round is about its second-slowest"
     " message. Ours keeps its state in keystores (WAL), the peer in memory."
@@ -566,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         "rooms": lambda: run_rooms(results, rounds, args.quick),
         "memory": lambda: run_memory(results, rounds, args.quick),
         "client": lambda: run_client(results, rounds, args.quick),
+        "cli": lambda: run_cli(results, rounds, args.quick),
         "micro": lambda: run_micro(results, args.quick),
     }
     for group in GROUPS:

@@ -2,8 +2,8 @@
 is a smoke check of the benchmark harness, not a measurement).
 
 The cheap groups (catch-up, memory, micro) run in the default test run (a few seconds); the
-engine and rooms groups (python-omemo's side alone takes ~10 s even in quick mode) and the client group
-(a private Prosody) are marked slow."""
+engine and rooms groups (python-omemo's side alone takes ~10 s even in quick mode) and the client and
+cli groups (a private Prosody) are marked slow."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_quick_bench_of_the_cheap_groups_writes_json_and_markdown(tmp_path: Path
 
 @pytest.mark.slow
 def test_quick_bench_of_engine_and_client_writes_json_and_markdown(tmp_path: Path) -> None:
-    rows = _run(tmp_path, "engine,rooms,client")
+    rows = _run(tmp_path, "engine,rooms,client,cli")
     for name in (
         "encrypt",
         "encrypt[keystore]",
@@ -70,5 +70,7 @@ def test_quick_bench_of_engine_and_client_writes_json_and_markdown(tmp_path: Pat
     for name in ("encrypt", "decrypt", "fanout_100"):
         assert {"ours_over_floor", "old_floor_us"} <= set(rows[name]), rows[name]
         assert len(rows[name]["targets"]) == 2, rows[name]  # type: ignore[arg-type]
+    for name in ("cli_send", "cli_recv"):
+        assert {"ours_us", "peer_us", "target", "met", "extra"} <= set(rows[name]), rows[name]
     for name in ("client_connect", "client_first_message", "client_latency_median", "client_latency_p99"):
         assert {"ours_us", "peer_us", "target", "met"} <= set(rows[name]), rows[name]
