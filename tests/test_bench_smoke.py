@@ -28,6 +28,9 @@ def _run(out: Path, groups: str) -> dict[str, dict[str, object]]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert data["quick"] is True and data["rounds"] == 1
+    assert {"start", "end", "groups"} <= set(data["load_average"]) and data["targets"]["total"] >= 0
+    bindings = data["floor_bindings"]  # every run measures the primitives' call paths first
+    assert bindings["hkdf"]["chosen"] in bindings["hkdf"]["us_per_call"], bindings["hkdf"]
     scenarios: dict[str, dict[str, object]] = data["scenarios"]
     md = (out / "RESULTS.md").read_text(encoding="utf-8")
     assert "QUICK MODE" in md and "python -m bench" in md
