@@ -114,6 +114,11 @@ def _fmt(s: Sample | None) -> str:
     )
 
 
+def _old_over_new(row: Row) -> float:
+    assert row.old_floor is not None and row.floor is not None
+    return paired(row.old_floor, row.floor).median
+
+
 def _rotated(items: list[str], r: int) -> list[str]:
     """The order of round ``r``: rotated, so that no side is always measured first."""
     k = r % len(items)
@@ -218,9 +223,11 @@ def run_engine(results: Results, rounds: int, quick: bool) -> None:
             )
         keystore_bench.cleanup()
     results.notes.append(
-        "floors, old (issue 7: the engine's wrappers) → new (fastest call paths), medians of this run: "
+        "floors, old (issue 7: the engine's wrappers) → new (fastest call paths), medians of this run, and the"
+        " paired median of old/new (both floors run in every round): "
         + ", ".join(
             f"{name} {_fmt(results[name].old_floor)} → {_fmt(results[name].floor)}"
+            f" ({_old_over_new(results[name]):.2f}×)"
             for name in ENGINE_OPS
             if name in results
         )
@@ -547,12 +554,12 @@ FLOOR_PRIMITIVES = FLOOR_TEXT
 PRIMS: floor_mod.Prims | None = None
 
 KEYSTORE_GAP = (
-    "Cause: 4x the peer leaves ~100 µs per operation; the same operation in memory takes ~60-75 µs of it,"
-    " and a durable commit through SQLite costs ~35-50 µs on top: BEGIN, the record, the generation row"
-    " (rollback detection) and COMMIT with two WAL frames (~20 µs), a checkpoint every 256 pages amortised"
-    " (~5 µs; its interval bounds how long replaced records stay at rest, K6), the record's seal and the"
-    " generation MACs (~7 µs). The margin depends on the machine's load: syscall-bound commits slow down"
-    " more than the pure-Python peer. What was cut and what was not, with before/after: bench/PROFILE.md."
+    "Cause: 5x the peer leaves about 80 µs per operation on a quiet machine; the same operation in memory"
+    " takes ~50-60 µs of it, and a durable commit costs ~30-40 µs on top: four SQLite statements (BEGIN, the"
+    " record, the generation row for rollback detection, COMMIT of two WAL frames, ~20 µs together), the"
+    " checkpoint every 256 WAL frames amortised (~5 µs), the record's seal and the generation MACs (~5 µs)."
+    " Syscall-bound commits also slow down more under load than the pure-Python peer. What was cut and"
+    " what is left, and where (outside the keystore) the in-memory time goes: bench/PROFILE.md."
 )
 
 CLI_NOTE = (
