@@ -7,28 +7,21 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from types import ModuleType
 from typing import TypeVar
 
 from . import jsonrec
+from .backend import OPEN_ACCESS, OmemoBackend
 from .devices import DeviceRegistry
 from .errors import (
     CorruptState,
     UsageError,
 )
-from .flavour import Flavour
 from .jid import bare_jid_key
-from .legacy import payload as legacy_payload
-from .legacy import wire as legacy_wire
-from .legacy import xml as legacy_xml
 from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS, STALE_SESSION_AGE
-from .model import DeviceEntry, DeviceList, EncryptedElement, KeyElement
-from .nodes import DEVICE_LIST_NODES, LIST_ITEM_ID, bundle_node, bundle_publish_item
-from .omemo2 import payload as omemo2_payload
-from .omemo2 import wire as omemo2_wire
-from .omemo2 import xml as omemo2_xml
+from .model import DeviceList, EncryptedElement
+from .nodes import LIST_ITEM_ID
 from .own import OwnDevice
-from .primitives import ed25519_sign
+from .registry import BACKENDS, NAMESPACES, backend
 from .results import (
     Effect,
     Publish,
@@ -46,24 +39,7 @@ __all__ = ["EngineCore", "NAMESPACES", "parse_device_list"]
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
-class _Backend:
-    flavour: Flavour
-    xml: ModuleType
-    namespace: str
-    device_list_node: str
-
-
-_OMEMO2 = _Backend(omemo2_wire.OMEMO2, omemo2_xml, omemo2_wire.NAMESPACE, DEVICE_LIST_NODES[omemo2_wire.NAMESPACE])
-_LEGACY = _Backend(legacy_wire.LEGACY, legacy_xml, legacy_wire.NAMESPACE, DEVICE_LIST_NODES[legacy_wire.NAMESPACE])
-_BY_NAME = {"omemo2": _OMEMO2, "legacy": _LEGACY}
-_BY_NS = {_OMEMO2.namespace: _OMEMO2, _LEGACY.namespace: _LEGACY}
-
-#: The namespaces the engine speaks, preferred first.
-NAMESPACES: tuple[str, ...] = (_OMEMO2.namespace, _LEGACY.namespace)
-
-_OPEN = ("pubsub#access_model", "open")
-_BODY = "{jabber:client}body"
+_OPEN = OPEN_ACCESS
 
 
 def _bare(jid: str) -> str:
@@ -77,15 +53,7 @@ def parse_device_list(namespace: str, element: ET.Element) -> DeviceList:
     """A device-list item payload of either namespace (for :meth:`Engine.create`); raises
     :class:`~e2ee.errors.MalformedMessage`."""
     check_element(element, MAX_XML_DEPTH, MAX_XML_ELEMENTS)
-    result: DeviceList = _backend(namespace).xml.parse_device_list(element)
-    return result
-
-
-def _backend(namespace: str) -> _Backend:
-    b = _BY_NS.get(namespace)
-    if b is None:
-        raise UsageError(f"unknown namespace {namespace!r}")
-    return b
+    return backend(namespace).parse_device_list(element)
 
 
 @dataclass(slots=True)
@@ -97,7 +65,7 @@ class _CatchUp:
     pending: list[tuple[str, str, int]]
 
 
-_Plan = tuple[str, int, _Backend, SessionSet, PeerBundle | None, bytes]
+_Plan = tuple[str, int, OmemoBackend, SessionSet, PeerBundle | None, bytes]
 
 
 class EngineCore:
@@ -169,48 +137,37 @@ class EngineCore:
     def _now(self) -> datetime:
         return self._clock()
 
-    def _device_list_effect(self, backend: _Backend) -> Publish:
+    def _device_list_effect(self, backend: OmemoBackend) -> Publish:
         own = self._own
         current = self._devices.lists(own.jid).get(backend.flavour.name)
         others = [d for d in current.devices if d.device_id != own.device_id] if current else []
-        label, sig = own.label, None
-        if label is not None and backend is _OMEMO2:
-            sig = ed25519_sign(own.identity.seed, label.encode(), own.identity.ed25519_public)
-        if backend is _LEGACY:
-            label = None
-        entries = tuple(others) + (DeviceEntry(own.device_id, label, sig),)
+        entries = (*others, backend.own_entry(own.identity, own.device_id, own.label))
         dl = DeviceList(backend.flavour.name, entries)
         self._devices.set_list(own.jid, dl)
-        return Publish(backend.device_list_node, LIST_ITEM_ID, backend.xml.build_device_list(dl), (_OPEN,))
+        return Publish(backend.device_list_node, LIST_ITEM_ID, backend.build_device_list(dl), (_OPEN,))
 
     def _bundle_effects(self) -> list[Effect]:
         own = self._own
-        o2_bundle, legacy_bundle = own.bundles((_OMEMO2.flavour, _LEGACY.flavour))
-        o2 = omemo2_xml.build_bundle(o2_bundle)
-        lg = legacy_xml.build_bundle(legacy_bundle)
-        o2_ns, lg_ns, dev = _OMEMO2.namespace, _LEGACY.namespace, own.device_id
+        dev = own.device_id
+        bundles = own.bundles(tuple(b.flavour for b in BACKENDS))
         return [
-            Publish(bundle_node(o2_ns, dev), bundle_publish_item(o2_ns, dev), o2, (("pubsub#max_items", "max"), _OPEN)),
-            Publish(bundle_node(lg_ns, dev), bundle_publish_item(lg_ns, dev), lg, (_OPEN,)),
+            Publish(b.bundle_node(dev), b.bundle_publish_item(dev), b.build_bundle(bundle), b.bundle_publish_options)
+            for b, bundle in zip(BACKENDS, bundles, strict=True)
         ]
 
     def _stale(self, entry: Entry, now: float) -> bool:
         s = entry.session
         return s.initiator and not s.confirmed and now - entry.created > STALE_SESSION_AGE.total_seconds()
 
-    def _empty(self, backend: _Backend, jid: str, dev: int, sset: SessionSet, reason: str) -> SendMessage:
+    def _empty(self, backend: OmemoBackend, jid: str, dev: int, sset: SessionSet, reason: str) -> SendMessage:
         """Encrypt an empty message on the current session (which is saved)."""
         entry = sset.entries[0]
-        iv = None
-        if backend is _OMEMO2:
-            km = omemo2_payload.EMPTY_KEY_MATERIAL
-        else:
-            iv, km = legacy_payload.key_transport(self._rng)
+        km, iv = backend.empty_key_material(self._rng)
         data, kex = entry.session.encrypt(km)
         self._sessions.save(sset)
-        key = KeyElement(dev, data, kex, jid if backend is _OMEMO2 else None)
+        key = backend.key_element(dev, data, kex, jid)
         enc = EncryptedElement(backend.flavour.name, self._own.device_id, (key,), None, iv)
-        return SendMessage(jid, dev, backend.namespace, backend.xml.build_encrypted(enc), reason)
+        return SendMessage(jid, dev, backend.namespace, backend.build_encrypted(enc), reason)
 
     def _state(self) -> _CatchUp:
         raw = self.storage.get("own", "state")

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .core import _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, _backend, _bare, _CatchUp, parse_device_list
+from . import registry
+from .core import _bare, _CatchUp, parse_device_list
 from .devices import DeviceRegistry
 from .errors import E2EEError, PeerError
 from .fallback import Fallback
@@ -26,6 +27,7 @@ from .model import DeviceList
 from .openpgp.crypto import OpenPgpCrypto
 from .own import OwnDevice
 from .primitives import ed25519_verify, x25519_public_to_ed25519
+from .registry import BACKENDS, NAMESPACES, by_flavour
 from .results import (
     Effect,
 )
@@ -128,7 +130,7 @@ class Engine(Fallback):
         def op() -> list[Effect]:
             self._own.rotate_signed_prekey(self._now())
             self._own.refill_prekeys()
-            return [self._device_list_effect(_OMEMO2), self._device_list_effect(_LEGACY), *self._bundle_effects()]
+            return [*(self._device_list_effect(b) for b in BACKENDS), *self._bundle_effects()]
 
         return self._run(op)
 
@@ -151,18 +153,18 @@ class Engine(Fallback):
         from (the embedder must take it from the stanza's ``from``; no ``from`` means our own
         account).  ``element`` is the item's payload, or None when the node or item does not
         exist.  Returns a republication when our own list lacks this device."""
-        backend = _backend(namespace)
+        be = registry.backend(namespace)
         jid = _bare(jid)
         if element is None:
-            dl = DeviceList(backend.flavour.name, ())
+            dl = DeviceList(be.flavour.name, ())
         else:
             check_element(element, MAX_XML_DEPTH, MAX_XML_ELEMENTS)
-            dl = backend.xml.parse_device_list(element)
+            dl = be.parse_device_list(element)
 
         def op() -> list[Effect]:
             self._devices.set_list(jid, dl)
             if jid == self._own.jid and self._own.device_id not in dl.ids:
-                return [self._device_list_effect(backend)]
+                return [self._device_list_effect(be)]
             return []
 
         return self._run(op)
@@ -172,12 +174,12 @@ class Engine(Fallback):
         for the next :meth:`encrypt`.  Raises :class:`~e2ee.errors.InvalidBundle`,
         :class:`~e2ee.errors.InvalidKey` or :class:`~e2ee.errors.InvalidSignature`; nothing is
         stored then."""
-        backend = _backend(namespace)
+        be = registry.backend(namespace)
         jid = _bare(jid)
-        flavour = backend.flavour
+        flavour = be.flavour
         where = (jid, device_id, namespace)
         try:
-            bundle = backend.xml.parse_bundle(element)
+            bundle = be.parse_bundle(element)
             ik = flavour.identity_to_x25519(bundle.ik)  # a bad key is InvalidKey, whatever the signature
             spk = flavour.decode_public(bundle.spk)
             for pk in bundle.prekeys.values():
@@ -219,10 +221,10 @@ class Engine(Fallback):
             self._own.delete_used_prekeys()
             effects: list[Effect] = []
             for fname, jid, dev in dict.fromkeys(state.pending):
-                backend = _BY_NAME[fname]
+                be = by_flavour(fname)
                 sset = self._sessions.load(session_key(fname, jid, dev))
                 if sset.entries and sset.entries[0].session.ratchet.can_send:
-                    effects.append(self._empty(backend, jid, dev, sset, "catch-up-end"))
+                    effects.append(self._empty(be, jid, dev, sset, "catch-up-end"))
             self._put_state(_CatchUp(False, []))
             return effects
 
@@ -343,28 +345,38 @@ class Engine(Fallback):
         levels = self.trust.levels(jid)
         ids: dict[int, list[str]] = {d: [] for d in iks}
         labels: dict[int, tuple[str, bytes]] = {}
-        for fname in ("omemo2", "legacy"):
-            dl = lists.get(fname)
+        for b in BACKENDS:
+            dl = lists.get(b.flavour.name)
             for d in dl.devices if dl else ():
-                ids.setdefault(d.device_id, []).append(_BY_NAME[fname].namespace)
+                ids.setdefault(d.device_id, []).append(b.namespace)
                 if d.label is not None and d.label_signature is not None:
                     labels[d.device_id] = (d.label, d.label_signature)
         out = []
         for dev, nss in sorted(ids.items()):
             ik = iks.get(dev)
             if ik is None:
-                for fname in ("omemo2", "legacy"):
-                    stored = self._devices.bundle(fname, jid, dev)
+                for b in BACKENDS:
+                    stored = self._devices.bundle(b.flavour.name, jid, dev)
                     if stored is not None:
-                        ik = _BY_NAME[fname].flavour.identity_to_x25519(stored.bundle.ik)
+                        ik = b.flavour.identity_to_x25519(stored.bundle.ik)
                         break
             label = None
             if dev in labels and ik is not None:  # the key this row shows and rates
                 label = _verified_label(labels[dev], ik)
-            o2 = self._devices.bundle("omemo2", jid, dev) if ik is not None else None
-            ed = o2.bundle.ik if o2 is not None and _OMEMO2.flavour.identity_to_x25519(o2.bundle.ik) == ik else None
+            ed = None if ik is None else self._ed25519_form(jid, dev, ik)
             out.append(DeviceInfo(dev, tuple(nss), ik, levels.get(ik) if ik else None, label, ed))
         return out
+
+    def _ed25519_form(self, jid: str, dev: int, ik: bytes) -> bytes | None:
+        """The exact Ed25519 form of ``ik`` as a stored bundle of the device shows it."""
+        for b in BACKENDS:
+            stored = self._devices.bundle(b.flavour.name, jid, dev)
+            if stored is None:
+                continue
+            ed = b.identity_ed25519(stored.bundle)
+            if ed is not None and b.flavour.identity_to_x25519(stored.bundle.ik) == ik:
+                return ed
+        return None
 
 
 def _verified_label(label: tuple[str, bytes], bound_ik: bytes) -> str | None:

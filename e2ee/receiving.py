@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from functools import partial
 
-from .core import _BODY, _BY_NS, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bare
+from .backend import Affixes, OmemoBackend
+from .core import EngineCore, _bare
 from .errors import (
     DecryptionFailed,
     DuplicateMessage,
@@ -19,11 +20,9 @@ from .errors import (
 )
 from .flavour import Flavour
 from .jid import bare_jid_key
-from .legacy import payload as legacy_payload
 from .limits import HEARTBEAT_THRESHOLD, MAX_XML_DEPTH, MAX_XML_ELEMENTS
 from .model import EncryptedElement, KeyElement
-from .omemo2 import envelope as sce
-from .omemo2 import payload as omemo2_payload
+from .registry import NAMESPACES, find
 from .results import (
     Decrypted,
     DecryptResult,
@@ -69,11 +68,11 @@ class Receiving(EngineCore):
         (the ``<time>`` affix is compared with it).  Returns a result value; raises a
         :class:`~e2ee.errors.PeerError` for forged, garbled or refused input, with the stored
         state unchanged."""
-        backend = _BY_NS.get(element.tag[1:].partition("}")[0] if isinstance(element.tag, str) else "")
+        backend = find(element.tag[1:].partition("}")[0] if isinstance(element.tag, str) else "")
         if backend is None:
             raise MalformedMessage(f"not an OMEMO element: {element.tag!r}")
         check_element(element, MAX_XML_DEPTH, MAX_XML_ELEMENTS)
-        enc: EncryptedElement = backend.xml.parse_encrypted(element)
+        enc = backend.parse_encrypted(element)
         sender = _bare(sender)
         own = self._own
         ns = backend.namespace
@@ -100,7 +99,7 @@ class Receiving(EngineCore):
 
     def _decrypt_key(
         self,
-        backend: _Backend,
+        backend: OmemoBackend,
         enc: EncryptedElement,
         key: KeyElement,
         sender: str,
@@ -145,7 +144,7 @@ class Receiving(EngineCore):
                     lambda pk_id: own.prekey_for_exchange(pk_id, ek),
                     self._rng,
                 )
-                if backend is _LEGACY and level is not TrustLevel.VERIFIED:  # (after the prekey checks)
+                if not backend.authenticates_sender and level is not TrustLevel.VERIFIED:  # (after the prekey checks)
                     self._refuse_shared_key(sender, ik)
                 entry = self._sessions.new_entry(session, now.timestamp())
                 sset.entries.insert(0, entry)
@@ -174,8 +173,7 @@ class Receiving(EngineCore):
         # the payload: nothing is stored unless it decrypts too
         result: DecryptResult
         if enc.payload is None:
-            if backend is _OMEMO2 and len(km) != 32:
-                raise MalformedMessage("an empty OMEMO 2 message carries 32 bytes of key material")
+            backend.check_empty_key_material(km)
             result = EmptyMessage(sender, dev, ns)
         else:
             result = self._open_payload(backend, enc, km, sender, dev, level, ik, to, timestamp or now, require_to)
@@ -255,7 +253,7 @@ class Receiving(EngineCore):
 
     def _open_payload(
         self,
-        backend: _Backend,
+        backend: OmemoBackend,
         enc: EncryptedElement,
         km: bytes,
         sender: str,
@@ -266,33 +264,20 @@ class Receiving(EngineCore):
         reference: datetime,
         require_to: bool,
     ) -> Decrypted:
-        assert enc.payload is not None
-        if backend is _OMEMO2:
-            plaintext = omemo2_payload.decrypt(enc.payload, km)
-            env = sce.parse(plaintext, sender, to, reference, require_to=require_to)
-            body = next((c.text or "" for c in env.content if c.tag == _BODY), None)
-            return Decrypted(
-                sender,
-                dev,
-                backend.namespace,
-                level,
-                ik,
-                body,
-                env.content,
-                env.time,
-                env.time_suspicious,
-                to=env.to_jid,
-            )
-        assert enc.iv is not None
-        if len(km) == legacy_payload.KEY_LENGTH and self.legacy_tag_in_payload:  # opt-in: tag in the payload
-            raw = legacy_payload.decrypt_tag_in_payload(enc.payload, enc.iv, km)
-        else:
-            raw = legacy_payload.decrypt(enc.payload, enc.iv, km)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MalformedMessage("legacy body is not UTF-8") from None
-        return Decrypted(sender, dev, backend.namespace, level, ik, text)
+        affixes = Affixes(sender, to, reference, require_to, self.legacy_tag_in_payload)
+        opened = backend.open(enc, km, affixes)
+        return Decrypted(
+            sender,
+            dev,
+            backend.namespace,
+            level,
+            ik,
+            opened.body,
+            opened.content,
+            opened.time,
+            opened.time_suspicious,
+            to=opened.to,
+        )
 
 
 def _with_effects(result: DecryptResult, effects: list[Effect]) -> DecryptResult:

@@ -6,16 +6,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
-from .core import _BODY, _BY_NAME, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _backend, _bare, _Plan
+from . import registry
+from .backend import OmemoBackend, Sealed
+from .core import EngineCore, _bare, _Plan
 from .errors import (
     InvalidKey,
     InvalidSignature,
     UsageError,
 )
-from .legacy import payload as legacy_payload
 from .model import Bundle, EncryptedElement, KeyElement
-from .omemo2 import envelope as sce
-from .omemo2 import payload as omemo2_payload
+from .registry import BACKENDS, NAMESPACES, by_flavour
 from .results import (
     DeviceOutcome,
     Effect,
@@ -97,7 +97,7 @@ class Sending(EngineCore):
             for dev, fname in sorted(active.items()):
                 if jid == own.jid and dev == own.device_id:
                     continue
-                backend = _BY_NAME[fname]
+                backend = by_flavour(fname)
                 ns = backend.namespace
                 sset = self._sessions.load(session_key(fname, jid, dev))
                 cur = sset.current
@@ -147,36 +147,24 @@ class Sending(EngineCore):
             outcomes += [DeviceOutcome(p[0], p[1], p[2].namespace, Outcome.NOT_SENT, p[5]) for p in plans]
             return EncryptResult({}, tuple(outcomes), tuple(effects), tuple(unreachable))
 
-        # payloads, one per namespace in use
-        key_material: dict[str, bytes] = {}
-        payloads: dict[str, tuple[bytes, bytes | None]] = {}
-        names = {p[2].flavour.name for p in plans}
-        if "omemo2" in names:
-            elems = list(content)
-            if body is not None:
-                b_elem = ET.Element(_BODY)
-                b_elem.text = body
-                elems.insert(0, b_elem)
-            env = sce.build(elems, own.jid, to, now, self._rng)
-            ct, km = omemo2_payload.encrypt(env, self._rng)
-            key_material["omemo2"], payloads["omemo2"] = km, (ct, None)
-        if "legacy" in names:
-            if body is None:
-                for p in [p for p in plans if p[2] is _LEGACY]:
-                    outcomes.append(
-                        DeviceOutcome(
-                            p[0], p[1], p[2].namespace, Outcome.FAILED, p[5], "legacy OMEMO carries only a body"
-                        )
-                    )
-                plans = [p for p in plans if p[2] is not _LEGACY]
-            else:
-                ct, iv, km = legacy_payload.encrypt(body.encode(), self._rng)
-                key_material["legacy"], payloads["legacy"] = km, (ct, iv)
+        # payloads, one per namespace in use (in the registry's order)
+        sealed: dict[str, Sealed] = {}
+        in_use = {p[2].namespace for p in plans}
+        for b in BACKENDS:
+            if b.namespace not in in_use:
+                continue
+            why = b.cannot_carry(body, content)
+            if why is None:
+                sealed[b.namespace] = b.seal(body, content, own.jid, to, now, self._rng)
+                continue
+            for p in [p for p in plans if p[2] is b]:
+                outcomes.append(DeviceOutcome(p[0], p[1], b.namespace, Outcome.FAILED, p[5], why))
+            plans = [p for p in plans if p[2] is not b]
 
-        keys: dict[str, list[KeyElement]] = {"omemo2": [], "legacy": []}
+        keys: dict[str, list[KeyElement]] = {b.namespace: [] for b in BACKENDS}
         for_others: set[str] = set()  # namespaces in which a recipient other than us has a key
         for jid, dev, backend, sset, peer_bundle, ik in plans:
-            fname = backend.flavour.name
+            ns = backend.namespace
             if peer_bundle is not None:
                 try:
                     self._start_session(backend, jid, dev, sset, peer_bundle, ik)
@@ -184,11 +172,11 @@ class Sending(EngineCore):
                     outcomes.append(DeviceOutcome(jid, dev, backend.namespace, Outcome.FAILED, ik, str(e)))
                     continue
             entry = sset.entries[0]
-            data, kex = entry.session.encrypt(key_material[fname])
+            data, kex = entry.session.encrypt(sealed[ns].key_material)
             self._sessions.save(sset)
-            keys[fname].append(KeyElement(dev, data, kex, jid if backend is _OMEMO2 else None))
+            keys[ns].append(backend.key_element(dev, data, kex, jid))
             if jid != own.jid:
-                for_others.add(fname)
+                for_others.add(ns)
             outcomes.append(DeviceOutcome(jid, dev, backend.namespace, Outcome.ENCRYPTED, ik))
 
         # one stanza to the addressee with every namespace a recipient reads; what only our own
@@ -196,13 +184,13 @@ class Sending(EngineCore):
         # an element it cannot read as the fallback text); a note to ourselves carries it all
         elements: dict[str, ET.Element] = {}
         own_copy: dict[str, ET.Element] = {}
-        for fname, ks in keys.items():
+        for b in BACKENDS:
+            ks = keys[b.namespace]
             if ks:
-                backend = _BY_NAME[fname]
-                ct, payload_iv = payloads[fname]
-                enc = EncryptedElement(fname, own.device_id, tuple(ks), ct, payload_iv)
-                target = elements if fname in for_others or to == own.jid else own_copy
-                target[backend.namespace] = backend.xml.build_encrypted(enc)
+                s = sealed[b.namespace]
+                enc = EncryptedElement(b.flavour.name, own.device_id, tuple(ks), s.ciphertext, s.iv)
+                target = elements if b.namespace in for_others or to == own.jid else own_copy
+                target[b.namespace] = b.build_encrypted(enc)
         return EncryptResult(elements, tuple(outcomes), tuple(effects), (), own_copy)
 
     def _pick_prekey(self, bundle: Bundle) -> PeerBundle:
@@ -220,7 +208,7 @@ class Sending(EngineCore):
         return PeerBundle(b.ik, b.spk_id, b.spk, b.spk_signature, pk_id, b.prekeys[pk_id])
 
     def _start_session(
-        self, backend: _Backend, jid: str, device_id: int, sset: SessionSet, peer_bundle: PeerBundle, ik: bytes
+        self, backend: OmemoBackend, jid: str, device_id: int, sset: SessionSet, peer_bundle: PeerBundle, ik: bytes
     ) -> None:
         """Active X3DH with a bundle whose signature was verified on arrival; the new session
         becomes current and the device is bound to the identity key it showed."""
@@ -231,21 +219,21 @@ class Sending(EngineCore):
     def empty_message(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
         """An empty message to one device (no trust needed), building a session from its stored
         bundle when there is none: completes a manual session replacement."""
-        backend = _backend(namespace)
+        be = registry.backend(namespace)
         jid = _bare(jid)
 
         def op() -> list[Effect]:
-            sset = self._sessions.load(session_key(backend.flavour.name, jid, device_id))
+            sset = self._sessions.load(session_key(be.flavour.name, jid, device_id))
             cur = sset.current
             if cur is not None and cur.quarantined:
                 raise UsageError(_QUARANTINED)
             if cur is None or not cur.session.ratchet.can_send:
-                stored = self._devices.bundle(backend.flavour.name, jid, device_id)
+                stored = self._devices.bundle(be.flavour.name, jid, device_id)
                 if stored is None:
                     return [FetchBundle(jid, device_id, namespace)]
-                ik = backend.flavour.identity_to_x25519(stored.bundle.ik)
-                self._start_session(backend, jid, device_id, sset, self._pick_prekey(stored.bundle), ik)
-            return [self._empty(backend, jid, device_id, sset, "session-replacement")]
+                ik = be.flavour.identity_to_x25519(stored.bundle.ik)
+                self._start_session(be, jid, device_id, sset, self._pick_prekey(stored.bundle), ik)
+            return [self._empty(be, jid, device_id, sset, "session-replacement")]
 
         return self._run(op)
 
@@ -253,11 +241,11 @@ class Sending(EngineCore):
         """Manual session replacement (XEP-0384 business rule): forget the current session with
         that device and its stored bundle; returns the bundle fetch.  Once the bundle is in,
         :meth:`empty_message` (or the next :meth:`encrypt`) starts a fresh session."""
-        backend = _backend(namespace)
+        be = registry.backend(namespace)
         jid = _bare(jid)
 
         def op() -> list[Effect]:
-            key = session_key(backend.flavour.name, jid, device_id)
+            key = session_key(be.flavour.name, jid, device_id)
             sset = self._sessions.load(key)
             if sset.entries:
                 for entry in sset.entries:

@@ -30,7 +30,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import jsonrec
-from ..core import _BODY, _OPEN, _bare
+from ..backend import BODY_TAG as _BODY
+from ..backend import OPEN_ACCESS as _OPEN
+from ..core import _bare
 from ..errors import (
     AffixMismatch,
     CorruptState,

@@ -33,7 +33,6 @@ from typing import Any
 
 import pytest
 
-from e2ee.core import _BY_NS
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
 from e2ee.errors import (
     E2EEError,
@@ -42,10 +41,11 @@ from e2ee.flavour import Flavour
 from e2ee.keystore import KdfParams, Keystore
 from e2ee.legacy import xml as legacy_xml
 from e2ee.legacy.wire import LEGACY as LEGACY_FLAVOUR
-from e2ee.model import DeviceEntry, DeviceList, EncryptedElement, KeyElement
+from e2ee.model import DeviceEntry, DeviceList, EncryptedElement
 from e2ee.omemo2 import xml as omemo2_xml
 from e2ee.omemo2.wire import OMEMO2 as OMEMO2_FLAVOUR
 from e2ee.primitives import hkdf_sha256, x25519
+from e2ee.registry import backend as omemo_backend
 from e2ee.results import (
     Decrypted,
     EmptyMessage,
@@ -389,17 +389,17 @@ def forge_from_sender(
 ) -> ET.Element:
     """An ``<encrypted/>`` whose key for ``receiver`` is ``key_material`` under the sender's real
     ratchet (advanced and saved, as a send would), with the given payload and legacy iv."""
-    backend = _BY_NS[ns]
+    backend = omemo_backend(ns)
     fname = backend.flavour.name
     with sender.storage.transaction():
         sset = sender._sessions.load(session_key(fname, receiver.jid, receiver.device_id))
         data, kex = sset.entries[0].session.encrypt(key_material)
         sender._sessions.save(sset)
-    key = KeyElement(receiver.device_id, data, kex, receiver.jid if ns == O2 else None)
+    key = backend.key_element(receiver.device_id, data, kex, receiver.jid)
     if ns == LEGACY and iv is None:
         iv = bytes(12)
     enc = EncryptedElement(fname, sender.device_id, (key,), payload, iv)
-    return backend.xml.build_encrypted(enc)
+    return backend.build_encrypted(enc)
 
 
 def omemo2_keys(key: bytes) -> tuple[bytes, bytes, bytes]:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import pytest
 
-from e2ee.core import _BY_NS
 from e2ee.engine import Engine
 from e2ee.errors import (
     InvalidBundle,
@@ -20,6 +19,7 @@ from e2ee.errors import (
 from e2ee.limits import (
     PREKEY_COUNT,
 )
+from e2ee.registry import backend as omemo_backend
 from e2ee.results import (
     Decrypted,
     EmptyMessage,
@@ -214,7 +214,7 @@ def test_X7_prekey_collision_fails_deterministically_and_bundles_are_replenished
         for n in NS_BOTH:
             elem = net.pep.bundle(BOB, n, rid)
             assert elem is not None
-            out[n] = set(_BY_NS[n].xml.parse_bundle(elem).prekeys)
+            out[n] = set(omemo_backend(n).parse_bundle(elem).prekeys)
         return out
 
     recv_body(net, b, ka, ALICE, "alice")
