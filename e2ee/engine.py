@@ -7,73 +7,43 @@ transaction and persists the advanced ratchets before it returns a ciphertext; a
 that fails leaves the stored bytes unchanged.
 
 One identity key and one device id serve both namespaces.  Each recipient device gets OMEMO 2
-when it is on the account's OMEMO 2 device list, else legacy OMEMO.
+when it is on the account's OMEMO 2 device list, else legacy OMEMO.  :class:`Engine` is a
+facade: its parts (:mod:`e2ee.pep`, :mod:`e2ee.sending`, :mod:`e2ee.receiving`,
+:mod:`e2ee.fallback`, :mod:`e2ee.keys`, :mod:`e2ee.catchup`, the OpenPGP backend) share one
+:class:`~e2ee.context.Context`.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from datetime import datetime
 
-from . import registry
-from .core import _bare, _CatchUp, parse_device_list
+from . import catchup
+from .context import Context, bare
 from .devices import DeviceRegistry
-from .errors import E2EEError, PeerError
-from .fallback import Fallback
-from .limits import MAX_XML_DEPTH, MAX_XML_ELEMENTS
+from .errors import UsageError
+from .fallback import SendPolicy, SendResult
+from .keys import DeviceInfo, KeyDecision, Keys
 from .model import DeviceList
+from .openpgp.backend import OpenPgp
 from .openpgp.crypto import OpenPgpCrypto
+from .openpgp.xml import NS as OX_NS
 from .own import OwnDevice
-from .primitives import ed25519_verify, x25519_public_to_ed25519
-from .registry import BACKENDS, NAMESPACES, by_flavour
-from .results import (
-    Effect,
-)
+from .pep import Pep, parse_device_list
+from .receiving import OmemoReceiver
+from .registry import NAMESPACES
+from .results import DecryptResult, Effect, EncryptResult
 from .rng import Clock, Random, system_clock, system_random
-from .sessions import session_key
+from .sending import OmemoSender
 from .storage import Storage
-from .trust import TrustLevel, TrustPolicy
-from .verification import identity_candidates, make_uri, parse_uri
-from .xmlsafe import check_element
+from .trust import TrustLevel, TrustPolicy, TrustStore
 
 __all__ = ["Engine", "NAMESPACES", "DeviceInfo", "KeyDecision", "parse_device_list"]
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """What we know about one device of an account."""
-
-    device_id: int
-    namespaces: tuple[str, ...]  #: lists it is on (empty: inactive)
-    identity_key: bytes | None
-    trust: TrustLevel | None
-    label: str | None  #: OMEMO 2 label, only when its signature verified
-    #: the identity key's exact Ed25519 form (from its OMEMO 2 bundle), what OMEMO 2 clients show
-    ed25519_key: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyDecision:
-    """What one fingerprint a person gave (a verification URI entry, ``e2ee trust``) applied to.
-    The value may be either form of a key (X25519 or Ed25519); it is compared canonically."""
-
-    device_id: int | None  #: the device id given with it (URI), or None
-    given: bytes  #: the 32 bytes as given
-    level: TrustLevel
-    identity_key: bytes | None  #: the known key (X25519 form) it matched; None: no known key
-    devices: tuple[int, ...] = ()  #: known devices of the account with that key
-    #: when it matched no known key: what was recorded (X25519 form, each reading of the value);
-    #: it applies when a device with one of these keys appears
-    remembered: tuple[bytes, ...] = ()
-
-    @property
-    def matched(self) -> bool:
-        return self.identity_key is not None
-
-
-class Engine(Fallback):
+class Engine:
     """One device of one account.  Build it with :meth:`create` (new identity) or by passing a
     storage that already holds one.  ``openpgp``: an OpenPGP implementation
     (:class:`~e2ee.openpgp.crypto.OpenPgpCrypto`, e.g. ``e2ee.client.gpg.GnuPG``) enables the
@@ -91,8 +61,11 @@ class Engine(Fallback):
         openpgp: OpenPgpCrypto | None = None,
         legacy_tag_in_payload: bool = False,
     ) -> None:
-        super().__init__(storage, rng=rng, clock=clock, policy=policy, legacy_tag_in_payload=legacy_tag_in_payload)
-        self._init_openpgp(openpgp)
+        ctx = self._ctx = Context(storage, rng, clock, policy, legacy_tag_in_payload)
+        self._openpgp = None if openpgp is None else OpenPgp(ctx, openpgp)
+        self._pep, self._keys, self._receiver = Pep(ctx), Keys(ctx), OmemoReceiver(ctx)
+        self._sender = OmemoSender(ctx)
+        self._policy = SendPolicy(ctx, self._sender, self._openpgp)
 
     @classmethod
     def create(
@@ -111,7 +84,7 @@ class Engine(Fallback):
         """A new identity for ``jid``.  Pass our account's current device lists (fetch both
         namespaces first): the device id is chosen outside them, and they are kept so that
         :meth:`publish` adds us without dropping the other devices."""
-        jid = _bare(jid)
+        jid = bare(jid)
         lists = list(own_device_lists)
         taken = set().union(*(dl.ids for dl in lists)) if lists else set()
         with storage.transaction():
@@ -123,112 +96,102 @@ class Engine(Fallback):
             storage, rng=rng, clock=clock, policy=policy, openpgp=openpgp, legacy_tag_in_payload=legacy_tag_in_payload
         )
 
+    # ---- identity and parts --------------------------------------------------------------
+
+    @property
+    def context(self) -> Context:
+        """The state the engine's parts share (storage, sessions, devices, own keys): for tools
+        and tests that inspect it.  Changing it directly bypasses every check."""
+        return self._ctx
+
+    @property
+    def storage(self) -> Storage:
+        return self._ctx.storage
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._ctx.trust
+
+    @property
+    def jid(self) -> str:
+        return self._ctx.own.jid
+
+    @property
+    def device_id(self) -> int:
+        return self._ctx.own.device_id
+
+    @property
+    def identity_key(self) -> bytes:
+        """Our identity key in its X25519 form (what fingerprints show)."""
+        return self._ctx.own.identity.x25519_public
+
+    @property
+    def identity_key_ed25519(self) -> bytes:
+        """Our identity key in its Ed25519 form (what Converse.js and Kaidan show)."""
+        return self._ctx.own.identity.ed25519_public
+
+    @property
+    def identity_sign_bit_set(self) -> bool:
+        """Whether our identity's Ed25519 form has its sign bit set (identities made before
+        issue 20): XEdDSA-only verifiers such as Converse.js then reject our bundles, and only a
+        new identity -- a new device -- fixes it.  New identities never have it set."""
+        return self._ctx.own.identity.sign_bit_set
+
+    @property
+    def has_openpgp(self) -> bool:
+        """Whether an OpenPGP implementation was given (``Engine(..., openpgp=...)``)."""
+        return self._openpgp is not None
+
+    @property
+    def openpgp(self) -> OpenPgp:
+        """The OpenPGP for XMPP backend; :class:`~e2ee.errors.UsageError` without one."""
+        if self._openpgp is None:
+            raise UsageError("OpenPGP is not set up: create the engine with openpgp=<an OpenPgpCrypto>")
+        return self._openpgp
+
+    # ---- publishing and PEP input (e2ee.pep) ---------------------------------------------
+
     def publish(self) -> list[Effect]:
         """Everything to announce this device: both device lists (ours added to what the
         account lists) and both bundles.  Rotates the signed prekey first when it is due."""
-
-        def op() -> list[Effect]:
-            self._own.rotate_signed_prekey(self._now())
-            self._own.refill_prekeys()
-            return [*(self._device_list_effect(b) for b in BACKENDS), *self._bundle_effects()]
-
-        return self._run(op)
+        return self._pep.publish()
 
     def maintenance(self) -> list[Effect]:
         """Periodic upkeep (call e.g. daily and at connect): signed-prekey rotation, dropping a
         previous signed prekey whose grace period ended, prekey refill.  Returns the bundle
         publications needed, if any."""
-
-        def op() -> list[Effect]:
-            changed = self._own.rotate_signed_prekey(self._now())
-            changed = self._own.refill_prekeys() or changed
-            return self._bundle_effects() if changed else []
-
-        return self._run(op)
-
-    # ------------------------------------------------------------------ inputs from PEP
+        return self._pep.maintenance()
 
     def on_device_list(self, jid: str, namespace: str, element: ET.Element | None) -> list[Effect]:
         """A device list arrived (PEP push or fetch result) for the bare JID the event came
         from (the embedder must take it from the stanza's ``from``; no ``from`` means our own
         account).  ``element`` is the item's payload, or None when the node or item does not
         exist.  Returns a republication when our own list lacks this device."""
-        be = registry.backend(namespace)
-        jid = _bare(jid)
-        if element is None:
-            dl = DeviceList(be.flavour.name, ())
-        else:
-            check_element(element, MAX_XML_DEPTH, MAX_XML_ELEMENTS)
-            dl = be.parse_device_list(element)
-
-        def op() -> list[Effect]:
-            self._devices.set_list(jid, dl)
-            if jid == self._own.jid and self._own.device_id not in dl.ids:
-                return [self._device_list_effect(be)]
-            return []
-
-        return self._run(op)
+        return self._pep.on_device_list(jid, namespace, element)
 
     def on_bundle(self, jid: str, device_id: int, namespace: str, element: ET.Element) -> list[Effect]:
         """A bundle arrived.  It is checked (structure, keys, signed-prekey signature) and kept
-        for the next :meth:`encrypt`.  Raises :class:`~e2ee.errors.InvalidBundle`,
+        for the next send.  Raises :class:`~e2ee.errors.InvalidBundle`,
         :class:`~e2ee.errors.InvalidKey` or :class:`~e2ee.errors.InvalidSignature`; nothing is
         stored then."""
-        be = registry.backend(namespace)
-        jid = _bare(jid)
-        flavour = be.flavour
-        where = (jid, device_id, namespace)
-        try:
-            bundle = be.parse_bundle(element)
-            ik = flavour.identity_to_x25519(bundle.ik)  # a bad key is InvalidKey, whatever the signature
-            spk = flavour.decode_public(bundle.spk)
-            for pk in bundle.prekeys.values():
-                flavour.decode_public(pk)
-            flavour.verify_prekey(bundle.ik, spk, bundle.spk_signature)
-        except PeerError as e:
-            if len(self._refused) >= 4096:  # bounded whatever a server sends
-                self._refused.clear()
-            self._refused[where] = str(e) or type(e).__name__
-            raise
-        self._refused.pop(where, None)
+        return self._pep.on_bundle(jid, device_id, namespace, element)
 
-        def op() -> list[Effect]:
-            known = self._devices.identity(jid, device_id)
-            self.trust.first_sight(jid, ik, replaces_known_key=known is not None and known != ik)
-            self._devices.set_bundle(jid, device_id, bundle, self._now().timestamp())
-            return []
-
-        return self._run(op)
+    # ---- archive catch-up (e2ee.catchup) -------------------------------------------------
 
     def begin_catch_up(self) -> None:
         """Archive catch-up starts (at connect, before MAM and offline messages): used prekeys
         are kept (hidden) until :meth:`end_catch_up`, so that repeated key exchanges in the
         archive still decrypt, and key-exchange answers are postponed."""
-
-        def op() -> None:
-            state = self._state()
-            state.catching_up = True
-            self._put_state(state)
-
-        self._run(op)
+        catchup.begin(self._ctx)
 
     def end_catch_up(self) -> list[Effect]:
         """Catch-up done: delete the prekeys kept back and answer every session built during
         it with an empty message."""
+        return catchup.end(self._ctx)
 
-        def op() -> list[Effect]:
-            state = self._state()
-            self._own.delete_used_prekeys()
-            effects: list[Effect] = []
-            for fname, jid, dev in dict.fromkeys(state.pending):
-                be = by_flavour(fname)
-                sset = self._sessions.load(session_key(fname, jid, dev))
-                if sset.entries and sset.entries[0].session.ratchet.can_send:
-                    effects.append(self._empty(be, jid, dev, sset, "catch-up-end"))
-            self._put_state(_CatchUp(False, []))
-            return effects
-
-        return self._run(op)
+    @property
+    def catching_up(self) -> bool:
+        return catchup.load(self._ctx.storage).catching_up
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -245,14 +208,44 @@ class Engine(Fallback):
         is undone together.  Hence the rule: nothing an operation inside a batch returns
         (a ciphertext, an effect, a decrypted message to acknowledge) may leave the process
         before the block has ended."""
-        with self.storage.transaction():  # cached sessions are checked against the stored bytes
+        with self._ctx.storage.transaction():  # cached sessions are checked against the stored bytes
             yield
 
-    @property
-    def catching_up(self) -> bool:
-        return self._state().catching_up
+    # ---- devices, trust and verification (e2ee.keys) -------------------------------------
 
-    # ------------------------------------------------------------------ trust and devices
+    def devices(self, jid: str) -> list[DeviceInfo]:
+        """Every device of ``jid`` we know of, active or not, with its trust."""
+        return self._keys.devices(jid)
+
+    def set_trust(self, jid: str, identity_key: bytes, level: TrustLevel) -> None:
+        """Record the user's decision for an identity key (X25519 form) or an OpenPGP key (its
+        20-byte fingerprint) of ``jid``."""
+        self._keys.set_trust(jid, identity_key, level)
+
+    def decide_fingerprint(self, jid: str, key: bytes, level: TrustLevel, device_id: int | None = None) -> KeyDecision:
+        """Record the person's decision for a fingerprint they compared: ``key`` is 32 bytes in
+        either form.  When it is (either form of) a known key of ``jid`` -- of ``device_id``
+        when given -- that key gets ``level``; otherwise every reading of the value is recorded
+        with ``level`` (it applies when such a key appears) and the result says it matched
+        nothing: never present that as "verified"."""
+        return self._keys.decide(jid, key, level, device_id)
+
+    def apply_uri(self, uri: str, level: TrustLevel = TrustLevel.VERIFIED) -> tuple[str, list[KeyDecision]]:
+        """Apply a verification URI: each key it lists, in either form (the X25519 form legacy
+        clients put there, or the Ed25519 form of OMEMO 2 clients), gets ``level`` through
+        :meth:`decide_fingerprint`.  One transaction.  Raises
+        :class:`~e2ee.errors.InvalidVerificationUri`."""
+        return self._keys.apply_uri(uri, level)
+
+    def verify_uri(self, uri: str) -> tuple[str, list[tuple[int | None, bytes]]]:
+        """:meth:`apply_uri` with ``VERIFIED``, as (device id or None, key) pairs: the matched
+        known key in X25519 form, else the value as given."""
+        jid, decisions = self._keys.apply_uri(uri, TrustLevel.VERIFIED)
+        return jid, [(d.device_id, d.identity_key or d.given) for d in decisions]
+
+    def own_uri(self) -> str:
+        """Our verification URI: this device first, then our other devices we verified."""
+        return self._keys.own_uri()
 
     def after_rollback(self) -> int:
         """The storage was restored from an older copy (the keystore raised
@@ -264,131 +257,94 @@ class Engine(Fallback):
         were quarantined."""
 
         def op() -> int:
-            count = 0
-            for key in self.storage.keys("session"):
-                sset = self._sessions.load(key)
-                for entry in sset.entries:
-                    entry.quarantined = True
-                    count += 1
-                self._sessions.save(sset)
-            for jid in self.storage.keys("trust"):
-                for ik, level in self.trust.levels(jid).items():
-                    if level.trusted:
-                        self.trust.set(jid, ik, TrustLevel.UNDECIDED)
+            count = self._keys.quarantine_all()
             if self._openpgp is not None:
                 self._openpgp.after_rollback()
             return count
 
-        return self._run(op)
+        return self._ctx.run(op)
 
-    def verify_uri(self, uri: str) -> tuple[str, list[tuple[int | None, bytes]]]:
-        """Apply a scanned or pasted verification URI (see :meth:`apply_uri`).  Returns the JID
-        and (device id or None, identity key) pairs: the matched known key in X25519 form, else
-        the value as given.  Raises :class:`~e2ee.errors.InvalidVerificationUri`."""
-        jid, decisions = self.apply_uri(uri)
-        return jid, [(d.device_id, d.identity_key or d.given) for d in decisions]
+    # ---- sending and receiving -----------------------------------------------------------
 
-    def apply_uri(self, uri: str, level: TrustLevel = TrustLevel.VERIFIED) -> tuple[str, list[KeyDecision]]:
-        """Apply a verification URI: each key it lists, in either form (the X25519 form legacy
-        clients put there, or the Ed25519 form of OMEMO 2 clients), gets ``level`` through
-        :meth:`decide_fingerprint`.  One transaction.  Raises
-        :class:`~e2ee.errors.InvalidVerificationUri`."""
-        parsed = parse_uri(uri)
-        jid = _bare(parsed.jid)
-        entries: list[tuple[int | None, bytes]] = [(d, ik) for d, ik in parsed.fingerprints.items()]
-        entries += [(None, ik) for ik in parsed.plain]
-        return jid, self._run(lambda: [self._decide(jid, key, level, dev) for dev, key in entries])
+    def prepare(self, recipients: Sequence[str]) -> list[Effect]:
+        """The fetches (device lists, bundles) that :meth:`encrypt` would ask for now, without
+        encrypting anything.  Run them and feed the answers in before encrypting, so that the
+        message reaches every device that can be reached."""
+        return self._sender.prepare(recipients)
 
-    def decide_fingerprint(self, jid: str, key: bytes, level: TrustLevel, device_id: int | None = None) -> KeyDecision:
-        """Record the person's decision for a fingerprint they compared: ``key`` is 32 bytes in
-        either form.  When it is (either form of) a known key of ``jid`` -- of ``device_id``
-        when given -- that key gets ``level``; otherwise every reading of the value is recorded
-        with ``level`` (it applies when such a key appears) and the result says it matched
-        nothing: never present that as "verified"."""
-        jid = _bare(jid)
-        return self._run(lambda: self._decide(jid, key, level, device_id))
+    def encrypt(
+        self,
+        recipients: Sequence[str],
+        body: str | None = None,
+        *,
+        content: Sequence[ET.Element] = (),
+        to: str | None = None,
+    ) -> EncryptResult:
+        """Encrypt a message for every active, trusted device of each recipient and of our own
+        account (except this device).
 
-    def _decide(self, jid: str, key: bytes, level: TrustLevel, device_id: int | None) -> KeyDecision:
-        candidates = identity_candidates(key)
-        known = {d.device_id: d.identity_key for d in self.devices(jid) if d.identity_key is not None}
-        # keys devices have shown (a key only remembered from an earlier decision is not one)
-        pool = {known[device_id]} if device_id is not None and device_id in known else set(known.values())
-        match = next((c for c in candidates if c in pool), None)
-        if match is None:
-            for c in candidates:
-                self.trust.set(jid, c, level)
-            return KeyDecision(device_id, key, level, None, remembered=candidates)
-        self.trust.set(jid, match, level)
-        devices = tuple(sorted(d for d, ik in known.items() if ik == match))
-        return KeyDecision(device_id, key, level, match, devices)
+        OMEMO 2 devices get an XEP-0420 envelope holding ``<body xmlns='jabber:client'>`` (when
+        ``body`` is given) and ``content``; legacy devices get ``body`` only.  ``to`` is the
+        envelope's ``<to>`` (the room for group chats); by default the single recipient.
+        When some recipient has no eligible device, nothing is encrypted (``result.ready`` is
+        False) and the result says why, with the fetches that may help."""
+        return self._sender.encrypt(recipients, body, content, to)
 
-    def own_uri(self) -> str:
-        """Our verification URI: this device first, then our other devices we verified."""
-        devices = [(self.device_id, self.identity_key)]
-        levels = self.trust.levels(self.jid)
-        for dev, ik in sorted(self._devices.identities(self.jid).items()):
-            if dev != self.device_id and levels.get(ik) is TrustLevel.VERIFIED:
-                devices.append((dev, ik))
-        return make_uri(self.jid, devices)
+    def prepare_with_fallback(self, recipients: Sequence[str], *, use_omemo: bool = True) -> list[Effect]:
+        """The fetches :meth:`encrypt_with_fallback` needs now."""
+        return self._policy.prepare(recipients, use_omemo=use_omemo, use_openpgp=True)
 
-    def set_trust(self, jid: str, identity_key: bytes, level: TrustLevel) -> None:
-        """Record the user's decision for an identity key (X25519 form) or an OpenPGP key (its
-        20-byte fingerprint) of ``jid``."""
-        jid = _bare(jid)
-        self._run(lambda: self.trust.set(jid, identity_key, level))
+    def encrypt_with_fallback(
+        self,
+        recipients: Sequence[str],
+        body: str | None = None,
+        *,
+        content: Sequence[ET.Element] = (),
+        allow_plaintext: bool = False,
+        use_omemo: bool = True,
+    ) -> SendResult:
+        """Encrypt for each recipient by the policy of :mod:`e2ee.fallback`."""
+        return self._policy.encrypt(recipients, body, content, allow_plaintext=allow_plaintext, use_omemo=use_omemo)
 
-    def devices(self, jid: str) -> list[DeviceInfo]:
-        """Every device of ``jid`` we know of, active or not, with its trust."""
-        jid = _bare(jid)
-        lists = self._devices.lists(jid)
-        iks = self._devices.identities(jid)
-        levels = self.trust.levels(jid)
-        ids: dict[int, list[str]] = {d: [] for d in iks}
-        labels: dict[int, tuple[str, bytes]] = {}
-        for b in BACKENDS:
-            dl = lists.get(b.flavour.name)
-            for d in dl.devices if dl else ():
-                ids.setdefault(d.device_id, []).append(b.namespace)
-                if d.label is not None and d.label_signature is not None:
-                    labels[d.device_id] = (d.label, d.label_signature)
-        out = []
-        for dev, nss in sorted(ids.items()):
-            ik = iks.get(dev)
-            if ik is None:
-                for b in BACKENDS:
-                    stored = self._devices.bundle(b.flavour.name, jid, dev)
-                    if stored is not None:
-                        ik = b.flavour.identity_to_x25519(stored.bundle.ik)
-                        break
-            label = None
-            if dev in labels and ik is not None:  # the key this row shows and rates
-                label = _verified_label(labels[dev], ik)
-            ed = None if ik is None else self._ed25519_form(jid, dev, ik)
-            out.append(DeviceInfo(dev, tuple(nss), ik, levels.get(ik) if ik else None, label, ed))
-        return out
+    def describe_missing(self, jid: str) -> str:
+        """The sentence :class:`~e2ee.errors.NoEligibleDevices` carries for ``jid``."""
+        return self._policy.describe_missing(jid)
 
-    def _ed25519_form(self, jid: str, dev: int, ik: bytes) -> bytes | None:
-        """The exact Ed25519 form of ``ik`` as a stored bundle of the device shows it."""
-        for b in BACKENDS:
-            stored = self._devices.bundle(b.flavour.name, jid, dev)
-            if stored is None:
-                continue
-            ed = b.identity_ed25519(stored.bundle)
-            if ed is not None and b.flavour.identity_to_x25519(stored.bundle.ik) == ik:
-                return ed
-        return None
+    def decrypt(
+        self,
+        element: ET.Element,
+        sender: str,
+        *,
+        to: str | None = None,
+        timestamp: datetime | None = None,
+        require_to: bool = False,
+    ) -> DecryptResult:
+        """Decrypt a received ``<encrypted/>`` of either namespace.
 
+        ``sender`` is the bare JID the message is from (for group chats: the occupant's real
+        JID); ``to`` the stanza's bare ``to`` (checked against the OMEMO 2 ``<to>`` affix when
+        given, except on our own copy: ``sender`` and ``to`` both our account; ``require_to``
+        for group chats); ``timestamp`` the delay stamp or receive time
+        (the ``<time>`` affix is compared with it).  Returns a result value; raises a
+        :class:`~e2ee.errors.PeerError` for forged, garbled or refused input, with the stored
+        state unchanged."""
+        return self._receiver.decrypt(element, sender, to=to, timestamp=timestamp, require_to=require_to)
 
-def _verified_label(label: tuple[str, bytes], bound_ik: bytes) -> str | None:
-    """The label when its signature verifies with the identity key the device is bound to (its
-    sessions and trust are on that key; the stored bundle's only for a device never talked to),
-    not with whatever bundle is stored now: the server can replace a bundle.  ``bound_ik`` is
-    the X25519 form; both Ed25519 signs are tried."""
-    for sign in (0, 1):
-        try:
-            ed = x25519_public_to_ed25519(bound_ik, sign)
-        except E2EEError:
-            return None
-        if ed25519_verify(ed, label[0].encode(), label[1]):
-            return label[0]
-    return None
+    def decrypt_any(
+        self, element: ET.Element, sender: str, *, to: str | None = None, timestamp: datetime | None = None
+    ) -> DecryptResult:
+        """Decrypt a received element of any backend, chosen by its namespace."""
+        if element.tag == f"{{{OX_NS}}}openpgp":
+            return self.openpgp.decrypt(element, sender, to=to, timestamp=timestamp)
+        return self.decrypt(element, sender, to=to, timestamp=timestamp)
+
+    def empty_message(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
+        """An empty message to one device (no trust needed), building a session from its stored
+        bundle when there is none: completes a manual session replacement."""
+        return self._sender.empty_message(jid, device_id, namespace)
+
+    def replace_session(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
+        """Manual session replacement (XEP-0384 business rule): forget the current session with
+        that device and its stored bundle; returns the bundle fetch.  Once the bundle is in,
+        :meth:`empty_message` (or the next send) starts a fresh session."""
+        return self._sender.replace_session(jid, device_id, namespace)

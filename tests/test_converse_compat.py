@@ -212,7 +212,7 @@ def test_an_old_identity_with_the_sign_bit_set_is_reported() -> None:
     # signed afresh with that key: plain-Ed25519 / libsignal verifiers accept, XEdDSA ones
     # refuse (what Converse.js did) -- the check above can fail
     with storage.transaction():
-        old._own.rotate_signed_prekey(old._now(), force=True)
+        old.context.own.rotate_signed_prekey(old.context.now(), force=True)
     published = {e.node: e.payload for e in old.publish() if isinstance(e, Publish)}
     assert _verifies_both_ways(O2, published["urn:xmpp:omemo:2:bundles"]) == (True, False)
     legacy_node = f"eu.siacs.conversations.axolotl.bundles:{old.device_id}"

@@ -325,7 +325,7 @@ def test_catch_up_keeps_used_prekeys_until_it_ends_then_answers() -> None:
     pks = _prekeys(b)
     used = [k for k, v in pks.items() if v["used"]]
     assert len(used) == 1
-    assert int(used[0]) not in b._own.bundle(OMEMO2).prekeys  # hidden from the published bundle
+    assert int(used[0]) not in b.context.own.bundle(OMEMO2).prekeys  # hidden from the published bundle
     effects = b.end_catch_up()
     assert [e.reason for e in effects if isinstance(e, SendMessage)] == ["catch-up-end"]
     assert not [k for k, v in _prekeys(b).items() if v["used"]]
@@ -355,15 +355,15 @@ def test_signed_prekey_rotation_with_grace_period() -> None:
     assert isinstance(out, Decrypted)  # previous spk still accepted within the grace period
     # after the grace period: refused, and maintenance deletes the private key
     b.storage._tables = {k: dict(v) for k, v in b2.items()}  # type: ignore[attr-defined]
-    b._sessions.forget_cache()
+    b.context.sessions.forget_cache()
     net.clock.advance(timedelta(hours=3))
     before = snapshot(b)
     with pytest.raises(UnknownSignedPreKey):
         b.decrypt(late, a.jid, to=b.jid)
     assert snapshot(b) == before
-    first_private = bytes.fromhex(b._own._spk()["previous"]["priv"]).hex().encode()
+    first_private = bytes.fromhex(b.context.own._spk()["previous"]["priv"]).hex().encode()
     b.maintenance()  # (rotates again too: the second key is a week old by now)
-    spk = b._own._spk()
+    spk = b.context.own._spk()
     assert (spk["previous"]["id"], spk["current"]["id"]) == (2, 3)
     assert not any(first_private in v for t in snapshot(b).values() for v in t.values())
 
@@ -394,7 +394,7 @@ def test_signed_label_shown_only_when_signature_verifies() -> None:
 
 
 def _prekeys(engine: Engine) -> dict:
-    return engine._own._prekeys()["keys"]
+    return engine.context.own._prekeys()["keys"]
 
 
 def _xml(elem) -> str:  # type: ignore[no-untyped-def]
@@ -408,13 +408,13 @@ def test_manual_session_replacement_round_trip() -> None:
     a = net.device("alice@example.org", "a")
     b = net.device("bob@example.net", "b")
     assert isinstance(b.decrypt(net.encrypt(a, [b.jid], "x").elements[O2], a.jid, to=b.jid), Decrypted)
-    old_ek = a._sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek
+    old_ek = a.context.sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek
     effects = a.replace_session(b.jid, b.device_id, O2)
     assert effects == [FetchBundle(b.jid, b.device_id, O2)]
     net.run(a, effects)
     (empty,) = a.empty_message(b.jid, b.device_id, O2)
     assert isinstance(empty, SendMessage) and empty.reason == "session-replacement"
-    assert a._sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek != old_ek
+    assert a.context.sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek != old_ek
     assert isinstance(b.decrypt(empty.encrypted, a.jid, to=b.jid), EmptyMessage)
     res = b.decrypt(net.encrypt(a, [b.jid], "after").elements[O2], a.jid, to=b.jid)
     assert isinstance(res, Decrypted) and res.body == "after"
@@ -536,9 +536,9 @@ def test_decrypt_work_does_not_grow_with_the_number_of_skipped_keys_held() -> No
             a.decrypt(e.encrypted, b.jid, to=a.jid)
     msgs = [net.encrypt(a, [b.jid], f"{i}").elements[O2] for i in range(1002)]
     counting = _CountingStorage(b.storage)
-    b.storage = counting  # type: ignore[assignment]
-    b._sessions._storage = counting  # type: ignore[assignment]
-    b._devices._storage = counting  # type: ignore[assignment]
+    b.context.storage = counting  # type: ignore[assignment]
+    b.context.sessions._storage = counting  # type: ignore[assignment]
+    b.context.devices._storage = counting  # type: ignore[assignment]
     b.trust._storage = counting  # type: ignore[assignment]
 
     def cost(elem) -> tuple[int, int]:  # type: ignore[no-untyped-def]

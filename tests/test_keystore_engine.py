@@ -29,8 +29,8 @@ def _encodings(secret: bytes) -> list[bytes]:
 def _needles(engines: list[Engine], bodies: list[str]) -> dict[str, bytes]:
     needles: dict[str, bytes] = {}
     for e in engines:
-        needles[f"{e.jid} identity seed"] = e._own.identity.seed
-        needles[f"{e.jid} identity x25519 private"] = e._own.identity.x25519_private
+        needles[f"{e.jid} identity seed"] = e.context.own.identity.seed
+        needles[f"{e.jid} identity x25519 private"] = e.context.own.identity.x25519_private
         needles[f"jid {e.jid}"] = e.jid.encode()
         needles[f"device id {e.device_id} (text)"] = str(e.device_id).encode()
         needles[f"device id {e.device_id} (4 bytes)"] = e.device_id.to_bytes(4, "big")
@@ -43,13 +43,13 @@ def _needles(engines: list[Engine], bodies: list[str]) -> dict[str, bytes]:
                 if len(value) >= 16:
                     needles[f"{e.jid} record {table}/{key}"] = value
                 needles[f"{e.jid} key {table}/{key}"] = key.encode()
-        rec = e._own._prekeys()["keys"]
+        rec = e.context.own._prekeys()["keys"]
         for pk_id, entry in rec.items():
             needles[f"{e.jid} prekey {pk_id}"] = bytes.fromhex(entry["priv"])
-        spk = e._own._spk()
+        spk = e.context.own._spk()
         needles[f"{e.jid} spk"] = bytes.fromhex(spk["current"]["priv"])
         for sset_key in storage.keys("session"):
-            for entry in e._sessions.load(sset_key).entries:
+            for entry in e.context.sessions.load(sset_key).entries:
                 r = entry.session.ratchet
                 for name in ("root_key", "dhs_priv", "cks", "ckr"):
                     v = getattr(r, name)

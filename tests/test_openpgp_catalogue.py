@@ -289,7 +289,7 @@ def test_P1_after_a_keystore_rollback_older_messages_are_refused(world: World) -
     msg = w.from_bob([w.alice.jid], "accepted after the copy was made")
     assert w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid).body == "accepted after the copy was made"
     storage._tables = {t: dict(rows) for t, rows in copy.items()}  # the old copy comes back
-    w.alice._sessions.forget_cache()
+    w.alice.context.sessions.forget_cache()
     w.alice.after_rollback()
     refused(w.alice, UntrustedKey, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid))  # trust to re-confirm
     w.alice.set_trust(BOB, bytes.fromhex(w.bob_fpr), TrustLevel.VERIFIED)

@@ -244,7 +244,7 @@ def round_trip(net: Net, a: Engine, b: Engine, ns: str, tag: str, back_ns: str |
 
 
 def prekey_ids(engine: Engine, *, include_used: bool = True) -> set[int]:
-    keys = engine._own._prekeys()["keys"]
+    keys = engine.context.own._prekeys()["keys"]
     return {int(k) for k, v in keys.items() if include_used or not v["used"]}
 
 
@@ -392,9 +392,9 @@ def forge_from_sender(
     backend = omemo_backend(ns)
     fname = backend.flavour.name
     with sender.storage.transaction():
-        sset = sender._sessions.load(session_key(fname, receiver.jid, receiver.device_id))
+        sset = sender.context.sessions.load(session_key(fname, receiver.jid, receiver.device_id))
         data, kex = sset.entries[0].session.encrypt(key_material)
-        sender._sessions.save(sset)
+        sender.context.sessions.save(sset)
     key = backend.key_element(receiver.device_id, data, kex, receiver.jid)
     if ns == LEGACY and iv is None:
         iv = bytes(12)
@@ -532,7 +532,7 @@ def dump(storage: Any) -> dict[str, dict[str, bytes]]:
 def restore_memory(engine: Engine, state: dict[str, dict[str, bytes]]) -> None:
     """Put a ``snapshot`` back into an engine on MemoryStorage (and drop its decoded sessions)."""
     engine.storage._tables = {t: dict(rows) for t, rows in state.items()}  # type: ignore[attr-defined]
-    engine._sessions.forget_cache()
+    engine.context.sessions.forget_cache()
 
 
 def raw_records(path: Path) -> list[tuple[bytes, bytes]]:

@@ -203,7 +203,7 @@ def test_X7_prekey_collision_fails_deterministically_and_bundles_are_replenished
     ka = send(net, a, BOB, "alice", ns)
     pk = FLAVOUR[ns].parse_key_exchange(key_bytes(ka, rid)).pk_id
     net.prepare(carol, [BOB])  # carol holds the same bundle alice used
-    stored = carol._devices.bundle(FLAVOUR[ns].name, BOB, rid)
+    stored = carol.context.devices.bundle(FLAVOUR[ns].name, BOB, rid)
     assert stored is not None
     forced.append(sorted(stored.bundle.prekeys).index(pk).to_bytes(4, "big"))
     kc = carol.encrypt([BOB], "carol").elements[ns]
@@ -442,7 +442,7 @@ def test_X9_a_trusted_key_taking_over_another_device_slot_keeps_each_session_on_
         == [(Outcome.ENCRYPTED, ik1)],
         f"slot 2 sent to {[(d.device_id, d.outcome, d.identity_key) for d in sent.devices]}",
     )
-    c.expect(a._devices.identity(BOB, b2.device_id) == ik1, "the slot's key changed")
+    c.expect(a.context.devices.identity(BOB, b2.device_id) == ik1, "the slot's key changed")
 
     a.set_trust(BOB, ik2, TrustLevel.DISTRUSTED)
     c.decrypt_rejected(

@@ -329,8 +329,8 @@ def test_R9_simultaneous_initiation_with_a_lost_and_a_repeated_message_converges
             assert not kex_now, "a key exchange again after convergence"
     assert converged_at is not None and converged_at <= 3, converged_at
     # both sides use one session pair: the current sessions mirror each other
-    sa = a._sessions.load(session_key(FLAVOUR[ns].name, BOB, b.device_id)).entries[0].session.ratchet
-    sb = b._sessions.load(session_key(FLAVOUR[ns].name, ALICE, a.device_id)).entries[0].session.ratchet
+    sa = a.context.sessions.load(session_key(FLAVOUR[ns].name, BOB, b.device_id)).entries[0].session.ratchet
+    sb = b.context.sessions.load(session_key(FLAVOUR[ns].name, ALICE, a.device_id)).entries[0].session.ratchet
     assert sa.dhr == sb.dhs_pub or sb.dhr == sa.dhs_pub
 
 
