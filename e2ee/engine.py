@@ -42,12 +42,14 @@ from .trust import TrustLevel, TrustPolicy, TrustStore
 
 __all__ = ["Engine", "NAMESPACES", "DeviceInfo", "KeyDecision", "parse_device_list"]
 
+_OX_TAG = f"{{{OX_NS}}}openpgp"
+
 
 class Engine:
     """One device of one account.  Build it with :meth:`create` (new identity) or by passing a
     storage that already holds one.  ``openpgp``: an OpenPGP implementation
     (:class:`~e2ee.openpgp.crypto.OpenPgpCrypto`, e.g. ``e2ee.client.gpg.GnuPG``) enables the
-    OpenPGP fallback (:attr:`openpgp`, :meth:`encrypt_with_fallback`, :meth:`decrypt_any`).
+    OpenPGP fallback (:attr:`openpgp`; :meth:`encrypt` and :meth:`decrypt` then use it).
     ``legacy_tag_in_payload`` accepts the historical legacy OMEMO variant (16-byte key material,
     the GCM tag at the end of ``<payload/>``), which no current sender produces; off by default."""
 
@@ -266,35 +268,15 @@ class Engine:
 
     # ---- sending and receiving -----------------------------------------------------------
 
-    def prepare(self, recipients: Sequence[str]) -> list[Effect]:
-        """The fetches (device lists, bundles) that :meth:`encrypt` would ask for now, without
-        encrypting anything.  Run them and feed the answers in before encrypting, so that the
-        message reaches every device that can be reached."""
-        return self._sender.prepare(recipients)
+    def prepare(self, recipients: Sequence[str], *, use_omemo: bool = True, use_openpgp: bool = True) -> list[Effect]:
+        """The fetches a send to ``recipients`` needs now (nothing is encrypted): OMEMO device
+        lists and bundles, and for recipients OMEMO cannot reach (once their OMEMO fetches are
+        done) their OpenPGP metadata and keys.  Run them, feed the answers in and call again
+        until it returns nothing.  ``use_omemo=False``: OpenPGP only (an OpenPGP-only client);
+        ``use_openpgp=False``: OMEMO only (before :meth:`encrypt_omemo`, e.g. in rooms)."""
+        return self._policy.prepare(recipients, use_omemo=use_omemo, use_openpgp=use_openpgp)
 
     def encrypt(
-        self,
-        recipients: Sequence[str],
-        body: str | None = None,
-        *,
-        content: Sequence[ET.Element] = (),
-        to: str | None = None,
-    ) -> EncryptResult:
-        """Encrypt a message for every active, trusted device of each recipient and of our own
-        account (except this device).
-
-        OMEMO 2 devices get an XEP-0420 envelope holding ``<body xmlns='jabber:client'>`` (when
-        ``body`` is given) and ``content``; legacy devices get ``body`` only.  ``to`` is the
-        envelope's ``<to>`` (the room for group chats); by default the single recipient.
-        When some recipient has no eligible device, nothing is encrypted (``result.ready`` is
-        False) and the result says why, with the fetches that may help."""
-        return self._sender.encrypt(recipients, body, content, to)
-
-    def prepare_with_fallback(self, recipients: Sequence[str], *, use_omemo: bool = True) -> list[Effect]:
-        """The fetches :meth:`encrypt_with_fallback` needs now."""
-        return self._policy.prepare(recipients, use_omemo=use_omemo, use_openpgp=True)
-
-    def encrypt_with_fallback(
         self,
         recipients: Sequence[str],
         body: str | None = None,
@@ -303,8 +285,31 @@ class Engine:
         allow_plaintext: bool = False,
         use_omemo: bool = True,
     ) -> SendResult:
-        """Encrypt for each recipient by the policy of :mod:`e2ee.fallback`."""
+        """Encrypt for each recipient separately by the send policy (:mod:`e2ee.fallback`): OMEMO
+        when it has an eligible device, else OpenPGP when it has a trusted key, else clear text
+        with ``allow_plaintext``.  Raises :class:`~e2ee.errors.NoEligibleDevices` naming what is
+        missing when some recipient can be reached no way; nothing is encrypted then.
+        ``use_omemo=False`` skips OMEMO (an OpenPGP-only client).  The OMEMO send plan is
+        computed once for all recipients; the whole send is one transaction."""
         return self._policy.encrypt(recipients, body, content, allow_plaintext=allow_plaintext, use_omemo=use_omemo)
+
+    def encrypt_omemo(
+        self,
+        recipients: Sequence[str],
+        body: str | None = None,
+        *,
+        content: Sequence[ET.Element] = (),
+        to: str | None = None,
+    ) -> EncryptResult:
+        """OMEMO only, one message for all ``recipients`` (a room's members): every active,
+        trusted device of each recipient and of our own account (except this device).
+
+        OMEMO 2 devices get an XEP-0420 envelope holding ``<body xmlns='jabber:client'>`` (when
+        ``body`` is given) and ``content``; legacy devices get ``body`` only.  ``to`` is the
+        envelope's ``<to>`` (the room for group chats); by default the single recipient.
+        When some recipient has no eligible device, nothing is encrypted (``result.ready`` is
+        False) and the result says why, with the fetches that may help."""
+        return self._sender.encrypt(recipients, body, content, to)
 
     def describe_missing(self, jid: str) -> str:
         """The sentence :class:`~e2ee.errors.NoEligibleDevices` carries for ``jid``."""
@@ -319,24 +324,21 @@ class Engine:
         timestamp: datetime | None = None,
         require_to: bool = False,
     ) -> DecryptResult:
-        """Decrypt a received ``<encrypted/>`` of either namespace.
+        """Decrypt a received element of any backend, chosen by its namespace: OMEMO
+        ``<encrypted/>`` of either namespace, or OpenPGP ``<openpgp/>`` when OpenPGP is set up.
 
         ``sender`` is the bare JID the message is from (for group chats: the occupant's real
-        JID); ``to`` the stanza's bare ``to`` (checked against the OMEMO 2 ``<to>`` affix when
-        given, except on our own copy: ``sender`` and ``to`` both our account; ``require_to``
-        for group chats); ``timestamp`` the delay stamp or receive time
-        (the ``<time>`` affix is compared with it).  Returns a result value; raises a
-        :class:`~e2ee.errors.PeerError` for forged, garbled or refused input, with the stored
-        state unchanged."""
+        JID); ``to`` the stanza's bare ``to`` (checked against the OMEMO 2 ``<to>`` affix or the
+        OpenPGP ``<to/>`` elements when given, except on our own copy: ``sender`` and ``to``
+        both our account; ``require_to`` for group chats, OMEMO only); ``timestamp`` the delay
+        stamp or receive time (the ``<time>`` affix is compared with it).  Returns a result
+        value; raises a :class:`~e2ee.errors.PeerError` for forged, garbled or refused input,
+        with the stored state unchanged."""
+        if element.tag == _OX_TAG and self._openpgp is not None:
+            if require_to:
+                raise UsageError("OpenPGP messages are not used in group chats")
+            return self._openpgp.decrypt(element, sender, to=to, timestamp=timestamp)
         return self._receiver.decrypt(element, sender, to=to, timestamp=timestamp, require_to=require_to)
-
-    def decrypt_any(
-        self, element: ET.Element, sender: str, *, to: str | None = None, timestamp: datetime | None = None
-    ) -> DecryptResult:
-        """Decrypt a received element of any backend, chosen by its namespace."""
-        if element.tag == f"{{{OX_NS}}}openpgp":
-            return self.openpgp.decrypt(element, sender, to=to, timestamp=timestamp)
-        return self.decrypt(element, sender, to=to, timestamp=timestamp)
 
     def empty_message(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
         """An empty message to one device (no trust needed), building a session from its stored

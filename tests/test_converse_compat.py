@@ -137,7 +137,7 @@ def test_a_refused_bundle_is_named_with_its_reason_in_the_not_sent_error(ns: str
         alice.on_bundle(BOB, bob.device_id, ns, published)
     assert snapshot(alice) == before  # a refused bundle changes no stored byte
     with pytest.raises(NoEligibleDevices) as info:
-        alice.encrypt_with_fallback([BOB], "x")
+        alice.encrypt([BOB], "x")
     text = str(info.value)
     name = "OMEMO 2" if ns == O2 else "legacy OMEMO"
     assert f"1 whose bundle we refused: device {bob.device_id} ({name}): " in text, text

@@ -11,6 +11,7 @@ import pytest
 
 from e2ee.engine import Engine
 from e2ee.errors import AffixMismatch, NoSession, SenderDistrusted, UnknownSignedPreKey, UsageError
+from e2ee.fallback import Route
 from e2ee.limits import HEARTBEAT_THRESHOLD, PREKEY_COUNT, SPK_GRACE, SPK_ROTATION
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.results import (
@@ -24,6 +25,8 @@ from e2ee.results import (
     Publish,
     SendMessage,
 )
+from e2ee.sending import OmemoSender, SendPlan
+from e2ee.sessions import session_key
 from e2ee.trust import TrustLevel, TrustPolicy
 
 from .engine_support import LEGACY, O2, Net, snapshot
@@ -67,6 +70,46 @@ def test_fan_out_to_every_device_of_recipient_and_own_account_in_both_namespaces
         assert isinstance(mine, NotForThisDevice) and mine.reflection
 
 
+def test_one_send_to_several_recipients_plans_once_and_starts_each_own_session_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The policy's ``encrypt`` decides every device once (one send plan for all recipients and
+    our own account), then encrypts per recipient: our other device, in both recipients'
+    messages, gets one session (started by the first, reused by the second)."""
+    net = Net()
+    a1 = net.device("alice@example.org", "a1")
+    a2 = net.device("alice@example.org", "a2")
+    b = net.device("bob@example.net", "b")
+    c = net.device("carol@example.net", "c")
+    net.prepare(a1, [b.jid, c.jid])
+    plans = []
+    original = OmemoSender.plan
+
+    def counting(self: OmemoSender, jids: list[str]) -> SendPlan:
+        plans.append(list(jids))
+        return original(self, jids)
+
+    monkeypatch.setattr(OmemoSender, "plan", counting)
+    assert a1.prepare([b.jid, c.jid]) == []
+    assert plans == [[b.jid, c.jid, a1.jid]]
+    plans.clear()
+    sent = a1.encrypt([b.jid, c.jid], "hello both")
+    assert plans == [[b.jid, c.jid, a1.jid]]  # once per send (the old fallback planned 2-3 times)
+    assert [r.route for r in sent.recipients] == [Route.OMEMO, Route.OMEMO]
+    for r, dev in zip(sent.recipients, (b, c), strict=True):
+        assert r.omemo is not None and r.omemo.ready
+        assert {(d.jid, d.outcome) for d in r.omemo.devices} == {
+            (r.jid, Outcome.ENCRYPTED),
+            (a1.jid, Outcome.ENCRYPTED),
+        }
+        ((_, out),) = deliver(r.omemo.elements, a1, [dev], r.jid)
+        assert isinstance(out, Decrypted) and out.body == "hello both"
+        ((_, mine),) = deliver(r.omemo.elements, a1, [a2], r.jid)
+        assert isinstance(mine, Decrypted) and mine.body == "hello both"
+    sessions = a2.context.sessions.load(session_key("omemo2", a1.jid, a1.device_id))
+    assert len(sessions.entries) == 1  # both key exchanges were the one session's
+
+
 def test_one_stanza_per_addressee_and_the_own_only_namespace_goes_to_our_bare_jid() -> None:
     # issue 13 part 2: a legacy-only contact must not get an OMEMO 2 element holding only our
     # own devices' keys; that element is the own copy, for our own bare JID
@@ -108,12 +151,12 @@ def test_missing_device_list_and_bundle_come_back_as_effects_and_nothing_is_encr
     b = net.device("bob@example.net", "b")
     a = net.device("alice@example.org", "a")  # created later: it saw no push of bob's list
     before = snapshot(a)
-    res = a.encrypt(["bob@example.net"], "x")
+    res = a.encrypt_omemo(["bob@example.net"], "x")
     assert not res.ready and res.unreachable == ("bob@example.net",) and not res.elements
     assert FetchDeviceList("bob@example.net", O2) in res.effects
     assert snapshot(a) == before
     net.run(a, [e for e in res.effects if isinstance(e, FetchDeviceList)])
-    res = a.encrypt(["bob@example.net"], "x")
+    res = a.encrypt_omemo(["bob@example.net"], "x")
     assert [d.outcome for d in res.devices if d.jid == "bob@example.net"] == [Outcome.NO_BUNDLE]
     assert FetchBundle("bob@example.net", b.device_id, O2) in res.effects
     assert not res.ready
@@ -348,7 +391,7 @@ def test_signed_prekey_rotation_with_grace_period() -> None:
     net.prepare(a, [b.jid])  # alice holds bob's bundle with spk 1
     net.clock.advance(SPK_ROTATION + timedelta(hours=1))
     assert b.maintenance()  # rotated: bundle republished
-    late = a.encrypt([b.jid], "late kex").elements[O2]
+    late = a.encrypt_omemo([b.jid], "late kex").elements[O2]
     net.clock.advance(SPK_GRACE - timedelta(hours=2))
     b2 = snapshot(b)
     out = b.decrypt(late, a.jid, to=b.jid)
@@ -372,11 +415,11 @@ def test_usage_errors() -> None:
     net = Net()
     a = net.device("alice@example.org", "a")
     with pytest.raises(UsageError):
-        a.encrypt([], "x")
+        a.encrypt_omemo([], "x")
     with pytest.raises(UsageError):
-        a.encrypt(["b@example.net"], None)
+        a.encrypt_omemo(["b@example.net"], None)
     with pytest.raises(UsageError):
-        a.encrypt(["b@example.net", "c@example.net"], "x")  # several recipients need to=
+        a.encrypt_omemo(["b@example.net", "c@example.net"], "x")  # several recipients need to=
 
 
 def test_signed_label_shown_only_when_signature_verifies() -> None:
@@ -495,7 +538,7 @@ def test_group_encrypt_needs_the_room_and_reaches_every_member() -> None:
     room = "room@muc.example.org"
     for d in (b, c):
         net.prepare(a, [d.jid])
-    res = a.encrypt([b.jid, c.jid], "hello room", to=room)
+    res = a.encrypt_omemo([b.jid, c.jid], "hello room", to=room)
     assert res.ready and {d.jid for d in res.devices if d.outcome is Outcome.ENCRYPTED} == {b.jid, c.jid}
     for d in (b, c):
         out = d.decrypt(res.elements[O2], a.jid, to=room, require_to=True)

@@ -192,7 +192,7 @@ def test_restored_copy_is_detected_and_no_ratchet_key_is_reused(tmp_path: Path) 
     ks = Keystore.open(path, PW, accept_rollback=True)
     alice = Engine(ks, rng=seeded_rng("rb-a3"), clock=net.clock)
     assert alice.after_rollback() == 1
-    res = alice.encrypt([bob.jid], "must not go out on the old ratchet")
+    res = alice.encrypt_omemo([bob.jid], "must not go out on the old ratchet")
     assert not res.ready and [d.outcome for d in res.devices if d.jid == bob.jid] == [Outcome.FAILED]
     with pytest.raises(UsageError):
         alice.empty_message(bob.jid, bob.device_id, O2)

@@ -250,7 +250,7 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
     expect_error(
         lambda: alice.set_trust(BOB, alice.context.own.identity.x25519_private[:31], TrustLevel.VERIFIED), UsageError
     )
-    expect_error(lambda: alice.encrypt([BOB], None), UsageError)
+    expect_error(lambda: alice.encrypt_omemo([BOB], None), UsageError)
     expect_error(lambda: ks.change_passphrase(PW, KdfParams(1, 1024)), KeystoreDowngrade)
     alice.set_trust(BOB, bob.identity_key, TrustLevel.DISTRUSTED)
     expect_error(lambda: alice.decrypt(good, BOB, to=ALICE), SenderDistrusted)
@@ -364,7 +364,7 @@ def test_K8_one_hundred_concurrent_encrypts_from_asyncio_tasks_are_serialised_wi
     async def one(i: int) -> None:
         for _ in range(pauses[i][0]):  # the tasks reach encrypt() in a shuffled order
             await asyncio.sleep(0)
-        res = alice.encrypt([BOB], f"concurrent {i}")
+        res = alice.encrypt_omemo([BOB], f"concurrent {i}")
         made.append((i, res.elements[O2]))
         for _ in range(pauses[i][1]):
             await asyncio.sleep(0)

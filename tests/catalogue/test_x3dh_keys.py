@@ -121,7 +121,7 @@ def test_X1_bad_signed_prekey_signature_or_swapped_identity_key_is_refused(ns: s
     spks.text = part(carol_bundle, "spks").text  # and carol's signature (over carol's spk)
     c.rejected("swapped ik and spks", a, on_bundle, InvalidSignature)
     c.expect(a.devices(BOB)[0].identity_key is None, "a refused bundle's identity key is known")
-    c.expect(not a.encrypt([BOB], "x").ready, "a session was possible after refused bundles")
+    c.expect(not a.encrypt_omemo([BOB], "x").ready, "a session was possible after refused bundles")
 
     # the unmodified bundle is accepted and works
     assert a.on_bundle(BOB, b.device_id, ns, orig) == []
@@ -352,8 +352,8 @@ def test_X4_unknown_or_used_prekeys_and_signed_prekey_rotation(ns: str) -> None:
     net.clock.advance(SPK_ROTATION + timedelta(hours=1))
     net.run(b, b.maintenance())
     assert b.context.own._spk()["current"]["id"] != old_spk["id"]
-    kd = dave.encrypt([BOB], "inside grace").elements[ns]
-    km = mallory.encrypt([BOB], "after grace").elements[ns]
+    kd = dave.encrypt_omemo([BOB], "inside grace").elements[ns]
+    km = mallory.encrypt_omemo([BOB], "after grace").elements[ns]
     assert FLAVOUR[ns].parse_key_exchange(key_bytes(km, rid)).spk_id == old_spk["id"]
     net.clock.advance(SPK_GRACE - timedelta(hours=2))
     recv_body(net, b, kd, DAVE, "inside grace")
