@@ -44,6 +44,10 @@ def save(storage: Storage, state: CatchUp) -> None:
 
 
 def begin(ctx: Context) -> None:
+    """Archive catch-up starts (at connect, before MAM and offline messages): used prekeys are
+    kept (hidden) until :func:`end`, so that repeated key exchanges in the archive still
+    decrypt, and key-exchange answers are postponed."""
+
     def op() -> None:
         state = load(ctx.storage)
         state.catching_up = True
@@ -53,6 +57,9 @@ def begin(ctx: Context) -> None:
 
 
 def end(ctx: Context) -> list[Effect]:
+    """Catch-up done: delete the prekeys kept back and answer every session built during it
+    with an empty message."""
+
     def op() -> list[Effect]:
         state = load(ctx.storage)
         ctx.own.delete_used_prekeys()

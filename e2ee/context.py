@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from .devices import DeviceRegistry
 from .errors import UsageError
@@ -22,9 +22,11 @@ from .sessions import SessionStore
 from .storage import Storage
 from .trust import TrustPolicy, TrustStore
 
-__all__ = ["Context", "bare"]
+__all__ = ["Context", "bare", "delegate"]
 
 _T = TypeVar("_T")
+_S = TypeVar("_S")
+_P = ParamSpec("_P")
 
 
 def bare(jid: str) -> str:
@@ -70,3 +72,26 @@ class Context:
 
     def now(self) -> datetime:
         return self.clock()
+
+
+class delegate(Generic[_S, _P, _T]):  # noqa: N801 -- used like a decorator/descriptor
+    """A facade member that is a part's method: ``publish = delegate("_pep", Pep.publish)``
+    makes ``facade.publish(...)`` call ``facade._pep.publish(...)``, with the part's signature
+    (for type checkers) and docstring (for readers)."""
+
+    def __init__(self, part: str, method: Callable[Concatenate[_S, _P], _T]) -> None:
+        self._part = part
+        self._name = method.__name__
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> delegate[_S, _P, _T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type[Any]) -> Callable[_P, _T]: ...
+
+    def __get__(self, obj: object | None, owner: type[Any]) -> delegate[_S, _P, _T] | Callable[_P, _T]:
+        if obj is None:
+            return self
+        bound: Callable[_P, _T] = getattr(getattr(obj, self._part), self._name)
+        return bound

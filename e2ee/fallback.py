@@ -81,7 +81,12 @@ class SendPolicy:
         self._omemo = omemo
         self._openpgp = openpgp
 
-    def prepare(self, recipients: Sequence[str], *, use_omemo: bool, use_openpgp: bool) -> list[Effect]:
+    def prepare(self, recipients: Sequence[str], *, use_omemo: bool = True, use_openpgp: bool = True) -> list[Effect]:
+        """The fetches a send to ``recipients`` needs now (nothing is encrypted): OMEMO device
+        lists and bundles, and for recipients OMEMO cannot reach (once their OMEMO fetches are
+        done) their OpenPGP metadata and keys.  Run them, feed the answers in and call again
+        until it returns nothing.  ``use_omemo=False``: OpenPGP only (an OpenPGP-only client);
+        ``use_openpgp=False``: OMEMO only (before an OMEMO-only send, e.g. in rooms)."""
         jids = list(dict.fromkeys(bare(j) for j in recipients))
 
         def op() -> list[Effect]:
@@ -127,12 +132,17 @@ class SendPolicy:
     def encrypt(
         self,
         recipients: Sequence[str],
-        body: str | None,
-        content: Sequence[ET.Element],
+        body: str | None = None,
         *,
-        allow_plaintext: bool,
-        use_omemo: bool,
+        content: Sequence[ET.Element] = (),
+        allow_plaintext: bool = False,
+        use_omemo: bool = True,
     ) -> SendResult:
+        """Encrypt for each recipient separately by the policy in the module docstring.  Raises
+        :class:`~e2ee.errors.NoEligibleDevices` naming what is missing when some recipient can
+        be reached no way; nothing is encrypted then.  ``use_omemo=False`` skips OMEMO (an
+        OpenPGP-only client).  The OMEMO send plan is computed once for all recipients, and
+        the whole send is one transaction."""
         if not recipients:
             raise UsageError("no recipients")
         if body is None and not content:

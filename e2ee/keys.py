@@ -54,14 +54,22 @@ class Keys:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def apply_uri(self, uri: str, level: TrustLevel) -> tuple[str, list[KeyDecision]]:
+    def apply_uri(self, uri: str, level: TrustLevel = TrustLevel.VERIFIED) -> tuple[str, list[KeyDecision]]:
+        """Apply a verification URI: each key it lists, in either form (the X25519 form legacy
+        clients put there, or the Ed25519 form of OMEMO 2 clients), gets ``level`` through
+        :meth:`decide_fingerprint`.  One transaction.  Raises :class:`~e2ee.errors.InvalidVerificationUri`."""
         parsed = parse_uri(uri)
         jid = bare(parsed.jid)
         entries: list[tuple[int | None, bytes]] = [(d, ik) for d, ik in parsed.fingerprints.items()]
         entries += [(None, ik) for ik in parsed.plain]
         return jid, self._ctx.run(lambda: [self._decide(jid, key, level, dev) for dev, key in entries])
 
-    def decide(self, jid: str, key: bytes, level: TrustLevel, device_id: int | None) -> KeyDecision:
+    def decide_fingerprint(self, jid: str, key: bytes, level: TrustLevel, device_id: int | None = None) -> KeyDecision:
+        """Record the person's decision for a fingerprint they compared: ``key`` is 32 bytes in
+        either form.  When it is (either form of) a known key of ``jid`` -- of ``device_id``
+        when given -- that key gets ``level``; otherwise every reading of the value is recorded
+        with ``level`` (it applies when such a key appears) and the result says it matched
+        nothing: never present that as "verified"."""
         jid = bare(jid)
         return self._ctx.run(lambda: self._decide(jid, key, level, device_id))
 
@@ -81,6 +89,7 @@ class Keys:
         return KeyDecision(device_id, key, level, match, devices)
 
     def own_uri(self) -> str:
+        """Our verification URI: this device first, then our other devices we verified."""
         ctx = self._ctx
         own = ctx.own
         devices = [(own.device_id, own.identity.x25519_public)]
@@ -91,6 +100,8 @@ class Keys:
         return make_uri(own.jid, devices)
 
     def set_trust(self, jid: str, identity_key: bytes, level: TrustLevel) -> None:
+        """Record the user's decision for an identity key (X25519 form) or an OpenPGP key (its
+        20-byte fingerprint) of ``jid``."""
         jid = bare(jid)
         self._ctx.run(lambda: self._ctx.trust.set(jid, identity_key, level))
 
@@ -112,6 +123,7 @@ class Keys:
         return count
 
     def devices(self, jid: str) -> list[DeviceInfo]:
+        """Every device of ``jid`` we know of, active or not, with its trust."""
         ctx = self._ctx
         jid = bare(jid)
         lists = ctx.devices.lists(jid)

@@ -57,6 +57,8 @@ class Pep:
         self._ctx = ctx
 
     def publish(self) -> list[Effect]:
+        """Everything to announce this device: every namespace's device list (ours added to
+        what the account lists) and bundle.  Rotates the signed prekey first when it is due."""
         ctx = self._ctx
 
         def op() -> list[Effect]:
@@ -67,6 +69,9 @@ class Pep:
         return ctx.run(op)
 
     def maintenance(self) -> list[Effect]:
+        """Periodic upkeep (call e.g. daily and at connect): signed-prekey rotation, dropping a
+        previous signed prekey whose grace period ended, prekey refill.  Returns the bundle
+        publications needed, if any."""
         ctx = self._ctx
 
         def op() -> list[Effect]:
@@ -77,6 +82,10 @@ class Pep:
         return ctx.run(op)
 
     def on_device_list(self, jid: str, namespace: str, element: ET.Element | None) -> list[Effect]:
+        """A device list arrived (PEP push or fetch result) for the bare JID the event came
+        from (the embedder must take it from the stanza's ``from``; no ``from`` means our own
+        account).  ``element`` is the item's payload, or None when the node or item does not
+        exist.  Returns a republication when our own list lacks this device."""
         ctx = self._ctx
         be = registry.backend(namespace)
         jid = bare(jid)
@@ -95,6 +104,10 @@ class Pep:
         return ctx.run(op)
 
     def on_bundle(self, jid: str, device_id: int, namespace: str, element: ET.Element) -> list[Effect]:
+        """A bundle arrived.  It is checked (structure, keys, signed-prekey signature) and kept
+        for the next send.  Raises :class:`~e2ee.errors.InvalidBundle`,
+        :class:`~e2ee.errors.InvalidKey` or :class:`~e2ee.errors.InvalidSignature`; nothing is
+        stored then."""
         ctx = self._ctx
         be = registry.backend(namespace)
         jid = bare(jid)

@@ -95,8 +95,21 @@ class OmemoSender:
         return jids if own in jids else [*jids, own]
 
     def encrypt(
-        self, recipients: Sequence[str], body: str | None, content: Sequence[ET.Element], to: str | None
+        self,
+        recipients: Sequence[str],
+        body: str | None = None,
+        *,
+        content: Sequence[ET.Element] = (),
+        to: str | None = None,
     ) -> EncryptResult:
+        """Encrypt one message for every active, trusted device of each recipient and of our own
+        account (except this device).
+
+        OMEMO 2 devices get an XEP-0420 envelope holding ``<body xmlns='jabber:client'>`` (when
+        ``body`` is given) and ``content``; legacy devices get ``body`` only.  ``to`` is the
+        envelope's ``<to>`` (the room for group chats); by default the single recipient.
+        When some recipient has no eligible device, nothing is encrypted (``result.ready`` is
+        False) and the result says why, with the fetches that may help."""
         if not recipients:
             raise UsageError("no recipients")
         if body is None and not content:
@@ -112,6 +125,7 @@ class OmemoSender:
         return self._ctx.run(lambda: self.encrypt_planned(self.plan(jids), body, content, to))
 
     def prepare(self, recipients: Sequence[str]) -> list[Effect]:
+        """The fetches (device lists, bundles) :meth:`encrypt` would ask for now."""
         jids = self.recipients(recipients)
         return self._ctx.run(lambda: list(dict.fromkeys(self.plan(jids).effects)))
 
@@ -270,6 +284,8 @@ class OmemoSender:
         ctx.devices.set_identity(jid, device_id, ik)
 
     def empty_message(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
+        """An empty message to one device (no trust needed), building a session from its stored
+        bundle when there is none: completes a manual session replacement."""
         ctx = self._ctx
         be = registry.backend(namespace)
         jid = bare(jid)
@@ -290,6 +306,9 @@ class OmemoSender:
         return ctx.run(op)
 
     def replace_session(self, jid: str, device_id: int, namespace: str) -> list[Effect]:
+        """Manual session replacement (XEP-0384 business rule): forget the current session with
+        that device and its stored bundle; returns the bundle fetch.  Once the bundle is in,
+        :meth:`empty_message` (or the next send) starts a fresh session."""
         ctx = self._ctx
         be = registry.backend(namespace)
         jid = bare(jid)

@@ -246,9 +246,10 @@ def test_a_uri_with_either_form_of_a_known_key_verifies_that_device(form: str) -
         assert jid == BOB and d.matched and d.identity_key == bob.identity_key and d.devices == (bob.device_id,)
         assert d.given == key and d.remembered == ()
         assert _trust_of(alice, bob.device_id) is TrustLevel.VERIFIED, uri
-    # and verify_uri (the older call) reports the canonical key
+    # the decision reports the canonical key, whichever form the URI gave
     alice.set_trust(BOB, bob.identity_key, TrustLevel.BLIND)
-    assert alice.verify_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}") == (
+    jid, decisions = alice.apply_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}")
+    assert (jid, [(d.device_id, d.identity_key or d.given) for d in decisions]) == (
         BOB,
         [(bob.device_id, bob.identity_key)],
     )

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.errors import KeystoreCorrupt
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.keystore.errors import KeystoreCorrupt
 from e2ee.results import Decrypted, Duplicate
 
 from .engine_support import O2, Net

@@ -147,7 +147,8 @@ def test_restored_copy_is_detected_and_no_ratchet_key_is_reused(tmp_path: Path) 
 
     import pytest
 
-    from e2ee.errors import RollbackDetected, UsageError
+    from e2ee.errors import UsageError
+    from e2ee.keystore.errors import RollbackDetected
     from e2ee.omemo2.wire import OMEMO2
     from e2ee.results import Outcome
     from e2ee.trust import TrustLevel

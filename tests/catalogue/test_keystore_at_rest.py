@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.errors import (
+from e2ee.errors import E2EEError, UsageError
+from e2ee.keystore import Keystore
+from e2ee.keystore.errors import (
     CorruptRecord,
-    E2EEError,
     KeystoreCorrupt,
     KeystoreDowngrade,
     RollbackDetected,
     UnsupportedKeystoreVersion,
-    UsageError,
     WrongPassphrase,
 )
-from e2ee.keystore import Keystore
 from e2ee.keystore.sealing import MAX_MEMORY_KIB, MAX_PASSES
 from e2ee.results import (
     Decrypted,

@@ -18,16 +18,14 @@ import pytest
 from e2ee.engine import Engine
 from e2ee.errors import (
     AuthenticationFailed,
-    CorruptRecord,
     E2EEError,
     InvalidSignature,
-    KeystoreDowngrade,
     MalformedMessage,
     SenderDistrusted,
     UsageError,
-    WrongPassphrase,
 )
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.keystore.errors import CorruptRecord, KeystoreDowngrade, WrongPassphrase
 from e2ee.limits import SPK_GRACE, SPK_ROTATION
 from e2ee.omemo2.wire import OMEMO2 as OMEMO2_FLAVOUR
 from e2ee.results import (
