@@ -160,7 +160,7 @@ def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCa
             }
             for name, data in evil.items():
                 before = len(inbox)
-                with mock.patch("e2ee.sending.sce.build", return_value=data):
+                with mock.patch("e2ee.omemo2.backend.envelope.build", return_value=data):
                     assert (await bob.send_text(a, "ignored")).ready
                 await _until(lambda: len(inbox) > before, lambda: f"{name}: nothing arrived")  # noqa: B023
                 await _settle()
