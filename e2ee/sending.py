@@ -57,7 +57,7 @@ class SendPlan:
         return SendPlan(
             [d for d in self.devices if d.jid in keep],
             [o for o in self.outcomes if o.jid in keep],
-            [e for e in self.effects if getattr(e, "jid", None) in keep],
+            [e for e in self.effects if isinstance(e, (FetchDeviceList, FetchBundle)) and e.jid in keep],
             [j for j in self.unreachable if j in keep],
             self.started,
         )
