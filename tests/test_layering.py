@@ -186,7 +186,7 @@ def test_no_import_cycle() -> None:
 
 def test_the_omemo_namespaces_are_named_together_only_in_the_registry() -> None:
     """Both OMEMO namespaces are one ``OmemoBackend`` each; the engine branches on no backend
-    (``is _OMEMO2``) and lists them (flavour names or namespaces together) only in
+    (an identity test against one backend) and lists them (flavour names or namespaces together) only in
     ``e2ee/registry.py``: everything else iterates ``registry.BACKENDS``."""
     import re
 
