@@ -10,15 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e2ee.errors import (
-    E2EEError,
+from e2ee.errors import E2EEError, NoEligibleDevices, UsageError
+from e2ee.keystore.errors import (
     KeystoreCorrupt,
     KeystoreDowngrade,
     KeystoreLocked,
-    NoEligibleDevices,
     RollbackDetected,
     UnsupportedKeystoreVersion,
-    UsageError,
     WrongPassphrase,
 )
 

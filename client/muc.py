@@ -386,11 +386,11 @@ class Rooms:
             [FetchDeviceList(j, ns) for j in recipients if not self.handlers._subscribed(j) for ns in NAMESPACES]
         )
         for _ in range(4):
-            fetches = self.engine.prepare(recipients)
+            fetches = self.engine.prepare(recipients, use_openpgp=False)
             if not fetches:
                 break
             await self._parallel(fetches)
-        result = self.engine.encrypt(recipients, body, to=state.jid)
+        result = self.engine.encrypt_omemo(recipients, body, to=state.jid)
         if result.ready:  # one stanza to the room; what only our own devices read, to our bare JID
             msg_id = self.handlers._send_result(state.jid, result, mtype="groupchat")
             sent = self._sent.setdefault(state.jid, {})

@@ -403,11 +403,11 @@ class E2EEHandlers:
             for ns in NAMESPACES:
                 await self.run_effects([FetchDeviceList(slixmpp.JID(to).bare, ns)])
         for _ in range(4):
-            fetches = self.engine.prepare([to])
+            fetches = self.engine.prepare([to], use_openpgp=False)
             if not fetches:
                 break
             await self.run_effects(fetches)
-        result = self.engine.encrypt([to], body)
+        result = self.engine.encrypt_omemo([to], body)
         if result.ready:
             self._send_result(to, result)
         return result
@@ -424,11 +424,11 @@ class E2EEHandlers:
                 fetches.append(FetchPublicKeys(bare))
             await self.run_effects(fetches)
         for _ in range(6):  # device lists, bundles, OpenPGP metadata, keys
-            effects = self.engine.prepare_with_fallback([bare], use_omemo=self.omemo)
+            effects = self.engine.prepare([bare], use_omemo=self.omemo)
             if not effects:
                 break
             await self.run_effects(effects)
-        result = self.engine.encrypt_with_fallback([bare], body, allow_plaintext=allow_plaintext, use_omemo=self.omemo)
+        result = self.engine.encrypt([bare], body, allow_plaintext=allow_plaintext, use_omemo=self.omemo)
         for r in result.recipients:
             if r.route is Route.OMEMO and r.omemo is not None and r.omemo.ready:
                 self._send_result(to, r.omemo)

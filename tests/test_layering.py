@@ -182,3 +182,27 @@ def test_nothing_imports_the_folders_by_their_old_top_level_names() -> None:
 def test_no_import_cycle() -> None:
     cycles = import_cycles()
     assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_omemo_namespaces_are_named_together_only_in_the_registry() -> None:
+    """Both OMEMO namespaces are one ``OmemoBackend`` each; the engine branches on no backend
+    (an identity test against one backend) and lists them (flavour names or namespaces together) only in
+    ``e2ee/registry.py``: everything else iterates ``registry.BACKENDS``."""
+    import re
+
+    pairs = re.compile(
+        r"""is _(OMEMO2|LEGACY)\b|["']omemo2["']\s*,\s*["']legacy["']|"""
+        r"""["']urn:xmpp:omemo:2["']\s*,\s*["']eu\.siacs\.conversations\.axolotl["']"""
+    )
+    offenders = []
+    for mod, path in _modules().items():
+        if mod.startswith(LAYERS_WITH_IO) or mod == "e2ee.registry":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pairs.search(line):
+                offenders.append(f"{mod}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+    from e2ee.registry import BACKENDS, NAMESPACES
+
+    assert NAMESPACES == ("urn:xmpp:omemo:2", "eu.siacs.conversations.axolotl")  # preferred first
+    assert all(b.flavour.namespace == b.namespace for b in BACKENDS)

@@ -27,7 +27,7 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, mon
     engine = Engine.create(MemoryStorage(), server.jid("alice"), clock=lambda: now[0])
 
     def spk_id() -> int:
-        return int(engine._own._spk()["current"]["id"])
+        return int(engine.context.own._spk()["current"]["id"])
 
     async def run() -> None:
         inbox: list[Received] = []
