@@ -45,7 +45,7 @@ def _restore(args: argparse.Namespace) -> int:
 
     async def work(session: Any, _received: list[Any]) -> int:
         own = session.boundjid.bare
-        elem = await session.e2ee._first_item(own, SECRET_KEY_NODE, None)
+        elem = await session.e2ee.first_item(own, SECRET_KEY_NODE)
         if elem is None:
             raise UsageError(f"no OpenPGP secret-key backup on {own}'s server (make one with 'e2ee backup')")
         fpr = session.engine.openpgp.restore(elem, code, replace=args.replace)

@@ -55,7 +55,7 @@ def test_a_second_device_does_not_evict_the_first_devices_bundle(
             if server.kind == "ejabberd":
                 assert len(said) == 1 and "resource-constraint" in said[0] and "pubsub#max_items" in said[0], said
                 assert all(
-                    s.e2ee._publisher is not None and s.e2ee._publisher.options_refused for s in (first, second, third)
+                    s.e2ee.pep.publisher.options_refused for s in (first, second, third)
                 )
             else:  # Prosody takes the options
                 assert said == []
