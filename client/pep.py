@@ -86,9 +86,13 @@ class Pep:
             self.xmpp.del_event_handler(event, handler)
         self._handlers.clear()
         pubsub, pep = self.xmpp.plugin["xep_0060"], self.xmpp.plugin["xep_0163"]
+        disco = self.xmpp.plugin["xep_0030"]
         nodes = [*DEVICE_LIST_NODES.values(), *([PUBLIC_KEYS_NODE] if self.engine.has_openpgp else [])]
         for node in nodes:
             pubsub.node_event_map.pop(node, None)
+            # slixmpp 1.17's remove_interest deletes a feature named after the list of nodes, not
+            # "<node>+notify": delete the feature here; remove_interest then updates the caps
+            disco.del_feature(feature=f"{node}+notify")
             pep.remove_interest(node)
 
     def _devices_event(self, namespace: str) -> Callable[[slixmpp.Message], Coroutine[None, None, None]]:
