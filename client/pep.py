@@ -28,7 +28,7 @@ from e2ee.openpgp.xml import PUBLIC_KEYS_NODE, public_key_node
 from e2ee.results import FetchBundle, FetchDeviceList, FetchPublicKey, FetchPublicKeys, Publish, SendMessage
 
 from .stanzas import Stanzas
-from .types import Effects
+from .types import Effects, FormValue
 
 __all__ = ["Pep"]
 
@@ -38,8 +38,6 @@ O2, LEGACY = NAMESPACES
 #: The slixmpp event name of each device-list node (``<name>_publish`` on a notification).
 _DEVICE_EVENTS = {ns: f"devices_{'o2' if ns == O2 else 'legacy'}" for ns in DEVICE_LIST_NODES}
 _OPENPGP_EVENT = "openpgp_keys"
-#: Field values of a data form we submit.
-FormValue = str | bool
 
 
 class Pep:

@@ -9,7 +9,7 @@ from e2ee.errors import E2EEError
 from e2ee.media import MediaLink, media_link_in
 from e2ee.results import Decrypted, DecryptResult, Effect
 
-__all__ = ["Effects", "OnReceived", "Received", "RunEffects"]
+__all__ = ["Effects", "FormValue", "OnReceived", "Received", "RunEffects"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,5 +35,7 @@ class Received:
 OnReceived = Callable[[Received], None]
 #: The effects an engine call returns, carried out in order by :meth:`e2ee.client.pep.Pep.run`.
 Effects = Sequence[Effect]
+#: A field value of a data form (XEP-0004) we submit.
+FormValue = str | bool
 #: Carries out effects (the session's :meth:`~e2ee.client.pep.Pep.run`).
 RunEffects = Callable[[Effects], Awaitable[None]]
