@@ -48,7 +48,6 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable
 
 import slixmpp
-from slixmpp.exceptions import PresenceError
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -60,7 +59,7 @@ from e2ee.results import EncryptResult
 
 from .errors import RoomNotSuitable, RoomUnavailable, UnknownSender
 from .incoming import Incoming
-from .muc_admin import AFFILIATIONS, MUC, RoomAdmin, condition, room_jid
+from .muc_admin import AFFILIATIONS, MUC, RoomAdmin, room_jid
 from .muc_room import MUC_USER, RoomState
 from .outgoing import Outgoing
 from .pep import Pep
@@ -106,7 +105,6 @@ class Rooms:
         self._unknown_logged: set[tuple[str, str]] = set()
         #: rooms that refused us their affiliation lists (said once per room)
         self._lists_refused: set[str] = set()
-        self._joining: dict[str, asyncio.Future[str | None]] = {}
         #: ids of the messages we sent to each room that it has not echoed back yet (bounded)
         self._sent: dict[str, dict[str, asyncio.Event]] = {}
         #: rooms we left in this session: what they still send is expected, and not logged
@@ -209,39 +207,9 @@ class Rooms:
         return state
 
     async def _join_presence(self, state: RoomState) -> None:
-        """Join and wait for our own presence and the subject, or an error presence (Prosody's
-        lacks the ``muc`` child slixmpp waits for, so it is watched for here too)."""
-        refused: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._joining[state.jid] = refused
-        muc = self.xmpp.plugin["xep_0045"]
-
-        async def joined() -> str | None:  # the condition of a refusal, or None
-            try:
-                await muc.join_muc_wait(slixmpp.JID(state.jid), state.nick, maxstanzas=0, timeout=self.timeout)
-            except PresenceError as e:
-                return condition(e)
-            except TimeoutError:
-                return "timeout"
-            return None
-
-        join = asyncio.ensure_future(joined())
-        try:
-            done, _pending = await asyncio.wait(
-                [join, refused], timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if refused in done:
-                failure = refused.result()
-            elif join in done:
-                failure = join.result()
-            else:
-                failure = "timeout"
-        finally:
-            self._joining.pop(state.jid, None)
-            if not join.done():
-                join.cancel()
+        failure = await self.admin.join(state.jid, state.nick)
         if failure is not None:
             self._rooms.pop(state.jid, None)
-            muc.rooms[None].pop(slixmpp.JID(state.jid), None)
             if failure == "timeout":
                 raise RoomUnavailable(f"room {state.jid} did not answer the join", failure)
             raise RoomUnavailable(f"could not join {state.jid}: {failure}", failure)
@@ -364,9 +332,8 @@ class Rooms:
             log.warning("we are no longer in room %s (status %s)", state.jid, sorted(state.removed))
 
     def _presence_error(self, pres: StanzaBase) -> None:
-        waiting = self._joining.get(bare_jid_key(pres["from"].bare))
-        if pres["type"] == "error" and waiting is not None and not waiting.done():
-            waiting.set_result(str(pres["error"]["condition"] or "error"))
+        if pres["type"] == "error":
+            self.admin.refused(bare_jid_key(pres["from"].bare), str(pres["error"]["condition"] or "error"))
 
     def _notice(self, msg: StanzaBase) -> None:
         state = self._state_of(msg)

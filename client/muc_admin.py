@@ -1,8 +1,8 @@
-"""What a room is and who belongs to it, asked of the room (XEP-0045): its disco#info features,
-whether it is fit for OMEMO, its configuration, and its affiliation lists.
+"""Asking a room (XEP-0045): joining it, its disco#info features, whether it is fit for OMEMO,
+its configuration, and its affiliation lists.
 
-:class:`RoomAdmin` keeps no state of its own: :class:`~e2ee.client.muc.Rooms` keeps each room's
-:class:`~e2ee.client.muc_room.RoomState` and calls it.
+:class:`RoomAdmin` keeps no room state (only the joins under way): :class:`~e2ee.client.muc.Rooms`
+keeps each room's :class:`~e2ee.client.muc_room.RoomState` and calls it.
 """
 
 from __future__ import annotations
@@ -61,6 +61,50 @@ class RoomAdmin:
         self.xmpp = xmpp
         self.pep = pep
         self.timeout = timeout
+        #: rooms being joined: resolved with the condition of an error presence from the room
+        self._joining: dict[str, asyncio.Future[str | None]] = {}
+
+    async def join(self, room: str, nick: str) -> str | None:
+        """Join and wait for our own presence and the subject, or an error presence (Prosody's
+        lacks the ``muc`` child slixmpp waits for, so it is watched for here too: :meth:`refused`).
+        Returns None when joined, else the condition (``timeout`` when the room did not answer)."""
+        refused: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._joining[room] = refused
+        muc = self.xmpp.plugin["xep_0045"]
+
+        async def joined() -> str | None:  # the condition of a refusal, or None
+            try:
+                await muc.join_muc_wait(slixmpp.JID(room), nick, maxstanzas=0, timeout=self.timeout)
+            except PresenceError as e:
+                return condition(e)
+            except TimeoutError:
+                return "timeout"
+            return None
+
+        join = asyncio.ensure_future(joined())
+        try:
+            done, _pending = await asyncio.wait(
+                [join, refused], timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if refused in done:
+                failure = refused.result()
+            elif join in done:
+                failure = join.result()
+            else:
+                failure = "timeout"
+        finally:
+            self._joining.pop(room, None)
+            if not join.done():
+                join.cancel()
+        if failure is not None:
+            muc.rooms[None].pop(slixmpp.JID(room), None)
+        return failure
+
+    def refused(self, room: str, why: str) -> None:
+        """An error presence from ``room`` (its bare JID): a join under way fails with ``why``."""
+        waiting = self._joining.get(room)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(why)
 
     async def features(self, room: str) -> frozenset[str]:
         """The room's disco#info features; raises :class:`~e2ee.client.errors.RoomUnavailable`
