@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from e2ee.errors import E2EEError
 from e2ee.media import MediaLink, media_link_in
 from e2ee.results import Decrypted, DecryptResult, Effect
 
-__all__ = ["Effects", "FormValue", "OnReceived", "Received", "RunEffects"]
+__all__ = ["Effects", "FormValue", "OnReceived", "Received"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,5 +37,3 @@ OnReceived = Callable[[Received], None]
 Effects = Sequence[Effect]
 #: A field value of a data form (XEP-0004) we submit.
 FormValue = str | bool
-#: Carries out effects (the session's :meth:`~e2ee.client.pep.Pep.run`).
-RunEffects = Callable[[Effects], Awaitable[None]]
