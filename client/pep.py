@@ -49,6 +49,8 @@ class Pep:
         self.stanzas = stanzas
         self._publisher: Publisher | None = None
         self._handlers: list[tuple[str, Callable[[slixmpp.Message], Coroutine[None, None, None]]]] = []
+        self._mapped: list[str] = []  # nodes whose notifications we map to events
+        self._interests: list[str] = []  # nodes we announced +notify for
 
     @property
     def publisher(self) -> Publisher:
@@ -68,30 +70,33 @@ class Pep:
         if self.engine.has_openpgp:
             pubsub.map_node_event(PUBLIC_KEYS_NODE, _OPENPGP_EVENT)  # type: ignore[no-untyped-call]
             self._handlers.append((f"{_OPENPGP_EVENT}_publish", self._openpgp_keys_event))
+        self._mapped = [*DEVICE_LIST_NODES.values(), *([PUBLIC_KEYS_NODE] if self.engine.has_openpgp else [])]
         for event, handler in self._handlers:
             self.xmpp.add_event_handler(event, handler)
 
     def announce_interest(self) -> None:
         """``+notify`` for our nodes (in the disco#info of our full JID: call after binding)."""
         pep = self.xmpp.plugin["xep_0163"]
-        for node in DEVICE_LIST_NODES.values():
+        nodes = [*DEVICE_LIST_NODES.values(), *([PUBLIC_KEYS_NODE] if self.engine.has_openpgp else [])]
+        for node in nodes:
             pep.add_interest(node)
-        if self.engine.has_openpgp:
-            pep.add_interest(PUBLIC_KEYS_NODE)
+            if node not in self._interests:
+                self._interests.append(node)
 
     def uninstall(self) -> None:
         for event, handler in self._handlers:
             self.xmpp.del_event_handler(event, handler)
         self._handlers.clear()
         pubsub, pep = self.xmpp.plugin["xep_0060"], self.xmpp.plugin["xep_0163"]
-        disco = self.xmpp.plugin["xep_0030"]
-        nodes = [*DEVICE_LIST_NODES.values(), *([PUBLIC_KEYS_NODE] if self.engine.has_openpgp else [])]
-        for node in nodes:
+        for node in self._mapped:
             pubsub.node_event_map.pop(node, None)
+        self._mapped.clear()
+        for node in self._interests:
             # slixmpp 1.17's remove_interest deletes a feature named after the list of nodes, not
             # "<node>+notify": delete the feature here; remove_interest then updates the caps
-            disco.del_feature(feature=f"{node}+notify")
+            self.xmpp.plugin["xep_0030"].del_feature(feature=f"{node}+notify")
             pep.remove_interest(node)
+        self._interests.clear()
 
     def _devices_event(self, namespace: str) -> Callable[[slixmpp.Message], Coroutine[None, None, None]]:
         async def handler(msg: slixmpp.Message) -> None:
