@@ -6,6 +6,7 @@ its disco features come and go with it."""
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import pytest
@@ -15,10 +16,12 @@ from slixmpp.xmlstream.handler.base import BaseHandler
 
 from e2ee.client.gpg import GnuPG
 from e2ee.client.plugin import e2ee_omemo
+from e2ee.client.stanzas import FALLBACK_BODY, OX_FALLBACK_BODY
 from e2ee.client.types import Received
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.nodes import DEVICE_LIST_NODES
 from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE
+from e2ee.openpgp.xml import NS as OX
 from e2ee.storage import MemoryStorage
 
 from .xmpp_server import Accounts
@@ -112,6 +115,25 @@ def test_plugin_end_removes_everything_plugin_init_added(engine: Engine) -> None
     assert xmpp._spawn_event == spawn_event
     # what it depended on stays for the application's other uses
     assert xmpp.plugin.enabled("xep_0280") and xmpp.plugin.enabled("xep_0380")
+
+
+def test_messages_carry_an_eme_per_namespace_and_the_store_hint_through_slixmpp_plugins() -> None:
+    xmpp = slixmpp.ClientXMPP(ME, "pw")
+    plugin = _register(xmpp, Engine.create(MemoryStorage(), ME), [])
+    sent: list[slixmpp.Message] = []
+    xmpp.send = sent.append  # type: ignore[method-assign,assignment]  # (not connected: what would go out)
+    elements = {ns: ET.Element(f"{{{ns}}}encrypted") for ns in NAMESPACES}
+    msg_id = plugin.stanzas.send_encrypted("bob@example.net", elements, body=FALLBACK_BODY)
+    plugin.stanzas.send_openpgp("bob@example.net", ET.Element(f"{{{OX}}}openpgp"))
+    omemo, openpgp = sent
+    assert omemo["id"] == msg_id and omemo["body"] == FALLBACK_BODY and omemo["eme"]["namespace"] == NAMESPACES[0]
+    marks = [(e.get("namespace"), e.get("name")) for e in omemo.xml.findall("{urn:xmpp:eme:0}encryption")]
+    assert marks == [(ns, "OMEMO") for ns in NAMESPACES]
+    assert [e.tag for e in omemo.xml if e.tag.endswith("encrypted")] == [f"{{{ns}}}encrypted" for ns in NAMESPACES]
+    assert (openpgp["eme"]["namespace"], openpgp["eme"]["name"]) == (OX, "OpenPGP for XMPP")
+    assert openpgp["body"] == OX_FALLBACK_BODY
+    for msg in sent:
+        assert msg.xml.find("{urn:xmpp:hints}store") is not None
 
 
 def test_the_plugin_refuses_to_start_without_an_engine() -> None:
