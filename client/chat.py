@@ -98,7 +98,8 @@ class Chat:
         self.leaving = asyncio.Event()
         self.lines: asyncio.Queue[str] = asyncio.Queue()
         self.style = Style.from_dict(STYLE)
-        self.prompt: PromptSession[str] = PromptSession()
+        # the typed line is erased when sent: what was sent is shown as a message line instead
+        self.prompt: PromptSession[str] = PromptSession(erase_when_done=True)
         self._tasks: set[asyncio.Task[None]] = set()
         from .chat_commands import Commands
 
@@ -177,7 +178,8 @@ class Chat:
             return self._fail(f"could not connect to {self.host}:{self.port}: {e or 'timed out'}")
         except XMPPError as e:
             return self._fail(f"the server refused: {describe(e)}")
-        self.show(info(f"connected as {safe(self.engine.jid)}; {self.session.e2ee.caught_up} archived messages read"))
+        n = self.session.e2ee.caught_up
+        self.show(info(f"connected as {safe(self.engine.jid)}; {n} archived message{'s' if n != 1 else ''} read"))
         self.session.add_event_handler("disconnected", self._lost)
         if self.wanted:
             try:
@@ -261,6 +263,8 @@ class Chat:
                 break
             if line.strip() in ("/quit", "/exit"):
                 break
+            if line.startswith("/"):
+                self.show(info(safe(line)))  # a command stays on the screen above its answer
             if line.strip():
                 self.lines.put_nowait(line)
         self.leaving.set()
