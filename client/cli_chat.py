@@ -11,6 +11,7 @@ from e2ee.errors import UsageError
 from .cli_common import _home, _server
 from .home import Account, open_engine
 from .safe_text import safe
+from .signals import stop_on_sigterm
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -22,6 +23,7 @@ def _chat(args: argparse.Namespace) -> int:
         raise UsageError(f"--download-dir: not a directory: {args.download_dir}")
     from .chat import Chat
 
+    stop_on_sigterm()
     ks, engine = open_engine(_home(args))
     with ks:
         password = Account(ks).password

@@ -112,9 +112,12 @@ def _recv(args: argparse.Namespace) -> int:
 
     if args.download_dir is not None and not args.download_dir.is_dir():
         raise UsageError(f"--download-dir: not a directory: {args.download_dir}")
+    from .signals import StopSignals, stop_on_sigterm
+
+    if args.follow:
+        stop_on_sigterm()
 
     async def work(session: Any, received: list[Any]) -> int:
-        from .signals import StopSignals
 
         with StopSignals() as stop:
             return await _show(session, received, stop)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-__all__ = ["StopSignals"]
+__all__ = ["StopSignals", "stop_on_sigterm"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -55,3 +55,10 @@ class StopSignals:
         except TimeoutError:
             return False
         return True
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM interrupt like SIGINT (:exc:`KeyboardInterrupt`) outside :class:`StopSignals`:
+    a SIGTERM during the login of a long-running command ends it through the CLI's usual path
+    (keystore closed, ``e2ee: interrupted``, status 1) instead of killing the process."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)

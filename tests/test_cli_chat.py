@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from .support import ROOT, cli_command, cli_env, run_cli
 from .xmpp_server import Accounts
 
 #: registered on this module's share of each server (the ``server`` fixture, tests/conftest.py)
-SERVER_USERS = ("ann", "ben", "cid", "dot", "eve", "fay")
+SERVER_USERS = ("ann", "ben", "cid", "dot", "eve", "fay", "gus", "hal")
 
 #: a deadline for work that takes a second or two on loopback
 PATIENCE = 60.0
@@ -87,7 +88,10 @@ class Terminal:
             screen = self.screen()
             return screen if text in screen else None
 
-        return str(_until(shown, f"{text!r} on the screen"))
+        try:
+            return str(_until(shown, f"{text!r} on the screen"))
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the screen:\n{self.screen()}") from None
 
     def exit_status(self) -> int:
         screen = self.wait_for("EXIT=")
@@ -173,12 +177,25 @@ def test_chat_in_a_terminal(server: Accounts, tmp_path: Path, terminal: Terminal
     assert "\u2588\u2588\u2588\u2588" in screen  # the QR code's quiet zone, in half blocks
     terminal.type("/trust 12 34")
     terminal.wait_for("an OMEMO fingerprint has 64 hex digits")
-    ben_fp = json.loads(e2ee("ben", "fingerprint", "--json").stdout)["fingerprint"]
-    terminal.type(f"/trust {ben_fp}")
+    terminal.type("/verify https://example.org/")
+    terminal.wait_for("not a verification URI")
+    ben_uri = json.loads(e2ee("ben", "fingerprint", "--json").stdout)["uri"]
+    terminal.type(f"/verify {ben_uri}")
     terminal.wait_for(f"{ben}: device {ben_device} ")
     terminal.wait_for("is now verified")
     assert e2ee("ben", "send", ann, "now you trust me").returncode == 0
     terminal.wait_for(f"[OMEMO 2] [verified] {ben}/{ben_device}: now you trust me")
+
+    # /file: encrypted, uploaded, sent; the other account downloads and decrypts it
+    report = tmp_path / "report.txt"
+    report.write_bytes(b"quarterly numbers\n" * 1000)
+    terminal.type(f"/file {report}")
+    terminal.wait_for(f"sent the file report.txt ({report.stat().st_size} bytes), encrypted for 1 device")
+    (tmp_path / "downloads").mkdir()
+    got = e2ee("ben", "recv", "--count", "1", "--json", "--download-dir", str(tmp_path / "downloads"))
+    assert got.returncode == 0, got.stderr
+    (row,) = [json.loads(x) for x in got.stdout.splitlines()]
+    assert row["from"] == ann and Path(row["file"]["path"]).read_bytes() == report.read_bytes()
 
     terminal.type("/quit")
     assert terminal.exit_status() == 0
@@ -199,9 +216,10 @@ def test_chat_tells_each_device_failure_once_and_leaves_on_ctrl_c(
     dot = server.jid("dot")
     # dot's second device: cid refuses its key (compared and found wrong)
     second = json.loads(e2ee("dot2", "fingerprint", "--json").stdout)
-    assert e2ee("cid", "distrust", dot, second["fingerprint"]).returncode == 0
     terminal.start(cli_command(server, tmp_path / "cid", "chat", dot), cli_env("cid-pw"))
     terminal.wait_for("| online |")
+    terminal.type(f"/distrust {dot} {second['fingerprint']}")
+    terminal.wait_for("(distrusted), applies when that key appears")
     refused = f"{dot}: device {second['device']} (OMEMO 2) was left out: you refused its key"
     terminal.type("first line")
     screen = terminal.wait_for(f"me -> {dot}: first line")
@@ -219,6 +237,80 @@ def test_chat_tells_each_device_failure_once_and_leaves_on_ctrl_c(
     assert e2ee("cid", "devices", dot).returncode == 0  # the keystore was closed, not left locked
 
 
+class Follow:
+    """``recv --follow --json ARGS`` running in the background; its output lines read by threads
+    (a pipe read ahead by Python's buffering would hide lines from ``select``)."""
+
+    def __init__(self, server: Accounts, tmp_path: Path, home: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            cli_command(server, tmp_path / home, "recv", "--follow", "--json", *args),
+            cwd=ROOT,
+            env=cli_env(f"{home}-pw"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.out: queue.Queue[str] = queue.Queue()
+        self.err: queue.Queue[str] = queue.Queue()
+        self.errors: list[str] = []
+        for pipe, q in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=lambda p=pipe, q=q: [q.put(x) for x in p], daemon=True).start()
+        while "following" not in self.line(self.err, "recv --follow to be connected"):
+            pass
+
+    def line(self, q: queue.Queue[str], what: str) -> str:
+        try:
+            got = q.get(timeout=PATIENCE)
+        except queue.Empty:
+            raise AssertionError(f"gave up waiting for {what}") from None
+        if q is self.err:
+            self.errors.append(got)
+        return got
+
+    def row(self, what: str) -> dict[str, Any]:
+        """The next JSON object printed."""
+        return dict(json.loads(self.line(self.out, what)))
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send ``sig``; the exit status (the process is killed if it does not end)."""
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=PATIENCE)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stderr(self) -> str:
+        while not self.err.empty():
+            self.errors.append(self.err.get())
+        return "".join(self.errors)
+
+
+@ONE_SERVER
+def test_chat_in_a_room(server: Accounts, tmp_path: Path, terminal: Terminal) -> None:
+    e2ee = _accounts(server, tmp_path, "gus", "hal", "hal2")  # hal2: hal's second device
+    gus, hal, room = server.jid("gus"), server.jid("hal"), server.room("den")
+    created = e2ee("gus", "room-create", room, "--member", hal)
+    assert created.returncode == 0, created.stderr
+    terminal.start(cli_command(server, tmp_path / "gus", "chat", room), cli_env("gus-pw"))
+    terminal.wait_for(f"joined {room} as {server.user('gus')}; members: {gus}, {hal}")
+    terminal.wait_for(f"| room {room} | online |")
+    follow = Follow(server, tmp_path, "hal", "--room", room)
+    try:
+        assert e2ee("hal2", "room-send", room, "hello from hal").returncode == 0
+        hal_device = json.loads(e2ee("hal2", "fingerprint", "--json").stdout)["device"]
+        terminal.wait_for(f"[OMEMO 2] [blind] {room} {server.user('hal')} ({hal}/{hal_device}): hello from hal")
+        terminal.type("hello den")
+        terminal.wait_for(f"me -> {room}: hello den")
+        rows = [follow.row("the room messages") for _ in range(2)]  # hal2's, then ours
+        assert (rows[-1]["from"], rows[-1]["room"], rows[-1]["body"]) == (gus, room, "hello den")
+    finally:
+        assert follow.stop() == 0
+    terminal.type("/quit")
+    assert terminal.exit_status() == 0
+
+
 def test_chat_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "e2ee.client.cli", "--home", str(tmp_path), "--server", "127.0.0.1:1", "chat"],
@@ -232,13 +324,6 @@ def test_chat_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "e2ee: chat needs a terminal; in a script use 'e2ee send JID -' and 'e2ee recv --follow'"
     ]
-
-
-def _line(pipe: Any, what: str) -> str:
-    """The next line from a child's pipe, waiting for it at most :data:`PATIENCE`."""
-    ready, _, _ = select.select([pipe], [], [], PATIENCE)
-    assert ready, f"gave up waiting for {what}"
-    return str(pipe.readline())
 
 
 def test_send_reads_standard_input_and_recv_follows_until_a_signal(server: Accounts, tmp_path: Path) -> None:
@@ -256,30 +341,16 @@ def test_send_reads_standard_input_and_recv_follows_until_a_signal(server: Accou
         )
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        follow = subprocess.Popen(
-            cli_command(server, tmp_path / "fay", "recv", "--follow", "--json"),
-            cwd=ROOT,
-            env=cli_env("fay-pw"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        follow = Follow(server, tmp_path, "fay")
         try:
-            assert follow.stderr is not None and follow.stdout is not None
-            while "following" not in _line(follow.stderr, "recv --follow to be connected"):
-                pass
             body = f"disk full on host-1 ({sig.name})\nsecond line"
             sent = send_stdin(body.encode() + b"\n")  # a cron job's message, ending in a line feed
             assert sent.returncode == 0, sent.stderr
-            row = json.loads(_line(follow.stdout, "the message"))  # one JSON object per line, as it arrives
+            row = follow.row("the message")  # one JSON object per line, as it arrives
             assert row["from"] == ann and row["body"] == body and row["archived"] is False
-            follow.send_signal(sig)
-            assert follow.wait(timeout=PATIENCE) == 0
-            assert "Traceback" not in follow.stderr.read()
         finally:
-            if follow.poll() is None:
-                follow.kill()
-                follow.wait()
+            assert follow.stop(sig) == 0
+        assert "Traceback" not in follow.stderr()
     # an empty message or one that is not UTF-8 is refused before connecting
     for bad, why in ((b"\n", "empty"), (b"\xff\xfe", "not UTF-8")):
         proc = send_stdin(bad)
