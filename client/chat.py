@@ -56,7 +56,12 @@ class _ShowLog(logging.Handler):
         self.chat = chat
         self.told: set[str] = set()
 
+    #: log lines of a refused message: the chat shows the refusal itself (:meth:`Chat.on_received`)
+    SHOWN_ELSEWHERE = ("message from ", "OpenPGP message from ")
+
     def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith(self.SHOWN_ELSEWHERE):
+            return
         try:
             text = record.getMessage()
         except Exception:  # a bad format string must not break the chat

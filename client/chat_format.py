@@ -97,8 +97,10 @@ def incoming(received: Received, own_jid: str, now: datetime, text: str | None =
         who = f"{safe(nick)} ({safe(d.jid)}/{d.device_id})"
     else:
         who = f"{safe(d.jid)}/{d.device_id}" if d.device_id else safe(d.jid)
-    mine = d.jid == own_jid
-    line.append(("class:me" if mine else "class:peer", f"{'me: ' + who if mine else who}"))
+    if d.jid == own_jid and not received.room:  # our own other device (a carbon, the archive)
+        line.append(("class:me", f"me (device {d.device_id})"))
+    else:
+        line.append(("class:peer", who))
     if received.archived:
         line.append(("class:info", " (archive)"))
     line.append(("class:body", ": " + (text if text is not None else safe_body(d.body))))

@@ -97,6 +97,13 @@ class Terminal:
         screen = self.wait_for("EXIT=")
         return int(screen.rsplit("EXIT=", 1)[1].split()[0])
 
+    def terminate(self) -> None:
+        """SIGTERM to the program in the pane (the child of the pane's shell, found by its parent's id)."""
+        shell = self.tmux("display-message", "-p", "#{pane_pid}").strip()
+        found = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True, timeout=30)
+        (pid,) = found.stdout.split()
+        os.kill(int(pid), signal.SIGTERM)
+
     def title(self) -> str:
         return self.tmux("display-message", "-p", "#{pane_title}").strip()
 
@@ -307,8 +314,10 @@ def test_chat_in_a_room(server: Accounts, tmp_path: Path, terminal: Terminal) ->
         assert (rows[-1]["from"], rows[-1]["room"], rows[-1]["body"]) == (gus, room, "hello den")
     finally:
         assert follow.stop() == 0
-    terminal.type("/quit")
+    terminal.terminate()  # SIGTERM (a shutdown, a supervisor) leaves as /quit does
     assert terminal.exit_status() == 0
+    assert "Traceback" not in terminal.screen()
+    assert e2ee("gus", "devices", hal).returncode == 0  # the keystore was closed
 
 
 def test_chat_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
