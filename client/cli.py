@@ -2,6 +2,10 @@
 clear line on stderr (never a traceback, unless ``--debug`` or ``E2EE_DEBUG=1``).  Untrusted text
 (bodies, labels, JIDs, names, error lines) is printed through :mod:`e2ee.client.safe_text`.
 
+Staying connected: ``chat [JID | ROOM]`` is an interactive conversation (docs/cli-chat.md);
+``recv --follow`` prints messages until SIGINT or SIGTERM; ``send JID -`` reads the message from
+standard input.  The exit statuses are :data:`EXIT_STATUS` (``e2ee --help`` shows them).
+
 Commands that need no server: ``init``, ``fingerprint``, ``devices``, ``trust``, ``distrust``,
 ``verify``, ``passphrase`` and ``demo``.  The keystore passphrase comes from ``E2EE_PASSPHRASE``
 or a prompt; a new one (``init``, ``passphrase``) from ``E2EE_NEW_PASSPHRASE`` or a prompt.

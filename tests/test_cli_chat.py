@@ -366,3 +366,18 @@ def test_send_reads_standard_input_and_recv_follows_until_a_signal(server: Accou
         assert proc.returncode == 2 and why in proc.stderr.decode() and b"connecting" not in proc.stderr
     # and recv still works on the keystore the signals left closed
     assert e2ee("fay", "recv", "--timeout", "1").returncode == 0
+
+
+def test_the_exit_statuses_are_documented_alike_in_help_and_docs() -> None:
+    from e2ee.client.cli import EXIT_STATUS
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "e2ee.client.cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0 and EXIT_STATUS in shown.stdout
+    doc = (ROOT / "docs" / "cli-chat.md").read_text()
+    table = [line for line in doc.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+    assert [line[2] for line in table] == ["0", "1", "2"]
+    for code, words in (("0", "long-running command"), ("1", "not sent"), ("2", "usage error")):
+        assert words in next(x for x in EXIT_STATUS.splitlines() if x.strip().startswith(code))
+        assert words in next(x for x in table if x[2] == code)
