@@ -178,6 +178,13 @@ class Chat:
 
     async def _connect(self) -> None:
         try:
+            await self._start()
+        except Exception as e:  # a bug must not leave the chat "connecting" for ever
+            logging.getLogger(__name__).debug("connecting failed", exc_info=True)
+            self._fail(f"unexpected {type(e).__name__} while connecting: {e}")
+
+    async def _start(self) -> None:
+        try:
             await self.session.start(self.host, self.port)
         except (ConnectionError, TimeoutError) as e:
             return self._fail(f"could not connect to {self.host}:{self.port}: {e or 'timed out'}")
@@ -257,6 +264,9 @@ class Chat:
                 self.show(error_line(f"the server refused: {safe(describe(e))}"))
             except OSError as e:
                 self.show(error_line(safe(f"{e.strerror or e}: {e.filename or ''}".rstrip(": "))))
+            except Exception as e:  # a bug must not stop the lines after it (nor the wait for them at /quit)
+                logging.getLogger(__name__).debug("a typed line failed", exc_info=True)
+                self.show(error_line(f"unexpected {type(e).__name__}: {safe(e)}"))
             finally:
                 self.lines.task_done()
 
