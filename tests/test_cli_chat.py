@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from .doc_examples import example
 from .support import ROOT, cli_command, cli_env, run_cli
 from .xmpp_server import Accounts
 
@@ -360,6 +361,29 @@ def test_send_reads_standard_input_and_recv_follows_until_a_signal(server: Accou
         finally:
             assert follow.stop(sig) == 0
         assert "Traceback" not in follow.stderr()
+    # the example of docs/cli-chat.md, as written, with `e2ee` the CLI on eve's home
+    follow = Follow(server, tmp_path, "fay")
+    try:
+        script = f'e2ee() {{ {shlex.join(cli_command(server, tmp_path / "eve"))} "$@"; }}\n{example("send from standard input")}'
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=ROOT,
+            env={**cli_env("eve-pw"), "BOB": ben},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ran.returncode == 0, ran.stderr
+        df = subprocess.run(["df", "-h", "/"], capture_output=True, text=True, check=True).stdout
+        rows = [follow.row("the example's messages") for _ in range(2)]
+        hostname = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
+        # df's own output, its line breaks kept, the final line feed dropped (its figures may have moved since)
+        assert rows[0]["body"].split("\n")[0] == df.split("\n")[0] and not rows[0]["body"].endswith("\n")
+        assert rows[0]["body"].count("\n") == df.count("\n") - 1 and rows[0]["body"].endswith(" /")
+        assert rows[1]["body"] == f"backup of {hostname} failed"
+        assert json.loads(ran.stdout.splitlines()[-1])["to"] == ben  # --json: one object
+    finally:
+        assert follow.stop() == 0
     # an empty message or one that is not UTF-8 is refused before connecting
     for bad, why in ((b"\n", "empty"), (b"\xff\xfe", "not UTF-8")):
         proc = send_stdin(bad)
