@@ -32,6 +32,7 @@ from slixmpp.exceptions import IqError, IqTimeout, XMPPError
 
 from e2ee.errors import E2EEError, UsageError
 
+from .chat_commands import Commands
 from .chat_format import STYLE, FailureLog, Line, error_line, incoming, info
 from .cli_common import _explain
 from .errors import RoomUnavailable
@@ -106,8 +107,6 @@ class Chat:
         # the typed line is erased when sent: what was sent is shown as a message line instead
         self.prompt: PromptSession[str] = PromptSession(erase_when_done=True)
         self._tasks: set[asyncio.Task[None]] = set()
-        from .chat_commands import Commands
-
         self.commands = Commands(self)
 
     # ------------------------------------------------------------------ the screen

@@ -10,21 +10,37 @@ from __future__ import annotations
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from e2ee.errors import NoEligibleDevices, UsageError
 from e2ee.fallback import Route
 from e2ee.results import EncryptResult
 
-from .chat_format import encryption_name, error_line, info, outgoing, summary
+from .chat_format import FailureLog, Line, encryption_name, error_line, info, outgoing, summary
 from .cli_common import _pgp_fp
 from .cli_keys import _apply_trust, _apply_uri, _device_lines, _device_rows, _fingerprint_lines
 from .safe_text import safe
+from .session import E2EESession
 
-if TYPE_CHECKING:
-    from .chat import Chat
+__all__ = ["HELP", "Commands", "Conversation"]
 
-__all__ = ["HELP", "Commands"]
+
+class Conversation(Protocol):
+    """What the commands use of the running chat (:class:`e2ee.client.chat.Chat`)."""
+
+    engine: Any
+    session: E2EESession
+    #: the contact's or the room's bare JID (None: no conversation yet)
+    target: str | None
+    room: bool
+    failures: FailureLog
+
+    def show(self, line: Line) -> None: ...
+
+    def set_status(self, status: str) -> None: ...
+
+    async def open(self, target: str) -> None: ...
+
 
 #: ``/help``: each command with what it does
 HELP = (
@@ -43,7 +59,7 @@ HELP = (
 class Commands:
     """Runs the typed lines of one :class:`~e2ee.client.chat.Chat`."""
 
-    def __init__(self, chat: Chat) -> None:
+    def __init__(self, chat: Conversation) -> None:
         self.chat = chat
 
     def _target(self) -> str:

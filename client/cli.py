@@ -24,7 +24,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from e2ee.errors import E2EEError, UsageError
 
@@ -47,7 +46,7 @@ EXIT_STATUS = """exit status:
 one line on stderr says why for 1 and 2 (see docs/cli-chat.md)"""
 
 
-def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+def _global_options(p: argparse.ArgumentParser, default: str | None) -> None:
     """The options every command takes.  Given before the command they set the defaults; each
     command accepts them too (``default`` is then :data:`argparse.SUPPRESS`, so an option not
     repeated after the command keeps the value given before it)."""
@@ -145,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _room_parsers(sub: Any) -> None:
+def _room_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Group chats (XEP-0045): members-only rooms that show real JIDs."""
     create = sub.add_parser("room-create", help="create a members-only, non-anonymous room for OMEMO")
     create.add_argument("room", help="room@service")

@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2ee.errors import PeerError, UsageError
 
 from .cli_common import _ed_fp, _fp, _home, _pgp_fp
 from .home import Account, initial_passphrase, kdf_params, keystore_path, new_passphrase, open_engine, xmpp_password
 from .safe_text import safe
+
+if TYPE_CHECKING:
+    from e2ee.engine import Engine, KeyDecision
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -36,7 +39,7 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sign_bit_warning(engine: Any) -> None:
+def _sign_bit_warning(engine: Engine) -> None:
     """Identities made before issue 20 may have the Ed25519 sign bit set; say so, and how out."""
     if engine.identity_sign_bit_set:
         print(
@@ -186,7 +189,7 @@ def _set_trust(args: argparse.Namespace, verified: bool) -> int:
     return 0
 
 
-def _decision_line(jid: str, d: Any) -> str:
+def _decision_line(jid: str, d: KeyDecision) -> str:
     """One line for a :class:`~e2ee.engine.KeyDecision`; "verified" only for a known key."""
     jid = safe(jid)  # from a URI or the command line: may come from a scanned code
     where = f"device {d.device_id} " if d.device_id is not None else ""
@@ -199,7 +202,8 @@ def _decision_line(jid: str, d: Any) -> str:
     devices = ", ".join(str(x) for x in d.devices)
     form = " (given in its Ed25519 form)" if d.given != d.identity_key else ""
     owner = f"device {devices} " if devices else where
-    return f"{jid}: {owner}{_fp(d.identity_key)}{form} is now {d.level.value}"
+    key = d.identity_key if d.identity_key is not None else d.given  # (a matched decision has its key)
+    return f"{jid}: {owner}{_fp(key)}{form} is now {d.level.value}"
 
 
 def _apply_uri(engine: Any, uri: str) -> list[str]:

@@ -95,7 +95,7 @@ class World:
             if not fetches:
                 break
             self.run(engine, fetches)
-        result = engine.encrypt([to], text)
+        result = engine.encrypt_omemo([to], text)
         for d in result.devices:
             label = _name_of(self, d.jid, d.device_id)
             print(f"    {label:13} {_SHORT.get(d.namespace, ''):8} {d.outcome.value}", file=self.out)
