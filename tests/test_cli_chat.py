@@ -145,7 +145,9 @@ def test_chat_in_a_terminal(server: Accounts, tmp_path: Path, terminal: Terminal
     ann, ben = server.jid("ann"), server.jid("ben")
     assert e2ee("ben", "send", ann, "written while you were away").returncode == 0
 
-    terminal.start(cli_command(server, tmp_path / "ann", "chat", ben), cli_env("ann-pw"))
+    saved = tmp_path / "ann-downloads"
+    saved.mkdir()
+    terminal.start(cli_command(server, tmp_path / "ann", "chat", ben, "--download-dir", str(saved)), cli_env("ann-pw"))
     screen = terminal.wait_for(f"conversation with {ben}")
     # the archive catch-up at start: the message sent before, with its markers
     assert "[OMEMO 2] [blind] " in screen and "(archive): written while you were away" in screen
@@ -204,6 +206,15 @@ def test_chat_in_a_terminal(server: Accounts, tmp_path: Path, terminal: Terminal
     assert got.returncode == 0, got.stderr
     (row,) = [json.loads(x) for x in got.stdout.splitlines()]
     assert row["from"] == ann and Path(row["file"]["path"]).read_bytes() == report.read_bytes()
+
+    # a file shared with us: named (never shown as a link), downloaded, decrypted, saved
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"minutes of the meeting\n" * 500)
+    assert e2ee("ben", "send-file", ann, str(notes)).returncode == 0
+    terminal.wait_for(f"{ben}/{ben_device}: shared a file: notes.txt, saving it in {saved}")
+    terminal.wait_for(f"saved notes.txt as {saved / 'notes.txt'}")
+    assert (saved / "notes.txt").read_bytes() == notes.read_bytes()
+    assert "aesgcm://" not in terminal.screen()
 
     terminal.type("/quit")
     assert terminal.exit_status() == 0
