@@ -21,8 +21,25 @@ if TYPE_CHECKING:
     from .types import Received
 
 
+def _message_from_stdin() -> str:
+    """The message of ``send JID -``: all of standard input as UTF-8, without the line feed that
+    ends it (``echo``, a here-document); an empty message or one that is not text is refused."""
+    data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("standard input is not UTF-8 text: nothing sent") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text.strip():
+        raise UsageError("the message on standard input is empty: nothing sent")
+    return text
+
+
 def _send(args: argparse.Namespace) -> int:
     from e2ee.fallback import Route
+
+    if args.text == "-":  # read before connecting: a script that pipes nothing fails at once
+        args.text = _message_from_stdin()
 
     async def work(session: E2EESession, _received: list[Received]) -> int:
         sent = await session.send_chat(args.jid, args.text, allow_plaintext=args.plaintext)
@@ -103,15 +120,35 @@ def _recv(args: argparse.Namespace) -> int:
 
     if args.download_dir is not None and not args.download_dir.is_dir():
         raise UsageError(f"--download-dir: not a directory: {args.download_dir}")
+    from .signals import StopSignals, stop_on_sigterm
+
+    if args.follow:
+        stop_on_sigterm()
 
     async def work(session: E2EESession, received: list[Received]) -> int:
+        with StopSignals() as stop:
+            return await _show(session, received, stop)
+
+    async def _show(session: E2EESession, received: list[Received], stop: StopSignals) -> int:
         shown = 0
         failed = False
-        deadline = asyncio.get_running_loop().time() + args.timeout
+        loop = asyncio.get_running_loop()
+        # --follow: until a signal (or --count, or a --timeout given with it); else 10 s by default
+        timeout = args.timeout if args.timeout is not None or args.follow else 10.0
+        deadline = None if timeout is None else loop.time() + timeout
+        lost = asyncio.Event()
+        session.add_event_handler("disconnected", lambda _e: lost.set())
         for room in args.room:
             state = await session.rooms.join(room, args.nick)
             print(f"joined {safe(state.jid)} as {safe(state.nick)}", file=sys.stderr, flush=True)
-        while asyncio.get_running_loop().time() < deadline and (args.count is None or shown < args.count):
+        if args.follow:
+            print("following: stop with Ctrl-C (or SIGTERM)", file=sys.stderr, flush=True)
+        while (deadline is None or loop.time() < deadline) and (args.count is None or shown < args.count):
+            if stop.stopped.is_set():
+                break
+            if lost.is_set() and not received:
+                print("e2ee: error: the connection to the server was lost", file=sys.stderr)
+                return 1
             while received:  # all that was decrypted is shown, even past --count
                 r = received.pop(0)
                 if r.error is not None:
@@ -153,7 +190,7 @@ def _recv(args: argparse.Namespace) -> int:
                 header = message_header(d.jid, d.device_id, d.trust.value, r.room)
                 print(json.dumps(row) if args.json else message_line(header, text or ""), flush=True)
                 shown += 1
-            await asyncio.sleep(0.05)
+            await stop.wait(0.05)
         return 1 if failed else 0
 
     return _online(args, work)
