@@ -28,7 +28,9 @@ MiB = 1 << 20
 ENV = "<envelope xmlns='urn:xmpp:sce:1'><content>{}</content><rpad/><from jid='a@x'/></envelope>"
 
 
-def bounded(call: Callable[[], Any], error: type[Exception], *, peak: int = 4 * MiB, seconds: float = 30.0) -> Exception:
+def bounded(
+    call: Callable[[], Any], error: type[Exception], *, peak: int = 4 * MiB, seconds: float = 30.0
+) -> Exception:
     """Run ``call``; it must raise ``error`` within ``peak`` bytes of Python heap.  ``seconds`` is
     a hang guard only (an exponential expansion runs for minutes), far above what a loaded 2-core
     machine needs: the work bound these tests assert is the memory peak."""
