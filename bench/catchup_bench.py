@@ -73,9 +73,9 @@ class CatchUp:
             net.run(me, out.effects)  # the bundle without the used prekey
             for _sender, e in net.take_outbox():
                 c.decrypt(e.encrypted, ME, to=c.jid)
-            me.decrypt(c.encrypt([ME], "again").elements[O2], c.jid, to=ME)
+            me.decrypt(c.encrypt_omemo([ME], "again").elements[O2], c.jid, to=ME)
         self.archive: list[tuple[ET.Element, str]] = [
-            (people[i].encrypt([ME], f"{MSG} #{n}").elements[O2], people[i].jid)
+            (people[i].encrypt_omemo([ME], f"{MSG} #{n}").elements[O2], people[i].jid)
             for n, i in enumerate(_order(count, contacts))
         ]
         self.snapshot = me_store.snapshot()

@@ -71,9 +71,9 @@ def _pair(
         for e in out.effects:
             if isinstance(e, SendMessage):
                 alice.decrypt(e.encrypted, BOB, to=ALICE)
-    back = bobs[0].encrypt([ALICE], "back")
+    back = bobs[0].encrypt_omemo([ALICE], "back")
     alice.decrypt(back.elements[O2], BOB, to=ALICE)
-    again = alice.encrypt([BOB], "again")
+    again = alice.encrypt_omemo([BOB], "again")
     for b in bobs:
         b.decrypt(again.elements[O2], ALICE, to=BOB)
     return alice, bobs
@@ -81,12 +81,12 @@ def _pair(
 
 def _encrypt(count: int, storage: StorageFactory = _memory) -> Op:
     alice, _ = _pair(Net(), alice_storage=storage)
-    return lambda: alice.encrypt([BOB], MSG)
+    return lambda: alice.encrypt_omemo([BOB], MSG)
 
 
 def _decrypt(count: int, storage: StorageFactory = _memory) -> Op:
     alice, (bob,) = _pair(Net(), bob_storage=storage)
-    supply = iter([alice.encrypt([BOB], MSG).elements[O2] for _ in range(count)])
+    supply = iter([alice.encrypt_omemo([BOB], MSG).elements[O2] for _ in range(count)])
     return lambda: bob.decrypt(next(supply), ALICE, to=BOB)
 
 
@@ -106,7 +106,7 @@ def _session_init(count: int, storage: StorageFactory = _memory) -> Op:
     def op() -> object:
         a = next(it)
         a.on_bundle(BOB, bob.device_id, O2, bundle)  # type: ignore[arg-type]
-        return a.encrypt([BOB], MSG)
+        return a.encrypt_omemo([BOB], MSG)
 
     return op
 
@@ -145,12 +145,14 @@ def _session_accept(count: int, storage: StorageFactory = _memory) -> Op:
 
 def _fanout_100(count: int, storage: StorageFactory = _memory) -> Op:
     alice, _ = _pair(Net(), bob_devices=100, alice_storage=storage)
-    return lambda: alice.encrypt([BOB], MSG)
+    return lambda: alice.encrypt_omemo([BOB], MSG)
 
 
 def _reverse_1000(count: int, storage: StorageFactory = _memory) -> Op:
     alice, (bob,) = _pair(Net(), bob_storage=storage)
-    batches = iter([[alice.encrypt([BOB], MSG).elements[O2] for _ in range(REVERSE_LENGTH)] for _ in range(count)])
+    batches = iter(
+        [[alice.encrypt_omemo([BOB], MSG).elements[O2] for _ in range(REVERSE_LENGTH)] for _ in range(count)]
+    )
 
     def op() -> object:
         for elem in reversed(next(batches)):

@@ -88,9 +88,9 @@ def build(path: Path, sessions: int, kdf: KdfParams | None = None, batch: int = 
                     me.on_device_list(jid, O2, device_list)
                     me.on_device_list(jid, LEGACY, None)
                     me.on_bundle(jid, template.device_id, O2, bundle)
-                    if not me.encrypt([jid], "hi").ready:
+                    if not me.encrypt_omemo([jid], "hi").ready:
                         raise RuntimeError(f"no session with {jid}")
-    message = ET.tostring(c0.encrypt([ME], "after reopening").elements[O2], encoding="unicode")
+    message = ET.tostring(c0.encrypt_omemo([ME], "after reopening").elements[O2], encoding="unicode")
     ks.close()
     return Built(path, sessions, message, c0.jid, time.perf_counter() - t0)
 
@@ -154,7 +154,7 @@ def probe(path: Path, message: str, sender: str, touch_all: int = 0) -> dict[str
     if touch_all > 1:
         rss1 = _rss_kib()
         for i in range(1, touch_all):
-            if not engine.encrypt([contact(i)], "again").ready:
+            if not engine.encrypt_omemo([contact(i)], "again").ready:
                 raise RuntimeError(f"probe: no session with {contact(i)}")
         gc.collect()
         out["rss_per_session_in_use_bytes"] = (_rss_kib() - rss1) * 1024 / (touch_all - 1)

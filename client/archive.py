@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from typing import Any
+
+from slixmpp.xmlstream import StanzaBase
 
 from e2ee.storage import Storage
 
@@ -52,7 +53,7 @@ class ArchivePosition:
             self._storage.put("own", _KEY, record)
 
 
-def archive_complete(fin_iq: Any) -> bool:
+def archive_complete(fin_iq: StanzaBase) -> bool:
     """The archive's ``<fin complete='true'/>`` (or ``'1'``): there are no more pages.  Servers
     differ in how they say "not complete" (Prosody leaves the attribute out, ejabberd writes
     ``complete='false'``): only the true values count."""

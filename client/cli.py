@@ -2,6 +2,10 @@
 clear line on stderr (never a traceback, unless ``--debug`` or ``E2EE_DEBUG=1``).  Untrusted text
 (bodies, labels, JIDs, names, error lines) is printed through :mod:`e2ee.client.safe_text`.
 
+Staying connected: ``chat [JID | ROOM]`` is an interactive conversation (docs/cli-chat.md);
+``recv --follow`` prints messages until SIGINT or SIGTERM; ``send JID -`` reads the message from
+standard input.  The exit statuses are :data:`EXIT_STATUS` (``e2ee --help`` shows them).
+
 Commands that need no server: ``init``, ``fingerprint``, ``devices``, ``trust``, ``distrust``,
 ``verify``, ``passphrase`` and ``demo``.  The keystore passphrase comes from ``E2EE_PASSPHRASE``
 or a prompt; a new one (``init``, ``passphrase``) from ``E2EE_NEW_PASSPHRASE`` or a prompt.
@@ -20,10 +24,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from e2ee.errors import E2EEError, UsageError
 
+from .cli_chat import _chat
 from .cli_common import _explain, _server
 from .cli_keys import _devices, _fingerprint, _init, _passphrase, _set_trust, _verify
 from .cli_messages import _recv, _send, _send_file
@@ -32,8 +36,17 @@ from .cli_rooms import _room_affiliation, _room_create, _room_members, _room_sen
 from .home import default_home
 from .safe_text import safe
 
+#: the exit statuses, for ``e2ee --help`` (docs/cli-chat.md says the same)
+EXIT_STATUS = """exit status:
+  0  done: sent, received, or a long-running command (chat, recv --follow) ended by
+     /quit, Ctrl-D, Ctrl-C (SIGINT) or SIGTERM after closing its session and the keystore
+  1  failed: not sent (no trusted device or key), a file not downloaded, the server
+     unreachable or refusing, the connection lost, a damaged or locked keystore
+  2  usage error: a bad argument, a wrong fingerprint, an empty message on stdin
+one line on stderr says why for 1 and 2 (see docs/cli-chat.md)"""
 
-def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
+
+def _global_options(p: argparse.ArgumentParser, default: str | None) -> None:
     """The options every command takes.  Given before the command they set the defaults; each
     command accepts them too (``default`` is then :data:`argparse.SUPPRESS`, so an option not
     repeated after the command keeps the value given before it)."""
@@ -50,7 +63,12 @@ def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="e2ee", description="End-to-end encryption for XMPP (OMEMO 2, legacy OMEMO).")
+    p = argparse.ArgumentParser(
+        prog="e2ee",
+        description="End-to-end encryption for XMPP (OMEMO 2, legacy OMEMO).",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _global_options(p, None)
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error (or E2EE_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -75,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("publish", help="connect and publish device lists, bundles and the OpenPGP key")
     send = sub.add_parser("send", help="encrypt and send a message (OMEMO, else OpenPGP)")
     send.add_argument("jid")
-    send.add_argument("text")
+    send.add_argument("text", help="the message; - reads it from standard input (UTF-8, up to its end)")
     send.add_argument("--json", action="store_true")
     send_file = sub.add_parser("send-file", help="encrypt a file, upload it (HTTP File Upload) and send the link")
     send_file.add_argument("jid")
@@ -91,9 +109,25 @@ def _parser() -> argparse.ArgumentParser:
         "restore", help="restore the OpenPGP secret key from the backup (E2EE_BACKUP_CODE or prompt)"
     )
     restore.add_argument("--replace", action="store_true", help="replace this device's own OpenPGP key")
+    chat = sub.add_parser(
+        "chat",
+        help="stay connected and converse with JID (or in ROOM); /help inside lists the commands",
+        epilog="Leave with /quit, Ctrl-D, Ctrl-C or SIGTERM: exit 0; 1 when the server cannot be reached or the"
+        " connection is lost.  See docs/cli-chat.md.",
+    )
+    chat.add_argument("target", nargs="?", metavar="JID|ROOM", help="the contact or room (later: /msg JID)")
+    chat.add_argument("--nick", help="nickname in a room (default: your JID's localpart)")
+    chat.add_argument("--download-dir", type=Path, metavar="DIR", help="download, decrypt and save shared files here")
     recv = sub.add_parser("recv", help="connect and print decrypted messages")
     recv.add_argument("--count", type=int, default=None, help="stop after N messages")
-    recv.add_argument("--timeout", type=float, default=10.0, help="stop after this many seconds (default 10)")
+    recv.add_argument(
+        "--timeout", type=float, default=None, help="stop after this many seconds (default 10; none with --follow)"
+    )
+    recv.add_argument(
+        "--follow",
+        action="store_true",
+        help="stay connected and print messages as they arrive until SIGINT (Ctrl-C) or SIGTERM (exit 0)",
+    )
     recv.add_argument("--json", action="store_true", help="one JSON object per line")
     recv.add_argument("--download-dir", type=Path, metavar="DIR", help="download, decrypt and save shared files here")
     recv.add_argument(
@@ -110,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _room_parsers(sub: Any) -> None:
+def _room_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Group chats (XEP-0045): members-only rooms that show real JIDs."""
     create = sub.add_parser("room-create", help="create a members-only, non-anonymous room for OMEMO")
     create.add_argument("room", help="room@service")
@@ -170,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "send": _send,
             "send-file": _send_file,
             "recv": _recv,
+            "chat": _chat,
             "room-create": _room_create,
             "room-affiliation": _room_affiliation,
             "room-members": _room_members,

@@ -7,23 +7,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from e2ee.errors import (
-    E2EEError,
+from e2ee.errors import E2EEError, NoEligibleDevices, UsageError
+from e2ee.keystore.errors import (
     KeystoreCorrupt,
     KeystoreDowngrade,
     KeystoreLocked,
-    NoEligibleDevices,
     RollbackDetected,
     UnsupportedKeystoreVersion,
-    UsageError,
     WrongPassphrase,
 )
 
 from .home import Account, default_home, open_engine
 from .safe_text import safe
+
+if TYPE_CHECKING:
+    from e2ee.results import EncryptResult
+
+    from .session import E2EESession
+    from .types import Received
+
+    #: What an online command runs once connected: ``work(session, received)``, its exit status.
+    Work = Callable[[E2EESession, list[Received]], Awaitable[int]]
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -57,7 +65,7 @@ def _server(args: argparse.Namespace, jid: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = False) -> int:
+def _online(args: argparse.Namespace, work: Work, *, openpgp_generate: bool = False) -> int:
     """Open the keystore, connect, run ``work(session)``, disconnect.  An existing OpenPGP key is
     re-announced at connect; ``openpgp_generate`` creates one first when there is none."""
     import asyncio
@@ -75,7 +83,7 @@ def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = Fal
         host, port = _server(args, engine.jid)
 
         async def run() -> int:
-            received: list[Any] = []
+            received: list[Received] = []
             session = E2EESession(
                 engine, password, ca_file=args.ca_file, on_received=received.append, openpgp_generate=openpgp_generate
             )
@@ -95,7 +103,7 @@ def _online(args: argparse.Namespace, work: Any, *, openpgp_generate: bool = Fal
             raise ConnectionError(f"the server refused: {describe(e)}") from None
 
 
-def _device_rows(result: Any) -> list[dict[str, Any]]:
+def _device_rows(result: EncryptResult) -> list[dict[str, object]]:
     """The per-device outcome of an OMEMO send (an ``EncryptResult``) as JSON rows."""
     return [
         {"jid": d.jid, "device": d.device_id, "namespace": d.namespace, "status": d.outcome.value}
@@ -103,12 +111,12 @@ def _device_rows(result: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _print_rows(rows: list[dict[str, Any]]) -> None:
+def _print_rows(rows: list[dict[str, object]]) -> None:
     for r in rows:
         print(f"{safe(r['jid'])}/{r['device']}: {r['status']} ({r['namespace'] or '-'})")
 
 
-def _report(result: Any, args: argparse.Namespace, head: dict[str, Any]) -> int:
+def _report(result: EncryptResult, args: argparse.Namespace, head: dict[str, object]) -> int:
     """Per-device status of an OMEMO send (a file or a group message), like ``send``'s, after
     ``head`` in JSON; exit status 1 when nothing was sent."""
     rows = _device_rows(result)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2ee.errors import PeerError, UsageError
 
 from .cli_common import _ed_fp, _fp, _home, _pgp_fp
 from .home import Account, initial_passphrase, kdf_params, keystore_path, new_passphrase, open_engine, xmpp_password
 from .safe_text import safe
+
+if TYPE_CHECKING:
+    from e2ee.engine import Engine, KeyDecision
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -36,7 +39,7 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sign_bit_warning(engine: Any) -> None:
+def _sign_bit_warning(engine: Engine) -> None:
     """Identities made before issue 20 may have the Ed25519 sign bit set; say so, and how out."""
     if engine.identity_sign_bit_set:
         print(
@@ -49,12 +52,27 @@ def _sign_bit_warning(engine: Any) -> None:
         )
 
 
+def _fingerprint_lines(engine: Any) -> list[str]:
+    """This device's fingerprints (both forms, the OpenPGP one if any) and its verification URI,
+    as ``fingerprint`` prints them (and ``chat``'s ``/fingerprint``)."""
+    pgp = engine.openpgp.fingerprint
+    # what a person compares: legacy clients show the Curve25519 form, OMEMO 2 ones the Ed25519 form
+    lines = [
+        f"{safe(engine.jid)}: device {engine.device_id}",
+        f"fingerprint {_fp(engine.identity_key)}  (Curve25519: Conversations, Dino, Gajim, Monal)",
+        f"ed25519     {_ed_fp(engine.identity_key_ed25519)}  (OMEMO 2: Converse.js, Kaidan)",
+    ]
+    if pgp is not None:
+        lines.append(f"openpgp     {_pgp_fp(pgp)}")
+    lines.append(safe(engine.own_uri()))
+    return lines
+
+
 def _fingerprint(args: argparse.Namespace) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
         _sign_bit_warning(engine)
         uri = engine.own_uri()
-        pgp = engine.openpgp.fingerprint
         if args.json:
             out = {
                 "jid": engine.jid,
@@ -62,18 +80,12 @@ def _fingerprint(args: argparse.Namespace) -> int:
                 "fingerprint": engine.identity_key.hex(),
                 "fingerprint_ed25519": engine.identity_key_ed25519.hex(),
                 "uri": uri,
-                "openpgp": pgp,
+                "openpgp": engine.openpgp.fingerprint,
                 "sign_bit_set": engine.identity_sign_bit_set,
             }
             print(json.dumps(out))
         else:
-            print(f"{safe(engine.jid)}: device {engine.device_id}")
-            # what a person compares: legacy clients show the Curve25519 form, OMEMO 2 ones the Ed25519 form
-            print(f"fingerprint {_fp(engine.identity_key)}  (Curve25519: Conversations, Dino, Gajim, Monal)")
-            print(f"ed25519     {_ed_fp(engine.identity_key_ed25519)}  (OMEMO 2: Converse.js, Kaidan)")
-            if pgp is not None:
-                print(f"openpgp     {_pgp_fp(pgp)}")
-            print(safe(uri))
+            print("\n".join(_fingerprint_lines(engine)))
         if args.qr:
             from .qr import qr_terminal
 
@@ -81,77 +93,103 @@ def _fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_rows(engine: Any, jid: str) -> list[dict[str, Any]]:
+    """What ``devices`` shows of ``jid``: its OMEMO devices, then its OpenPGP keys (``device`` None)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "device": d.device_id,
+            "namespaces": list(d.namespaces),
+            "active": bool(d.namespaces),
+            "fingerprint": d.identity_key.hex() if d.identity_key else None,
+            "fingerprint_ed25519": d.ed25519_key.hex() if d.ed25519_key else None,
+            "trust": d.trust.value if d.trust else None,
+            "label": d.label,
+        }
+        for d in engine.devices(jid)
+    ]
+    rows += [
+        {
+            "device": None,
+            "namespaces": ["urn:xmpp:openpgp:0"],
+            "active": k.announced or k.own,
+            "fingerprint": k.fingerprint,
+            "fingerprint_ed25519": None,
+            "trust": k.trust.value if k.trust else None,
+            "label": "this device" if k.own else (None if k.available else "not fetched"),
+        }
+        for k in engine.openpgp.keys(jid)
+    ]
+    return rows
+
+
+def _device_lines(jid: str, rows: list[dict[str, Any]]) -> list[str]:
+    """:func:`_device_rows` as text, one line per device (two for an OMEMO 2 one)."""
+    if not rows:
+        return [f"no device of {safe(jid)} is known yet"]
+    lines = []
+    for r in rows:
+        state = "active" if r["active"] else "inactive"
+        if r["device"] is None:  # an OpenPGP key
+            fp, device = _pgp_fp(r["fingerprint"]), "openpgp"
+        else:
+            fp = _fp(bytes.fromhex(r["fingerprint"])) if r["fingerprint"] else "(no key yet)"
+            device = r["device"]
+        label = f" '{safe(r['label'])}'" if r["label"] else ""
+        lines.append(f"{device:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
+        if r["fingerprint_ed25519"]:  # an OMEMO 2 device: what Converse.js and Kaidan show for it
+            lines.append(f"{'':>10} {'':8} {'ed25519':10} {_ed_fp(bytes.fromhex(r['fingerprint_ed25519']))}")
+    return lines
+
+
 def _devices(args: argparse.Namespace) -> int:
     ks, engine = open_engine(_home(args))
     with ks:
         _sign_bit_warning(engine)
-        infos = engine.devices(args.jid)
-        rows: list[dict[str, Any]] = [
-            {
-                "device": d.device_id,
-                "namespaces": list(d.namespaces),
-                "active": bool(d.namespaces),
-                "fingerprint": d.identity_key.hex() if d.identity_key else None,
-                "fingerprint_ed25519": d.ed25519_key.hex() if d.ed25519_key else None,
-                "trust": d.trust.value if d.trust else None,
-                "label": d.label,
-            }
-            for d in infos
-        ]
-        rows += [
-            {
-                "device": None,
-                "namespaces": ["urn:xmpp:openpgp:0"],
-                "active": k.announced or k.own,
-                "fingerprint": k.fingerprint,
-                "fingerprint_ed25519": None,
-                "trust": k.trust.value if k.trust else None,
-                "label": "this device" if k.own else (None if k.available else "not fetched"),
-            }
-            for k in engine.openpgp.keys(args.jid)
-        ]
+        rows = _device_rows(engine, args.jid)
         if args.json:
             print(json.dumps(rows))
-        elif not rows:
-            print(f"no device of {safe(args.jid)} is known yet")
-        for r in rows if not args.json else ():
-            state = "active" if r["active"] else "inactive"
-            if r["device"] is None:  # an OpenPGP key
-                fp, device = _pgp_fp(r["fingerprint"]), "openpgp"
-            else:
-                fp = _fp(bytes.fromhex(r["fingerprint"])) if r["fingerprint"] else "(no key yet)"
-                device = r["device"]
-            label = f" '{safe(r['label'])}'" if r["label"] else ""
-            print(f"{device:>10} {state:8} {r['trust'] or '-':10} {fp}{label}")
-            if r["fingerprint_ed25519"]:  # an OMEMO 2 device: what Converse.js and Kaidan show for it
-                print(f"{'':>10} {'':8} {'ed25519':10} {_ed_fp(bytes.fromhex(r['fingerprint_ed25519']))}")
+        else:
+            print("\n".join(_device_lines(args.jid, rows)))
     return 0
 
 
-def _set_trust(args: argparse.Namespace, verified: bool) -> int:
-    from e2ee.trust import TrustLevel
+def _parse_key(fingerprint: str) -> tuple[str | None, bytes]:
+    """A fingerprint as typed: (the OpenPGP fingerprint or None, the key bytes); a usage error
+    for anything else."""
     from e2ee.verification import parse_fingerprint, parse_openpgp_fingerprint
 
     try:
         try:
-            pgp: str | None = parse_openpgp_fingerprint(args.fingerprint)
+            pgp: str | None = parse_openpgp_fingerprint(fingerprint)
         except PeerError:
             pgp = None
-        key = bytes.fromhex(pgp) if pgp is not None else parse_fingerprint(args.fingerprint)
+        return pgp, bytes.fromhex(pgp) if pgp is not None else parse_fingerprint(fingerprint)
     except PeerError as e:
         raise UsageError(f"{e} (or an OpenPGP fingerprint of 40 hex digits)") from None
+
+
+def _apply_trust(engine: Any, jid: str, fingerprint: str, verified: bool) -> str:
+    """Record ``trust``/``distrust`` of a typed fingerprint of ``jid``; the line that says what changed."""
+    from e2ee.trust import TrustLevel
+
+    pgp, key = _parse_key(fingerprint)
+    level = TrustLevel.VERIFIED if verified else TrustLevel.DISTRUSTED
+    if pgp is not None:
+        engine.set_trust(jid, key, level)
+        return f"{safe(jid)}: OpenPGP key {_pgp_fp(pgp)} is now {level.value}"
+    # either form of an OMEMO key (Curve25519 or Ed25519), compared canonically
+    return _decision_line(jid, engine.decide_fingerprint(jid, key, level))
+
+
+def _set_trust(args: argparse.Namespace, verified: bool) -> int:
+    _parse_key(args.fingerprint)  # a typing mistake is told before the passphrase is asked
     ks, engine = open_engine(_home(args))
     with ks:
-        level = TrustLevel.VERIFIED if verified else TrustLevel.DISTRUSTED
-        if pgp is not None:
-            engine.set_trust(args.jid, key, level)
-            print(f"{safe(args.jid)}: OpenPGP key {_pgp_fp(pgp)} is now {level.value}")
-        else:  # either form of an OMEMO key (Curve25519 or Ed25519), compared canonically
-            print(_decision_line(args.jid, engine.decide_fingerprint(args.jid, key, level)))
+        print(_apply_trust(engine, args.jid, args.fingerprint, verified))
     return 0
 
 
-def _decision_line(jid: str, d: Any) -> str:
+def _decision_line(jid: str, d: KeyDecision) -> str:
     """One line for a :class:`~e2ee.engine.KeyDecision`; "verified" only for a known key."""
     jid = safe(jid)  # from a URI or the command line: may come from a scanned code
     where = f"device {d.device_id} " if d.device_id is not None else ""
@@ -164,7 +202,20 @@ def _decision_line(jid: str, d: Any) -> str:
     devices = ", ".join(str(x) for x in d.devices)
     form = " (given in its Ed25519 form)" if d.given != d.identity_key else ""
     owner = f"device {devices} " if devices else where
-    return f"{jid}: {owner}{_fp(d.identity_key)}{form} is now {d.level.value}"
+    key = d.identity_key if d.identity_key is not None else d.given  # (a matched decision has its key)
+    return f"{jid}: {owner}{_fp(key)}{form} is now {d.level.value}"
+
+
+def _apply_uri(engine: Any, uri: str) -> list[str]:
+    """Apply a scanned verification URI; a line per key it names."""
+    from e2ee.verification import parse_uri
+
+    try:
+        parse_uri(uri)
+    except PeerError as e:
+        raise UsageError(f"not a verification URI: {e}") from None
+    jid, decisions = engine.apply_uri(uri)
+    return [_decision_line(jid, d) for d in decisions]
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -176,9 +227,8 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError(f"not a verification URI: {e}") from None
     ks, engine = open_engine(_home(args))
     with ks:
-        jid, decisions = engine.apply_uri(args.uri)
-        for d in decisions:
-            print(_decision_line(jid, d))
+        for line in _apply_uri(engine, args.uri):
+            print(line)
     return 0
 
 

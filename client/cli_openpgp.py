@@ -6,24 +6,29 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from e2ee.errors import UsageError
 
 from .cli_common import _online, _pgp_fp
 
+if TYPE_CHECKING:
+    from .session import E2EESession
+    from .types import Received
+
 
 def _publish(args: argparse.Namespace) -> int:
-    async def work(session: Any, _received: list[Any]) -> int:
+    async def work(session: E2EESession, _received: list[Received]) -> int:
         print(f"published device {session.engine.device_id} (both namespaces)")
-        print(f"published OpenPGP key {_pgp_fp(session.engine.openpgp.fingerprint)}")
+        fingerprint = session.engine.openpgp.fingerprint
+        print(f"published OpenPGP key {_pgp_fp(fingerprint) if fingerprint is not None else '(none)'}")
         return 0
 
     return _online(args, work, openpgp_generate=True)
 
 
 def _backup(args: argparse.Namespace) -> int:
-    async def work(session: Any, _received: list[Any]) -> int:
+    async def work(session: E2EESession, _received: list[Received]) -> int:
         backup = session.engine.openpgp.backup()
         await session.run_effects(list(backup.effects))
         print(backup.code)
@@ -43,9 +48,9 @@ def _restore(args: argparse.Namespace) -> int:
         code = ask("Backup code: ", "E2EE_BACKUP_CODE")
     code = parse_backup_code(code)  # a malformed code is refused before connecting
 
-    async def work(session: Any, _received: list[Any]) -> int:
+    async def work(session: E2EESession, _received: list[Received]) -> int:
         own = session.boundjid.bare
-        elem = await session.e2ee._first_item(own, SECRET_KEY_NODE, None)
+        elem = await session.e2ee.first_item(own, SECRET_KEY_NODE)
         if elem is None:
             raise UsageError(f"no OpenPGP secret-key backup on {own}'s server (make one with 'e2ee backup')")
         fpr = session.engine.openpgp.restore(elem, code, replace=args.replace)

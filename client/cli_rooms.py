@@ -6,14 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .cli_common import _online, _report
 from .safe_text import safe
 
+if TYPE_CHECKING:
+    from .session import E2EESession
+    from .types import Received
+
 
 def _room_create(args: argparse.Namespace) -> int:
-    async def work(session: Any, _received: list[Any]) -> int:
+    async def work(session: E2EESession, _received: list[Received]) -> int:
         state = await session.rooms.create(args.room, args.nick, args.member)
         members = safe(", ".join(sorted(state.members)))
         print(f"created {safe(state.jid)} (members-only, real JIDs visible); members: {members}")
@@ -24,7 +28,7 @@ def _room_create(args: argparse.Namespace) -> int:
 
 
 def _room_affiliation(args: argparse.Namespace) -> int:
-    async def work(session: Any, _received: list[Any]) -> int:
+    async def work(session: E2EESession, _received: list[Received]) -> int:
         state = await session.rooms.join(args.room, args.nick)
         await session.rooms.set_affiliation(state.jid, args.jid, args.affiliation)
         print(f"{safe(args.jid)} is now {args.affiliation} in {safe(state.jid)}")
@@ -35,7 +39,7 @@ def _room_affiliation(args: argparse.Namespace) -> int:
 
 
 def _room_members(args: argparse.Namespace) -> int:
-    async def work(session: Any, _received: list[Any]) -> int:
+    async def work(session: E2EESession, _received: list[Received]) -> int:
         state = await session.rooms.join(args.room, args.nick)
         present = set(state.occupants.values())
         rows = [{"jid": j, "affiliation": a, "present": j in present} for j, a in sorted(state.members.items())]
@@ -51,7 +55,7 @@ def _room_members(args: argparse.Namespace) -> int:
 
 
 def _room_send(args: argparse.Namespace) -> int:
-    async def work(session: Any, _received: list[Any]) -> int:
+    async def work(session: E2EESession, _received: list[Received]) -> int:
         state = await session.rooms.join(args.room, args.nick)
         result = await session.rooms.send_text(state.jid, args.text)
         # stay until the room echoes the message back: it was delivered (and the echo is not

@@ -5,7 +5,8 @@ A dictionary stands in for the PEP service (device lists and bundles) and a list
 message stream; everything else is the real engine: device ids, bundles, both namespaces (bob's
 phone speaks only legacy OMEMO, as Conversations does), key exchanges and their empty answers,
 copies for our own other devices, Blind Trust Before Verification and what changes once a
-fingerprint is verified.  The keystore and the XMPP session join in later issues.
+fingerprint is verified.  It ends with what to try next (:data:`NEXT`): the README's tour with
+the real keystore and a real server.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class World:
             if not fetches:
                 break
             self.run(engine, fetches)
-        result = engine.encrypt([to], text)
+        result = engine.encrypt_omemo([to], text)
         for d in result.devices:
             label = _name_of(self, d.jid, d.device_id)
             print(f"    {label:13} {_SHORT.get(d.namespace, ''):8} {d.outcome.value}", file=self.out)
@@ -157,4 +158,26 @@ def run(out: TextIO) -> int:
     alice.set_trust("bob@example.net", tablet.identity_key, TrustLevel.VERIFIED)
     w.send("alice-laptop", "bob@example.net", "Now your tablet can read this as well.")
     print("\ndemo finished: every trusted device decrypted every message meant for it", file=out)
+    print(NEXT, file=out)
     return 0
+
+
+#: The demo's last words: the README's five-minute tour, in short, and where the rest is.
+NEXT = """
+What to try next: the five-minute tour in README.md does this for real, over an XMPP server,
+with keystores: two accounts, a message read on a second device, a fingerprint verified by QR.
+  No accounts at hand? A private server for the tour, in a second terminal:
+      .venv/bin/python -m tests.tour_server
+  Then, in the tour's terminal, from the repository root (each command asks for passphrases):
+      . .venv/bin/activate
+      ALICE=alice@example.org BOB=bob@example.net    # or paste what the tour server printed
+      e2ee --home ~/e2ee-tour/alice init --jid $ALICE
+      e2ee --home ~/e2ee-tour/bob init --jid $BOB
+      e2ee --home ~/e2ee-tour/alice publish
+      e2ee --home ~/e2ee-tour/bob publish
+      e2ee --home ~/e2ee-tour/alice send $BOB 'Hello Bob'
+      e2ee --home ~/e2ee-tour/bob recv --count 1
+      e2ee --home ~/e2ee-tour/bob fingerprint --qr
+  This demo over a server that allows in-band registration: e2ee --server HOST:PORT demo
+  Every command: e2ee --help and docs/reference.md. Embedding the engine or the slixmpp
+  plugin in an application: README.md, "Embedding"."""

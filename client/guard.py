@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_STANZA_DEPTH", "depth_exceeds", "install_depth_guard"]
+__all__ = ["MAX_STANZA_DEPTH", "depth_exceeds", "install_depth_guard", "remove_depth_guard"]
 
 log = logging.getLogger("e2ee.client.session")
 
@@ -57,4 +57,12 @@ def install_depth_guard(xmpp: Any) -> None:
         original(xml)
 
     spawn_event._e2ee_depth_guard = True  # type: ignore[attr-defined]
+    spawn_event._e2ee_original = original  # type: ignore[attr-defined]
     xmpp._spawn_event = spawn_event
+
+
+def remove_depth_guard(xmpp: Any) -> None:
+    """Undo :func:`install_depth_guard` (nothing happens when it is not installed)."""
+    original = getattr(xmpp._spawn_event, "_e2ee_original", None)
+    if original is not None:
+        xmpp._spawn_event = original

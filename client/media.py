@@ -22,27 +22,23 @@ called on the event loop's thread.  Transfer problems raise
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import http.client
-import os
-import ssl
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urljoin, urlsplit
 
+import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
 from e2ee.errors import UsageError
-from e2ee.limits import MAX_MEDIA_DOWNLOAD, MEDIA_CHUNK_SIZE
+from e2ee.limits import MAX_MEDIA_DOWNLOAD
 from e2ee.media import MediaEncryptor, MediaLink, encrypted_size, parse_link
 from e2ee.results import EncryptResult
 from e2ee.rng import Random, system_random
 
+from . import media_http
 from .errors import MediaTransferFailed
+from .media_http import CONTENT_TYPE, HTTP_TIMEOUT, Progress, UploadSlot, ssl_context
+from .outgoing import Outgoing
 
 __all__ = [
     "Progress",
@@ -57,29 +53,12 @@ __all__ = [
     "upload",
 ]
 
-#: ``progress(done, total)``: bytes transferred so far (ciphertext) and in all.
-Progress = Callable[[int, int], None]
-
 NS_UPLOAD = "urn:xmpp:http:upload:0"
 _DISCO_INFO = "{http://jabber.org/protocol/disco#info}"
 _DISCO_ITEMS = "{http://jabber.org/protocol/disco#items}"
 _DATA = "{jabber:x:data}"
 #: Headers a slot may ask us to send with the PUT (XEP-0363 §4); others are dropped.
 _SLOT_HEADERS = frozenset({"authorization", "cookie", "expires"})
-#: Seconds any single socket operation of a transfer may take.
-HTTP_TIMEOUT = 60.0
-#: Redirects a download follows (only to https:// URLs).
-MAX_REDIRECTS = 3
-_CONTENT_TYPE = "application/octet-stream"  # what is uploaded is ciphertext, whatever the file
-
-
-@dataclass(frozen=True, slots=True)
-class UploadSlot:
-    """An XEP-0363 slot: where to ``PUT`` (with which headers) and where it can then be fetched."""
-
-    put_url: str
-    put_headers: tuple[tuple[str, str], ...]
-    get_url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +72,7 @@ class SentFile:
     size: int
 
 
-def ssl_context(ca_file: Path | str | None) -> ssl.SSLContext:
-    """Verify servers against the system's CAs, plus ``ca_file`` when given (a private server's
-    CA, as for the XMPP connection)."""
-    ctx = ssl.create_default_context()
-    if ca_file is not None:
-        ctx.load_verify_locations(cafile=str(ca_file))
-    return ctx
-
-
-def session_ca(xmpp: Any) -> Path | None:
+def session_ca(xmpp: slixmpp.ClientXMPP) -> Path | None:
     """The CA file a slixmpp client was told to trust (``ca_certs``), if it is a single file."""
     ca = getattr(xmpp, "ca_certs", None)
     return Path(ca) if isinstance(ca, (str, Path)) else None
@@ -123,14 +93,14 @@ def _on_loop(progress: Progress | None) -> Progress | None:
 # ------------------------------------------------------------------ XEP-0363 over XMPP
 
 
-async def find_upload_service(xmpp: Any) -> tuple[str, int | None] | None:
+async def find_upload_service(xmpp: slixmpp.ClientXMPP) -> tuple[str, int | None] | None:
     """The JID of our server's HTTP File Upload service and its ``max-file-size`` (``None`` if
     it announces none), or ``None`` when there is no service."""
     disco = xmpp.plugin["xep_0030"]
     domain = xmpp.boundjid.domain
     candidates = [domain]
     try:
-        items = await disco.get_items(jid=domain, local=False)
+        items = await disco.get_items(jid=slixmpp.JID(domain), local=False)
         query = items.xml.find(f"{_DISCO_ITEMS}query")
         if query is not None:
             candidates += [i.get("jid", "") for i in query.findall(f"{_DISCO_ITEMS}item") if i.get("node") is None]
@@ -140,7 +110,7 @@ async def find_upload_service(xmpp: Any) -> tuple[str, int | None] | None:
         if not jid:
             continue
         try:
-            info = await disco.get_info(jid=jid, local=False, cached=False)
+            info = await disco.get_info(jid=slixmpp.JID(jid), local=False, cached=False)
         except (IqError, IqTimeout):
             continue
         query = info.xml.find(f"{_DISCO_INFO}query")
@@ -161,14 +131,16 @@ def _max_file_size(query: ET.Element) -> int | None:
     return None
 
 
-async def request_slot(xmpp: Any, service: str, filename: str, size: int, timeout: float = 30) -> UploadSlot:
+async def request_slot(
+    xmpp: slixmpp.ClientXMPP, service: str, filename: str, size: int, timeout: float = 30
+) -> UploadSlot:
     """Ask ``service`` for a slot for ``size`` bytes named ``filename``."""
     iq = xmpp.make_iq_get(ito=service)
     ET.SubElement(
-        iq.xml, f"{{{NS_UPLOAD}}}request", {"filename": filename, "size": str(size), "content-type": _CONTENT_TYPE}
+        iq.xml, f"{{{NS_UPLOAD}}}request", {"filename": filename, "size": str(size), "content-type": CONTENT_TYPE}
     )
     try:
-        reply = await iq.send(timeout=timeout)
+        reply = await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
     except IqError as e:
         text = e.iq["error"]["text"] or e.iq["error"]["condition"]
         raise MediaTransferFailed(f"the upload service refused a slot: {text}") from None
@@ -187,152 +159,11 @@ async def request_slot(xmpp: Any, service: str, filename: str, size: int, timeou
     return UploadSlot(str(put.get("url")), headers, str(get.get("url")))
 
 
-# ------------------------------------------------------------------ HTTP (worker thread)
-
-
-def _connect(url: str, ctx: ssl.SSLContext, timeout: float = HTTP_TIMEOUT) -> tuple[http.client.HTTPSConnection, str]:
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "https" or not parts.hostname:
-        raise MediaTransferFailed(f"refusing a non-https transfer URL ({parts.scheme or 'no'} scheme)")
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    try:
-        port = parts.port
-    except ValueError:
-        raise MediaTransferFailed("a transfer URL has an invalid port") from None
-    return http.client.HTTPSConnection(parts.hostname, port, context=ctx, timeout=timeout), target
-
-
-def _put(slot: UploadSlot, source: Path, enc: MediaEncryptor, ctx: ssl.SSLContext, progress: Progress | None) -> None:
-    with source.open("rb") as f:  # a local error (missing, unreadable) stays an OSError
-        total = encrypted_size(os.fstat(f.fileno()).st_size)
-        conn, target = _connect(slot.put_url, ctx)
-        sent = 0
-        try:
-            conn.putrequest("PUT", target, skip_accept_encoding=True)
-            for name, value in slot.put_headers:
-                conn.putheader(name, value)
-            conn.putheader("Content-Type", _CONTENT_TYPE)
-            conn.putheader("Content-Length", str(total))
-            conn.endheaders()
-            while chunk := f.read(MEDIA_CHUNK_SIZE):
-                sent += _send(conn, enc.update(chunk), sent, total, progress)
-            sent += _send(conn, enc.finalize(), sent, total, progress)
-            if sent != total:
-                raise MediaTransferFailed("the file changed size while it was being sent")
-            response = conn.getresponse()
-            response.read(64 * 1024)
-            if response.status not in (200, 201):
-                raise MediaTransferFailed(f"the upload was refused: HTTP {response.status} {response.reason}")
-        except (OSError, http.client.HTTPException) as e:
-            raise MediaTransferFailed(f"the upload broke off after {sent} of {total} bytes: {e}") from None
-        finally:
-            conn.close()
-
-
-def _send(conn: http.client.HTTPSConnection, data: bytes, sent: int, total: int, progress: Progress | None) -> int:
-    conn.send(data)
-    if progress is not None:
-        progress(sent + len(data), total)
-    return len(data)
-
-
-def _get(
-    link: MediaLink,
-    dest: Path,
-    ctx: ssl.SSLContext,
-    max_size: int,
-    progress: Progress | None,
-    overwrite: bool,
-    timeout: float,
-) -> Path:
-    url = link.url
-    for _ in range(MAX_REDIRECTS + 1):
-        conn, target = _connect(url, ctx, timeout)
-        try:
-            try:
-                conn.request("GET", target, headers={"Accept-Encoding": "identity"})
-                response = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
-                raise MediaTransferFailed(f"the download failed: {e}") from None
-            location = response.getheader("Location")
-            if response.status in (301, 302, 303, 307, 308) and location:
-                url = urljoin(url, location)  # _connect refuses anything but https
-                continue
-            if response.status != 200:
-                raise MediaTransferFailed(f"the download failed: HTTP {response.status} {response.reason}")
-            return _receive(response, link, dest, max_size, progress, overwrite)
-        finally:
-            conn.close()
-    raise MediaTransferFailed("the download was redirected too often")
-
-
-def _receive(
-    response: http.client.HTTPResponse,
-    link: MediaLink,
-    dest: Path,
-    max_size: int,
-    progress: Progress | None,
-    overwrite: bool,
-) -> Path:
-    length = response.getheader("Content-Length")
-    total = int(length) if length and length.strip().isdigit() else 0
-    if total > max_size:
-        raise MediaTransferFailed(f"the file is larger than allowed ({total} > {max_size} bytes)")
-    directory = dest if dest.is_dir() else dest.parent
-    dec = link.decryptor()
-    fd, tmp_name = tempfile.mkstemp(prefix=".e2ee-", suffix=".part", dir=directory)  # mode 0600
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in _body(response):
-                if dec.received + len(chunk) > max_size:
-                    raise MediaTransferFailed(f"the file is larger than allowed (over {max_size} bytes)")
-                out.write(dec.update(chunk))
-                if progress is not None:
-                    progress(dec.received, max(total, dec.received))
-            dec.finalize()  # MediaIntegrityError: the finally below deletes the plaintext
-        return _place(tmp, dest, link, overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _body(response: http.client.HTTPResponse) -> Iterator[bytes]:
-    while True:
-        try:
-            chunk = response.read(MEDIA_CHUNK_SIZE)
-        except (OSError, http.client.HTTPException) as e:
-            raise MediaTransferFailed(f"the download broke off: {type(e).__name__} {e}".rstrip()) from None
-        if not chunk:
-            return
-        yield chunk
-
-
-def _place(tmp: Path, dest: Path, link: MediaLink, overwrite: bool) -> Path:
-    """Move the verified file into place: ``dest``, or a fresh name in ``dest`` if it is a
-    directory.  Never replaces an existing file unless ``overwrite``."""
-    if not dest.is_dir():
-        if overwrite:
-            os.replace(tmp, dest)
-        else:
-            os.link(tmp, dest)  # FileExistsError if it exists: checked and created in one step
-        return dest
-    name = link.filename
-    stem, dot, ext = name.rpartition(".")
-    if not stem:
-        stem, dot, ext = name, "", ""
-    for n in range(1000):
-        candidate = dest / (name if n == 0 else f"{stem} ({n}){dot}{ext}")
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, candidate)
-            return candidate
-    raise MediaTransferFailed(f"no free file name for {name!r} in {dest}")
-
-
 # ------------------------------------------------------------------ public API
 
 
 async def upload(
-    xmpp: Any,
+    xmpp: slixmpp.ClientXMPP,
     path: Path,
     *,
     progress: Progress | None = None,
@@ -360,12 +191,12 @@ async def upload(
     enc = MediaEncryptor.fresh(rng)
     link = enc.link(slot.get_url)  # refuses a non-https GET URL before anything is uploaded
     ctx = ssl_context(ca_file if ca_file is not None else session_ca(xmpp))
-    await asyncio.to_thread(_put, slot, path, enc, ctx, _on_loop(progress))
+    await asyncio.to_thread(media_http.put, slot, path, enc, ctx, _on_loop(progress))
     return link
 
 
 async def send_file(
-    handlers: Any,
+    sender: Outgoing,
     to: str,
     path: Path,
     *,
@@ -374,10 +205,10 @@ async def send_file(
     filename: str | None = None,
 ) -> SentFile:
     """Upload ``path`` encrypted (see :func:`upload`) and send its ``aesgcm://`` link to ``to``
-    as the only content of an encrypted message (``handlers.send_text``).  Raises
+    as the only content of an encrypted message (``sender.send_text``: the session's send path).  Raises
     :class:`~e2ee.client.errors.MediaTransferFailed` when the upload fails; then nothing is sent."""
-    link = await upload(handlers.xmpp, Path(path), progress=progress, rng=rng, filename=filename)
-    result = await handlers.send_text(to, link.uri)
+    link = await upload(sender.xmpp, Path(path), progress=progress, rng=rng, filename=filename)
+    result = await sender.send_text(to, link.uri)
     return SentFile(link, result, Path(path).stat().st_size)
 
 
@@ -407,5 +238,5 @@ async def download(
     if not dest.is_dir() and dest.exists() and not overwrite:
         raise UsageError(f"{dest} exists already")
     return await asyncio.to_thread(
-        _get, link, dest, ssl_context(ca_file), max_size, _on_loop(progress), overwrite, timeout
+        media_http.get, link, dest, ssl_context(ca_file), max_size, _on_loop(progress), overwrite, timeout
     )

@@ -1,6 +1,6 @@
 """OMEMO in group chats (XEP-0045 rooms, XEP-0384 "Group chats") on top of the slixmpp session.
 
-:class:`Rooms` is attached to an :class:`~e2ee.client.session.E2EEHandlers` (every
+:class:`Rooms` is part of the :class:`~e2ee.client.plugin.e2ee_omemo` plugin (every
 :class:`~e2ee.client.session.E2EESession` has one as ``session.rooms``).  It joins rooms, keeps each
 room's :class:`~e2ee.client.muc_room.RoomState`, encrypts for the room's members and decrypts what
 occupants send.  The engine stays room-agnostic: it gets the members' bare JIDs as recipients,
@@ -45,113 +45,114 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable
 
 import slixmpp
-from slixmpp.exceptions import IqError, IqTimeout, PresenceError
+from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import E2EEError, UsageError
 from e2ee.jid import bare_jid_key
-from e2ee.results import Effect, EncryptResult, FetchDeviceList
+from e2ee.results import EncryptResult
 
 from .errors import RoomNotSuitable, RoomUnavailable, UnknownSender
-from .muc_room import MEMBER_AFFILIATIONS, MEMBERSONLY, MUC_USER, NONANONYMOUS, RoomState, account
+from .incoming import Incoming
+from .muc_admin import AFFILIATIONS, MUC, RoomAdmin, room_jid
+from .muc_room import MUC_USER, RoomState
+from .outgoing import Outgoing
+from .pep import Pep
 from .types import Received
 
-if TYPE_CHECKING:
-    from .session import E2EEHandlers
-
-__all__ = ["Rooms", "AFFILIATIONS", "MUC"]
+__all__ = ["AFFILIATIONS", "MUC", "Rooms"]
 
 log = logging.getLogger(__name__)
 
-MUC = "http://jabber.org/protocol/muc"
-#: Affiliations :meth:`Rooms.set_affiliation` accepts.
-AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 _X = f"{{{MUC_USER}}}x"
 #: Status codes of a room notice that announce a configuration change.
 _CONFIG_CHANGE = frozenset({104, 170, 171, 172, 173, 174})
-#: The configuration :meth:`Rooms.create` submits.
-#: disco#info feature of a moderated room
-MODERATED = "muc_moderated"
-#: How :meth:`Rooms.create` configures a room.  Not moderated: in a members-only room everyone
-#: admitted may speak anyway, and ejabberd 23.01 lets a removed member of a moderated room back in.
-OMEMO_ROOM_CONFIG = (
-    ("muc#roomconfig_membersonly", True),
-    ("muc#roomconfig_whois", "anyone"),
-    ("muc#roomconfig_persistentroom", True),
-    ("muc#roomconfig_publicroom", False),
-    ("muc#roomconfig_moderatedroom", False),
-)
-
-
 #: Sent room messages whose echo we wait for, per room.
 _MAX_UNECHOED = 256
 
-
-def _room_jid(room: str) -> str:
-    key = account(room) if isinstance(room, str) else None
-    if key is None or "/" in room:
-        raise UsageError(f"not a room address (room@service): {room!r}")
-    return key
-
-
-def _condition(e: IqError | PresenceError) -> str:
-    return str(e.condition or "error")
+Spawn = Callable[[Coroutine[object, object, None]], None]
 
 
 class Rooms:
-    """The rooms of one session.  Build it before connecting (it registers slixmpp's XEP-0045
-    plugin and its own stanza handlers)."""
+    """The rooms of one session.  Built by the plugin before connecting (it needs slixmpp's
+    XEP-0045 plugin, and registers its own stanza handlers); ``spawn`` runs background work."""
 
-    def __init__(self, handlers: E2EEHandlers, *, require_members_only: bool = True, timeout: float = 10.0) -> None:
-        self.handlers = handlers
-        handlers.rooms_of_session = self  # (own copies of room messages are shown under the room)
+    def __init__(
+        self,
+        xmpp: slixmpp.ClientXMPP,
+        engine: Engine,
+        pep: Pep,
+        incoming: Incoming,
+        outgoing: Outgoing,
+        spawn: Spawn,
+        *,
+        require_members_only: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
+        self.xmpp = xmpp
+        self.engine = engine
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self._spawn = spawn
+        self.admin = RoomAdmin(xmpp, pep, timeout)
         self.require_members_only = require_members_only
-        self.timeout = timeout
         self._rooms: dict[str, RoomState] = {}
         self._unknown_logged: set[tuple[str, str]] = set()
         #: rooms that refused us their affiliation lists (said once per room)
         self._lists_refused: set[str] = set()
-        self._joining: dict[str, asyncio.Future[str]] = {}
         #: ids of the messages we sent to each room that it has not echoed back yet (bounded)
         self._sent: dict[str, dict[str, asyncio.Event]] = {}
         #: rooms we left in this session: what they still send is expected, and not logged
         self._left: set[str] = set()
-        xmpp = handlers.xmpp
-        xmpp.register_plugin("xep_0045")
-        xmpp.register_handler(
-            Callback("e2ee muc presence", MatchXPath(f"{{jabber:client}}presence/{_X}"), self._presence)
-        )
-        xmpp.register_handler(
+        self._handlers = [
+            Callback("e2ee muc presence", MatchXPath(f"{{jabber:client}}presence/{_X}"), self._presence),
             Callback(
                 "e2ee muc join error", MatchXPath("{jabber:client}presence/{jabber:client}error"), self._presence_error
-            )
-        )
-        xmpp.register_handler(Callback("e2ee muc notice", MatchXPath(f"{{jabber:client}}message/{_X}"), self._notice))
-        for ns in NAMESPACES:
-            xmpp.register_handler(
+            ),
+            Callback("e2ee muc notice", MatchXPath(f"{{jabber:client}}message/{_X}"), self._notice),
+            *(
                 Callback(f"e2ee muc {ns}", MatchXPath(f"{{jabber:client}}message/{{{ns}}}encrypted"), self._groupchat)
-            )
+                for ns in NAMESPACES
+            ),
+        ]
+        for handler in self._handlers:
+            xmpp.register_handler(handler)
+        incoming.known_room = self.known_room  # (own copies of room messages are shown under the room)
+
+    def uninstall(self) -> None:
+        for handler in self._handlers:
+            self.xmpp.remove_handler(handler.name)
+        self._handlers.clear()
+        self.incoming.known_room = None
 
     @property
-    def engine(self) -> Engine:
-        return self.handlers.engine
+    def timeout(self) -> float:
+        return self.admin.timeout
 
-    @property
-    def xmpp(self) -> slixmpp.ClientXMPP:
-        return self.handlers.xmpp
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.admin.timeout = seconds
 
     def get(self, room: str) -> RoomState | None:
         """What we know of ``room`` (None when we never joined it in this session)."""
-        return self._rooms.get(_room_jid(room))
+        return self._rooms.get(room_jid(room))
+
+    def known_room(self, address: str) -> str | None:
+        """The bare JID of the room ``address`` names when we know it, else None (also for
+        anything that is not a room address)."""
+        try:
+            state = self.get(address)
+        except UsageError:
+            return None
+        return state.jid if state is not None else None
 
     def _joined(self, room: str) -> RoomState:
-        state = self._rooms.get(_room_jid(room))
+        state = self._rooms.get(room_jid(room))
         if state is None:
             raise UsageError(f"not in room {room}: join it first")
         if not state.joined:
@@ -162,29 +163,14 @@ class Rooms:
     # ------------------------------------------------------------------ room configuration
 
     async def features(self, room: str) -> frozenset[str]:
-        """The room's disco#info features; raises :class:`~e2ee.client.errors.RoomUnavailable`
-        (``condition`` ``item-not-found`` when there is no such room)."""
-        try:
-            info = await self.xmpp.plugin["xep_0030"].get_info(jid=slixmpp.JID(_room_jid(room)), timeout=self.timeout)
-        except IqError as e:
-            raise RoomUnavailable(f"room {room}: {_condition(e)}", _condition(e)) from None
-        except IqTimeout:
-            raise RoomUnavailable(f"room {room} did not answer", "timeout") from None
-        return frozenset(info["disco_info"]["features"])
+        """The room's disco#info features (:meth:`RoomAdmin.features`)."""
+        return await self.admin.features(room)
 
     async def check(self, room: str) -> bool:
         """Refuse a room that is unfit for OMEMO (:class:`~e2ee.client.errors.RoomNotSuitable` naming the
         missing features).  Returns whether it is members-only (False only with
         ``require_members_only=False``, after a warning)."""
-        room = _room_jid(room)
-        features = await self.features(room)
-        missing = tuple(f for f in (MUC, NONANONYMOUS, MEMBERSONLY) if f not in features)
-        if missing == (MEMBERSONLY,) and not self.require_members_only:
-            log.warning("room %s is not members-only: whoever joins it reads later messages", room)
-            return False
-        if missing:
-            raise RoomNotSuitable(room, missing)
-        return True
+        return await self.admin.check(room, self.require_members_only)
 
     async def _recheck(self, room: str) -> None:
         try:
@@ -203,7 +189,7 @@ class Rooms:
         account may share it) and fetch its affiliation lists.  Raises
         :class:`~e2ee.client.errors.RoomNotSuitable` or :class:`~e2ee.client.errors.RoomUnavailable` (e.g.
         ``registration-required``: we are not a member)."""
-        room = _room_jid(room)
+        room = room_jid(room)
         known = self._rooms.get(room)
         if known is not None and known.joined:
             return known
@@ -214,52 +200,23 @@ class Rooms:
         return state
 
     def _enter(self, room: str, nick: str | None, members_only: bool) -> RoomState:
-        own = self.handlers.engine.jid
+        own = self.engine.jid
         state = RoomState(room, nick or own.partition("@")[0], own, members_only)
         self._rooms[room] = state
         self._left.discard(room)
         return state
 
     async def _join_presence(self, state: RoomState) -> None:
-        """Join and wait for our own presence and the subject, or an error presence (Prosody's
-        lacks the ``muc`` child slixmpp waits for, so it is watched for here too)."""
-        refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._joining[state.jid] = refused
-        join: asyncio.Future[Any] = asyncio.ensure_future(
-            self.xmpp.plugin["xep_0045"].join_muc_wait(
-                slixmpp.JID(state.jid), state.nick, maxstanzas=0, timeout=self.timeout
-            )
-        )
-        condition = None
-        try:
-            done, _pending = await asyncio.wait(
-                [join, refused], timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if refused in done:
-                condition = refused.result()
-            elif join in done:
-                try:
-                    join.result()
-                except PresenceError as e:
-                    condition = _condition(e)
-                except TimeoutError:
-                    condition = "timeout"
-            else:
-                condition = "timeout"
-        finally:
-            self._joining.pop(state.jid, None)
-            if not join.done():
-                join.cancel()
-        if condition is not None:
+        failure = await self.admin.join(state.jid, state.nick)
+        if failure is not None:
             self._rooms.pop(state.jid, None)
-            self.xmpp.plugin["xep_0045"].rooms[None].pop(slixmpp.JID(state.jid), None)
-            if condition == "timeout":
-                raise RoomUnavailable(f"room {state.jid} did not answer the join", condition)
-            raise RoomUnavailable(f"could not join {state.jid}: {condition}", condition)
+            if failure == "timeout":
+                raise RoomUnavailable(f"room {state.jid} did not answer the join", failure)
+            raise RoomUnavailable(f"could not join {state.jid}: {failure}", failure)
 
     def leave(self, room: str) -> None:
         """Leave ``room`` (nothing happens when we are not in it)."""
-        state = self._rooms.pop(_room_jid(room), None)
+        state = self._rooms.pop(room_jid(room), None)
         if state is not None:
             self._left.add(state.jid)
             self._sent.pop(state.jid, None)
@@ -273,7 +230,7 @@ class Rooms:
         """Create ``room`` (it must not exist yet) as its owner, configured for OMEMO: members-only,
         real JIDs shown to everyone, persistent, not listed publicly; then make each of
         ``members`` a member.  Raises :class:`~e2ee.errors.UsageError` when the room exists."""
-        room = _room_jid(room)
+        room = room_jid(room)
         try:
             await self.features(room)
         except RoomUnavailable as e:
@@ -283,13 +240,7 @@ class Rooms:
             raise UsageError(f"room {room} already exists")
         state = self._enter(room, nick, True)
         await self._join_presence(state)
-        muc = self.xmpp.plugin["xep_0045"]
-        form = self.handlers._form(OMEMO_ROOM_CONFIG, "http://jabber.org/protocol/muc#roomconfig")
-        try:
-            await muc.set_room_config(room, form, timeout=self.timeout)
-        except (IqError, IqTimeout) as e:
-            why = _condition(e) if isinstance(e, IqError) else "timeout"
-            raise RoomUnavailable(f"room {room} could not be configured: {why}", why) from None
+        await self.admin.configure(room)
         await self.check(room)
         for jid in members:
             await self.set_affiliation(room, jid, "member")
@@ -303,28 +254,9 @@ class Rooms:
         former member had and lets them back in whatever their new affiliation (outcast too):
         rooms made by :meth:`create` are not moderated, and removing someone from a moderated
         room logs a warning."""
-        room = _room_jid(room)
-        if affiliation not in AFFILIATIONS:
-            raise UsageError(f"affiliation must be one of {', '.join(AFFILIATIONS)}, not {affiliation!r}")
-        target = account(jid)
-        if target is None:
-            raise UsageError(f"not the JID of an account: {jid!r}")
+        room = room_jid(room)
+        target = await self.admin.set_affiliation(room, jid, affiliation)
         state = self._rooms.get(room)
-        if affiliation in ("none", "outcast") and MODERATED in await self.features(room):
-            log.warning(
-                "room %s is moderated: some servers (ejabberd 23.01) let %s back in with the role they had; "
-                "a room made by room-create is not moderated",
-                room,
-                target,
-            )
-        try:
-            await self.xmpp.plugin["xep_0045"].set_affiliation(room, affiliation, jid=target, timeout=self.timeout)  # type: ignore[arg-type]
-        except IqError as e:
-            raise RoomUnavailable(
-                f"room {room} refused the affiliation change: {_condition(e)}", _condition(e)
-            ) from None
-        except IqTimeout:
-            raise RoomUnavailable(f"room {room} did not answer", "timeout") from None
         if state is not None:
             state.set_affiliation(target, affiliation)
 
@@ -335,22 +267,7 @@ class Rooms:
         (:meth:`~e2ee.client.muc_room.RoomState.recipients`).  A list the room does not let us read
         is logged, and what presences and notices told us is kept for it."""
         state = self._joined(room)
-        kinds = sorted(MEMBER_AFFILIATIONS)
-        answers = await asyncio.gather(*(self._affiliation_list(state.jid, a) for a in kinds), return_exceptions=True)
-        fetched: dict[str, str] = {}
-        refused: dict[str, str] = {}
-        for affiliation, answer in zip(kinds, answers, strict=True):
-            if isinstance(answer, IqError):
-                refused[affiliation] = _condition(answer)
-                continue
-            if isinstance(answer, IqTimeout):
-                raise RoomUnavailable(f"room {state.jid} did not answer", "timeout")
-            if isinstance(answer, BaseException):
-                raise answer
-            for jid in answer:
-                key = account(jid)
-                if key is not None:
-                    fetched[key] = affiliation
+        fetched, refused = await self.admin.affiliations(state.jid)
         if not refused:
             state.set_members(fetched)
             return state.recipients()
@@ -368,10 +285,6 @@ class Rooms:
             )
         return state.recipients()
 
-    async def _affiliation_list(self, room: str, affiliation: Any) -> list[str]:
-        jids = await self.xmpp.plugin["xep_0045"].get_affiliation_list(room, affiliation, timeout=self.timeout)
-        return [str(j) for j in jids]
-
     # ------------------------------------------------------------------ sending
 
     async def send_text(self, room: str, body: str) -> EncryptResult:
@@ -382,44 +295,33 @@ class Rooms:
         state = self._joined(room)
         state.members_only = await self.check(state.jid)  # the configuration may have changed
         recipients = await self.refresh_members(state.jid)
-        await self._parallel(
-            [FetchDeviceList(j, ns) for j in recipients if not self.handlers._subscribed(j) for ns in NAMESPACES]
-        )
-        for _ in range(4):
-            fetches = self.engine.prepare(recipients)
-            if not fetches:
-                break
-            await self._parallel(fetches)
-        result = self.engine.encrypt(recipients, body, to=state.jid)
-        if result.ready:  # one stanza to the room; what only our own devices read, to our bare JID
-            msg_id = self.handlers._send_result(state.jid, result, mtype="groupchat")
-            sent = self._sent.setdefault(state.jid, {})
-            if len(sent) >= _MAX_UNECHOED:  # a room that never echoes: forget the oldest
-                del sent[next(iter(sent))]
-            sent[msg_id] = asyncio.Event()
-        return result
+        # one stanza to the room; what only our own devices read, to our bare JID
+        sent = await self.outgoing.send(recipients, body, to=state.jid, room=state.jid, mtype="groupchat")
+        if sent.id is not None:
+            unechoed = self._sent.setdefault(state.jid, {})
+            if len(unechoed) >= _MAX_UNECHOED:  # a room that never echoes: forget the oldest
+                del unechoed[next(iter(unechoed))]
+            unechoed[sent.id] = asyncio.Event()
+        return sent.result
 
     async def reflected(self, room: str, timeout: float | None = None) -> bool:
         """Wait (at most ``timeout``, default the session's) until the room has echoed back every
         message we sent to it in this session (the room's reflection, XEP-0045 §7.4, which keeps
         the message id; at most the last :data:`_MAX_UNECHOED` are tracked): whether it did,
         i.e. the room delivered them."""
-        events = list(self._sent.get(_room_jid(room), {}).values())
+        events = list(self._sent.get(room_jid(room), {}).values())
         try:
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout or self.timeout)
         except TimeoutError:
             return False
         return True
 
-    async def _parallel(self, effects: list[Effect]) -> None:
-        await asyncio.gather(*(self.handlers.run_effects([e]) for e in dict.fromkeys(effects)))
-
     # ------------------------------------------------------------------ receiving
 
-    def _state_of(self, stanza: Any) -> RoomState | None:
+    def _state_of(self, stanza: StanzaBase) -> RoomState | None:
         return self._rooms.get(bare_jid_key(stanza["from"].bare))
 
-    def _presence(self, pres: Any) -> None:
+    def _presence(self, pres: StanzaBase) -> None:
         state = self._state_of(pres)
         nick = pres["from"].resource
         if state is None or not nick or pres["type"] == "error":
@@ -429,20 +331,19 @@ class Rooms:
         if was_joined and not state.joined:
             log.warning("we are no longer in room %s (status %s)", state.jid, sorted(state.removed))
 
-    def _presence_error(self, pres: Any) -> None:
-        waiting = self._joining.get(bare_jid_key(pres["from"].bare))
-        if pres["type"] == "error" and waiting is not None and not waiting.done():
-            waiting.set_result(str(pres["error"]["condition"] or "error"))
+    def _presence_error(self, pres: StanzaBase) -> None:
+        if pres["type"] == "error":
+            self.admin.refused(bare_jid_key(pres["from"].bare), str(pres["error"]["condition"] or "error"))
 
-    def _notice(self, msg: Any) -> None:
+    def _notice(self, msg: StanzaBase) -> None:
         state = self._state_of(msg)
         x = msg.xml.find(_X)
         if state is None or msg["from"].resource or msg["type"] == "error" or x is None:
             return  # only the room itself speaks for the room
         if state.on_notice(x) & _CONFIG_CHANGE:
-            self.handlers.spawn(self._recheck(state.jid))
+            self._spawn(self._recheck(state.jid))
 
-    def _groupchat(self, msg: Any) -> None:
+    def _groupchat(self, msg: StanzaBase) -> None:
         """Resolve the sender now (presences that follow must not change who sent it), then
         decrypt."""
         if msg["type"] != "groupchat":
@@ -469,12 +370,9 @@ class Rooms:
             if (state.jid, nick) not in self._unknown_logged:
                 self._unknown_logged.add((state.jid, nick))
                 log.warning("%s", e)
-            self._deliver(None, e, str(frm), state.jid)
+            self._refused(e, str(frm), state.jid)
             return
-        self.handlers.spawn(
-            self.handlers._decrypt_stanza(msg.xml, sender, "", carbon=False, room=state.jid, occupant=str(frm))
-        )
+        self._spawn(self.incoming.decrypt_stanza(msg.xml, sender, "", carbon=False, room=state.jid, occupant=str(frm)))
 
-    def _deliver(self, result: Any, error: E2EEError | None, occupant: str, room: str) -> None:
-        if self.handlers.on_received is not None:
-            self.handlers.on_received(Received(result, error, False, occupant, room=room))
+    def _refused(self, error: E2EEError, occupant: str, room: str) -> None:
+        self.incoming.deliver(Received(None, error, False, occupant, room=room))

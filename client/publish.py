@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from slixmpp.exceptions import IqError
+from slixmpp.plugins.xep_0004 import Form
 
 from e2ee.results import Publish
+
+from .types import FormValue
 
 __all__ = ["MAX_ITEMS_FALLBACK", "Publisher", "describe_error"]
 
@@ -67,7 +71,17 @@ _RACE_BACKOFF = 0.05
 #: what was said already, per server domain: one line per process, not per session
 _said: set[tuple[str, str]] = set()
 
-FormMaker = Callable[[tuple[tuple[str, str], ...], str], Any]
+FormMaker = Callable[[tuple[tuple[str, FormValue], ...], str], Form]
+
+
+class PubSub(Protocol):
+    """What :class:`Publisher` uses of slixmpp's XEP-0060 plugin."""
+
+    def publish(
+        self, jid: str, node: str, *, id: str | None, payload: ET.Element, options: Form | None = None
+    ) -> Awaitable[object]: ...
+
+    def set_node_config(self, jid: str, node: str, config: Form) -> Awaitable[object]: ...
 
 
 def describe_error(e: IqError) -> str:
@@ -100,7 +114,7 @@ class Publisher:
     """Publishes our items through the session's XEP-0060 plugin (``pubsub``); ``own`` gives our
     bare JID, ``form`` builds a data form of ``(var, value)`` fields and a FORM_TYPE."""
 
-    def __init__(self, pubsub: Any, own: Callable[[], str], form: FormMaker) -> None:
+    def __init__(self, pubsub: PubSub, own: Callable[[], str], form: FormMaker) -> None:
         self._pubsub = pubsub
         self._own = own
         self._form = form
@@ -159,9 +173,13 @@ class Publisher:
             if not await self._configure(effect):
                 log.warning("could not configure %s after creating it", effect.node)
 
-    async def _item(self, effect: Publish, options: Any = None) -> None:
-        kwargs = {"options": options} if options is not None else {}
-        await self._pubsub.publish(self._own(), effect.node, id=effect.item_id, payload=effect.payload, **kwargs)
+    async def _item(self, effect: Publish, options: Form | None = None) -> None:
+        if options is None:
+            await self._pubsub.publish(self._own(), effect.node, id=effect.item_id, payload=effect.payload)
+        else:
+            await self._pubsub.publish(
+                self._own(), effect.node, id=effect.item_id, payload=effect.payload, options=options
+            )
 
     def _settings(self, effect: Publish) -> tuple[tuple[str, str], ...]:
         if not self.max_refused:

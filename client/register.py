@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
@@ -36,7 +35,7 @@ class _Registrar(slixmpp.ClientXMPP):
         if not self.done.done():
             self.done.set_result(error)
 
-    async def _register(self, _form: Any) -> None:
+    async def _register(self, _form: object) -> None:
         iq = self.Iq()
         iq["type"] = "set"
         iq["register"]["username"] = self.boundjid.user

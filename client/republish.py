@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from e2ee.results import Effect, Publish
 
@@ -39,7 +38,9 @@ async def drop_unchanged(
     already holds unchanged.  ``fetch(node, item_id)`` reads one of our own items (None when
     there is none); a failed read keeps the publication."""
     publications = [e for e in effects if isinstance(e, Publish)]
-    current: list[Any] = await asyncio.gather(*(fetch(p.node, p.item_id) for p in publications), return_exceptions=True)
+    current: list[ET.Element | None | BaseException] = await asyncio.gather(
+        *(fetch(p.node, p.item_id) for p in publications), return_exceptions=True
+    )
     held = {
         id(p)
         for p, item in zip(publications, current, strict=True)

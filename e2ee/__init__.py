@@ -1,51 +1,23 @@
 """xmpp-e2ee: an end-to-end encryption engine for XMPP (OMEMO 2 and legacy OMEMO, OpenPGP fallback).
 
 The engine is synchronous and does no I/O: :class:`Engine` takes device lists, bundles and
-received ``<encrypted/>`` elements and returns elements to send, result values and *effects* for
-the embedder (:mod:`e2ee.results`).  It stores through :class:`Storage` (:class:`MemoryStorage`
-here; the encrypted keystore implements the same interface).  Raw primitives live in
-:mod:`e2ee.primitives` and :mod:`e2ee.xeddsa` (sharp tools).
+received elements and returns elements to send, result values and *effects* for the embedder
+(:mod:`e2ee.results`).  It stores through :class:`Storage` (:class:`MemoryStorage` here; the
+encrypted keystore, :mod:`e2ee.keystore`, implements the same interface).
+
+This namespace holds what an embedder uses; the rest lives next to its layer: every error in
+:mod:`e2ee.errors` (the keystore's in :mod:`e2ee.keystore.errors`), device and key values in
+:mod:`e2ee.keys`, the OpenPGP backend in :mod:`e2ee.openpgp`, the namespaces' backends in
+:mod:`e2ee.registry`, raw primitives in :mod:`e2ee.primitives` and :mod:`e2ee.xeddsa` (sharp
+tools).
 """
 
 from __future__ import annotations
 
-from .engine import NAMESPACES, DeviceInfo, Engine, parse_device_list
-from .errors import (
-    AffixMismatch,
-    AuthenticationFailed,
-    CorruptState,
-    DecryptionFailed,
-    DuplicateMessage,
-    E2EEError,
-    InvalidBundle,
-    InvalidKey,
-    InvalidPassphrase,
-    InvalidPublicKey,
-    InvalidSignature,
-    MalformedMessage,
-    MissingPreKey,
-    NoEligibleDevices,
-    NoSession,
-    OpenPgpFailure,
-    PeerError,
-    ReplayedMessage,
-    RestrictedXml,
-    ReusedBaseKey,
-    SenderDistrusted,
-    SharedIdentityKey,
-    SignatureNotFromSender,
-    StaleMessage,
-    StorageError,
-    TooManySkippedKeys,
-    UnknownPreKey,
-    UnknownSignedPreKey,
-    UnsupportedVersion,
-    UntrustedKey,
-    UsageError,
-)
+from .engine import NAMESPACES, Engine, parse_device_list
+from .errors import E2EEError, NoEligibleDevices, PeerError, StorageError, UsageError
 from .fallback import RecipientResult, Route, SendResult
-from .identity import IdentityKeyPair
-from .openpgp import OpenPgp, OpenPgpCrypto, OpenPgpKey
+from .openpgp.crypto import OpenPgpCrypto
 from .results import (
     Decrypted,
     DecryptResult,
@@ -70,68 +42,43 @@ from .trust import TrustLevel, TrustPolicy, fingerprint
 __version__ = "0.1.0"
 
 __all__ = [
-    "AffixMismatch",
-    "AuthenticationFailed",
-    "CorruptState",
-    "DecryptResult",
-    "Decrypted",
-    "DecryptionFailed",
-    "DeviceInfo",
-    "DeviceOutcome",
-    "Duplicate",
-    "DuplicateMessage",
-    "E2EEError",
-    "Effect",
-    "EmptyMessage",
-    "EncryptResult",
+    # the engine and its storage
     "Engine",
-    "FetchBundle",
-    "FetchDeviceList",
-    "FetchPublicKey",
-    "FetchPublicKeys",
-    "IdentityKeyPair",
-    "InvalidBundle",
-    "InvalidKey",
-    "InvalidPassphrase",
-    "InvalidPublicKey",
-    "InvalidSignature",
-    "MalformedMessage",
     "MemoryStorage",
-    "MissingPreKey",
-    "NAMESPACES",
-    "NoEligibleDevices",
-    "NoSession",
-    "NotForThisDevice",
-    "OpenPgp",
-    "OpenPgpCrypto",
-    "OpenPgpFailure",
-    "OpenPgpKey",
-    "Outcome",
-    "PeerError",
-    "Publish",
-    "RecipientResult",
-    "ReplayedMessage",
-    "RestrictedXml",
-    "ReusedBaseKey",
-    "Route",
-    "SendMessage",
-    "SendResult",
-    "SenderDistrusted",
-    "SharedIdentityKey",
-    "SignatureNotFromSender",
-    "StaleMessage",
     "Storage",
-    "StorageError",
-    "TooManySkippedKeys",
+    "NAMESPACES",
+    "parse_device_list",
+    "OpenPgpCrypto",
     "TrustLevel",
     "TrustPolicy",
-    "UnknownPreKey",
-    "UnknownSignedPreKey",
-    "UnsupportedVersion",
-    "UntrustedIdentity",
-    "UntrustedKey",
-    "UsageError",
-    "__version__",
     "fingerprint",
-    "parse_device_list",
+    # effects for the embedder to carry out
+    "Effect",
+    "Publish",
+    "FetchDeviceList",
+    "FetchBundle",
+    "SendMessage",
+    "FetchPublicKeys",
+    "FetchPublicKey",
+    # what a send returns
+    "SendResult",
+    "RecipientResult",
+    "Route",
+    "EncryptResult",
+    "DeviceOutcome",
+    "Outcome",
+    # what a decryption returns
+    "DecryptResult",
+    "Decrypted",
+    "EmptyMessage",
+    "Duplicate",
+    "NotForThisDevice",
+    "UntrustedIdentity",
+    # the roots of the errors (each error class: e2ee.errors)
+    "E2EEError",
+    "UsageError",
+    "PeerError",
+    "StorageError",
+    "NoEligibleDevices",
+    "__version__",
 ]

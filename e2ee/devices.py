@@ -15,13 +15,13 @@ from typing import Any
 from . import jsonrec
 from .errors import CorruptState
 from .model import Bundle, DeviceEntry, DeviceList
+from .registry import FLAVOUR_NAMES
 from .sessions import session_key
 from .storage import Storage
 
 __all__ = ["DeviceRegistry", "StoredBundle"]
 
 _VERSION = 1
-FLAVOURS = ("omemo2", "legacy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ def _active(lists: dict[str, DeviceList]) -> dict[int, str] | None:
     if not lists:
         return None
     out: dict[int, str] = {}
-    for flavour in reversed(FLAVOURS):  # omemo2 last: it wins
+    for flavour in reversed(FLAVOUR_NAMES):  # the preferred namespace last: it wins
         dl = lists.get(flavour)
         if dl is not None:
             for d in dl.devices:

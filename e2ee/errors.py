@@ -7,7 +7,8 @@ to blame (the idea of h11's ``LocalProtocolError`` / ``RemoteProtocolError``):
   operation in the wrong state).  Never caused by bytes from the network.
 * :class:`PeerError` -- what a peer (or the network, or the server) sent is unacceptable.
   Arbitrary bytes from the network only ever raise subclasses of this one.
-* :class:`StorageError` -- the local store cannot be used as it is.
+* :class:`StorageError` -- the local store cannot be used as it is (the encrypted keystore's
+  own errors derive from it and live beside it, in :mod:`e2ee.keystore.errors`).
 
 Authentication failures carry no detail (no padding or MAC oracle): every failed MAC, tag,
 padding or signature check of a message raises the same :class:`AuthenticationFailed`.
@@ -52,13 +53,6 @@ __all__ = [
     "OpenPgpFailure",
     "StorageError",
     "CorruptState",
-    "WrongPassphrase",
-    "KeystoreLocked",
-    "KeystoreCorrupt",
-    "CorruptRecord",
-    "RollbackDetected",
-    "KeystoreDowngrade",
-    "UnsupportedKeystoreVersion",
 ]
 
 
@@ -246,33 +240,3 @@ class StorageError(E2EEError):
 
 class CorruptState(StorageError):
     """Serialized local state does not parse or has an unknown version."""
-
-
-class WrongPassphrase(StorageError):
-    """The passphrase does not open this keystore."""
-
-
-class KeystoreLocked(StorageError):
-    """Another process has this keystore open."""
-
-
-class KeystoreCorrupt(StorageError):
-    """The keystore file is damaged (a modified, truncated or foreign file)."""
-
-
-class CorruptRecord(KeystoreCorrupt):
-    """One record failed authentication (modified, or moved from another row or table).  It is
-    never treated as missing."""
-
-
-class RollbackDetected(StorageError):
-    """The keystore is older than its generation counter: an old copy was restored.  Sessions
-    must be replaced and trust re-confirmed before sending (see ``Engine.after_rollback``)."""
-
-
-class KeystoreDowngrade(StorageError):
-    """The keystore header asks for key-derivation parameters below the floor."""
-
-
-class UnsupportedKeystoreVersion(StorageError):
-    """The keystore was written by a newer (or unknown) version of this software."""

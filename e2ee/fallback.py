@@ -4,7 +4,7 @@ explicitly allowed.
 For each recipient, separately:
 
 1. OMEMO when at least one of its devices is eligible (active, trusted, with a session or a
-   bundle) -- :meth:`~e2ee.sending.Sending.encrypt` for that recipient and our own devices;
+   bundle) -- :meth:`~e2ee.engine.Engine.encrypt_omemo` for that recipient and our own devices;
 2. else OpenPGP when it announced a key we fetched and trust (and this device has a key) --
    :meth:`~e2ee.openpgp.backend.OpenPgp.encrypt`, to its keys and ours;
 3. else clear text, only with ``allow_plaintext=True``;
@@ -21,30 +21,24 @@ import enum
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from .core import _bare
+from .context import Context, bare
 from .errors import NoEligibleDevices, UsageError
 from .openpgp.backend import OpenPgp
-from .openpgp.crypto import OpenPgpCrypto
-from .openpgp.xml import NS as OX_NS
-from .receiving import Receiving
-from .results import DecryptResult, Effect, EncryptResult, FetchBundle, FetchDeviceList, Outcome
-from .sending import Sending
+from .registry import find
+from .results import Effect, EncryptResult, FetchBundle, FetchDeviceList, Outcome
+from .sending import OmemoSender, SendPlan
 
-__all__ = ["Route", "RecipientResult", "SendResult", "Fallback"]
+__all__ = ["Route", "RecipientResult", "SendResult", "SendPolicy"]
 
 
-#: How :meth:`Fallback.describe_missing` names the OMEMO devices that could not be used.
+#: How :meth:`SendPolicy.describe_missing` names the OMEMO devices that could not be used.
 _MISSING = {
     Outcome.UNDECIDED: "awaiting a trust decision",
     Outcome.DISTRUSTED: "distrusted",
     Outcome.NO_BUNDLE: "without a bundle",
     Outcome.FAILED: "with an unusable bundle",
 }
-
-#: Namespaces as the sentence names them.
-_NS_NAME = {"urn:xmpp:omemo:2": "OMEMO 2", "eu.siacs.conversations.axolotl": "legacy OMEMO"}
 
 
 class Route(enum.Enum):
@@ -74,70 +68,55 @@ class SendResult:
     recipients: tuple[RecipientResult, ...]
 
     def route(self, jid: str) -> Route:
-        bare = _bare(jid)
-        return next(r.route for r in self.recipients if r.jid == bare)
+        key = bare(jid)
+        return next(r.route for r in self.recipients if r.jid == key)
 
 
-class Fallback(Sending, Receiving):
-    """The policy methods of :class:`~e2ee.engine.Engine` and its OpenPGP backend."""
+class SendPolicy:
+    """The route of each recipient (module docstring) over the OMEMO sender and the OpenPGP
+    backend, if any; the OMEMO send plan is computed once per call."""
 
-    _openpgp: OpenPgp | None = None
+    def __init__(self, ctx: Context, omemo: OmemoSender, openpgp: OpenPgp | None) -> None:
+        self._ctx = ctx
+        self._omemo = omemo
+        self._openpgp = openpgp
 
-    def _init_openpgp(self, crypto: OpenPgpCrypto | None) -> None:
-        self._openpgp = None if crypto is None else OpenPgp(self, crypto)
+    def prepare(self, recipients: Sequence[str], *, use_omemo: bool = True, use_openpgp: bool = True) -> list[Effect]:
+        """The fetches a send to ``recipients`` needs now (nothing is encrypted): OMEMO device
+        lists and bundles, and for recipients OMEMO cannot reach (once their OMEMO fetches are
+        done) their OpenPGP metadata and keys.  Run them, feed the answers in and call again
+        until it returns nothing.  ``use_omemo=False``: OpenPGP only (an OpenPGP-only client);
+        ``use_openpgp=False``: OMEMO only (before an OMEMO-only send, e.g. in rooms)."""
+        jids = list(dict.fromkeys(bare(j) for j in recipients))
 
-    @property
-    def has_openpgp(self) -> bool:
-        """Whether an OpenPGP implementation was given (``Engine(..., openpgp=...)``)."""
-        return self._openpgp is not None
+        def op() -> list[Effect]:
+            effects: list[Effect] = []
+            reachable: set[str] = set()
+            if use_omemo:
+                plan = self._omemo.plan(self._omemo.recipients(jids))
+                effects = list(dict.fromkeys(plan.effects))
+                reachable = {j for j in jids if j not in plan.unreachable}
+            if use_openpgp and self._openpgp is not None:
+                waiting = {e.jid for e in effects if isinstance(e, (FetchDeviceList, FetchBundle))}
+                effects += self._openpgp.prepare([j for j in jids if j not in reachable and j not in waiting])
+            return effects
 
-    @property
-    def openpgp(self) -> OpenPgp:
-        """The OpenPGP for XMPP backend; :class:`~e2ee.errors.UsageError` without one."""
-        if self._openpgp is None:
-            raise UsageError("OpenPGP is not set up: create the engine with openpgp=<an OpenPgpCrypto>")
-        return self._openpgp
+        return self._ctx.run(op)
 
-    def _omemo_reachable(self, jids: list[str]) -> set[str]:
-        own = self.jid
-        plan_jids = list(dict.fromkeys([*jids, own]))
-        _plans, _outcomes, _effects, unreachable = self._run(lambda: self._plan(plan_jids, self._now().timestamp()))
-        return {j for j in jids if j not in unreachable}
-
-    def decrypt_any(
-        self, element: ET.Element, sender: str, *, to: str | None = None, timestamp: datetime | None = None
-    ) -> DecryptResult:
-        """Decrypt a received element of any backend, chosen by its namespace: OMEMO
-        ``<encrypted/>`` (:meth:`~e2ee.receiving.Receiving.decrypt`) or OpenPGP ``<openpgp/>``
-        (:meth:`~e2ee.openpgp.backend.OpenPgp.decrypt`); same arguments and errors."""
-        if element.tag == f"{{{OX_NS}}}openpgp":
-            return self.openpgp.decrypt(element, sender, to=to, timestamp=timestamp)
-        return self.decrypt(element, sender, to=to, timestamp=timestamp)
-
-    def prepare_with_fallback(self, recipients: Sequence[str], *, use_omemo: bool = True) -> list[Effect]:
-        """The fetches :meth:`encrypt_with_fallback` needs now: OMEMO device lists and bundles,
-        and for recipients that OMEMO cannot reach (and whose OMEMO fetches are done) their
-        OpenPGP metadata and keys.  Run them and call again until it returns nothing.
-        ``use_omemo=False``: OpenPGP only (an OpenPGP-only client)."""
-        jids = list(dict.fromkeys(_bare(j) for j in recipients))
-        effects = self.prepare(jids) if use_omemo else []
-        if self._openpgp is not None:
-            waiting = {e.jid for e in effects if isinstance(e, (FetchDeviceList, FetchBundle))}
-            reachable = self._omemo_reachable(jids) if use_omemo else set()
-            effects += self._openpgp.prepare([j for j in jids if j not in reachable and j not in waiting])
-        return effects
-
-    def describe_missing(self, jid: str) -> str:
-        """The sentence :class:`~e2ee.errors.NoEligibleDevices` carries for ``jid``."""
-        jid = _bare(jid)
-        _plans, outcomes, _effects, _unreachable = self._run(lambda: self._plan([jid], self._now().timestamp()))
+    def describe_missing(self, jid: str, plan: SendPlan | None = None) -> str:
+        """The sentence :class:`~e2ee.errors.NoEligibleDevices` carries for ``jid`` (from
+        ``plan`` when the caller has one)."""
+        jid = bare(jid)
+        if plan is None:
+            plan = self._ctx.run(lambda: self._omemo.plan([jid]))
         counts = dict.fromkeys(_MISSING.values(), 0)
         refused: list[str] = []
-        for o in outcomes:
+        for o in plan.outcomes:
             if o.jid != jid or o.outcome not in _MISSING:
                 continue
             if o.outcome is Outcome.NO_BUNDLE and o.error is not None:
-                refused.append(f"device {o.device_id} ({_NS_NAME.get(o.namespace, o.namespace)}): {o.error}")
+                b = find(o.namespace)
+                refused.append(f"device {o.device_id} ({o.namespace if b is None else b.title}): {o.error}")
             else:
                 counts[_MISSING[o.outcome]] += 1
         parts = [f"{n} {what}" for what, n in counts.items() if n]
@@ -150,7 +129,7 @@ class Fallback(Sending, Receiving):
             pgp = self._openpgp.describe_missing(jid)
         return f"{jid} has no trusted OMEMO device and no trusted OpenPGP key ({omemo}; {pgp})"
 
-    def encrypt_with_fallback(
+    def encrypt(
         self,
         recipients: Sequence[str],
         body: str | None = None,
@@ -159,36 +138,52 @@ class Fallback(Sending, Receiving):
         allow_plaintext: bool = False,
         use_omemo: bool = True,
     ) -> SendResult:
-        """Encrypt for each recipient by the policy in the module docstring.  Raises
-        :class:`~e2ee.errors.NoEligibleDevices` when some recipient can be reached neither way
-        and ``allow_plaintext`` is false; nothing is encrypted then.  ``use_omemo=False`` skips
-        step 1 (an OpenPGP-only client)."""
+        """Encrypt for each recipient separately by the policy in the module docstring.  Raises
+        :class:`~e2ee.errors.NoEligibleDevices` naming what is missing when some recipient can
+        be reached no way; nothing is encrypted then.  ``use_omemo=False`` skips OMEMO (an
+        OpenPGP-only client).  The OMEMO send plan is computed once for all recipients, and
+        the whole send is one transaction."""
         if not recipients:
             raise UsageError("no recipients")
         if body is None and not content:
             raise UsageError("nothing to send")
-        jids = list(dict.fromkeys(_bare(j) for j in recipients))
-        reachable = self._omemo_reachable(jids) if use_omemo else set()
+        jids = list(dict.fromkeys(bare(j) for j in recipients))
+        own = self._ctx.own.jid
+        return self._ctx.run(lambda: self._encrypt(jids, own, body, content, allow_plaintext, use_omemo))
+
+    def _encrypt(
+        self,
+        jids: list[str],
+        own: str,
+        body: str | None,
+        content: Sequence[ET.Element],
+        allow_plaintext: bool,
+        use_omemo: bool,
+    ) -> SendResult:
+        plan = self._omemo.plan(self._omemo.recipients(jids)) if use_omemo else None
         routes: dict[str, Route] = {}
         missing: dict[str, str] = {}
         for jid in jids:
-            if jid in reachable:
+            if plan is not None and jid not in plan.unreachable:
                 routes[jid] = Route.OMEMO
             elif self._openpgp is not None and self._openpgp.can_encrypt_to(jid):
                 routes[jid] = Route.OPENPGP
             elif allow_plaintext:
                 routes[jid] = Route.PLAINTEXT
             else:
-                missing[jid] = self.describe_missing(jid)
+                missing[jid] = self.describe_missing(jid, plan)
         if missing:
             raise NoEligibleDevices(missing)
         out = []
         for jid in jids:
             route = routes[jid]
             if route is Route.OMEMO:
-                out.append(RecipientResult(jid, route, omemo=self.encrypt([jid], body, content=content)))
+                assert plan is not None
+                result = self._omemo.encrypt_planned(plan.only([jid, own]), body, content, jid)
+                out.append(RecipientResult(jid, route, omemo=result))
             elif route is Route.OPENPGP:
-                message = self.openpgp.encrypt([jid], body, content=content)
+                assert self._openpgp is not None
+                message = self._openpgp.encrypt([jid], body, content=content)
                 fprs = tuple(dict.fromkeys(f for fs in message.fingerprints.values() for f in fs))
                 out.append(RecipientResult(jid, route, openpgp=message.element, fingerprints=fprs))
             else:

@@ -118,8 +118,7 @@ class OwnDevice:
     # ------------------------------------------------------------------ signed prekeys
 
     def _new_spk(self, spk_id: int, now: datetime) -> dict[str, Any]:
-        from .legacy.wire import LEGACY
-        from .omemo2.wire import OMEMO2
+        from .registry import BACKENDS
 
         priv = self._rng(32)
         pub = x25519_public(priv)
@@ -128,10 +127,7 @@ class OwnDevice:
             "priv": priv.hex(),
             "pub": pub.hex(),
             "created": _ts(now),
-            "sig": {
-                "omemo2": OMEMO2.sign_prekey(self.identity, pub).hex(),
-                "legacy": LEGACY.sign_prekey(self.identity, pub).hex(),
-            },
+            "sig": {b.flavour.name: b.flavour.sign_prekey(self.identity, pub).hex() for b in BACKENDS},
         }
 
     def _spk(self) -> dict[str, Any]:

@@ -7,7 +7,10 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from functools import partial
 
-from .core import _BODY, _BY_NS, _LEGACY, _OMEMO2, NAMESPACES, EngineCore, _Backend, _bare
+from . import catchup
+from .backend import Affixes, OmemoBackend
+from .context import Context
+from .context import bare as _bare
 from .errors import (
     DecryptionFailed,
     DuplicateMessage,
@@ -19,11 +22,10 @@ from .errors import (
 )
 from .flavour import Flavour
 from .jid import bare_jid_key
-from .legacy import payload as legacy_payload
 from .limits import HEARTBEAT_THRESHOLD, MAX_XML_DEPTH, MAX_XML_ELEMENTS
 from .model import EncryptedElement, KeyElement
-from .omemo2 import envelope as sce
-from .omemo2 import payload as omemo2_payload
+from .pep import bundle_effects
+from .registry import NAMESPACES, find
 from .results import (
     Decrypted,
     DecryptResult,
@@ -34,12 +36,13 @@ from .results import (
     NotForThisDevice,
     UntrustedIdentity,
 )
+from .sending import empty_message
 from .session import accept as accept_session
 from .sessions import Entry, SessionSet, session_key
 from .trust import TrustLevel
 from .xmlsafe import check_element
 
-__all__ = ["Receiving"]
+__all__ = ["OmemoReceiver"]
 
 
 class _Refused(Exception):
@@ -50,7 +53,13 @@ class _Refused(Exception):
         self.result = result
 
 
-class Receiving(EngineCore):
+class OmemoReceiver:
+    """OMEMO decryption for one device (see :class:`~e2ee.engine.Engine` for the documentation
+    of :meth:`decrypt`)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
     def decrypt(
         self,
         element: ET.Element,
@@ -69,13 +78,13 @@ class Receiving(EngineCore):
         (the ``<time>`` affix is compared with it).  Returns a result value; raises a
         :class:`~e2ee.errors.PeerError` for forged, garbled or refused input, with the stored
         state unchanged."""
-        backend = _BY_NS.get(element.tag[1:].partition("}")[0] if isinstance(element.tag, str) else "")
+        backend = find(element.tag[1:].partition("}")[0] if isinstance(element.tag, str) else "")
         if backend is None:
             raise MalformedMessage(f"not an OMEMO element: {element.tag!r}")
         check_element(element, MAX_XML_DEPTH, MAX_XML_ELEMENTS)
-        enc: EncryptedElement = backend.xml.parse_encrypted(element)
+        enc = backend.parse_encrypted(element)
         sender = _bare(sender)
-        own = self._own
+        own = self._ctx.own
         ns = backend.namespace
         if sender == own.jid and to is not None and _bare(to) == own.jid and not require_to:
             # our own copy (EncryptResult.own_copy): sent by a device of our account to our bare
@@ -90,7 +99,7 @@ class Receiving(EngineCore):
         error: E2EEError | None = None
         for key in mine:  # legacy: the same rid may appear for several accounts
             try:
-                return self._run(partial(self._decrypt_key, backend, enc, key, sender, to, timestamp, require_to))
+                return self._ctx.run(partial(self._decrypt_key, backend, enc, key, sender, to, timestamp, require_to))
             except _Refused as r:  # rolled back: nothing of the attempt is stored
                 return r.result
             except E2EEError as e:
@@ -100,7 +109,7 @@ class Receiving(EngineCore):
 
     def _decrypt_key(
         self,
-        backend: _Backend,
+        backend: OmemoBackend,
         enc: EncryptedElement,
         key: KeyElement,
         sender: str,
@@ -110,11 +119,11 @@ class Receiving(EngineCore):
     ) -> DecryptResult:
         flavour = backend.flavour
         ns = backend.namespace
-        own = self._own
-        now = self._now()
+        own = self._ctx.own
+        now = self._ctx.now()
         dev = enc.sid
-        sset = self._sessions.load(session_key(flavour.name, sender, dev))
-        view = self._devices.view(sender)  # read once; the lists do not change below
+        sset = self._ctx.sessions.load(session_key(flavour.name, sender, dev))
+        view = self._ctx.devices.view(sender)  # read once; the lists do not change below
         known_ik = view.iks.get(dev)
         effects: list[Effect] = []
         new_kex = None
@@ -128,7 +137,7 @@ class Receiving(EngineCore):
                 if known_ik is not None and known_ik != ik and (level is None or not level.trusted):
                     return UntrustedIdentity(sender, dev, ns, ik, known_ik)
                 try:
-                    km = entry.session.decrypt(kex.message, self._rng)
+                    km = entry.session.decrypt(kex.message, self._ctx.rng)
                 except DuplicateMessage:
                     return Duplicate(sender, dev, ns)
                 if known_ik is None or known_ik == ik:  # never current for another key
@@ -143,11 +152,11 @@ class Receiving(EngineCore):
                     kex,
                     lambda spk_id: own.signed_prekey_private(spk_id, now),
                     lambda pk_id: own.prekey_for_exchange(pk_id, ek),
-                    self._rng,
+                    self._ctx.rng,
                 )
-                if backend is _LEGACY and level is not TrustLevel.VERIFIED:  # (after the prekey checks)
+                if not backend.authenticates_sender and level is not TrustLevel.VERIFIED:  # (after the prekey checks)
                     self._refuse_shared_key(sender, ik)
-                entry = self._sessions.new_entry(session, now.timestamp())
+                entry = self._ctx.sessions.new_entry(session, now.timestamp())
                 sset.entries.insert(0, entry)
                 new_kex = kex
         else:
@@ -155,7 +164,7 @@ class Receiving(EngineCore):
                 raise NoSession(f"no session with device {dev}", sender, dev, ns)
             # trust is decided on the key each session was built with, not the device's key
             session_iks = [flavour.identity_to_x25519(e.session.peer_ik) for e in sset.entries]
-            if all(self.trust.level(sender, k) is TrustLevel.DISTRUSTED for k in set(session_iks)):
+            if all(self._ctx.trust.level(sender, k) is TrustLevel.DISTRUSTED for k in set(session_iks)):
                 raise SenderDistrusted("the sender's identity key is distrusted")  # before any work
             entry, km = self._decrypt_message(sset, flavour, key.data)
             if entry is None:
@@ -169,29 +178,28 @@ class Receiving(EngineCore):
                 raise _Refused(UntrustedIdentity(sender, dev, ns, ik, known_ik))
             # else: a trusted key's archived session decrypts but does not become current
         if level is None:  # a key seen for the first time gets the policy's level
-            level = self.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
+            level = self._ctx.trust.first_sight(sender, ik, replaces_known_key=known_ik is not None and known_ik != ik)
 
         # the payload: nothing is stored unless it decrypts too
         result: DecryptResult
         if enc.payload is None:
-            if backend is _OMEMO2 and len(km) != 32:
-                raise MalformedMessage("an empty OMEMO 2 message carries 32 bytes of key material")
+            backend.check_empty_key_material(km)
             result = EmptyMessage(sender, dev, ns)
         else:
             result = self._open_payload(backend, enc, km, sender, dev, level, ik, to, timestamp or now, require_to)
 
         # commit
         if new_kex is not None:
-            state = self._state()
+            state = catchup.load(self._ctx.storage)
             own.consume_prekey(new_kex.pk_id, new_kex.ek, keep=state.catching_up)
-            self._devices.set_identity(sender, dev, ik)
-            effects += self._bundle_effects()
+            self._ctx.devices.set_identity(sender, dev, ik)
+            effects += bundle_effects(self._ctx)
             if state.catching_up:
                 state.pending.append((flavour.name, sender, dev))
-                self._put_state(state)
-                self._sessions.save(sset)
+                catchup.save(self._ctx.storage, state)
+                self._ctx.sessions.save(sset)
             else:
-                effects.append(self._empty(backend, sender, dev, sset, "key-exchange-answer"))
+                effects.append(empty_message(self._ctx, backend, sender, dev, sset, "key-exchange-answer"))
         else:
             ratchet = entry.session.ratchet
             if (
@@ -200,9 +208,9 @@ class Receiving(EngineCore):
                 and entry is sset.entries[0]
                 and not entry.quarantined
             ):
-                effects.append(self._empty(backend, sender, dev, sset, "heartbeat"))
+                effects.append(empty_message(self._ctx, backend, sender, dev, sset, "heartbeat"))
             else:
-                self._sessions.save(sset)
+                self._ctx.sessions.save(sset)
         if view.active is None or dev not in view.active:
             effects += [FetchDeviceList(sender, n) for n in NAMESPACES]
         if effects:
@@ -212,7 +220,7 @@ class Receiving(EngineCore):
     def _sender_level(self, jid: str, ik: bytes) -> TrustLevel | None:
         """The trust level of the sender's key (None: never seen); a distrusted key is refused
         with :class:`~e2ee.errors.SenderDistrusted` before anything is decrypted or stored."""
-        level = self.trust.level(jid, ik)
+        level = self._ctx.trust.level(jid, ik)
         if level is TrustLevel.DISTRUSTED:
             raise SenderDistrusted("the sender's identity key is distrusted")
         return level
@@ -222,7 +230,7 @@ class Receiving(EngineCore):
         so a co-recipient or the server can forward another JID's one as its own.  A key already
         known for another JID builds no session for this one (its one-time prekey stays for the
         real sender) unless the user verified it for this JID."""
-        others = tuple(j for j in self.trust.holders(ik) if j != sender)
+        others = tuple(j for j in self._ctx.trust.holders(ik) if j != sender)
         if others:
             raise SharedIdentityKey(
                 f"the identity key of this key exchange is known for {', '.join(others)}: refused for {sender}",
@@ -242,7 +250,7 @@ class Receiving(EngineCore):
         for entry in sset.entries:
             session = entry.session
             try:
-                km = session.ratchet.decrypt_parsed(msg, self._rng)
+                km = session.ratchet.decrypt_parsed(msg, self._ctx.rng)
             except DuplicateMessage:
                 return None, b""
             except DecryptionFailed as e:
@@ -255,7 +263,7 @@ class Receiving(EngineCore):
 
     def _open_payload(
         self,
-        backend: _Backend,
+        backend: OmemoBackend,
         enc: EncryptedElement,
         km: bytes,
         sender: str,
@@ -266,33 +274,20 @@ class Receiving(EngineCore):
         reference: datetime,
         require_to: bool,
     ) -> Decrypted:
-        assert enc.payload is not None
-        if backend is _OMEMO2:
-            plaintext = omemo2_payload.decrypt(enc.payload, km)
-            env = sce.parse(plaintext, sender, to, reference, require_to=require_to)
-            body = next((c.text or "" for c in env.content if c.tag == _BODY), None)
-            return Decrypted(
-                sender,
-                dev,
-                backend.namespace,
-                level,
-                ik,
-                body,
-                env.content,
-                env.time,
-                env.time_suspicious,
-                to=env.to_jid,
-            )
-        assert enc.iv is not None
-        if len(km) == legacy_payload.KEY_LENGTH and self.legacy_tag_in_payload:  # opt-in: tag in the payload
-            raw = legacy_payload.decrypt_tag_in_payload(enc.payload, enc.iv, km)
-        else:
-            raw = legacy_payload.decrypt(enc.payload, enc.iv, km)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MalformedMessage("legacy body is not UTF-8") from None
-        return Decrypted(sender, dev, backend.namespace, level, ik, text)
+        affixes = Affixes(sender, to, reference, require_to, self._ctx.legacy_tag_in_payload)
+        opened = backend.open(enc, km, affixes)
+        return Decrypted(
+            sender,
+            dev,
+            backend.namespace,
+            level,
+            ik,
+            opened.body,
+            opened.content,
+            opened.time,
+            opened.time_suspicious,
+            to=opened.to,
+        )
 
 
 def _with_effects(result: DecryptResult, effects: list[Effect]) -> DecryptResult:

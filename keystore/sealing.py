@@ -29,15 +29,16 @@ import nacl.bindings as _na
 import nacl.exceptions
 import nacl.pwhash
 
-from e2ee.errors import (
+from e2ee.errors import UsageError
+from e2ee.primitives import hkdf_sha256
+
+from .errors import (
     CorruptRecord,
     KeystoreCorrupt,
     KeystoreDowngrade,
     UnsupportedKeystoreVersion,
-    UsageError,
     WrongPassphrase,
 )
-from e2ee.primitives import hkdf_sha256
 
 __all__ = ["KdfParams", "Header", "Keys", "wrap_dek", "unwrap_dek", "derive_keys"]
 
@@ -140,7 +141,7 @@ def wrap_dek(dek: bytes, passphrase: str, header: Header, nonce: bytes) -> bytes
 
 
 def unwrap_dek(wrapped: bytes, passphrase: str, header: Header) -> bytes:
-    """The DEK; :class:`~e2ee.errors.WrongPassphrase` when the passphrase (or the header) is
+    """The DEK; :class:`~e2ee.keystore.errors.WrongPassphrase` when the passphrase (or the header) is
     not the one it was wrapped with.  The full Argon2id cost is paid either way."""
     kek = _kek(passphrase, header)
     try:
@@ -201,7 +202,7 @@ class Keys:
         return bytes((_RECORD_V1,)) + nonce + _seal(plain, _RECORD_AD + blind, nonce, self.record)
 
     def open(self, blind: bytes, sealed: bytes) -> tuple[str, str, bytes]:
-        """(table, key, value) of a sealed record; :class:`~e2ee.errors.CorruptRecord` for any
+        """(table, key, value) of a sealed record; :class:`~e2ee.keystore.errors.CorruptRecord` for any
         modification, or a record moved from another row or table."""
         if len(sealed) < 1 + _NONCE + 16 or sealed[0] != _RECORD_V1:
             raise CorruptRecord("a keystore record is damaged")
@@ -228,7 +229,7 @@ class Keys:
 
     def open_generation_row(self, row: bytes, blind: bytes) -> int:
         """The counter of a ``generation`` row (this version's MAC form, or the first version's
-        sealed record under ``blind``); :class:`~e2ee.errors.CorruptRecord` when it does not
+        sealed record under ``blind``); :class:`~e2ee.keystore.errors.CorruptRecord` when it does not
         authenticate."""
         if len(row) == 41 and row[0] == _GENERATION_ROW_V2:
             counter = row[1:9]

@@ -14,11 +14,11 @@ survive a crash of the process, not a power cut; ``sync=True`` syncs every commi
 
 A generation counter goes up with every commit and is also written after the commit to a small
 file beside the database (``<path>.generation``, or ``generation_path``).  When the database is
-behind that file, an older copy was restored: :class:`~e2ee.errors.RollbackDetected`.  Opening
+behind that file, an older copy was restored: :class:`~e2ee.keystore.errors.RollbackDetected`.  Opening
 with ``accept_rollback=True`` resets the file; the caller must then call
 ``Engine.after_rollback()`` so that no restored ratchet sends again.
 
-A second process opening the same keystore gets :class:`~e2ee.errors.KeystoreLocked`.
+A second process opening the same keystore gets :class:`~e2ee.keystore.errors.KeystoreLocked`.
 
 Transactions nest: an inner transaction is a savepoint, so an operation that fails inside a
 larger batch (:meth:`Keystore.transaction` around many engine operations, see
@@ -50,16 +50,15 @@ from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from types import TracebackType
 
-from e2ee.errors import (
+from e2ee.errors import E2EEError, UsageError
+from e2ee.storage import TABLES, Storage
+
+from .errors import (
     CorruptRecord,
-    E2EEError,
     KeystoreCorrupt,
     KeystoreLocked,
     RollbackDetected,
-    UsageError,
 )
-from e2ee.storage import TABLES, Storage
-
 from .sealing import Header, KdfParams, Keys, derive_keys, unwrap_dek, wrap_dek
 from .walsync import WalSyncer
 
@@ -173,10 +172,10 @@ class Keystore(Storage):
         sync: bool = False,
         generation_path: str | os.PathLike[str] | None = None,
     ) -> Keystore:
-        """Open an existing keystore.  Raises :class:`~e2ee.errors.WrongPassphrase`,
-        :class:`~e2ee.errors.KeystoreLocked`, :class:`~e2ee.errors.KeystoreCorrupt`,
-        :class:`~e2ee.errors.KeystoreDowngrade`, :class:`~e2ee.errors.UnsupportedKeystoreVersion`
-        or :class:`~e2ee.errors.RollbackDetected`."""
+        """Open an existing keystore.  Raises :class:`~e2ee.keystore.errors.WrongPassphrase`,
+        :class:`~e2ee.keystore.errors.KeystoreLocked`, :class:`~e2ee.keystore.errors.KeystoreCorrupt`,
+        :class:`~e2ee.keystore.errors.KeystoreDowngrade`, :class:`~e2ee.keystore.errors.UnsupportedKeystoreVersion`
+        or :class:`~e2ee.keystore.errors.RollbackDetected`."""
         path = Path(path)
         if not path.is_file():
             raise UsageError(f"no keystore at {path}")

@@ -1,7 +1,7 @@
 # Shared setup for scripts/test.sh, scripts/demo.sh and scripts/gen_proto.sh (sourced, not run).
 #
 # On a fresh Debian 12 machine (as root) it installs the Debian packages that are missing
-# (python3, python3-venv, gnupg, prosody, ejabberd, openssl, and for the browser tests chromium,
+# (python3, python3-venv, gnupg, prosody, ejabberd, openssl, tmux, and for the browser tests chromium,
 # chromium-driver and npm: one `apt-get update`, only if something is missing),
 # creates .venv with Python 3.11+ and installs the project with its test extra:
 #     pip install -e ".[test]"
@@ -83,6 +83,8 @@ command -v openssl >/dev/null 2>&1 || _missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || _missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || _missing+=(chromium-driver)
 command -v npm >/dev/null 2>&1 || _missing+=(npm)
+# tests/test_cli_chat.py: `e2ee chat` driven in a real terminal
+command -v tmux >/dev/null 2>&1 || _missing+=(tmux)
 PYTHON="$(_pick_python || true)"
 [ -n "$PYTHON" ] || _missing+=(python3 python3-venv)
 

@@ -143,7 +143,7 @@ class Net:
     def prepare(self, engine: Engine, recipients: list[str]) -> None:
         """Fetch what the engine asks for before encrypting (as a client would)."""
         for _ in range(4):
-            fetches = engine.prepare(recipients)
+            fetches = engine.prepare(recipients, use_openpgp=False)
             if not fetches:
                 break
             self.run(engine, fetches)
@@ -151,7 +151,7 @@ class Net:
     def encrypt(self, engine: Engine, recipients: list[str], body: str, **kw: object) -> EncryptResult:
         """Fetch what the engine asks for, then encrypt."""
         self.prepare(engine, recipients)
-        return engine.encrypt(recipients, body, **kw)  # type: ignore[arg-type]
+        return engine.encrypt_omemo(recipients, body, **kw)  # type: ignore[arg-type]
 
     def take_outbox(self) -> list[tuple[Engine, SendMessage]]:
         out, self.outbox = self.outbox, []

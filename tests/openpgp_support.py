@@ -93,7 +93,7 @@ class OxNet(Net):
 
     def ox_prepare(self, engine: Engine, jids: list[str]) -> None:
         for _ in range(6):
-            effects = engine.prepare_with_fallback(jids)
+            effects = engine.prepare(jids)
             if not effects:
                 return
             self.run(engine, effects)

@@ -76,6 +76,6 @@ def test_only_results_from_our_own_archive_are_decrypted() -> None:
         if isinstance(effect, SendMessage):
             bob.decrypt(effect.encrypted, alice.jid, to=bob.jid)
     results = [result("mallory@example.com", "forged"), result(alice.jid, "own archive"), result(None, "server")]
-    asyncio.run(session.e2ee._decrypt_archived(results))
+    asyncio.run(session.e2ee.archive.decrypt_archived(results))
     assert [r.result.body for r in inbox if isinstance(r.result, Decrypted)] == ["own archive", "server"]
     assert all(r.archived for r in inbox) and len(inbox) == 2

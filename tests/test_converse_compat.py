@@ -137,7 +137,7 @@ def test_a_refused_bundle_is_named_with_its_reason_in_the_not_sent_error(ns: str
         alice.on_bundle(BOB, bob.device_id, ns, published)
     assert snapshot(alice) == before  # a refused bundle changes no stored byte
     with pytest.raises(NoEligibleDevices) as info:
-        alice.encrypt_with_fallback([BOB], "x")
+        alice.encrypt([BOB], "x")
     text = str(info.value)
     name = "OMEMO 2" if ns == O2 else "legacy OMEMO"
     assert f"1 whose bundle we refused: device {bob.device_id} ({name}): " in text, text
@@ -212,7 +212,7 @@ def test_an_old_identity_with_the_sign_bit_set_is_reported() -> None:
     # signed afresh with that key: plain-Ed25519 / libsignal verifiers accept, XEdDSA ones
     # refuse (what Converse.js did) -- the check above can fail
     with storage.transaction():
-        old._own.rotate_signed_prekey(old._now(), force=True)
+        old.context.own.rotate_signed_prekey(old.context.now(), force=True)
     published = {e.node: e.payload for e in old.publish() if isinstance(e, Publish)}
     assert _verifies_both_ways(O2, published["urn:xmpp:omemo:2:bundles"]) == (True, False)
     legacy_node = f"eu.siacs.conversations.axolotl.bundles:{old.device_id}"
@@ -246,9 +246,10 @@ def test_a_uri_with_either_form_of_a_known_key_verifies_that_device(form: str) -
         assert jid == BOB and d.matched and d.identity_key == bob.identity_key and d.devices == (bob.device_id,)
         assert d.given == key and d.remembered == ()
         assert _trust_of(alice, bob.device_id) is TrustLevel.VERIFIED, uri
-    # and verify_uri (the older call) reports the canonical key
+    # the decision reports the canonical key, whichever form the URI gave
     alice.set_trust(BOB, bob.identity_key, TrustLevel.BLIND)
-    assert alice.verify_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}") == (
+    jid, decisions = alice.apply_uri(f"xmpp:{BOB}?omemo-sid-{bob.device_id}={key.hex()}")
+    assert (jid, [(d.device_id, d.identity_key or d.given) for d in decisions]) == (
         BOB,
         [(bob.device_id, bob.identity_key)],
     )

@@ -97,7 +97,7 @@ def _child(db: Path, outbox: Path, inbox: Path, clock: object) -> None:  # pragm
             _process_inbox(alice, inbox, ack, done)
             for _ in range(3):
                 i += 1
-                result = alice.encrypt([BOB], f"alice {os.getpid()} {i}")
+                result = alice.encrypt_omemo([BOB], f"alice {os.getpid()} {i}")
                 assert result.ready
                 _write_line(out, base64.b64encode(serialize(result.elements[O2])))
     except BaseException as e:  # report, then die: the parent treats any report as a failure
@@ -132,7 +132,7 @@ def test_sigkill_at_random_moments_never_reuses_a_key_and_loses_nothing(tmp_path
         for e in alice.publish():
             net.run(alice, [e])
         net.prepare(alice, [BOB])
-        assert alice.encrypt([BOB], "hello").ready is True  # first message: a key exchange, never sent
+        assert alice.encrypt_omemo([BOB], "hello").ready is True  # first message: a key exchange, never sent
         net.engines.remove(alice)
     outbox, inbox = tmp_path / "outbox", tmp_path / "inbox"
     inbox.touch()
@@ -179,7 +179,7 @@ def test_sigkill_at_random_moments_never_reuses_a_key_and_loses_nothing(tmp_path
         delivered = len(lines)
         if rnd.random() < 0.3:  # bob answers now and then
             body = f"bob {kills}"
-            res = bob.encrypt([ALICE], body)
+            res = bob.encrypt_omemo([ALICE], body)
             if res.ready:
                 bob_sent.append(body)
                 with inbox.open("ab") as fh:

@@ -3,20 +3,8 @@
 
 from __future__ import annotations
 
-import re
-import textwrap
-from pathlib import Path
-
+from .doc_examples import example as _example
 from .xmpp_server import Accounts, XmppServer
-
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _example(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    match = re.search(rf"<!-- example: {re.escape(title)} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"README example {title!r} missing"
-    return textwrap.dedent(match.group(1))
 
 
 def test_engine_without_slixmpp_example_runs() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from e2ee.engine import Engine
 from e2ee.errors import AffixMismatch, NoSession, SenderDistrusted, UnknownSignedPreKey, UsageError
+from e2ee.fallback import Route
 from e2ee.limits import HEARTBEAT_THRESHOLD, PREKEY_COUNT, SPK_GRACE, SPK_ROTATION
 from e2ee.omemo2.wire import OMEMO2
 from e2ee.results import (
@@ -24,6 +25,8 @@ from e2ee.results import (
     Publish,
     SendMessage,
 )
+from e2ee.sending import OmemoSender, SendPlan
+from e2ee.sessions import session_key
 from e2ee.trust import TrustLevel, TrustPolicy
 
 from .engine_support import LEGACY, O2, Net, snapshot
@@ -67,6 +70,46 @@ def test_fan_out_to_every_device_of_recipient_and_own_account_in_both_namespaces
         assert isinstance(mine, NotForThisDevice) and mine.reflection
 
 
+def test_one_send_to_several_recipients_plans_once_and_starts_each_own_session_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The policy's ``encrypt`` decides every device once (one send plan for all recipients and
+    our own account), then encrypts per recipient: our other device, in both recipients'
+    messages, gets one session (started by the first, reused by the second)."""
+    net = Net()
+    a1 = net.device("alice@example.org", "a1")
+    a2 = net.device("alice@example.org", "a2")
+    b = net.device("bob@example.net", "b")
+    c = net.device("carol@example.net", "c")
+    net.prepare(a1, [b.jid, c.jid])
+    plans = []
+    original = OmemoSender.plan
+
+    def counting(self: OmemoSender, jids: list[str]) -> SendPlan:
+        plans.append(list(jids))
+        return original(self, jids)
+
+    monkeypatch.setattr(OmemoSender, "plan", counting)
+    assert a1.prepare([b.jid, c.jid]) == []
+    assert plans == [[b.jid, c.jid, a1.jid]]
+    plans.clear()
+    sent = a1.encrypt([b.jid, c.jid], "hello both")
+    assert plans == [[b.jid, c.jid, a1.jid]]  # once per send (the old fallback planned 2-3 times)
+    assert [r.route for r in sent.recipients] == [Route.OMEMO, Route.OMEMO]
+    for r, dev in zip(sent.recipients, (b, c), strict=True):
+        assert r.omemo is not None and r.omemo.ready
+        assert {(d.jid, d.outcome) for d in r.omemo.devices} == {
+            (r.jid, Outcome.ENCRYPTED),
+            (a1.jid, Outcome.ENCRYPTED),
+        }
+        ((_, out),) = deliver(r.omemo.elements, a1, [dev], r.jid)
+        assert isinstance(out, Decrypted) and out.body == "hello both"
+        ((_, mine),) = deliver(r.omemo.elements, a1, [a2], r.jid)
+        assert isinstance(mine, Decrypted) and mine.body == "hello both"
+    sessions = a2.context.sessions.load(session_key("omemo2", a1.jid, a1.device_id))
+    assert len(sessions.entries) == 1  # both key exchanges were the one session's
+
+
 def test_one_stanza_per_addressee_and_the_own_only_namespace_goes_to_our_bare_jid() -> None:
     # issue 13 part 2: a legacy-only contact must not get an OMEMO 2 element holding only our
     # own devices' keys; that element is the own copy, for our own bare JID
@@ -108,12 +151,12 @@ def test_missing_device_list_and_bundle_come_back_as_effects_and_nothing_is_encr
     b = net.device("bob@example.net", "b")
     a = net.device("alice@example.org", "a")  # created later: it saw no push of bob's list
     before = snapshot(a)
-    res = a.encrypt(["bob@example.net"], "x")
+    res = a.encrypt_omemo(["bob@example.net"], "x")
     assert not res.ready and res.unreachable == ("bob@example.net",) and not res.elements
     assert FetchDeviceList("bob@example.net", O2) in res.effects
     assert snapshot(a) == before
     net.run(a, [e for e in res.effects if isinstance(e, FetchDeviceList)])
-    res = a.encrypt(["bob@example.net"], "x")
+    res = a.encrypt_omemo(["bob@example.net"], "x")
     assert [d.outcome for d in res.devices if d.jid == "bob@example.net"] == [Outcome.NO_BUNDLE]
     assert FetchBundle("bob@example.net", b.device_id, O2) in res.effects
     assert not res.ready
@@ -325,7 +368,7 @@ def test_catch_up_keeps_used_prekeys_until_it_ends_then_answers() -> None:
     pks = _prekeys(b)
     used = [k for k, v in pks.items() if v["used"]]
     assert len(used) == 1
-    assert int(used[0]) not in b._own.bundle(OMEMO2).prekeys  # hidden from the published bundle
+    assert int(used[0]) not in b.context.own.bundle(OMEMO2).prekeys  # hidden from the published bundle
     effects = b.end_catch_up()
     assert [e.reason for e in effects if isinstance(e, SendMessage)] == ["catch-up-end"]
     assert not [k for k, v in _prekeys(b).items() if v["used"]]
@@ -348,22 +391,22 @@ def test_signed_prekey_rotation_with_grace_period() -> None:
     net.prepare(a, [b.jid])  # alice holds bob's bundle with spk 1
     net.clock.advance(SPK_ROTATION + timedelta(hours=1))
     assert b.maintenance()  # rotated: bundle republished
-    late = a.encrypt([b.jid], "late kex").elements[O2]
+    late = a.encrypt_omemo([b.jid], "late kex").elements[O2]
     net.clock.advance(SPK_GRACE - timedelta(hours=2))
     b2 = snapshot(b)
     out = b.decrypt(late, a.jid, to=b.jid)
     assert isinstance(out, Decrypted)  # previous spk still accepted within the grace period
     # after the grace period: refused, and maintenance deletes the private key
     b.storage._tables = {k: dict(v) for k, v in b2.items()}  # type: ignore[attr-defined]
-    b._sessions.forget_cache()
+    b.context.sessions.forget_cache()
     net.clock.advance(timedelta(hours=3))
     before = snapshot(b)
     with pytest.raises(UnknownSignedPreKey):
         b.decrypt(late, a.jid, to=b.jid)
     assert snapshot(b) == before
-    first_private = bytes.fromhex(b._own._spk()["previous"]["priv"]).hex().encode()
+    first_private = bytes.fromhex(b.context.own._spk()["previous"]["priv"]).hex().encode()
     b.maintenance()  # (rotates again too: the second key is a week old by now)
-    spk = b._own._spk()
+    spk = b.context.own._spk()
     assert (spk["previous"]["id"], spk["current"]["id"]) == (2, 3)
     assert not any(first_private in v for t in snapshot(b).values() for v in t.values())
 
@@ -372,11 +415,11 @@ def test_usage_errors() -> None:
     net = Net()
     a = net.device("alice@example.org", "a")
     with pytest.raises(UsageError):
-        a.encrypt([], "x")
+        a.encrypt_omemo([], "x")
     with pytest.raises(UsageError):
-        a.encrypt(["b@example.net"], None)
+        a.encrypt_omemo(["b@example.net"], None)
     with pytest.raises(UsageError):
-        a.encrypt(["b@example.net", "c@example.net"], "x")  # several recipients need to=
+        a.encrypt_omemo(["b@example.net", "c@example.net"], "x")  # several recipients need to=
 
 
 def test_signed_label_shown_only_when_signature_verifies() -> None:
@@ -394,7 +437,7 @@ def test_signed_label_shown_only_when_signature_verifies() -> None:
 
 
 def _prekeys(engine: Engine) -> dict:
-    return engine._own._prekeys()["keys"]
+    return engine.context.own._prekeys()["keys"]
 
 
 def _xml(elem) -> str:  # type: ignore[no-untyped-def]
@@ -408,13 +451,13 @@ def test_manual_session_replacement_round_trip() -> None:
     a = net.device("alice@example.org", "a")
     b = net.device("bob@example.net", "b")
     assert isinstance(b.decrypt(net.encrypt(a, [b.jid], "x").elements[O2], a.jid, to=b.jid), Decrypted)
-    old_ek = a._sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek
+    old_ek = a.context.sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek
     effects = a.replace_session(b.jid, b.device_id, O2)
     assert effects == [FetchBundle(b.jid, b.device_id, O2)]
     net.run(a, effects)
     (empty,) = a.empty_message(b.jid, b.device_id, O2)
     assert isinstance(empty, SendMessage) and empty.reason == "session-replacement"
-    assert a._sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek != old_ek
+    assert a.context.sessions.load(f"omemo2/{b.device_id}/{b.jid}").entries[0].session.ek != old_ek
     assert isinstance(b.decrypt(empty.encrypted, a.jid, to=b.jid), EmptyMessage)
     res = b.decrypt(net.encrypt(a, [b.jid], "after").elements[O2], a.jid, to=b.jid)
     assert isinstance(res, Decrypted) and res.body == "after"
@@ -495,7 +538,7 @@ def test_group_encrypt_needs_the_room_and_reaches_every_member() -> None:
     room = "room@muc.example.org"
     for d in (b, c):
         net.prepare(a, [d.jid])
-    res = a.encrypt([b.jid, c.jid], "hello room", to=room)
+    res = a.encrypt_omemo([b.jid, c.jid], "hello room", to=room)
     assert res.ready and {d.jid for d in res.devices if d.outcome is Outcome.ENCRYPTED} == {b.jid, c.jid}
     for d in (b, c):
         out = d.decrypt(res.elements[O2], a.jid, to=room, require_to=True)
@@ -536,9 +579,9 @@ def test_decrypt_work_does_not_grow_with_the_number_of_skipped_keys_held() -> No
             a.decrypt(e.encrypted, b.jid, to=a.jid)
     msgs = [net.encrypt(a, [b.jid], f"{i}").elements[O2] for i in range(1002)]
     counting = _CountingStorage(b.storage)
-    b.storage = counting  # type: ignore[assignment]
-    b._sessions._storage = counting  # type: ignore[assignment]
-    b._devices._storage = counting  # type: ignore[assignment]
+    b.context.storage = counting  # type: ignore[assignment]
+    b.context.sessions._storage = counting  # type: ignore[assignment]
+    b.context.devices._storage = counting  # type: ignore[assignment]
     b.trust._storage = counting  # type: ignore[assignment]
 
     def cost(elem) -> tuple[int, int]:  # type: ignore[no-untyped-def]

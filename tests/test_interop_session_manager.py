@@ -122,7 +122,7 @@ def test_two_plus_two_devices_200_messages_each_way_shuffled(ns: str) -> None:
                 if not fetches:
                     break
                 w.run(sender, fetches)
-            result = sender.encrypt([other], body)
+            result = sender.encrypt_omemo([other], body)
             assert result.ready, result.devices
             reached = {d.device_id for d in result.devices if d.outcome.value == "encrypted"}
             (elem,) = result.elements.values()

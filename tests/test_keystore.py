@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from e2ee.errors import (
+from e2ee.keystore import KdfParams, Keystore
+from e2ee.keystore.errors import (
     CorruptRecord,
     KeystoreCorrupt,
     KeystoreDowngrade,
@@ -18,7 +19,6 @@ from e2ee.errors import (
     UnsupportedKeystoreVersion,
     WrongPassphrase,
 )
-from e2ee.keystore import KdfParams, Keystore
 from e2ee.storage import Storage
 
 from .storage_conformance import CONFORMANCE
@@ -186,7 +186,7 @@ def test_second_process_gets_keystore_locked(tmp_path: Path) -> None:
 
     path = _store(tmp_path)
     code = (
-        "import sys; from e2ee.keystore import Keystore; from e2ee.errors import KeystoreLocked\n"
+        "import sys; from e2ee.keystore import Keystore; from e2ee.keystore.errors import KeystoreLocked\n"
         f"try:\n    Keystore.open({str(path)!r}, {PW!r})\nexcept KeystoreLocked:\n    sys.exit(7)\n"
     )
     with Keystore.open(path, PW):

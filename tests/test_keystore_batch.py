@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.errors import KeystoreCorrupt
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.keystore.errors import KeystoreCorrupt
 from e2ee.results import Decrypted, Duplicate
 
 from .engine_support import O2, Net
@@ -67,7 +67,7 @@ def _body(result: object) -> str | None:
 
 def test_a_batch_commits_once_and_a_failed_operation_inside_undoes_only_itself(tmp_path: Path) -> None:
     _net, alice, bob, ks = _setup(tmp_path)
-    msgs = [alice.encrypt([BOB], f"m{i}").elements[O2] for i in range(3)]
+    msgs = [alice.encrypt_omemo([BOB], f"m{i}").elements[O2] for i in range(3)]
     generation = ks.generation
     real_put = ks.put
     with bob.batch():
@@ -94,9 +94,9 @@ def test_a_batch_commits_once_and_a_failed_operation_inside_undoes_only_itself(t
 
 def test_a_crash_inside_a_batch_loses_the_batch_and_nothing_acknowledged(tmp_path: Path) -> None:
     _net, alice, bob, ks = _setup(tmp_path)
-    acknowledged = alice.encrypt([BOB], "before the batch").elements[O2]
+    acknowledged = alice.encrypt_omemo([BOB], "before the batch").elements[O2]
     assert _body(bob.decrypt(acknowledged, ALICE, to=BOB)) == "before the batch"
-    batch = [alice.encrypt([BOB], f"archived {i}").elements[O2] for i in range(4)]
+    batch = [alice.encrypt_omemo([BOB], f"archived {i}").elements[O2] for i in range(4)]
     with bob.batch():
         results = [bob.decrypt(m, ALICE, to=BOB) for m in batch[:2]]
         during = _copy(ks.path, tmp_path / "during")  # the files as a crash would leave them
@@ -115,7 +115,7 @@ def test_a_crash_inside_a_batch_loses_the_batch_and_nothing_acknowledged(tmp_pat
 
 def test_a_batch_that_raises_undoes_every_operation_in_it(tmp_path: Path) -> None:
     _net, alice, bob, ks = _setup(tmp_path)
-    batch = [alice.encrypt([BOB], f"archived {i}").elements[O2] for i in range(3)]
+    batch = [alice.encrypt_omemo([BOB], f"archived {i}").elements[O2] for i in range(3)]
     generation = ks.generation
     with pytest.raises(Crash):
         with bob.batch():

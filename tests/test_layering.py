@@ -6,7 +6,9 @@
 * One import namespace: nothing imports the top-level folders ``keystore``, ``client`` or
   ``vectors`` by those names (they are ``e2ee.keystore``, ``e2ee.client`` and data).
 * No import cycle between our modules (imports under ``if TYPE_CHECKING:`` are not counted,
-  function-local ones are: a cycle hidden in a function is still a cycle).
+  function-local ones are: a cycle hidden in a function is still a cycle).  Between the client's
+  modules not even through ``TYPE_CHECKING`` imports: its parts are layered (types, stanzas, pep,
+  incoming, catchup, outgoing, muc, plugin, session, cli).
 """
 
 from __future__ import annotations
@@ -57,13 +59,14 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
-    """(line, absolute module name) of each import, with relative ones resolved."""
+def _imports(module: str, path: Path, *, type_checking: bool = False) -> Iterator[tuple[int, str]]:
+    """(line, absolute module name) of each import, with relative ones resolved; those under
+    ``if TYPE_CHECKING:`` only with ``type_checking``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
 
     def visit(node: ast.AST) -> Iterator[tuple[int, str]]:
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if isinstance(node, ast.If) and _is_type_checking(node.test) and not type_checking:
             for child in node.orelse:
                 yield from visit(child)
             return
@@ -85,19 +88,20 @@ def _imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
     yield from visit(tree)
 
 
-def _graph() -> dict[str, set[str]]:
-    mods = _modules()
+def _graph(prefix: str = "", *, type_checking: bool = False) -> dict[str, set[str]]:
+    mods = {m: p for m, p in _modules().items() if m.startswith(prefix)}
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, path in mods.items():
-        for _, name in _imports(mod, path):
+        for _, name in _imports(mod, path, type_checking=type_checking):
             if name in mods and name != mod:
                 graph[mod].add(name)
     return graph
 
 
-def import_cycles() -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan)."""
-    graph = _graph()
+def import_cycles(prefix: str = "", *, type_checking: bool = False) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), among the modules
+    whose names start with ``prefix``."""
+    graph = _graph(prefix, type_checking=type_checking)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -181,4 +185,37 @@ def test_nothing_imports_the_folders_by_their_old_top_level_names() -> None:
 
 def test_no_import_cycle() -> None:
     cycles = import_cycles()
+    assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_omemo_namespaces_are_named_together_only_in_the_registry() -> None:
+    """Both OMEMO namespaces are one ``OmemoBackend`` each; the engine branches on no backend
+    (an identity test against one backend) and lists them (flavour names or namespaces together) only in
+    ``e2ee/registry.py``: everything else iterates ``registry.BACKENDS``."""
+    import re
+
+    pairs = re.compile(
+        r"""is _(OMEMO2|LEGACY)\b|["']omemo2["']\s*,\s*["']legacy["']|"""
+        r"""["']urn:xmpp:omemo:2["']\s*,\s*["']eu\.siacs\.conversations\.axolotl["']"""
+    )
+    offenders = []
+    for mod, path in _modules().items():
+        if mod.startswith(LAYERS_WITH_IO) or mod == "e2ee.registry":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pairs.search(line):
+                offenders.append(f"{mod}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+    from e2ee.registry import BACKENDS, NAMESPACES
+
+    assert NAMESPACES == ("urn:xmpp:omemo:2", "eu.siacs.conversations.axolotl")  # preferred first
+    assert all(b.flavour.namespace == b.namespace for b in BACKENDS)
+
+
+def test_no_import_cycle_in_the_client_even_for_type_checking() -> None:
+    graph = _graph("e2ee.client.", type_checking=True)
+    # the client's parts are all there, and the plugin is built on them
+    assert {"e2ee.client.pep", "e2ee.client.incoming", "e2ee.client.muc", "e2ee.client.session"} <= set(graph)
+    assert {"e2ee.client.pep", "e2ee.client.incoming", "e2ee.client.outgoing"} <= graph["e2ee.client.plugin"]
+    cycles = import_cycles("e2ee.client.", type_checking=True)
     assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)

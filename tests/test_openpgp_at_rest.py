@@ -93,7 +93,7 @@ def test_no_unprotected_secret_key_on_disk(tmp_path: Path) -> None:
             )
             net.ox_prepare(alice, [bob.jid])  # import of a contact's key
             net.run(bob, bob.openpgp.prepare([alice.jid]))  # its keys, to check signatures
-            sent = alice.encrypt_with_fallback([bob.jid], "SEND-BODY-1234").recipients[0]  # send
+            sent = alice.encrypt([bob.jid], "SEND-BODY-1234").recipients[0]  # send
             assert sent.openpgp is not None and bob.openpgp.decrypt(sent.openpgp, alice.jid).body == "SEND-BODY-1234"
             reply = bob.openpgp.encrypt([alice.jid], "RECEIVE-BODY-5678")
             assert alice.openpgp.decrypt(reply.element, bob.jid).body == "RECEIVE-BODY-5678"  # receive

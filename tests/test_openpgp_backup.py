@@ -85,7 +85,7 @@ def test_backup_and_restore_between_two_keystores(net: OxNet, tmp_path: Path) ->
         # the phone sends; bob checks the signature against the one announced key
         net.run(phone, [*phone.openpgp.on_public_keys(ALICE, net.latest[(ALICE, PUBLIC_KEYS_NODE)])])
         net.ox_prepare(phone, ["bob@example.net"])
-        reply = phone.encrypt_with_fallback(["bob@example.net"], "from the phone").recipients[0]
+        reply = phone.encrypt(["bob@example.net"], "from the phone").recipients[0]
         assert reply.openpgp is not None
         assert bob.openpgp.decrypt(reply.openpgp, ALICE, to="bob@example.net").body == "from the phone"
         # the copy the server keeps (archive, carbon): the laptop reads it, the phone knows it sent it

@@ -289,7 +289,7 @@ def test_P1_after_a_keystore_rollback_older_messages_are_refused(world: World) -
     msg = w.from_bob([w.alice.jid], "accepted after the copy was made")
     assert w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid).body == "accepted after the copy was made"
     storage._tables = {t: dict(rows) for t, rows in copy.items()}  # the old copy comes back
-    w.alice._sessions.forget_cache()
+    w.alice.context.sessions.forget_cache()
     w.alice.after_rollback()
     refused(w.alice, UntrustedKey, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid))  # trust to re-confirm
     w.alice.set_trust(BOB, bytes.fromhex(w.bob_fpr), TrustLevel.VERIFIED)
@@ -434,7 +434,7 @@ def test_P3_a_new_fingerprint_needs_a_trust_decision(world: World, tmp_path: Pat
     refused(w.alice, UntrustedKey, lambda: w.alice.openpgp.decrypt(msg, BOB, to=w.alice.jid))
     old_key = w.from_bob([w.alice.jid], "my old key")
     refused(w.alice, SignatureNotFromSender, lambda: w.alice.openpgp.decrypt(old_key, BOB, to=w.alice.jid))
-    e = refused(w.alice, NoEligibleDevices, lambda: w.alice.encrypt_with_fallback([BOB], "hi"))
+    e = refused(w.alice, NoEligibleDevices, lambda: w.alice.encrypt([BOB], "hi"))
     assert "bob@example.net has no trusted OMEMO device and no trusted OpenPGP key" in str(e)
     assert "1 awaiting a trust decision" in str(e)
     w.alice.set_trust(BOB, bytes.fromhex(new), TrustLevel.VERIFIED)

@@ -50,7 +50,7 @@ def test_our_message_decrypts_and_verifies_with_gpg(net: OxNet, bob: tuple[Plain
     alice = net.ox_device("alice@example.org", "alice")
     net.ox_prepare(alice, [BOB])
     assert [k.trust for k in alice.openpgp.keys(BOB)] == [TrustLevel.BLIND]
-    sent = alice.encrypt_with_fallback([BOB], "Hello Bob, from our engine")
+    sent = alice.encrypt([BOB], "Hello Bob, from our engine")
     (r,) = sent.recipients
     assert r.route.value == "openpgp" and r.openpgp is not None
     assert set(r.fingerprints) == {bob_fpr, alice.openpgp.fingerprint}

@@ -34,28 +34,28 @@ def test_omemo_first_then_openpgp_then_refusal(net: OxNet) -> None:
     carol = "carol@example.org"  # neither
     net.ox_prepare(alice, [bob.jid, dave.jid, carol])
 
-    sent = alice.encrypt_with_fallback([bob.jid, dave.jid], "hello both")
+    sent = alice.encrypt([bob.jid, dave.jid], "hello both")
     assert [(r.jid, r.route) for r in sent.recipients] == [(bob.jid, Route.OMEMO), (dave.jid, Route.OPENPGP)]
     omemo = sent.recipients[0].omemo
     assert omemo is not None and omemo.ready
-    got = bob.decrypt_any(omemo.elements["urn:xmpp:omemo:2"], alice.jid, to=bob.jid)
+    got = bob.decrypt(omemo.elements["urn:xmpp:omemo:2"], alice.jid, to=bob.jid)
     assert isinstance(got, Decrypted) and got.body == "hello both"
     pgp = sent.recipients[1].openpgp
     assert pgp is not None
     net.run(dave, dave.openpgp.prepare([alice.jid]))
-    got = dave.decrypt_any(pgp, alice.jid, to=dave.jid)  # one entry point, chosen by namespace
+    got = dave.decrypt(pgp, alice.jid, to=dave.jid)  # one entry point, chosen by namespace
     assert isinstance(got, Decrypted) and got.body == "hello both" and got.namespace == "urn:xmpp:openpgp:0"
     assert set(sent.recipients[1].fingerprints) == {dave.openpgp.fingerprint, alice.openpgp.fingerprint}
 
     before = snapshot(alice)
     with pytest.raises(NoEligibleDevices) as info:
-        alice.encrypt_with_fallback([dave.jid, carol], "to carol too")
+        alice.encrypt([dave.jid, carol], "to carol too")
     assert snapshot(alice) == before  # nothing encrypted, not even for dave
     assert info.value.missing.keys() == {carol}
     assert str(info.value).startswith("carol@example.org has no trusted OMEMO device and no trusted OpenPGP key")
     assert "it announces no OpenPGP key" in str(info.value)
 
-    clear = alice.encrypt_with_fallback([carol, dave.jid], "explicitly in clear", allow_plaintext=True)
+    clear = alice.encrypt([carol, dave.jid], "explicitly in clear", allow_plaintext=True)
     assert [r.route for r in clear.recipients] == [Route.PLAINTEXT, Route.OPENPGP]
     assert clear.route(carol) is Route.PLAINTEXT and clear.recipients[0].openpgp is None
 
@@ -66,10 +66,10 @@ def test_distrusted_omemo_devices_fall_back_to_openpgp(net: OxNet) -> None:
     net.ox_prepare(alice, [bob.jid])
     alice.set_trust(bob.jid, bob.identity_key, TrustLevel.DISTRUSTED)
     net.ox_prepare(alice, [bob.jid])
-    assert alice.encrypt_with_fallback([bob.jid], "via OpenPGP").route(bob.jid) is Route.OPENPGP
+    assert alice.encrypt([bob.jid], "via OpenPGP").route(bob.jid) is Route.OPENPGP
     alice.set_trust(bob.jid, bytes.fromhex(bob.openpgp.fingerprint or ""), TrustLevel.DISTRUSTED)
     with pytest.raises(NoEligibleDevices) as info:
-        alice.encrypt_with_fallback([bob.jid], "nothing left")
+        alice.encrypt([bob.jid], "nothing left")
     assert "its OMEMO devices: 1 distrusted; its OpenPGP keys: 1 distrusted" in str(info.value)
 
 
@@ -80,7 +80,7 @@ def test_no_silent_downgrade_to_an_unverified_openpgp_key(net: OxNet) -> None:
     bob = net.device("bob@example.org", "bob-omemo")  # an OMEMO device without OpenPGP
     net.ox_prepare(alice, [bob.jid])
     alice.set_trust(bob.jid, bob.identity_key, TrustLevel.VERIFIED)
-    assert alice.encrypt_with_fallback([bob.jid], "omemo").route(bob.jid) is Route.OMEMO
+    assert alice.encrypt([bob.jid], "omemo").route(bob.jid) is Route.OMEMO
     # the server now shows no OMEMO device for bob, and an OpenPGP key appears
     for ns in ("urn:xmpp:omemo:2", "eu.siacs.conversations.axolotl"):
         net.run(alice, alice.on_device_list(bob.jid, ns, None))
@@ -89,10 +89,10 @@ def test_no_silent_downgrade_to_an_unverified_openpgp_key(net: OxNet) -> None:
     (key,) = alice.openpgp.keys(bob.jid)
     assert key.fingerprint == bob_pgp.openpgp.fingerprint and key.trust is TrustLevel.UNDECIDED
     with pytest.raises(NoEligibleDevices) as info:
-        alice.encrypt_with_fallback([bob.jid], "downgrade?")
+        alice.encrypt([bob.jid], "downgrade?")
     assert "1 awaiting a trust decision" in str(info.value)
     alice.set_trust(bob.jid, bytes.fromhex(key.fingerprint), TrustLevel.VERIFIED)
-    assert alice.encrypt_with_fallback([bob.jid], "after checking").route(bob.jid) is Route.OPENPGP
+    assert alice.encrypt([bob.jid], "after checking").route(bob.jid) is Route.OPENPGP
 
 
 def test_without_openpgp_or_without_an_own_key(net: OxNet) -> None:
@@ -100,7 +100,7 @@ def test_without_openpgp_or_without_an_own_key(net: OxNet) -> None:
     dave = net.ox_device("dave@example.org", "dave", omemo=False)
     net.prepare(plain, [dave.jid])
     with pytest.raises(NoEligibleDevices) as info:
-        plain.encrypt_with_fallback([dave.jid], "hi")
+        plain.encrypt([dave.jid], "hi")
     assert "OpenPGP is not set up" in str(info.value)
     with pytest.raises(UsageError):
         plain.openpgp  # noqa: B018
@@ -108,7 +108,7 @@ def test_without_openpgp_or_without_an_own_key(net: OxNet) -> None:
     fresh = Engine.create(MemoryStorage(), "frank@example.org", clock=net.clock, openpgp=net.runner())
     net.run(fresh, fresh.openpgp.prepare([dave.jid]))
     with pytest.raises(NoEligibleDevices) as info:
-        fresh.encrypt_with_fallback([dave.jid], "hi")
+        fresh.encrypt([dave.jid], "hi")
     assert "this device has no OpenPGP key yet" in str(info.value)
     with pytest.raises(UsageError):
-        fresh.encrypt_with_fallback([], "nobody")
+        fresh.encrypt([], "nobody")

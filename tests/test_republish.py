@@ -70,13 +70,13 @@ def test_a_reconnect_publishes_only_what_the_server_lacks(server: Accounts) -> N
     async def connect() -> tuple[list[tuple[str, str]], E2EESession]:
         session = E2EESession(engine, "alice-pw", ca_file=server.cert)
         published: list[tuple[str, str]] = []
-        real = session.e2ee._publish
+        real = session.e2ee.pep.publish
 
         async def publish(effect: Publish) -> None:
             published.append((effect.node, effect.item_id))
             await real(effect)
 
-        session.e2ee._publish = publish  # type: ignore[method-assign]
+        session.e2ee.pep.publish = publish  # type: ignore[method-assign]
         await session.start("127.0.0.1", server.port)
         return published, session
 

@@ -342,9 +342,9 @@ def test_cli_recv_shows_hostile_bodies_labels_and_jids_escaped(server: Accounts,
             # (again, with no await before the encrypt: a late answer to an earlier fetch may
             # have put the OMEMO 2 list back meanwhile)
             engine.on_device_list(quinn, NAMESPACES[0], ET.Element(f"{{{NAMESPACES[0]}}}devices"))
-            res = engine.encrypt([quinn], legacy_body)
+            res = engine.encrypt_omemo([quinn], legacy_body)
             assert res.ready and list(res.elements) == [NAMESPACES[1]], res.devices
-            rosa.e2ee._send_encrypted_element(quinn, res.elements[NAMESPACES[1]], NAMESPACES[1], body=None)
+            rosa.e2ee.stanzas.send_element(quinn, res.elements[NAMESPACES[1]], NAMESPACES[1])
             # a round trip after it (the legacy list, unchanged): the server handles our stream
             # in order, so the message is in offline storage before we go
             await rosa.run_effects([FetchDeviceList(quinn, NAMESPACES[1])])

@@ -64,7 +64,7 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         # plus the heartbeat alice sent to bob during the catch-up (it is archived too)
         reflections = [r for r in inbox if getattr(r.result, "reflection", False)]
         assert alice.e2ee.caught_up == offline + len(reflections) == len([r for r in inbox if r.archived])
-        assert alice.e2ee._sid  # both servers stamp stanza-ids and say so
+        assert alice.e2ee.stanza_ids  # both servers stamp stanza-ids and say so
 
         # live messages move the position on; the next catch-up reads only what came after
         for i in range(3):

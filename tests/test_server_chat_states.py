@@ -48,9 +48,9 @@ def test_recv_does_not_print_or_count_encrypted_chat_states(server: Accounts, tm
                 await s.run_effects(fetches)
 
             def chat_state(name: str) -> None:
-                res = s.engine.encrypt([pia], None, content=[ET.Element(f"{{{CHAT_STATES}}}{name}")])
+                res = s.engine.encrypt_omemo([pia], None, content=[ET.Element(f"{{{CHAT_STATES}}}{name}")])
                 assert res.ready, res.devices
-                s.e2ee._send_encrypted_element(pia, res.elements[O2], O2, body=None)
+                s.e2ee.stanzas.send_element(pia, res.elements[O2], O2)
 
             chat_state("composing")
             assert (await s.send_text(pia, "first text")).ready

@@ -53,7 +53,7 @@ def test_a_lost_session_is_rebuilt_and_the_next_message_decrypts(
         storage = alice.engine.storage
         for key in storage.keys("session"):  # alice loses her sessions (e.g. an old backup)
             storage.delete("session", key)
-        alice.engine._sessions.forget_cache()
+        alice.engine.context.sessions.forget_cache()
 
         assert (await bob.send_text(a, "lost")).ready
         await _arrived(inbox, 3)

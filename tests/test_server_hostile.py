@@ -89,7 +89,7 @@ def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCa
             await _still_works(alice, bob, inbox, "a first, real message")
             # a genuine element of bob's that alice has not seen (never sent): accepting the
             # forgeries below would decrypt it
-            fresh = bob.engine.encrypt([a], "captured by mallory")
+            fresh = bob.engine.encrypt_omemo([a], "captured by mallory")
             encrypted_xml = slixmpp.xmlstream.tostring(next(iter(fresh.elements.values())))
 
             # I4: a carbon from another account, wrapping a message "from bob"
@@ -160,7 +160,7 @@ def test_hostile_input_through_the_server(server: Accounts, caplog: pytest.LogCa
             }
             for name, data in evil.items():
                 before = len(inbox)
-                with mock.patch("e2ee.sending.sce.build", return_value=data):
+                with mock.patch("e2ee.omemo2.backend.envelope.build", return_value=data):
                     assert (await bob.send_text(a, "ignored")).ready
                 await _until(lambda: len(inbox) > before, lambda: f"{name}: nothing arrived")  # noqa: B023
                 await _settle()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from e2ee.client import session as session_module
+from e2ee.client import plugin as plugin_module
 from e2ee.client.session import E2EESession, Received
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.limits import SPK_ROTATION
@@ -27,7 +27,7 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, mon
     engine = Engine.create(MemoryStorage(), server.jid("alice"), clock=lambda: now[0])
 
     def spk_id() -> int:
-        return int(engine._own._spk()["current"]["id"])
+        return int(engine.context.own._spk()["current"]["id"])
 
     async def run() -> None:
         inbox: list[Received] = []
@@ -37,7 +37,7 @@ def test_signed_prekey_rotates_at_connect_and_periodically(server: Accounts, mon
         await alice.close()
 
         now[0] += SPK_ROTATION + timedelta(hours=1)
-        monkeypatch.setattr(session_module, "MAINTENANCE_INTERVAL", 0.2)
+        monkeypatch.setattr(plugin_module, "MAINTENANCE_INTERVAL", 0.2)
         alice = E2EESession(engine, "alice-pw", ca_file=server.cert, on_received=inbox.append)
         await alice.start("127.0.0.1", server.port)
         assert spk_id() == 2  # rotated at connect

@@ -294,11 +294,11 @@ def test_forged_and_misdirected_group_messages_are_refused(server: Accounts, cap
                 )
             # gus puts an element encrypted for hal alone (<to> = hal) into the room
             assert (await gus.send_text(hal.engine.jid, "private, for hal")).ready
-            private = gus.engine.encrypt([hal.engine.jid], "replayed into the room")
-            gus.e2ee._send_encrypted_element(room, private.elements[O2], O2, body=None, mtype="groupchat")
+            private = gus.engine.encrypt_omemo([hal.engine.jid], "replayed into the room")
+            gus.e2ee.stanzas.send_element(room, private.elements[O2], O2, mtype="groupchat")
             # and a room element (<to> = the room) as a private message
-            group = gus.engine.encrypt([hal.engine.jid], "a room message sent privately", to=room)
-            gus.e2ee._send_encrypted_element(hal.engine.jid, group.elements[O2], O2, body=None)
+            group = gus.engine.encrypt_omemo([hal.engine.jid], "a room message sent privately", to=room)
+            gus.e2ee.stanzas.send_element(hal.engine.jid, group.elements[O2], O2)
             assert (await gus.rooms.send_text(room, "second room message")).ready
             await _until(lambda: sum(isinstance(r.error, AffixMismatch) for _n, r in inbox) == 2, lambda: inbox)
             refused = [(r.room, r.stanza_from) for n, r in inbox if isinstance(r.error, AffixMismatch)]

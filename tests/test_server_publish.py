@@ -54,9 +54,7 @@ def test_a_second_device_does_not_evict_the_first_devices_bundle(
             said = [r.getMessage() for r in caplog.records if "refused our publish-options" in r.getMessage()]
             if server.kind == "ejabberd":
                 assert len(said) == 1 and "resource-constraint" in said[0] and "pubsub#max_items" in said[0], said
-                assert all(
-                    s.e2ee._publisher is not None and s.e2ee._publisher.options_refused for s in (first, second, third)
-                )
+                assert all(s.e2ee.pep.publisher.options_refused for s in (first, second, third))
             else:  # Prosody takes the options
                 assert said == []
         finally:

@@ -30,7 +30,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import jsonrec
-from ..core import _BODY, _OPEN, _bare
+from ..backend import BODY_TAG as _BODY
+from ..backend import OPEN_ACCESS as _OPEN
+from ..context import bare as _bare
 from ..errors import (
     AffixMismatch,
     CorruptState,
@@ -68,7 +70,7 @@ from .replay import ReplayMemory, digest
 from .secretkey import is_protected, protect, unprotect
 
 if TYPE_CHECKING:
-    from ..core import EngineCore
+    from ..context import Context
 
 __all__ = [
     "OpenPgp",
@@ -196,23 +198,23 @@ def _has_uid(uids: Sequence[str], jid: str) -> bool:
 
 
 class OpenPgp:
-    """OpenPGP for XMPP for the engine ``core`` (use ``Engine.openpgp``)."""
+    """OpenPGP for XMPP over the engine's shared context (use ``Engine.openpgp``)."""
 
     namespace = NS
 
-    def __init__(self, core: EngineCore, crypto: OpenPgpCrypto) -> None:
-        self._core = core
+    def __init__(self, ctx: Context, crypto: OpenPgpCrypto) -> None:
+        self._ctx = ctx
         self.crypto = crypto
-        self._replay = ReplayMemory(core.storage)
+        self._replay = ReplayMemory(ctx.storage)
 
     @property
     def jid(self) -> str:
-        return self._core.jid
+        return self._ctx.own.jid
 
     # ------------------------------------------------------------------ records
 
     def _load_own(self) -> _Own | None:
-        raw = self._core.storage.get("own", _OWN_KEY)
+        raw = self._ctx.storage.get("own", _OWN_KEY)
         if raw is None:
             return None
         rec = jsonrec.load(raw, _VERSION, "OpenPGP key record")
@@ -235,7 +237,7 @@ class OpenPgp:
             "passphrase": own.passphrase,
             "created": own.created,
         }
-        self._core.storage.put("own", _OWN_KEY, jsonrec.dump(_VERSION, rec))
+        self._ctx.storage.put("own", _OWN_KEY, jsonrec.dump(_VERSION, rec))
 
     def _own_required(self) -> _Own:
         own = self._load_own()
@@ -244,7 +246,7 @@ class OpenPgp:
         return own
 
     def _contact(self, jid: str) -> _Contact:
-        raw = self._core.storage.get(_TABLE, jid)
+        raw = self._ctx.storage.get(_TABLE, jid)
         if raw is None:
             return _Contact(None, {})
         rec = jsonrec.load(raw, _VERSION, "OpenPGP contact record")
@@ -261,7 +263,7 @@ class OpenPgp:
 
     def _save_contact(self, jid: str, c: _Contact) -> None:
         rec = {"announced": c.announced, "keys": {k: v.hex() for k, v in c.keys.items()}}
-        self._core.storage.put(_TABLE, jid, jsonrec.dump(_VERSION, rec))
+        self._ctx.storage.put(_TABLE, jid, jsonrec.dump(_VERSION, rec))
 
     # ------------------------------------------------------------------ own key
 
@@ -282,7 +284,7 @@ class OpenPgp:
         if _jid_problem(jid) is not None or "/" in jid:
             raise UsageError(f"{jid!r} cannot be put in an OpenPGP user id")
         uid = f"xmpp:{jid}"
-        passphrase = self._core._rng(32).hex()
+        passphrase = self._ctx.rng(32).hex()
         secret = self.crypto.generate_key(uid, passphrase)
         block = parse_key_block(secret, OpenPgpFailure, secret=True)
         if not is_protected(block, OpenPgpFailure):
@@ -294,9 +296,9 @@ class OpenPgp:
             secret,
             public_from_secret(block, OpenPgpFailure),
             passphrase,
-            self._core._now().timestamp(),
+            self._ctx.now().timestamp(),
         )
-        self._core._run(lambda: self._save_own(new))
+        self._ctx.run(lambda: self._save_own(new))
         return new.fingerprint
 
     def _metadata_effect(self, own: _Own) -> Publish:
@@ -318,7 +320,7 @@ class OpenPgp:
             date = datetime.fromtimestamp(own.created, UTC)
             data = Publish(
                 ox.public_key_node(own.fingerprint),
-                format_timestamp(self._core._now()),
+                format_timestamp(self._ctx.now()),
                 ox.build_pubkey(own.public, date),
                 (_OPEN,),
             )
@@ -329,7 +331,7 @@ class OpenPgp:
             self._save_contact(self.jid, _Contact(announced, contact.keys))
             return [data, meta]
 
-        return self._core._run(op)
+        return self._ctx.run(op)
 
     # ------------------------------------------------------------------ contacts' keys
 
@@ -371,7 +373,7 @@ class OpenPgp:
                     effects.append(FetchPublicKey(jid, fpr))
             return effects
 
-        return self._core._run(op)
+        return self._ctx.run(op)
 
     def on_public_key(self, jid: str, fingerprint: str, element: ET.Element | None) -> list[Effect]:
         """A public key arrived from node ``public-keys:<fingerprint>`` of ``jid``.  It must be a
@@ -410,16 +412,16 @@ class OpenPgp:
             others = [k for k in c.keys if k != fpr]
             c.keys[fpr] = data
             self._save_contact(jid, c)
-            self._core.trust.first_sight(jid, bytes.fromhex(fpr), replaces_known_key=bool(others))
+            self._ctx.trust.first_sight(jid, bytes.fromhex(fpr), replaces_known_key=bool(others))
             return []
 
-        return self._core._run(op)
+        return self._ctx.run(op)
 
     def keys(self, jid: str) -> list[OpenPgpKey]:
         """Every OpenPGP key of ``jid`` we know of (announced or stored), with its trust."""
         jid = _bare(jid)
         c = self._contact(jid)
-        levels = self._core.trust.levels(jid)
+        levels = self._ctx.trust.levels(jid)
         own = self._load_own() if jid == self.jid else None
         fprs = dict.fromkeys([*(c.announced or {}), *c.keys])
         if own is not None:
@@ -440,7 +442,7 @@ class OpenPgp:
 
     def _trusted(self, jid: str, own: _Own | None) -> list[PublicKey]:
         c = self._contact(jid)
-        levels = self._core.trust.levels_view(jid)
+        levels = self._ctx.trust.levels_view(jid)
         out = []
         for fpr in c.announced or {}:
             data = c.keys.get(fpr)
@@ -465,7 +467,7 @@ class OpenPgp:
             return "its OpenPGP keys were not fetched"
         if not c.announced:
             return "it announces no OpenPGP key"
-        levels = self._core.trust.levels_view(jid)
+        levels = self._ctx.trust.levels_view(jid)
         undecided = sum(1 for f in c.announced if f in c.keys and levels.get(bytes.fromhex(f)) is TrustLevel.UNDECIDED)
         refused = sum(1 for f in c.announced if f in c.keys and levels.get(bytes.fromhex(f)) is TrustLevel.DISTRUSTED)
         unusable = sum(1 for f in c.announced if f not in c.keys)
@@ -479,7 +481,7 @@ class OpenPgp:
     # ------------------------------------------------------------------ messages
 
     def _rpad(self) -> str:
-        rng = self._core._rng
+        rng = self._ctx.rng
         span = OPENPGP_RPAD_MAX - OPENPGP_RPAD_MIN + 1
         length = OPENPGP_RPAD_MIN + int.from_bytes(rng(2), "big") % span
         limit = 256 - 256 % len(_LETTERS)
@@ -520,12 +522,12 @@ class OpenPgp:
             b = ET.Element(_BODY)
             b.text = body
             payload.insert(0, b)
-        now = self._core._now()
+        now = self._ctx.now()
         xml = ox.build_signcrypt(jids, now, self._rpad(), payload)
         message = self.crypto.encrypt_and_sign(xml, list(keys.values()), own.secret_key)
         # our own copy coming back (archive, carbon to this device) is then a duplicate, as an
         # OMEMO message of this device is; our other devices read it
-        self._core._run(lambda: self._replay.remember(digest(own.fingerprint, xml), now, now))
+        self._ctx.run(lambda: self._replay.remember(digest(own.fingerprint, xml), now, now))
         return OpenPgpMessage(ox.build_openpgp(message), per)
 
     def decrypt(
@@ -565,7 +567,7 @@ class OpenPgp:
         if sender == self.jid and signer == own.fingerprint:
             level = TrustLevel.VERIFIED
         else:
-            found = self._core.trust.level(sender, bytes.fromhex(signer))
+            found = self._ctx.trust.level(sender, bytes.fromhex(signer))
             if found is TrustLevel.DISTRUSTED:
                 raise SenderDistrusted(f"the OpenPGP key {signer} of {sender} is distrusted")
             if found is None or not found.trusted:
@@ -574,7 +576,7 @@ class OpenPgp:
         content = ox.parse_signcrypt(verified.data)
         if not any(bare_jid_key(t) == stanza_to for t in content.to):
             raise AffixMismatch(f"the <signcrypt/> is not addressed to {stanza_to}")
-        now = self._core._now()
+        now = self._ctx.now()
         if content.time > now + OPENPGP_TIME_WINDOW:
             raise StaleMessage(f"message time {content.time.isoformat()} lies in the future")
         if timestamp is not None and abs(content.time - timestamp) > OPENPGP_TIME_WINDOW:
@@ -585,7 +587,7 @@ class OpenPgp:
             self._replay.check(key, content.time, now)
             self._replay.remember(key, content.time, now)
 
-        self._core._run(op)
+        self._ctx.run(op)
         return Decrypted(sender, 0, NS, level, bytes.fromhex(signer), content.body, content.payload, content.time)
 
     # ------------------------------------------------------------------ backup (XEP-0373 §5)
@@ -595,7 +597,7 @@ class OpenPgp:
         code and return the code and the publication to the owner-only node
         ``urn:xmpp:openpgp:0:secret-key``.  Show the code to the user; it is not stored."""
         own = self._own_required()
-        code = make_backup_code(self._core._rng)
+        code = make_backup_code(self._ctx.rng)
         block = parse_key_block(own.secret, CorruptState, secret=True)
         clear = unprotect(block, own.passphrase, CorruptState)
         encrypted = self.crypto.encrypt_symmetric(clear, code)
@@ -618,8 +620,8 @@ class OpenPgp:
         block: KeyBlock | None = next((b for b in blocks if _has_uid(b.user_ids, self.jid)), None)
         if block is None:
             raise MalformedMessage(f"the backup holds no secret key for xmpp:{self.jid}")
-        passphrase = self._core._rng(32).hex()
-        protected = protect(block, passphrase, self._core._rng, MalformedMessage)
+        passphrase = self._ctx.rng(32).hex()
+        protected = protect(block, passphrase, self._ctx.rng, MalformedMessage)
         public = public_from_secret(block, MalformedMessage)
         info = self.crypto.inspect_public_key(public)
         if info.fingerprint != block.fingerprint or not _has_uid(info.user_ids, self.jid):
@@ -629,11 +631,11 @@ class OpenPgp:
         current = self._load_own()
         if current is not None and current.fingerprint != block.fingerprint and not replace:
             raise UsageError(f"this device already has OpenPGP key {current.fingerprint} (restore with replace=True)")
-        new = _Own(block.fingerprint, protected, public, passphrase, self._core._now().timestamp())
-        self._core._run(lambda: self._save_own(new))
+        new = _Own(block.fingerprint, protected, public, passphrase, self._ctx.now().timestamp())
+        self._ctx.run(lambda: self._save_own(new))
         return new.fingerprint
 
     def after_rollback(self) -> None:
         """The storage was restored from an older copy: refuse every message older than now
         (the replay memory may have lost what was accepted since)."""
-        self._replay.refuse_before(self._core._now())
+        self._replay.refuse_before(self._ctx.now())

@@ -33,7 +33,6 @@ from typing import Any
 
 import pytest
 
-from e2ee.core import _BY_NS
 from e2ee.engine import NAMESPACES, Engine, parse_device_list
 from e2ee.errors import (
     E2EEError,
@@ -42,10 +41,11 @@ from e2ee.flavour import Flavour
 from e2ee.keystore import KdfParams, Keystore
 from e2ee.legacy import xml as legacy_xml
 from e2ee.legacy.wire import LEGACY as LEGACY_FLAVOUR
-from e2ee.model import DeviceEntry, DeviceList, EncryptedElement, KeyElement
+from e2ee.model import DeviceEntry, DeviceList, EncryptedElement
 from e2ee.omemo2 import xml as omemo2_xml
 from e2ee.omemo2.wire import OMEMO2 as OMEMO2_FLAVOUR
 from e2ee.primitives import hkdf_sha256, x25519
+from e2ee.registry import backend as omemo_backend
 from e2ee.results import (
     Decrypted,
     EmptyMessage,
@@ -244,7 +244,7 @@ def round_trip(net: Net, a: Engine, b: Engine, ns: str, tag: str, back_ns: str |
 
 
 def prekey_ids(engine: Engine, *, include_used: bool = True) -> set[int]:
-    keys = engine._own._prekeys()["keys"]
+    keys = engine.context.own._prekeys()["keys"]
     return {int(k) for k, v in keys.items() if include_used or not v["used"]}
 
 
@@ -389,17 +389,17 @@ def forge_from_sender(
 ) -> ET.Element:
     """An ``<encrypted/>`` whose key for ``receiver`` is ``key_material`` under the sender's real
     ratchet (advanced and saved, as a send would), with the given payload and legacy iv."""
-    backend = _BY_NS[ns]
+    backend = omemo_backend(ns)
     fname = backend.flavour.name
     with sender.storage.transaction():
-        sset = sender._sessions.load(session_key(fname, receiver.jid, receiver.device_id))
+        sset = sender.context.sessions.load(session_key(fname, receiver.jid, receiver.device_id))
         data, kex = sset.entries[0].session.encrypt(key_material)
-        sender._sessions.save(sset)
-    key = KeyElement(receiver.device_id, data, kex, receiver.jid if ns == O2 else None)
+        sender.context.sessions.save(sset)
+    key = backend.key_element(receiver.device_id, data, kex, receiver.jid)
     if ns == LEGACY and iv is None:
         iv = bytes(12)
     enc = EncryptedElement(fname, sender.device_id, (key,), payload, iv)
-    return backend.xml.build_encrypted(enc)
+    return backend.build_encrypted(enc)
 
 
 def omemo2_keys(key: bytes) -> tuple[bytes, bytes, bytes]:
@@ -532,7 +532,7 @@ def dump(storage: Any) -> dict[str, dict[str, bytes]]:
 def restore_memory(engine: Engine, state: dict[str, dict[str, bytes]]) -> None:
     """Put a ``snapshot`` back into an engine on MemoryStorage (and drop its decoded sessions)."""
     engine.storage._tables = {t: dict(rows) for t, rows in state.items()}  # type: ignore[attr-defined]
-    engine._sessions.forget_cache()
+    engine.context.sessions.forget_cache()
 
 
 def raw_records(path: Path) -> list[tuple[bytes, bytes]]:

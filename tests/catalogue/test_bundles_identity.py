@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import pytest
 
-from e2ee.core import _BY_NS
 from e2ee.engine import Engine
 from e2ee.errors import (
     InvalidBundle,
@@ -20,6 +19,7 @@ from e2ee.errors import (
 from e2ee.limits import (
     PREKEY_COUNT,
 )
+from e2ee.registry import backend as omemo_backend
 from e2ee.results import (
     Decrypted,
     EmptyMessage,
@@ -161,7 +161,7 @@ def test_X6_bundle_structural_abuse_is_InvalidBundle_and_nothing_is_stored(ns: s
     for label, fn in cases.items():
         bundle = edit(fn)
         c.rejected(label, a, lambda bundle=bundle: a.on_bundle(BOB, b.device_id, ns, bundle), InvalidBundle)
-    c.expect(not a.encrypt([BOB], "x").ready, "a refused bundle was kept")
+    c.expect(not a.encrypt_omemo([BOB], "x").ready, "a refused bundle was kept")
 
     # accepted: the minimum number of prekeys; an unknown extra element
     c.returns(
@@ -203,10 +203,10 @@ def test_X7_prekey_collision_fails_deterministically_and_bundles_are_replenished
     ka = send(net, a, BOB, "alice", ns)
     pk = FLAVOUR[ns].parse_key_exchange(key_bytes(ka, rid)).pk_id
     net.prepare(carol, [BOB])  # carol holds the same bundle alice used
-    stored = carol._devices.bundle(FLAVOUR[ns].name, BOB, rid)
+    stored = carol.context.devices.bundle(FLAVOUR[ns].name, BOB, rid)
     assert stored is not None
     forced.append(sorted(stored.bundle.prekeys).index(pk).to_bytes(4, "big"))
-    kc = carol.encrypt([BOB], "carol").elements[ns]
+    kc = carol.encrypt_omemo([BOB], "carol").elements[ns]
     assert FLAVOUR[ns].parse_key_exchange(key_bytes(kc, rid)).pk_id == pk, "could not steer carol's choice"
 
     def published_prekeys() -> dict[str, set[int]]:
@@ -214,7 +214,7 @@ def test_X7_prekey_collision_fails_deterministically_and_bundles_are_replenished
         for n in NS_BOTH:
             elem = net.pep.bundle(BOB, n, rid)
             assert elem is not None
-            out[n] = set(_BY_NS[n].xml.parse_bundle(elem).prekeys)
+            out[n] = set(omemo_backend(n).parse_bundle(elem).prekeys)
         return out
 
     recv_body(net, b, ka, ALICE, "alice")
@@ -256,7 +256,7 @@ def test_X8_identity_key_change_on_a_known_device_is_UntrustedIdentity(ns: str) 
 
     # a new identity key claiming bob's known device id (not on any list, never fetched by alice)
     impostor = _impostor(net, a, BOB, "bob-new", ns)
-    res = impostor.encrypt([ALICE], "new identity")
+    res = impostor.encrypt_omemo([ALICE], "new identity")
     assert res.ready
     forged = copy.deepcopy(res.elements[ns])
     header = forged.find(q(ns, "header"))
@@ -363,7 +363,7 @@ def test_X9_an_archived_session_of_a_replaced_key_is_refused_and_never_becomes_c
     mallory = _impostor(net, a, BOB, "impostor", ns)
     ik_m, ik_b = mallory.identity_key, b1.identity_key
 
-    first = mallory.encrypt([ALICE], "hi, it is bob")
+    first = mallory.encrypt_omemo([ALICE], "hi, it is bob")
     assert first.ready
     got = recv(net, a, _as_device(first.elements[ns], ns, b1.device_id), BOB)
     assert isinstance(got, Decrypted) and got.identity_key == ik_m and got.trust is TrustLevel.BLIND
@@ -374,7 +374,7 @@ def test_X9_an_archived_session_of_a_replaced_key_is_refused_and_never_becomes_c
     recv_body(net, a, send(net, b1, ALICE, "the real bob", ns), BOB, "the real bob")
     flush(net)
 
-    later = mallory.encrypt([ALICE], "now listen to me")
+    later = mallory.encrypt_omemo([ALICE], "now listen to me")
     assert later.ready and not is_kex(later.elements[ns], a.device_id)
     forged = _as_device(later.elements[ns], ns, b1.device_id)
     if archived_level is TrustLevel.DISTRUSTED:
@@ -426,7 +426,7 @@ def test_X9_a_trusted_key_taking_over_another_device_slot_keeps_each_session_on_
     twin = Engine(twin_storage, rng=seeded_rng("twin"), clock=net.clock)
     assert twin.identity_key == ik1
     _learn(net, twin, a, ns)
-    res = twin.encrypt([ALICE], "device 2 is mine now")
+    res = twin.encrypt_omemo([ALICE], "device 2 is mine now")
     assert res.ready
     got = recv(net, a, _as_device(res.elements[ns], ns, b2.device_id), BOB)
     assert isinstance(got, Decrypted) and got.identity_key == ik1, got
@@ -442,7 +442,7 @@ def test_X9_a_trusted_key_taking_over_another_device_slot_keeps_each_session_on_
         == [(Outcome.ENCRYPTED, ik1)],
         f"slot 2 sent to {[(d.device_id, d.outcome, d.identity_key) for d in sent.devices]}",
     )
-    c.expect(a._devices.identity(BOB, b2.device_id) == ik1, "the slot's key changed")
+    c.expect(a.context.devices.identity(BOB, b2.device_id) == ik1, "the slot's key changed")
 
     a.set_trust(BOB, ik2, TrustLevel.DISTRUSTED)
     c.decrypt_rejected(

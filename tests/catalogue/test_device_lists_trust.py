@@ -231,7 +231,7 @@ def test_D4_all_devices_removed_nothing_is_encrypted_nothing_in_plaintext_and_da
     for ns, element in removal.items():
         assert alice.on_device_list(BOB, ns, element) == []
     before = snapshot(alice)
-    res = alice.encrypt([BOB], "the secret text")
+    res = alice.encrypt_omemo([BOB], "the secret text")
     assert not res.ready and res.elements == {} and res.unreachable == (BOB,)
     assert not [d for d in res.devices if d.outcome is Outcome.ENCRYPTED]
     assert [d.outcome for d in res.devices if d.jid == ALICE] == [Outcome.NOT_SENT]  # a2: eligible, not sent
@@ -242,7 +242,7 @@ def test_D4_all_devices_removed_nothing_is_encrypted_nothing_in_plaintext_and_da
     assert alice.trust.levels(BOB) == levels_before and alice.storage.get("session", skey) == session_before
     # the list comes back: the kept session is used, no new key exchange
     alice.on_device_list(BOB, O2, net.pep.device_list(BOB, O2))
-    res = alice.encrypt([BOB], "back again")
+    res = alice.encrypt_omemo([BOB], "back again")
     assert res.ready and outcomes(res, BOB) == {bob.device_id: (O2, Outcome.ENCRYPTED)}
     assert kex_flag(res.elements[O2], bob.device_id) is None
     out = deliver(net, bob, res.elements[O2], alice)
@@ -363,14 +363,14 @@ def test_D7_trust_is_per_jid_and_key_distrusted_senders_are_refused_and_bad_labe
     alice.set_trust(BOB, ik, TrustLevel.VERIFIED)
     assert alice.trust.level(BOB, ik) is TrustLevel.VERIFIED
     assert alice.trust.level(MALLORY, ik) is TrustLevel.UNDECIDED
-    res = alice.encrypt([MALLORY], "for mallory?")
+    res = alice.encrypt_omemo([MALLORY], "for mallory?")
     assert not res.ready and outcomes(res, MALLORY) == {bob.device_id: (O2, Outcome.UNDECIDED)} and not res.elements
     alice.set_trust(MALLORY, ik, TrustLevel.DISTRUSTED)
     assert alice.trust.level(BOB, ik) is TrustLevel.VERIFIED
-    res = alice.encrypt([BOB], "for bob")
+    res = alice.encrypt_omemo([BOB], "for bob")
     assert res.ready and outcomes(res, BOB) == {bob.device_id: (O2, Outcome.ENCRYPTED)}
     assert isinstance(deliver(net, bob, res.elements[O2], alice), Decrypted)
-    res = alice.encrypt([MALLORY], "for mallory?")
+    res = alice.encrypt_omemo([MALLORY], "for mallory?")
     assert not res.ready and outcomes(res, MALLORY) == {bob.device_id: (O2, Outcome.DISTRUSTED)}
 
     # (b) a distrusted sender
@@ -380,7 +380,7 @@ def test_D7_trust_is_per_jid_and_key_distrusted_senders_are_refused_and_bad_labe
     deliver(net, alice, send(net, carol, ALICE, "hi"), carol)
     late = send(net, carol, ALICE, "sent before the decision")
     alice.set_trust(CAROL, carol.identity_key, TrustLevel.DISTRUSTED)
-    res = alice.encrypt([CAROL], "no")
+    res = alice.encrypt_omemo([CAROL], "no")
     assert not res.ready and res.elements == {} and outcomes(res, CAROL) == {carol.device_id: (O2, Outcome.DISTRUSTED)}
     net.run(carol, carol.replace_session(ALICE, alice.device_id, O2))
     fresh_kex = send(net, carol, ALICE, "a new key exchange")
@@ -491,7 +491,7 @@ def test_D8_group_and_private_messages_cannot_be_turned_into_each_other() -> Non
     carol = net.device(CAROL, "d8-c")
     deliver(net, bob, send(net, alice, BOB, "hello bob"), alice)
     deliver(net, carol, send(net, alice, CAROL, "hello carol"), alice)
-    group = alice.encrypt([BOB, CAROL], "to the room", to=ROOM)
+    group = alice.encrypt_omemo([BOB, CAROL], "to the room", to=ROOM)
     assert group.ready
     private = send(net, alice, BOB, "just for bob")
 

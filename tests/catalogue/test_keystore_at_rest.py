@@ -13,17 +13,16 @@ from pathlib import Path
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.errors import (
+from e2ee.errors import E2EEError, UsageError
+from e2ee.keystore import Keystore
+from e2ee.keystore.errors import (
     CorruptRecord,
-    E2EEError,
     KeystoreCorrupt,
     KeystoreDowngrade,
     RollbackDetected,
     UnsupportedKeystoreVersion,
-    UsageError,
     WrongPassphrase,
 )
-from e2ee.keystore import Keystore
 from e2ee.keystore.sealing import MAX_MEMORY_KIB, MAX_PASSES
 from e2ee.results import (
     Decrypted,
@@ -188,7 +187,7 @@ def test_K2_a_moved_record_is_CorruptRecord_through_the_engine_never_a_missing_o
         ks = Keystore.open(path, PW)
         engine = Engine(ks, rng=seeded_rng(f"k2-{label}"), clock=net.clock)
         with pytest.raises(CorruptRecord):
-            engine.encrypt([BOB], "must not start a new session")
+            engine.encrypt_omemo([BOB], "must not start a new session")
         with pytest.raises(CorruptRecord):
             engine.prepare([BOB])
         for el in hits:
@@ -200,7 +199,7 @@ def test_K2_a_moved_record_is_CorruptRecord_through_the_engine_never_a_missing_o
             assert isinstance(out, Decrypted) and out.body == "from b1"
         # other contacts are unaffected (carol is reset too: alice's store restarts from the copy)
         restore_memory(carol, carol_state)
-        res = engine.encrypt([CAROL], f"carol after {label}")
+        res = engine.encrypt_omemo([CAROL], f"carol after {label}")
         assert res.ready and outcomes(res, CAROL) == {carol.device_id: (O2, Outcome.ENCRYPTED)}
         out = carol.decrypt(res.elements[O2], ALICE, to=CAROL)
         assert isinstance(out, Decrypted) and out.body == f"carol after {label}"
@@ -434,7 +433,7 @@ def test_K4_restored_copy_after_accept_rollback_keeps_distrust_and_resets_other_
     assert alice.trust.level(ALICE, a2.identity_key) is TrustLevel.UNDECIDED  # own devices too
     # nothing goes out until the user acts: quarantined sessions, undecided or distrusted keys
     for jid in peers:
-        res = alice.encrypt([jid], "stale state")
+        res = alice.encrypt_omemo([jid], "stale state")
         assert not res.ready and res.elements == {}
     # after replacing carol's session, carol is still undecided: no silent re-trust
     net.run(alice, alice.replace_session(CAROL, peers[CAROL].device_id, O2))

@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 
 from e2ee.engine import Engine
-from e2ee.errors import (
-    WrongPassphrase,
-)
 from e2ee.keystore import Keystore
+from e2ee.keystore.errors import WrongPassphrase
 from e2ee.limits import SPK_GRACE, SPK_ROTATION
 from e2ee.model import DeviceEntry
 from e2ee.results import (

@@ -18,16 +18,14 @@ import pytest
 from e2ee.engine import Engine
 from e2ee.errors import (
     AuthenticationFailed,
-    CorruptRecord,
     E2EEError,
     InvalidSignature,
-    KeystoreDowngrade,
     MalformedMessage,
     SenderDistrusted,
     UsageError,
-    WrongPassphrase,
 )
 from e2ee.keystore import KdfParams, Keystore
+from e2ee.keystore.errors import CorruptRecord, KeystoreDowngrade, WrongPassphrase
 from e2ee.limits import SPK_GRACE, SPK_ROTATION
 from e2ee.omemo2.wire import OMEMO2 as OMEMO2_FLAVOUR
 from e2ee.results import (
@@ -101,9 +99,9 @@ def test_K6_deleted_and_overwritten_secret_records_leave_no_sealed_bytes_in_the_
             next(k.text or "" for k in kex.iter("{urn:xmpp:omemo:2}key") if k.get("rid") == str(alice.device_id))
         )
     ).pk_id
-    assert str(used_pk) in alice._own._prekeys()["keys"]
+    assert str(used_pk) in alice.context.own._prekeys()["keys"]
     deliver(net, alice, kex, bob)
-    assert str(used_pk) not in alice._own._prekeys()["keys"]
+    assert str(used_pk) not in alice.context.own._prekeys()["keys"]
     # a skipped message key, then used
     held = send(net, bob, ALICE, "held back")
     deliver(net, alice, send(net, bob, ALICE, "overtakes"), bob)
@@ -119,7 +117,7 @@ def test_K6_deleted_and_overwritten_secret_records_leave_no_sealed_bytes_in_the_
     remember("signed prekeys 1 and 2", "own", "spk")
     net.clock.advance(SPK_GRACE + timedelta(hours=1))
     alice.maintenance()
-    assert alice._own._spk()["previous"]["id"] == 2  # spk 1 is gone for good
+    assert alice.context.own._spk()["previous"]["id"] == 2  # spk 1 is gone for good
     for what, value in gone.items():
         assert sealed(*where[what]) != value, f"{what} is still the current record"
     ks.close()
@@ -186,9 +184,9 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
         bob,
         ks,
         ks._k(),
-        alice._own,
-        alice._own.identity,
-        bob._own.identity,
+        alice.context.own,
+        alice.context.own.identity,
+        bob.context.own.identity,
         FAST,
         KdfParams(),
     ]
@@ -247,8 +245,10 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
     sig[5] ^= 1
     spks.text = base64.b64encode(bytes(sig)).decode()
     expect_error(lambda: alice.on_bundle(BOB, bob.device_id, O2, bundle), InvalidSignature)
-    expect_error(lambda: alice.set_trust(BOB, alice._own.identity.x25519_private[:31], TrustLevel.VERIFIED), UsageError)
-    expect_error(lambda: alice.encrypt([BOB], None), UsageError)
+    expect_error(
+        lambda: alice.set_trust(BOB, alice.context.own.identity.x25519_private[:31], TrustLevel.VERIFIED), UsageError
+    )
+    expect_error(lambda: alice.encrypt_omemo([BOB], None), UsageError)
     expect_error(lambda: ks.change_passphrase(PW, KdfParams(1, 1024)), KeystoreDowngrade)
     alice.set_trust(BOB, bob.identity_key, TrustLevel.DISTRUSTED)
     expect_error(lambda: alice.decrypt(good, BOB, to=ALICE), SenderDistrusted)
@@ -268,16 +268,16 @@ def test_K7_no_secret_or_plaintext_in_repr_exceptions_or_debug_logs(
     }
     for e in (alice, bob):
         who = e.jid.split("@")[0]
-        secrets[f"{who} identity seed"] = e._own.identity.seed
-        secrets[f"{who} identity x25519 private"] = e._own.identity.x25519_private
-        for pk_id, entry in e._own._prekeys()["keys"].items():
+        secrets[f"{who} identity seed"] = e.context.own.identity.seed
+        secrets[f"{who} identity x25519 private"] = e.context.own.identity.x25519_private
+        for pk_id, entry in e.context.own._prekeys()["keys"].items():
             secrets[f"{who} prekey {pk_id}"] = bytes.fromhex(entry["priv"])
-        spk = e._own._spk()
+        spk = e.context.own._spk()
         for slot in ("current", "previous"):
             if spk.get(slot):
                 secrets[f"{who} spk {slot}"] = bytes.fromhex(spk[slot]["priv"])
         for skey in e.storage.keys("session"):
-            sset = e._sessions.load(skey)
+            sset = e.context.sessions.load(skey)
             objects.extend(
                 [
                     sset,
@@ -362,7 +362,7 @@ def test_K8_one_hundred_concurrent_encrypts_from_asyncio_tasks_are_serialised_wi
     async def one(i: int) -> None:
         for _ in range(pauses[i][0]):  # the tasks reach encrypt() in a shuffled order
             await asyncio.sleep(0)
-        res = alice.encrypt([BOB], f"concurrent {i}")
+        res = alice.encrypt_omemo([BOB], f"concurrent {i}")
         made.append((i, res.elements[O2]))
         for _ in range(pauses[i][1]):
             await asyncio.sleep(0)

@@ -282,7 +282,7 @@ def test_R8_legacy_gcm_iv_sizes_tampering_and_iv_uniqueness(monkeypatch: pytest.
     sender.on_bundle(BOB, b.device_id, ns, bundle)
     ivs = []
     for _ in range(10_000):
-        res = sender.encrypt([BOB], "x")
+        res = sender.encrypt_omemo([BOB], "x")
         assert res.ready
         ivs.append(base64.b64decode(legacy_iv(res.elements[ns]).text or ""))
     c.expect({len(i) for i in ivs} == {12}, "sender IVs are not all 12 bytes")
@@ -329,8 +329,8 @@ def test_R9_simultaneous_initiation_with_a_lost_and_a_repeated_message_converges
             assert not kex_now, "a key exchange again after convergence"
     assert converged_at is not None and converged_at <= 3, converged_at
     # both sides use one session pair: the current sessions mirror each other
-    sa = a._sessions.load(session_key(FLAVOUR[ns].name, BOB, b.device_id)).entries[0].session.ratchet
-    sb = b._sessions.load(session_key(FLAVOUR[ns].name, ALICE, a.device_id)).entries[0].session.ratchet
+    sa = a.context.sessions.load(session_key(FLAVOUR[ns].name, BOB, b.device_id)).entries[0].session.ratchet
+    sb = b.context.sessions.load(session_key(FLAVOUR[ns].name, ALICE, a.device_id)).entries[0].session.ratchet
     assert sa.dhr == sb.dhs_pub or sb.dhr == sa.dhs_pub
 
 
@@ -347,7 +347,7 @@ def test_R10_one_heartbeat_and_empty_messages_need_no_trust(ns: str) -> None:
 
     # the first message bob sees on alice's new ratchet key has counter 53; then the rest
     net.prepare(a, [BOB])
-    msgs = [a.encrypt([BOB], f"m{i}").elements[ns] for i in range(HEARTBEAT_THRESHOLD + 10)]
+    msgs = [a.encrypt_omemo([BOB], f"m{i}").elements[ns] for i in range(HEARTBEAT_THRESHOLD + 10)]
     order = [HEARTBEAT_THRESHOLD] + [i for i in range(len(msgs)) if i != HEARTBEAT_THRESHOLD]
     heartbeats: list[SendMessage] = []
     for i in order:
@@ -355,7 +355,7 @@ def test_R10_one_heartbeat_and_empty_messages_need_no_trust(ns: str) -> None:
         assert isinstance(out, Decrypted) and out.body == f"m{i}"
         heartbeats += [e for e in out.effects if isinstance(e, SendMessage)]
     for i in range(HEARTBEAT_THRESHOLD + 5):  # and alice keeps talking before the heartbeat arrives
-        out = b.decrypt(a.encrypt([BOB], f"n{i}").elements[ns], ALICE, to=BOB)
+        out = b.decrypt(a.encrypt_omemo([BOB], f"n{i}").elements[ns], ALICE, to=BOB)
         heartbeats += [e for e in out.effects if isinstance(e, SendMessage)]
     c.expect([h.reason for h in heartbeats] == ["heartbeat"], f"heartbeats: {[h.reason for h in heartbeats]}")
     if heartbeats:
@@ -366,7 +366,7 @@ def test_R10_one_heartbeat_and_empty_messages_need_no_trust(ns: str) -> None:
     # empty messages need no trust, either way
     a.set_trust(BOB, b.identity_key, TrustLevel.UNDECIDED)
     b.set_trust(ALICE, a.identity_key, TrustLevel.UNDECIDED)
-    c.expect(not a.encrypt([BOB], "content").ready, "content encrypted for an undecided key")
+    c.expect(not a.encrypt_omemo([BOB], "content").ready, "content encrypted for an undecided key")
     (empty,) = [e for e in a.empty_message(BOB, b.device_id, ns) if isinstance(e, SendMessage)]
     c.returns(
         "empty message from an undecided sender",
@@ -495,18 +495,18 @@ def test_R12_stale_unanswered_session_is_not_used_and_a_fresh_bundle_is_fetched(
     ek1 = FLAVOUR[ns].parse_key_exchange(key_bytes(first, rid)).ek
 
     net.clock.advance(STALE_SESSION_AGE - timedelta(days=1))  # not yet stale: the session is used
-    still = a.encrypt([BOB], "still")
+    still = a.encrypt_omemo([BOB], "still")
     assert still.ready and FLAVOUR[ns].parse_key_exchange(key_bytes(still.elements[ns], rid)).ek == ek1
 
     net.clock.advance(timedelta(days=2))  # stale: not used, a fresh bundle is fetched
     before = snapshot(a)
-    res = a.encrypt([BOB], "again")
+    res = a.encrypt_omemo([BOB], "again")
     assert not res.ready and not res.elements
     assert FetchBundle(BOB, rid, ns) in res.effects
     assert [d.outcome for d in res.devices if d.jid == BOB] == [Outcome.NO_BUNDLE]
     assert snapshot(a) == before
     net.run(a, res.effects)
-    res = a.encrypt([BOB], "again")
+    res = a.encrypt_omemo([BOB], "again")
     assert res.ready
     ek2 = FLAVOUR[ns].parse_key_exchange(key_bytes(res.elements[ns], rid)).ek
     assert ek2 != ek1

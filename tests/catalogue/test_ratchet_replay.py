@@ -142,7 +142,7 @@ def test_R2_redelivered_replayed_and_evicted_messages_are_Duplicate_and_change_n
 
     # a message whose skipped key was evicted (FIFO beyond MAX_SKIPPED_KEYS_PER_SESSION)
     net.prepare(a, [BOB])
-    burst = [a.encrypt([BOB], f"burst {i}").elements[ns] for i in range(MAX_SKIPPED_KEYS_PER_SESSION + 3)]
+    burst = [a.encrypt_omemo([BOB], f"burst {i}").elements[ns] for i in range(MAX_SKIPPED_KEYS_PER_SESSION + 3)]
     recv_body(net, b, burst[MAX_SKIPPED_KEYS_PER_SESSION], ALICE, f"burst {MAX_SKIPPED_KEYS_PER_SESSION}")
     recv_body(net, b, burst[-1], ALICE, f"burst {len(burst) - 1}")  # one more skip: burst 0 evicted
     c.expect(len(snapshot(b)["skipped"]) == MAX_SKIPPED_KEYS_PER_SESSION, "skipped store not capped at its limit")

@@ -121,7 +121,7 @@ def test_X1_bad_signed_prekey_signature_or_swapped_identity_key_is_refused(ns: s
     spks.text = part(carol_bundle, "spks").text  # and carol's signature (over carol's spk)
     c.rejected("swapped ik and spks", a, on_bundle, InvalidSignature)
     c.expect(a.devices(BOB)[0].identity_key is None, "a refused bundle's identity key is known")
-    c.expect(not a.encrypt([BOB], "x").ready, "a session was possible after refused bundles")
+    c.expect(not a.encrypt_omemo([BOB], "x").ready, "a session was possible after refused bundles")
 
     # the unmodified bundle is accepted and works
     assert a.on_bundle(BOB, b.device_id, ns, orig) == []
@@ -348,12 +348,12 @@ def test_X4_unknown_or_used_prekeys_and_signed_prekey_rotation(ns: str) -> None:
     mallory = dev(net, MALLORY, "m", ns)
     net.prepare(dave, [BOB])
     net.prepare(mallory, [BOB])  # both hold bob's bundle with the current spk
-    old_spk = b._own._spk()["current"]
+    old_spk = b.context.own._spk()["current"]
     net.clock.advance(SPK_ROTATION + timedelta(hours=1))
     net.run(b, b.maintenance())
-    assert b._own._spk()["current"]["id"] != old_spk["id"]
-    kd = dave.encrypt([BOB], "inside grace").elements[ns]
-    km = mallory.encrypt([BOB], "after grace").elements[ns]
+    assert b.context.own._spk()["current"]["id"] != old_spk["id"]
+    kd = dave.encrypt_omemo([BOB], "inside grace").elements[ns]
+    km = mallory.encrypt_omemo([BOB], "after grace").elements[ns]
     assert FLAVOUR[ns].parse_key_exchange(key_bytes(km, rid)).spk_id == old_spk["id"]
     net.clock.advance(SPK_GRACE - timedelta(hours=2))
     recv_body(net, b, kd, DAVE, "inside grace")
@@ -416,7 +416,7 @@ def test_X5_key_exchange_replays(ns: str) -> None:
     restarted.begin_catch_up()
     effects = restarted.end_catch_up()
     c.expect(pk_d not in prekey_ids(restarted), "a prekey kept in the crashed catch-up survived its end")
-    c.expect(not [k for k, v in restarted._own._prekeys()["keys"].items() if v["used"]], "used prekeys left")
+    c.expect(not [k for k, v in restarted.context.own._prekeys()["keys"].items() if v["used"]], "used prekeys left")
     answers = [e for e in effects if isinstance(e, SendMessage)]
     c.expect([m.reason for m in answers] == ["catch-up-end"], f"catch-up-end answers: {[m.reason for m in answers]}")
     net.run(restarted, effects)
