@@ -62,11 +62,11 @@ def ours(members: int, devices: int, storage: StorageFactory = _memory) -> Op:
             for e in out.effects:  # the empty answer: alice's session is confirmed
                 if isinstance(e, SendMessage):
                     alice.decrypt(e.encrypted, jid, to=ALICE)
-    again = alice.encrypt(jids, "again", to=ROOM)  # the DH step on every session
+    again = alice.encrypt_omemo(jids, "again", to=ROOM)  # the DH step on every session
     keys = sum(1 for _ in again.elements[O2].iter("{urn:xmpp:omemo:2}key"))
     if keys != members * devices:
         raise RuntimeError(f"room: {keys} keys for {members * devices} devices")
-    return lambda: alice.encrypt(jids, MSG, to=ROOM)
+    return lambda: alice.encrypt_omemo(jids, MSG, to=ROOM)
 
 
 def _member_devices(d: Directory, jid: str, n: int) -> list[SMPeer]:
