@@ -178,6 +178,8 @@ with keystores: two accounts, a message read on a second device, a fingerprint v
       e2ee --home ~/e2ee-tour/alice send $BOB 'Hello Bob'
       e2ee --home ~/e2ee-tour/bob recv --count 1
       e2ee --home ~/e2ee-tour/bob fingerprint --qr
+  A conversation that stays connected: e2ee --home ~/e2ee-tour/alice chat $BOB
+  (docs/cli-chat.md: the chat's commands, send from scripts, recv --follow).
   This demo over a server that allows in-band registration: e2ee --server HOST:PORT demo
   Every command: e2ee --help and docs/reference.md. Embedding the engine or the slixmpp
   plugin in an application: README.md, "Embedding"."""

@@ -41,7 +41,7 @@ def test_scripts_demo_sh_ends_by_telling_what_to_try_next() -> None:
 
 
 def test_what_to_try_next_names_what_exists() -> None:
-    for path in ("README.md", "docs/reference.md"):
+    for path in ("README.md", "docs/reference.md", "docs/cli-chat.md"):
         assert path in NEXT and (ROOT / path).is_file(), path
     assert "-m tests.tour_server" in NEXT and (ROOT / "tests" / "tour_server.py").is_file()
     readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
@@ -51,6 +51,9 @@ def test_what_to_try_next_names_what_exists() -> None:
     demo_line = next(line for line in NEXT.splitlines() if line.endswith("demo"))
     args = _parser().parse_args(demo_line.split(": ", 1)[1].split()[1:])  # a real command line
     assert args.command == "demo" and args.server == "HOST:PORT"
+    chat_line = next(line for line in NEXT.splitlines() if " chat $BOB" in line)
+    args = _parser().parse_args(chat_line.split(": ", 1)[1].split()[1:])
+    assert args.command == "chat" and str(args.home) == "~/e2ee-tour/alice" and args.target == "$BOB"
 
 
 def test_the_commands_it_suggests_run(xmpp_server: XmppServer, tmp_path: Path) -> None:
