@@ -32,6 +32,7 @@ from .xmlsafe import check_element, children, decode_base64, encode_base64, pars
 __all__ = ["BundleSchema", "parse_bundle", "build_bundle", "device_elements", "sender_id", "key_data"]
 
 _SIG_LEN = 64
+_MALFORMED_OWN = "bundle with a malformed key or an id out of range"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,21 +137,27 @@ def build_bundle(schema: BundleSchema, bundle: Bundle) -> ET.Element:
     prekeys, in the order and spelling the Syndace peers write."""
     if bundle.flavour != schema.flavour:
         raise UsageError(f"not a {schema.flavour} bundle: {bundle.flavour!r}")
-    keys = [bundle.ik, bundle.spk, *bundle.prekeys.values()]
-    ids = [bundle.spk_id, *bundle.prekeys]
+    key_len, prefix = schema.key_len, schema.key_prefix
     if (
-        any(len(k) != schema.key_len or not k.startswith(schema.key_prefix) for k in keys)
+        len(bundle.ik) != key_len
+        or not bundle.ik.startswith(prefix)
+        or len(bundle.spk) != key_len
+        or not bundle.spk.startswith(prefix)
         or len(bundle.spk_signature) != _SIG_LEN
-        or not all(PREKEY_ID_MIN <= i <= PREKEY_ID_MAX for i in ids)
+        or not PREKEY_ID_MIN <= bundle.spk_id <= PREKEY_ID_MAX
     ):
-        raise UsageError("bundle with a malformed key or an id out of range")
+        raise UsageError(_MALFORMED_OWN)
     root = ET.Element(schema.bundle)
     ET.SubElement(root, schema.spk, {schema.spk_id_attr: str(bundle.spk_id)}).text = encode_base64(bundle.spk)
     ET.SubElement(root, schema.spks).text = encode_base64(bundle.spk_signature)
     ET.SubElement(root, schema.ik).text = encode_base64(bundle.ik)
     prekeys = ET.SubElement(root, schema.prekeys)
+    # one pass: check each prekey and add its element (the tree is dropped on an error)
+    sub, b2a, tag, attr = ET.SubElement, binascii.b2a_base64, schema.pk, schema.pk_id_attr
     for pk_id, pk in bundle.prekeys.items():
-        ET.SubElement(prekeys, schema.pk, {schema.pk_id_attr: str(pk_id)}).text = encode_base64(pk)
+        if len(pk) != key_len or not pk.startswith(prefix) or not PREKEY_ID_MIN <= pk_id <= PREKEY_ID_MAX:
+            raise UsageError(_MALFORMED_OWN)
+        sub(prekeys, tag, {attr: str(pk_id)}).text = b2a(pk, newline=False).decode("ascii")
     return root
 
 
