@@ -32,6 +32,7 @@ from .xmlsafe import check_element, children, decode_base64, encode_base64, pars
 __all__ = ["BundleSchema", "parse_bundle", "build_bundle", "device_elements", "sender_id", "key_data"]
 
 _SIG_LEN = 64
+_MALFORMED_OWN = "bundle with a malformed key or an id out of range"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,24 +81,45 @@ def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def parse_bundle(schema: BundleSchema, elem: ET.Element) -> Bundle:
-    """A ``<bundle>`` to a :class:`~e2ee.model.Bundle` (keys as on the wire), enforcing the
-    structural rules of the security catalogue X6 with :class:`InvalidBundle`."""
-    if elem.tag != schema.bundle:
-        raise InvalidBundle(f"expected {schema.bundle}, got {elem.tag!r}")
+def _prekeys_batch(schema: BundleSchema, pk_elems: list[ET.Element]) -> dict[int, bytes] | None:
+    """The prekeys when every one is in the canonical form peers write (plain decimal ids in
+    range, each once; keys in padded base64 of the right length and type), checked a whole
+    list at a time; None otherwise (:func:`_prekeys_careful` then finds the first fault and
+    its precise error).  Accepts exactly what the careful path accepts in that form."""
+    if not pk_elems:
+        return {}
+    key_len, prefix = schema.key_len, schema.key_prefix
+    attr = schema.pk_id_attr
     try:
-        check_element(elem, MAX_XML_DEPTH, MAX_XML_ELEMENTS, max_text=MAX_BUNDLE_TEXT)
-    except RestrictedXml as e:
-        raise InvalidBundle(str(e)) from None
-    spk = required_child(elem, schema.spk, InvalidBundle)
-    spks = required_child(elem, schema.spks, InvalidBundle)
-    ik = required_child(elem, schema.ik, InvalidBundle)
-    prekeys_elem = required_child(elem, schema.prekeys, InvalidBundle)
+        ids = [pk.get(attr) for pk in pk_elems]
+        joined = "".join(ids)  # type: ignore[arg-type]  # a missing id is a TypeError
+        lengths = set(map(len, ids))  # type: ignore[arg-type]
+        if min(lengths) < 1 or max(lengths) > 10 or not joined.isascii() or not joined.isdigit():
+            return None
+        values = list(map(int, ids))  # type: ignore[arg-type]
+        if min(values) < PREKEY_ID_MIN or max(values) > PREKEY_ID_MAX or len(set(values)) != len(values):
+            return None
+        texts = [pk.text for pk in pk_elems]
+        if set(map(len, texts)) != {4 * ((key_len + 2) // 3)}:  # type: ignore[arg-type]
+            return None
+        b2a = binascii.a2b_base64
+        keys = [b2a(t, strict_mode=True) for t in texts]  # type: ignore[arg-type]
+    except (TypeError, binascii.Error, ValueError):  # a missing id or text; bad or non-ASCII base64
+        return None
+    if set(map(len, keys)) != {key_len}:
+        return None
+    if prefix and b"".join(keys)[::key_len] != prefix * len(keys):  # every key's first byte
+        return None
+    return dict(zip(values, keys, strict=True))
+
+
+def _prekeys_careful(schema: BundleSchema, pk_elems: list[ET.Element]) -> dict[int, bytes]:
+    """The prekeys one by one, raising :class:`InvalidBundle` at the first fault."""
     prekeys: dict[int, bytes] = {}
     pk_name = _local(schema.pk)
     id_attr, key_len, prefix = schema.pk_id_attr, schema.key_len, schema.key_prefix
     b64_len = 4 * ((key_len + 2) // 3)
-    for pk in children(prekeys_elem, schema.pk, InvalidBundle, MAX_PREKEYS_PER_BUNDLE):
+    for pk in pk_elems:
         # the common, canonical form first; anything else takes the careful path, which also
         # produces the precise error
         text = pk.get(id_attr)
@@ -119,6 +141,26 @@ def parse_bundle(schema: BundleSchema, elem: ET.Element) -> Bundle:
         if data is None or len(data) != key_len or not data.startswith(prefix):
             data = _public_key(schema, pk, pk_name)
         prekeys[pk_id] = data
+    return prekeys
+
+
+def parse_bundle(schema: BundleSchema, elem: ET.Element) -> Bundle:
+    """A ``<bundle>`` to a :class:`~e2ee.model.Bundle` (keys as on the wire), enforcing the
+    structural rules of the security catalogue X6 with :class:`InvalidBundle`."""
+    if elem.tag != schema.bundle:
+        raise InvalidBundle(f"expected {schema.bundle}, got {elem.tag!r}")
+    try:
+        check_element(elem, MAX_XML_DEPTH, MAX_XML_ELEMENTS, max_text=MAX_BUNDLE_TEXT)
+    except RestrictedXml as e:
+        raise InvalidBundle(str(e)) from None
+    spk = required_child(elem, schema.spk, InvalidBundle)
+    spks = required_child(elem, schema.spks, InvalidBundle)
+    ik = required_child(elem, schema.ik, InvalidBundle)
+    prekeys_elem = required_child(elem, schema.prekeys, InvalidBundle)
+    pk_elems = list(children(prekeys_elem, schema.pk, InvalidBundle, MAX_PREKEYS_PER_BUNDLE))
+    prekeys = _prekeys_batch(schema, pk_elems)
+    if prekeys is None:
+        prekeys = _prekeys_careful(schema, pk_elems)
     if len(prekeys) < schema.min_prekeys:
         raise InvalidBundle(f"{len(prekeys)} prekeys, at least {schema.min_prekeys} required")
     return Bundle(
@@ -136,21 +178,27 @@ def build_bundle(schema: BundleSchema, bundle: Bundle) -> ET.Element:
     prekeys, in the order and spelling the Syndace peers write."""
     if bundle.flavour != schema.flavour:
         raise UsageError(f"not a {schema.flavour} bundle: {bundle.flavour!r}")
-    keys = [bundle.ik, bundle.spk, *bundle.prekeys.values()]
-    ids = [bundle.spk_id, *bundle.prekeys]
+    key_len, prefix = schema.key_len, schema.key_prefix
     if (
-        any(len(k) != schema.key_len or not k.startswith(schema.key_prefix) for k in keys)
+        len(bundle.ik) != key_len
+        or not bundle.ik.startswith(prefix)
+        or len(bundle.spk) != key_len
+        or not bundle.spk.startswith(prefix)
         or len(bundle.spk_signature) != _SIG_LEN
-        or not all(PREKEY_ID_MIN <= i <= PREKEY_ID_MAX for i in ids)
+        or not PREKEY_ID_MIN <= bundle.spk_id <= PREKEY_ID_MAX
     ):
-        raise UsageError("bundle with a malformed key or an id out of range")
+        raise UsageError(_MALFORMED_OWN)
     root = ET.Element(schema.bundle)
     ET.SubElement(root, schema.spk, {schema.spk_id_attr: str(bundle.spk_id)}).text = encode_base64(bundle.spk)
     ET.SubElement(root, schema.spks).text = encode_base64(bundle.spk_signature)
     ET.SubElement(root, schema.ik).text = encode_base64(bundle.ik)
     prekeys = ET.SubElement(root, schema.prekeys)
+    # one pass: check each prekey and add its element (the tree is dropped on an error)
+    sub, b2a, tag, attr = ET.SubElement, binascii.b2a_base64, schema.pk, schema.pk_id_attr
     for pk_id, pk in bundle.prekeys.items():
-        ET.SubElement(prekeys, schema.pk, {schema.pk_id_attr: str(pk_id)}).text = encode_base64(pk)
+        if len(pk) != key_len or not pk.startswith(prefix) or not PREKEY_ID_MIN <= pk_id <= PREKEY_ID_MAX:
+            raise UsageError(_MALFORMED_OWN)
+        sub(prekeys, tag, {attr: str(pk_id)}).text = b2a(pk, newline=False).decode("ascii")
     return root
 
 

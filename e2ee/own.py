@@ -84,6 +84,11 @@ class OwnDevice:
             raise CorruptState("identity record is damaged") from None
         self._storage = storage
         self._rng = rng
+        #: decoded read-only views of the key records, reused while the store returns the same
+        #: bytes (a rolled-back write returns other bytes: the view is decoded again)
+        self._spk_cache: tuple[bytes, dict[str, Any]] | None = None
+        self._pk_cache: tuple[bytes, dict[str, Any]] | None = None
+        self._unused_cache: tuple[bytes, list[tuple[int, bytes]]] | None = None
 
     # ------------------------------------------------------------------ creation
 
@@ -137,13 +142,25 @@ class OwnDevice:
         rec: dict[str, Any] = jsonrec.load(raw, _VERSION, "signed prekey record")
         return rec
 
+    def _spk_view(self) -> dict[str, Any]:
+        """:meth:`_spk` for reading only (do not mutate: it is shared)."""
+        raw = self._storage.get(_TABLE, "spk")
+        cached = self._spk_cache
+        if raw is not None and cached is not None and cached[0] == raw:
+            return cached[1]
+        rec = self._spk()
+        self._spk_cache = (raw, rec) if raw is not None else None
+        return rec
+
     def _put_spk(self, rec: dict[str, Any]) -> None:
-        self._storage.put(_TABLE, "spk", jsonrec.dump(_VERSION, rec))
+        raw = jsonrec.dump(_VERSION, rec)
+        self._storage.put(_TABLE, "spk", raw)
+        self._spk_cache = None
 
     def signed_prekey_private(self, spk_id: int, now: datetime) -> bytes | None:
         """Our private signed prekey ``spk_id``: the current one, or the previous one within its
         grace period; None otherwise."""
-        rec = self._spk()
+        rec = self._spk_view()
         cur = rec["current"]
         if cur["id"] == spk_id:
             return bytes.fromhex(cur["priv"])
@@ -181,8 +198,23 @@ class OwnDevice:
         rec: dict[str, Any] = jsonrec.load(raw, _VERSION, "prekey record")
         return rec
 
+    def _prekeys_view(self) -> tuple[bytes, dict[str, Any]]:
+        """The prekey record's bytes and :meth:`_prekeys` for reading only (do not mutate)."""
+        raw = self._storage.get(_TABLE, "prekeys")
+        cached = self._pk_cache
+        if raw is not None and cached is not None and cached[0] == raw:
+            return cached
+        rec = self._prekeys()
+        assert raw is not None  # _prekeys raised otherwise
+        self._pk_cache = (raw, rec)
+        return raw, rec
+
     def _put_prekeys(self, rec: dict[str, Any]) -> None:
-        self._storage.put(_TABLE, "prekeys", jsonrec.dump(_VERSION, rec))
+        """Store ``rec``, which the caller hands over (it becomes the cached view: it is not
+        mutated afterwards)."""
+        raw = jsonrec.dump(_VERSION, rec)
+        self._storage.put(_TABLE, "prekeys", raw)
+        self._pk_cache = (raw, rec)
 
     def refill_prekeys(self) -> bool:
         """Top the unused prekeys up to :data:`~e2ee.limits.PREKEY_COUNT` when fewer than
@@ -213,7 +245,7 @@ class OwnDevice:
         """Our private one-time prekey ``pk_id`` for a key exchange with base key ``ek``, or None.
         :class:`~e2ee.errors.ReusedBaseKey` when that base key was already used with it (a
         prekey kept during a catch-up)."""
-        entry = self._prekeys()["keys"].get(str(pk_id))
+        entry = self._prekeys_view()[1]["keys"].get(str(pk_id))
         if entry is None:
             return None
         if ek.hex() in entry["base_keys"]:
@@ -255,9 +287,15 @@ class OwnDevice:
 
     def bundles(self, flavours: tuple[Flavour, ...]) -> list[Bundle]:
         """:meth:`bundle` for each flavour, reading the key records once."""
-        cur = self._spk()["current"]
+        cur = self._spk_view()["current"]
         spk = bytes.fromhex(cur["pub"])
-        unused = [(int(k), bytes.fromhex(v["pub"])) for k, v in self._prekeys()["keys"].items() if not v["used"]]
+        raw, rec = self._prekeys_view()
+        cached = self._unused_cache
+        if cached is not None and cached[0] is raw:
+            unused = cached[1]
+        else:
+            unused = [(int(k), bytes.fromhex(v["pub"])) for k, v in rec["keys"].items() if not v["used"]]
+            self._unused_cache = (raw, unused)
         out = []
         for flavour in flavours:
             enc = flavour.encode_public

