@@ -21,7 +21,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from e2ee.engine import Engine
 
-from .archive import SID_NS, ArchivePosition, archive_complete
+from .archive import SID_NS, AccountFeatures, ArchivePosition, archive_complete
 from .incoming import Incoming
 from .pep import Pep
 
@@ -49,16 +49,28 @@ class CatchUp:
         self.incoming = incoming
         #: Archived messages processed by the catch-up at the last connect.
         self.caught_up = 0
+        #: The caps hash (XEP-0115 ``ver``) in our server's stream features, None when it sent none.
+        self.server_caps: str | None = None
 
     async def announces_stanza_ids(self) -> bool:
         """Whether our account stamps stanza-ids (XEP-0359) on what it archives; live messages
-        advance the archive position only then."""
+        advance the archive position only then.  The answer (our account's disco#info) changes
+        with the server's configuration only: it is kept in the storage with the server's caps
+        hash (XEP-0115, from its stream features: :attr:`server_caps`) and asked again when that
+        hash changes, or when the server announced none."""
+        caps = self.server_caps
+        known = AccountFeatures.load(self.engine.storage, self.xmpp.boundjid.domain, caps)
+        if known is not None:
+            self.incoming.stanza_ids = known
+            return known
         try:
             info = await self.xmpp.plugin["xep_0030"].get_info(jid=slixmpp.JID(self.xmpp.boundjid.bare))
         except (IqError, IqTimeout):
             return False
         found = SID_NS in info["disco_info"]["features"]
         self.incoming.stanza_ids = found
+        if caps is not None:
+            AccountFeatures.save(self.engine.storage, self.xmpp.boundjid.domain, caps, found)
         return found
 
     async def run(self, max_messages: int = MAM_PAGE) -> int:

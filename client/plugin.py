@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,13 +32,14 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.base import BasePlugin
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from e2ee.client.republish import drop_unchanged
+from e2ee.client.republish import drop_held, drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import E2EEError
 from e2ee.fallback import SendResult
 from e2ee.media import MediaLink
-from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE
-from e2ee.results import EncryptResult
+from e2ee.nodes import DEVICE_LIST_NODES
+from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
+from e2ee.results import Effect, EncryptResult
 
 from . import media
 from .catchup import MAM_PAGE, CatchUp
@@ -125,6 +126,7 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
             ("failed_auth", self._failed_auth),
             ("connection_failed", self._connection_failed),
             ("ssl_invalid_chain", self._invalid_chain),
+            ("entity_caps", self._entity_caps),
         ]
 
     def plugin_end(self) -> None:
@@ -225,6 +227,13 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
     def _disconnected(self, _event: object) -> None:
         self.client.cancel_schedule(_MAINTENANCE)
 
+    def _entity_caps(self, presence: object) -> None:
+        """Note our server's caps hash (its stream features, which slixmpp passes on as a
+        presence from the domain): the key under which our account's features are kept."""
+        if isinstance(presence, slixmpp.Presence) and presence["from"] == slixmpp.JID(self.client.boundjid.domain):
+            ver = str(presence["caps"]["ver"] or "")
+            self.archive.server_caps = ver or None
+
     def _failed_auth(self, _event: object) -> None:
         self._fail("authentication failed")
 
@@ -249,26 +258,45 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
     async def _start(self) -> None:
         client, engine, pep = self.client, self._engine, self.pep
         own = client.boundjid.bare
-        if self.config["omemo"]:
-            # carbons and our two device lists in one round trip (the server answers in order)
-            _, *lists = await asyncio.gather(
-                client.plugin["xep_0280"].enable(), *(pep.fetch_device_list(own, ns) for ns in NAMESPACES)
-            )
-            for ns, elem in zip(NAMESPACES, lists, strict=True):
-                await pep.run(engine.on_device_list(own, ns, elem))
+        omemo = bool(self.config["omemo"])
+        op = engine.openpgp if engine.has_openpgp else None
+        fingerprint = op.fingerprint if op is not None else None
+        # every read that depends on nothing else goes out at once (one round trip; the server
+        # answers in order): carbons, our two device lists, our OpenPGP key metadata and key
+        # data, and whether our account stamps stanza-ids (unless known for this server)
+        reads: dict[str, Awaitable[ET.Element | None]] = {}
+        if omemo:
+            reads.update({DEVICE_LIST_NODES[ns]: pep.fetch_device_list(own, ns) for ns in NAMESPACES})
+        if op is not None:
+            reads[PUBLIC_KEYS_NODE] = pep.first_item(own, PUBLIC_KEYS_NODE, None)
+            if fingerprint is not None:
+                reads[public_key_node(fingerprint)] = pep.first_item(own, public_key_node(fingerprint), None)
+        _, _, *answers = await asyncio.gather(
+            client.plugin["xep_0280"].enable(), self.archive.announces_stanza_ids(), *reads.values()
+        )
+        #: the newest item of each of our nodes read above, as the server holds it now
+        held = dict(zip(reads, answers, strict=True))
+        effects: list[Effect] = []
+        if omemo:
+            for ns in NAMESPACES:
+                await pep.run(engine.on_device_list(own, ns, held[DEVICE_LIST_NODES[ns]]))
             engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
-            await pep.run(await drop_unchanged(lambda node, item: pep.first_item(own, node, item), engine.publish()))
+            effects += engine.publish()
             client.cancel_schedule(_MAINTENANCE)
             client.schedule(_MAINTENANCE, MAINTENANCE_INTERVAL, self._maintenance, repeat=True)
-        else:
-            await client.plugin["xep_0280"].enable()
-        if engine.has_openpgp:
+        if op is not None:
             # follow our own metadata, then announce our key (created first when allowed)
-            op = engine.openpgp
-            await pep.run(op.on_public_keys(own, await pep.first_item(own, PUBLIC_KEYS_NODE, None)))
+            await pep.run(op.on_public_keys(own, held[PUBLIC_KEYS_NODE]))
             if op.fingerprint is not None or self.config["openpgp_generate"]:
-                await pep.run(op.publish())
-        await self.archive.announces_stanza_ids()
+                effects += op.publish()
+        # republish nothing the server holds: the device lists and OpenPGP items from the reads
+        # above, the bundles read back (together) here
+        effects = drop_held(held, effects)
+
+        async def read_back(node: str, item_id: str | None) -> ET.Element | None:
+            return await pep.first_item(own, node, item_id)
+
+        await pep.run(await drop_unchanged(read_back, effects))
         await self.archive.run()
         # presence last: offline messages then arrive after the archive was read, and are
         # recognised as duplicates of what the catch-up decrypted

@@ -1,0 +1,187 @@
+"""What a person waits for (issue 16, point 4): the IQs a session sends at connect and for a
+send, counted on the wire of a real server (slixmpp's stanza filters, each server kind).
+
+An IQ's *round* is one more than the highest round among the IQs whose answers had arrived
+when it was sent (1 for an IQ sent before any answer to one of the IQs considered): IQs sent
+together, without waiting for one another, share a round, and the highest round is the number of
+round trips waited for.  Nothing here is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from e2ee.client.gpg import GnuPG
+from e2ee.client.session import E2EESession
+from e2ee.engine import Engine
+from e2ee.storage import MemoryStorage
+
+from .xmpp_server import Accounts
+
+SERVER_USERS = ("alice", "bob")  # registered on this module's share of each server (tests/conftest.py)
+
+O2_DEVICES = "urn:xmpp:omemo:2:devices"
+LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
+PUBLIC_KEYS = "urn:xmpp:openpgp:0:public-keys"
+DISCO_INFO = "{http://jabber.org/protocol/disco#info}query"
+MAM = "{urn:xmpp:mam:2}query"
+
+
+@dataclass(frozen=True)
+class SentIq:
+    type: str
+    child: str  # the first child's qualified tag
+    op: str | None  # items, publish, ... (the element with the PEP node)
+    node: str | None
+    to: str
+    id: str
+    sent_at: int  # position in the sequence of events (sends and answers)
+
+
+@dataclass
+class Wire:
+    """The IQs a session sent (with their round), and the answers it received."""
+
+    sent: list[SentIq] = field(default_factory=list)
+    answered: dict[str, int] = field(default_factory=dict)  # IQ id -> when its answer arrived
+    events: int = 0
+
+    def install(self, session: E2EESession) -> None:
+        def out(stanza: object) -> object:
+            xml = getattr(stanza, "xml", None)
+            if xml is not None and xml.tag == "{jabber:client}iq" and xml.get("type") in ("get", "set"):
+                child = next(iter(xml), None)
+                op = node = None
+                if child is not None:
+                    for sub in child.iter():
+                        if sub.get("node") is not None:
+                            op, node = sub.tag.rpartition("}")[2], sub.get("node")
+                            break
+                self.sent.append(
+                    SentIq(
+                        str(xml.get("type")),
+                        child.tag if child is not None else "",
+                        op,
+                        node,
+                        str(xml.get("to") or ""),
+                        str(xml.get("id") or ""),
+                        self.events,
+                    )
+                )
+                self.events += 1
+            return stanza
+
+        def incoming(stanza: object) -> object:
+            xml = getattr(stanza, "xml", None)
+            if xml is not None and xml.tag == "{jabber:client}iq" and xml.get("type") in ("result", "error"):
+                self.answered.setdefault(str(xml.get("id") or ""), self.events)
+                self.events += 1
+            return stanza
+
+        session.add_filter("out", out)
+        session.add_filter("in", incoming)
+
+    def reads(self, node: str) -> list[SentIq]:
+        return [i for i in self.sent if i.op == "items" and i.node is not None and i.node.startswith(node)]
+
+    def publishes(self) -> list[SentIq]:
+        return [i for i in self.sent if i.op == "publish"]
+
+    def rounds(self, iqs: list[SentIq]) -> dict[str, int]:
+        """The round of each IQ of ``iqs`` (by id), counted among ``iqs`` only."""
+        out: dict[str, int] = {}
+        for iq in iqs:  # in the order sent
+            before = [out[o.id] for o in iqs if o.id in out and self.answered.get(o.id, 1 << 60) < iq.sent_at]
+            out[iq.id] = 1 + max(before, default=0)
+        return out
+
+
+async def _connect(server: Accounts, engine: Engine, user: str) -> tuple[E2EESession, Wire]:
+    session = E2EESession(engine, f"{user}-pw", ca_file=server.cert)
+    wire = Wire()
+    wire.install(session)
+    await session.start("127.0.0.1", server.port)
+    return session, wire
+
+
+def test_a_reconnect_reads_each_own_node_once_and_republishes_nothing(server: Accounts) -> None:
+    """Over a real server (each kind), with OMEMO and OpenPGP: at a reconnect our device lists
+    are read once each (their answers serve the publication check too), nothing is published
+    (the OpenPGP key and metadata included: the server holds them unchanged), and the reads
+    that depend on nothing go out together: carbons, both device lists, the OpenPGP metadata
+    and key data in the first round, the bundles' read-back in the second."""
+    runner = GnuPG()
+    engine = Engine.create(MemoryStorage(), server.jid("alice"), openpgp=runner)
+
+    async def run() -> None:
+        first, wire1 = await _connect(server, engine, "alice")
+        await first.close()
+        # the first connect created and published everything, OpenPGP key included
+        assert {i.node for i in wire1.publishes()} >= {O2_DEVICES, PUBLIC_KEYS}
+        assert any(i.node is not None and i.node.startswith(PUBLIC_KEYS + ":") for i in wire1.publishes())
+
+        again, wire = await _connect(server, engine, "alice")
+        await again.close()
+        assert len(wire.reads(O2_DEVICES)) == 1 and len(wire.reads(LEGACY_DEVICES)) == 1
+        assert wire.publishes() == []
+        assert [i.node for i in wire.reads(PUBLIC_KEYS)] == [PUBLIC_KEYS, f"{PUBLIC_KEYS}:{runner_fpr()}"]
+        # before the archive is read (slixmpp's bind and own entity-caps query aside): the reads,
+        # then the bundles' read-back: 2 round trips
+        before_mam = wire.sent[: next(n for n, i in enumerate(wire.sent) if i.child == MAM)]
+        ours = [i for i in before_mam if not i.child.endswith("}bind") and not (i.child == DISCO_INFO and i.node)]
+        rounds = wire.rounds(ours)
+        assert max(rounds.values()) == 2
+        together = {i.node or i.child for i in ours if rounds[i.id] == 1}
+        assert {
+            "{urn:xmpp:carbons:2}enable",
+            O2_DEVICES,
+            LEGACY_DEVICES,
+            PUBLIC_KEYS,
+            f"{PUBLIC_KEYS}:{runner_fpr()}",
+        } <= together
+
+    def runner_fpr() -> str:
+        fpr = engine.openpgp.fingerprint
+        assert fpr is not None
+        return fpr
+
+    try:
+        asyncio.run(run())
+    finally:
+        runner.close()
+
+
+def test_own_account_features_are_asked_once_per_server_caps_hash(server: Accounts) -> None:
+    """Our account's disco#info (does it stamp stanza-ids?) is asked at the first connect and
+    kept in the storage with the server's caps hash; a reconnect under the same hash does not
+    ask again and knows the answer; a changed hash asks again."""
+    storage = MemoryStorage()
+    engine = Engine.create(storage, server.jid("bob"))
+    own = server.jid("bob")
+
+    def disco_of_own(wire: Wire) -> list[SentIq]:
+        return [i for i in wire.sent if i.child == DISCO_INFO and i.to == own]
+
+    async def run() -> None:
+        s, wire = await _connect(server, engine, "bob")
+        stamps = s.e2ee.stanza_ids
+        caps = s.e2ee.archive.server_caps
+        await s.close()
+        assert caps, "the server announces a caps hash in its stream features"
+        assert len(disco_of_own(wire)) == 1
+
+        s, wire = await _connect(server, engine, "bob")
+        await s.close()
+        assert disco_of_own(wire) == [] and s.e2ee.stanza_ids == stamps
+
+        # the server's configuration changed (another hash): asked again
+        from e2ee.client.archive import AccountFeatures
+
+        AccountFeatures.save(storage, server.server.domain, "another-hash", not stamps)
+        s, wire = await _connect(server, engine, "bob")
+        await s.close()
+        assert len(disco_of_own(wire)) == 1 and s.e2ee.stanza_ids == stamps
+        assert AccountFeatures.load(storage, server.server.domain, caps) == stamps
+
+    asyncio.run(run())
