@@ -9,6 +9,7 @@ read up to is kept in the engine's storage (client/archive.py) and advanced by l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +52,36 @@ class CatchUp:
         self.caught_up = 0
         #: The caps hash (XEP-0115 ``ver``) in our server's stream features, None when it sent none.
         self.server_caps: str | None = None
+        #: The first forward page, asked for ahead (:meth:`ask_ahead`), with the time it was asked.
+        self._ahead: tuple[asyncio.Future[Iq], float] | None = None
+
+    def ask_ahead(self) -> None:
+        """Send the query for the first page forward from the remembered position now, so that
+        it shares a round trip with the other reads at connect; :meth:`run` processes its answer
+        (nothing is decrypted before then).  Without a remembered position nothing is asked."""
+        position = ArchivePosition(self.engine.storage)
+        if position.archive_id is None and position.time is None:
+            return
+        now = time.time()
+        page: asyncio.Future[Iq] = asyncio.ensure_future(self._forward_page(position.archive_id, position.time, now))
+        # an answer never collected (the set-up failed first) is not reported as unretrieved
+        page.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        self._ahead = (page, now)
+
+    async def _forward_page(self, after: str | None, since: float | None, now: float) -> Iq:
+        mam = self.xmpp.plugin["xep_0313"]
+        if after is not None:
+            iq: Iq = await mam.retrieve(jid=None, rsm={"max": MAM_FORWARD_PAGE, "after": after})
+        else:  # we read the archive when it was empty: everything since then
+            start = datetime.fromtimestamp((since or now) - CLOCK_SKEW, UTC)
+            iq = await mam.retrieve(jid=None, start=start, rsm={"max": MAM_FORWARD_PAGE})
+        return iq
+
+    def drop_ahead(self) -> None:
+        """Forget a page asked for ahead that :meth:`run` will not collect."""
+        if self._ahead is not None:
+            self._ahead[0].cancel()
+            self._ahead = None
 
     async def announces_stanza_ids(self) -> bool:
         """Whether our account stamps stanza-ids (XEP-0359) on what it archives; live messages
@@ -93,6 +124,7 @@ class CatchUp:
             self.caught_up = await self._read_newest(position, max_messages)
             return self.caught_up
         finally:
+            self.drop_ahead()
             await self.pep.run(self.engine.end_catch_up())
 
     async def _read_newest(self, position: ArchivePosition, max_messages: int) -> int:
@@ -116,16 +148,16 @@ class CatchUp:
         return len(results)
 
     async def _read_forward(self, position: ArchivePosition) -> int:
-        mam = self.xmpp.plugin["xep_0313"]
         count = 0
         after = position.archive_id
+        ahead, self._ahead = self._ahead, None
         while count < MAM_MAX:
-            now = time.time()
-            if after is not None:
-                iq = await mam.retrieve(jid=None, rsm={"max": MAM_FORWARD_PAGE, "after": after})
-            else:  # we read the archive when it was empty: everything since then
-                since = datetime.fromtimestamp((position.time or now) - CLOCK_SKEW, UTC)
-                iq = await mam.retrieve(jid=None, start=since, rsm={"max": MAM_FORWARD_PAGE})
+            if ahead is not None:  # the first page, asked for at connect from this position
+                iq, now = await ahead[0], ahead[1]
+                ahead = None
+            else:
+                now = time.time()
+                iq = await self._forward_page(after, position.time, now)
             results = list(iq["mam"]["results"])
             await self.decrypt_archived(results)
             count += len(results)

@@ -226,6 +226,7 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
 
     def _disconnected(self, _event: object) -> None:
         self.client.cancel_schedule(_MAINTENANCE)
+        self.archive.drop_ahead()
 
     def _entity_caps(self, presence: object) -> None:
         """Note our server's caps hash (its stream features, which slixmpp passes on as a
@@ -271,6 +272,9 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
             reads[PUBLIC_KEYS_NODE] = pep.first_item(own, PUBLIC_KEYS_NODE, None)
             if fingerprint is not None:
                 reads[public_key_node(fingerprint)] = pep.first_item(own, public_key_node(fingerprint), None)
+        # the archive's first page since we last read it is asked for in the same round trip
+        # (decrypted below, after our devices are set up and before anything is sent)
+        self.archive.ask_ahead()
         _, _, *answers = await asyncio.gather(
             client.plugin["xep_0280"].enable(), self.archive.announces_stanza_ids(), *reads.values()
         )
