@@ -10,6 +10,7 @@ round trips waited for.  Nothing here is timed.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from e2ee.storage import MemoryStorage
 
 from .xmpp_server import Accounts
 
-SERVER_USERS = ("alice", "bob")  # registered on this module's share of each server (tests/conftest.py)
+SERVER_USERS = ("alice", "bob", "carol", "dave")  # registered on this module's share of each server (tests/conftest.py)
 
 O2_DEVICES = "urn:xmpp:omemo:2:devices"
 LEGACY_DEVICES = "eu.siacs.conversations.axolotl.devicelist"
@@ -191,5 +192,79 @@ def test_own_account_features_are_asked_once_per_server_caps_hash(server: Accoun
         await s.close()
         assert len(disco_of_own(wire)) == 1 and s.e2ee.stanza_ids == stamps
         assert AccountFeatures.load(storage, server.server.domain, caps) == stamps
+
+    asyncio.run(run())
+
+
+def test_a_contacts_lists_are_fetched_once_while_fresh_and_a_new_device_is_still_picked_up(
+    server: Accounts,
+) -> None:
+    """Over a real server (each kind), without a presence subscription: the first send to a
+    contact fetches its device lists and subscribes to them, in one round trip; a second send,
+    and a send from the next session on the same storage, fetch nothing; the contact adds a
+    device and the next send (still nothing fetched) encrypts for it too, from the PEP
+    notification; once the fetch is older than the freshness window the lists are fetched again."""
+    from e2ee.client.followed import FRESH_WINDOW
+
+    carol_engine = Engine.create(MemoryStorage(), server.jid("carol"))
+    dave_storage = MemoryStorage()
+    dave_engine = Engine.create(dave_storage, server.jid("dave"))
+    carol = server.jid("carol")
+
+    def fetched(wire: Wire, start: int) -> list[SentIq]:
+        lists = (O2_DEVICES, LEGACY_DEVICES)
+        return [i for i in wire.sent[start:] if i.op == "items" and i.to == carol and i.node in lists]
+
+    async def run() -> None:
+        c1, _ = await _connect(server, carol_engine, "carol")
+        dave, wire = await _connect(server, dave_engine, "dave")
+        try:
+            start = len(wire.sent)
+            first = await dave.send_text(carol, "first")
+            assert first.ready and carol_engine.device_id in {d.device_id for d in first.devices}
+            asked = fetched(wire, start)
+            assert sorted(i.node or "" for i in asked) == sorted([O2_DEVICES, LEGACY_DEVICES])
+            subscribes = [i for i in wire.sent[start:] if i.op == "subscribe" and i.to == carol]
+            assert sorted(i.node or "" for i in subscribes) == sorted([O2_DEVICES, LEGACY_DEVICES])
+            rounds = wire.rounds([*asked, *subscribes])
+            assert set(rounds.values()) == {1}  # sent together
+
+            start = len(wire.sent)
+            assert (await dave.send_text(carol, "second")).ready
+            assert fetched(wire, start) == []
+
+            # carol adds a device: its publication is notified to dave's session
+            c2_engine = Engine.create(MemoryStorage(), carol)
+            c2, _ = await _connect(server, c2_engine, "carol")
+            try:
+                deadline = asyncio.get_running_loop().time() + 10
+                while c2_engine.device_id not in {d.device_id for d in dave_engine.devices(carol)}:
+                    assert asyncio.get_running_loop().time() < deadline, "no notification of carol's new device"
+                    await asyncio.sleep(0.02)
+            finally:
+                await c2.close()
+            start = len(wire.sent)
+            third = await dave.send_text(carol, "third")
+            assert fetched(wire, start) == []
+            assert {carol_engine.device_id, c2_engine.device_id} <= {
+                d.device_id for d in third.devices if d.outcome.value == "encrypted"
+            }
+        finally:
+            await dave.close()
+
+        # the next process on the same storage: nothing fetched while fresh
+        dave, wire = await _connect(server, dave_engine, "dave")
+        try:
+            start = len(wire.sent)
+            assert (await dave.send_text(carol, "from the next session")).ready
+            assert fetched(wire, start) == []
+            # older than the window: fetched again
+            dave.e2ee.outgoing.followed.fetched(carol, [O2_DEVICES, LEGACY_DEVICES], time.time() - FRESH_WINDOW - 1)
+            start = len(wire.sent)
+            assert (await dave.send_text(carol, "a while later")).ready
+            assert sorted(i.node or "" for i in fetched(wire, start)) == sorted([O2_DEVICES, LEGACY_DEVICES])
+        finally:
+            await dave.close()
+            await c1.close()
 
     asyncio.run(run())
