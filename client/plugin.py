@@ -37,9 +37,9 @@ from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import E2EEError
 from e2ee.fallback import SendResult
 from e2ee.media import MediaLink
-from e2ee.nodes import DEVICE_LIST_NODES
+from e2ee.nodes import DEVICE_LIST_NODES, bundle_node, bundle_publish_item
 from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
-from e2ee.results import Effect, EncryptResult
+from e2ee.results import Effect, EncryptResult, Publish
 
 from . import media
 from .catchup import MAM_PAGE, CatchUp
@@ -60,6 +60,14 @@ log = logging.getLogger("e2ee.client.session")
 #: in a long-lived session; it also runs at every connect.
 MAINTENANCE_INTERVAL = 6 * 3600
 _MAINTENANCE = "e2ee maintenance"
+
+
+async def _caught(read: Awaitable[ET.Element | None]) -> ET.Element | None | BaseException:
+    """``read``'s answer, or the exception it raised (a failed read is decided on later)."""
+    try:
+        return await read
+    except (IqError, IqTimeout) as e:
+        return e
 
 
 class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
@@ -262,9 +270,9 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
         omemo = bool(self.config["omemo"])
         op = engine.openpgp if engine.has_openpgp else None
         fingerprint = op.fingerprint if op is not None else None
-        # every read that depends on nothing else goes out at once (one round trip; the server
-        # answers in order): carbons, our two device lists, our OpenPGP key metadata and key
-        # data, and whether our account stamps stanza-ids (unless known for this server)
+        # every read goes out at once (one round trip; the server answers in order): carbons,
+        # our two device lists, our OpenPGP key metadata and key data, whether our account
+        # stamps stanza-ids (unless known for this server), our bundles, the archive's first page
         reads: dict[str, Awaitable[ET.Element | None]] = {}
         if omemo:
             reads.update({DEVICE_LIST_NODES[ns]: pep.fetch_device_list(own, ns) for ns in NAMESPACES})
@@ -275,29 +283,48 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
         # the archive's first page since we last read it is asked for in the same round trip
         # (decrypted below, after our devices are set up and before anything is sent)
         self.archive.ask_ahead()
+        # and our own bundles as the server holds them (their nodes and items are known before
+        # the device lists are): for the publication check below; a failed read keeps the item
+        bundles: dict[tuple[str, str | None], Awaitable[ET.Element | None | BaseException]] = {}
+        if omemo:
+            for ns in NAMESPACES:
+                where = (bundle_node(ns, engine.device_id), bundle_publish_item(ns, engine.device_id))
+                bundles[where] = _caught(pep.first_item(own, *where))
         _, _, *answers = await asyncio.gather(
-            client.plugin["xep_0280"].enable(), self.archive.announces_stanza_ids(), *reads.values()
+            client.plugin["xep_0280"].enable(),
+            self.archive.announces_stanza_ids(),
+            *reads.values(),
+            *bundles.values(),
         )
         #: the newest item of each of our nodes read above, as the server holds it now
-        held = dict(zip(reads, answers, strict=True))
+        held: dict[str, ET.Element | None] = dict(zip(reads, answers[: len(reads)], strict=True))
+        held_bundles: dict[tuple[str, str | None], ET.Element | None | BaseException] = dict(
+            zip(bundles, answers[len(reads) :], strict=True)
+        )
         effects: list[Effect] = []
         if omemo:
             for ns in NAMESPACES:
-                await pep.run(engine.on_device_list(own, ns, held[DEVICE_LIST_NODES[ns]]))
+                await self._run_noting(engine.on_device_list(own, ns, held[DEVICE_LIST_NODES[ns]]), held)
             engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
             effects += engine.publish()
             client.cancel_schedule(_MAINTENANCE)
             client.schedule(_MAINTENANCE, MAINTENANCE_INTERVAL, self._maintenance, repeat=True)
         if op is not None:
             # follow our own metadata, then announce our key (created first when allowed)
-            await pep.run(op.on_public_keys(own, held[PUBLIC_KEYS_NODE]))
+            await self._run_noting(op.on_public_keys(own, held[PUBLIC_KEYS_NODE]), held)
             if op.fingerprint is not None or self.config["openpgp_generate"]:
                 effects += op.publish()
-        # republish nothing the server holds: the device lists and OpenPGP items from the reads
-        # above, the bundles read back (together) here
+        # republish nothing the server holds (all read above; anything else is read back here)
         effects = drop_held(held, effects)
 
         async def read_back(node: str, item_id: str | None) -> ET.Element | None:
+            if node in held:  # (changed: the newest item was read above)
+                return held[node]
+            if (node, item_id) in held_bundles:
+                known = held_bundles[node, item_id]
+                if isinstance(known, BaseException):
+                    raise known
+                return known
             return await pep.first_item(own, node, item_id)
 
         await pep.run(await drop_unchanged(read_back, effects))
@@ -305,6 +332,13 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
         # presence last: offline messages then arrive after the archive was read, and are
         # recognised as duplicates of what the catch-up decrypted
         client.send_presence()
+
+    async def _run_noting(self, effects: Effects, held: dict[str, ET.Element | None]) -> None:
+        """Run ``effects``; what they published is what the server holds now (``held``)."""
+        await self.pep.run(effects)
+        for e in effects:
+            if isinstance(e, Publish):
+                held[e.node] = e.payload
 
     def _maintenance(self) -> None:
         async def run() -> None:

@@ -116,9 +116,8 @@ def test_a_reconnect_reads_each_own_node_once_and_republishes_nothing(server: Ac
     """Over a real server (each kind), with OMEMO and OpenPGP: at a reconnect our device lists
     are read once each (their answers serve the publication check too), nothing is published
     (the OpenPGP key and metadata included: the server holds them unchanged), and the reads
-    that depend on nothing go out together: carbons, both device lists, the OpenPGP metadata
-    and key data and the archive's first page in the first round, the bundles' read-back in
-    the second."""
+    all go out together, in one round trip: carbons, both device lists, both bundles, the
+    OpenPGP metadata and key data and the archive's first page."""
     runner = GnuPG()
     engine = Engine.create(MemoryStorage(), server.jid("alice"), openpgp=runner)
 
@@ -134,11 +133,10 @@ def test_a_reconnect_reads_each_own_node_once_and_republishes_nothing(server: Ac
         assert len(wire.reads(O2_DEVICES)) == 1 and len(wire.reads(LEGACY_DEVICES)) == 1
         assert wire.publishes() == []
         assert [i.node for i in wire.reads(PUBLIC_KEYS)] == [PUBLIC_KEYS, f"{PUBLIC_KEYS}:{runner_fpr()}"]
-        # the whole set-up (slixmpp's bind and own entity-caps query aside): the reads and the
-        # archive's first page, then the bundles' read-back: 2 round trips
+        # the whole set-up (slixmpp's bind and own entity-caps query aside): one round trip
         ours = [i for i in wire.sent if not i.child.endswith("}bind") and not (i.child == DISCO_INFO and i.node)]
         rounds = wire.rounds(ours)
-        assert max(rounds.values()) == 2, [(i.child, i.node, rounds[i.id]) for i in ours]
+        assert max(rounds.values()) == 1, [(i.child, i.node, rounds[i.id]) for i in ours]
         together = {i.node or i.child for i in ours if rounds[i.id] == 1}
         assert {
             "{urn:xmpp:carbons:2}enable",
@@ -147,6 +145,8 @@ def test_a_reconnect_reads_each_own_node_once_and_republishes_nothing(server: Ac
             PUBLIC_KEYS,
             f"{PUBLIC_KEYS}:{runner_fpr()}",
             MAM,
+            "urn:xmpp:omemo:2:bundles",
+            f"eu.siacs.conversations.axolotl.bundles:{engine.device_id}",
         } <= together
         assert [i.child for i in wire.sent].count(MAM) == 1
 
