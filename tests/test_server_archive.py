@@ -91,6 +91,8 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         assert ArchivePosition(alice_engine.storage).archive_id != position
 
         # I5: bob adds a stanza-id "by alice" to his message
+        await _delivered(alice)  # (online for bob)
+
         def forge(stanza: Any) -> Any:
             if stanza.xml.tag == "{jabber:client}message":
                 ET.SubElement(stanza.xml, "{urn:xmpp:sid:0}stanza-id", {"by": server.jid("alice"), "id": "poison"})
