@@ -23,10 +23,11 @@ from slixmpp.xmlstream import StanzaBase
 
 from e2ee.storage import Storage
 
-__all__ = ["SID_NS", "ArchivePosition", "archive_complete", "own_stanza_id"]
+__all__ = ["SID_NS", "AccountFeatures", "ArchivePosition", "archive_complete", "own_stanza_id"]
 
 SID_NS = "urn:xmpp:sid:0"
 _KEY = "mam"
+_DISCO_KEY = "disco"
 #: An archive id longer than this is not one we store (Prosody's are 36-character UUIDs).
 MAX_ID_LENGTH = 256
 
@@ -51,6 +52,35 @@ class ArchivePosition:
         record = json.dumps({"v": 1, "id": self.archive_id, "time": self.time}).encode()
         with self._storage.transaction():
             self._storage.put("own", _KEY, record)
+
+
+class AccountFeatures:
+    """Whether our account announces ``urn:xmpp:sid:0`` (its disco#info), kept in the engine's
+    storage (table ``own``, key ``disco``) with the server's domain and caps hash (XEP-0115) it
+    was asked under; valid only while the server announces the same hash."""
+
+    @staticmethod
+    def load(storage: Storage, server: str, caps: str | None) -> bool | None:
+        """The stored answer when it was given under ``caps`` by ``server``; else None."""
+        if caps is None:
+            return None
+        raw = storage.get("own", _DISCO_KEY)
+        try:
+            data = json.loads(raw.decode()) if raw else {}
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("server") != server or data.get("caps") != caps:
+            return None
+        sid = data.get("sid")
+        return sid if isinstance(sid, bool) else None
+
+    @staticmethod
+    def save(storage: Storage, server: str, caps: str, stanza_ids: bool) -> None:
+        if len(caps) > MAX_ID_LENGTH:
+            return
+        record = json.dumps({"v": 1, "server": server, "caps": caps, "sid": stanza_ids}).encode()
+        with storage.transaction():
+            storage.put("own", _DISCO_KEY, record)
 
 
 def archive_complete(fin_iq: StanzaBase) -> bool:

@@ -9,6 +9,7 @@ read up to is kept in the engine's storage (client/archive.py) and advanced by l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from e2ee.engine import Engine
 
-from .archive import SID_NS, ArchivePosition, archive_complete
+from .archive import SID_NS, AccountFeatures, ArchivePosition, archive_complete
 from .incoming import Incoming
 from .pep import Pep
 
@@ -49,16 +50,58 @@ class CatchUp:
         self.incoming = incoming
         #: Archived messages processed by the catch-up at the last connect.
         self.caught_up = 0
+        #: The caps hash (XEP-0115 ``ver``) in our server's stream features, None when it sent none.
+        self.server_caps: str | None = None
+        #: The first forward page, asked for ahead (:meth:`ask_ahead`), with the time it was asked.
+        self._ahead: tuple[asyncio.Future[Iq], float] | None = None
+
+    def ask_ahead(self) -> None:
+        """Send the query for the first page forward from the remembered position now, so that
+        it shares a round trip with the other reads at connect; :meth:`run` processes its answer
+        (nothing is decrypted before then).  Without a remembered position nothing is asked."""
+        position = ArchivePosition(self.engine.storage)
+        if position.archive_id is None and position.time is None:
+            return
+        now = time.time()
+        page: asyncio.Future[Iq] = asyncio.ensure_future(self._forward_page(position.archive_id, position.time, now))
+        # an answer never collected (the set-up failed first) is not reported as unretrieved
+        page.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        self._ahead = (page, now)
+
+    async def _forward_page(self, after: str | None, since: float | None, now: float) -> Iq:
+        mam = self.xmpp.plugin["xep_0313"]
+        if after is not None:
+            iq: Iq = await mam.retrieve(jid=None, rsm={"max": MAM_FORWARD_PAGE, "after": after})
+        else:  # we read the archive when it was empty: everything since then
+            start = datetime.fromtimestamp((since or now) - CLOCK_SKEW, UTC)
+            iq = await mam.retrieve(jid=None, start=start, rsm={"max": MAM_FORWARD_PAGE})
+        return iq
+
+    def drop_ahead(self) -> None:
+        """Forget a page asked for ahead that :meth:`run` will not collect."""
+        if self._ahead is not None:
+            self._ahead[0].cancel()
+            self._ahead = None
 
     async def announces_stanza_ids(self) -> bool:
         """Whether our account stamps stanza-ids (XEP-0359) on what it archives; live messages
-        advance the archive position only then."""
+        advance the archive position only then.  The answer (our account's disco#info) changes
+        with the server's configuration only: it is kept in the storage with the server's caps
+        hash (XEP-0115, from its stream features: :attr:`server_caps`) and asked again when that
+        hash changes, or when the server announced none."""
+        caps = self.server_caps
+        known = AccountFeatures.load(self.engine.storage, self.xmpp.boundjid.domain, caps)
+        if known is not None:
+            self.incoming.stanza_ids = known
+            return known
         try:
             info = await self.xmpp.plugin["xep_0030"].get_info(jid=slixmpp.JID(self.xmpp.boundjid.bare))
         except (IqError, IqTimeout):
             return False
         found = SID_NS in info["disco_info"]["features"]
         self.incoming.stanza_ids = found
+        if caps is not None:
+            AccountFeatures.save(self.engine.storage, self.xmpp.boundjid.domain, caps, found)
         return found
 
     async def run(self, max_messages: int = MAM_PAGE) -> int:
@@ -81,6 +124,7 @@ class CatchUp:
             self.caught_up = await self._read_newest(position, max_messages)
             return self.caught_up
         finally:
+            self.drop_ahead()
             await self.pep.run(self.engine.end_catch_up())
 
     async def _read_newest(self, position: ArchivePosition, max_messages: int) -> int:
@@ -104,16 +148,16 @@ class CatchUp:
         return len(results)
 
     async def _read_forward(self, position: ArchivePosition) -> int:
-        mam = self.xmpp.plugin["xep_0313"]
         count = 0
         after = position.archive_id
+        ahead, self._ahead = self._ahead, None
         while count < MAM_MAX:
-            now = time.time()
-            if after is not None:
-                iq = await mam.retrieve(jid=None, rsm={"max": MAM_FORWARD_PAGE, "after": after})
-            else:  # we read the archive when it was empty: everything since then
-                since = datetime.fromtimestamp((position.time or now) - CLOCK_SKEW, UTC)
-                iq = await mam.retrieve(jid=None, start=since, rsm={"max": MAM_FORWARD_PAGE})
+            if ahead is not None:  # the first page, asked for at connect from this position
+                iq, now = await ahead[0], ahead[1]
+                ahead = None
+            else:
+                now = time.time()
+                iq = await self._forward_page(after, position.time, now)
             results = list(iq["mam"]["results"])
             await self.decrypt_archived(results)
             count += len(results)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,13 +32,14 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.base import BasePlugin
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from e2ee.client.republish import drop_unchanged
+from e2ee.client.republish import drop_held, drop_unchanged
 from e2ee.engine import NAMESPACES, Engine
 from e2ee.errors import E2EEError
 from e2ee.fallback import SendResult
 from e2ee.media import MediaLink
-from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE
-from e2ee.results import EncryptResult
+from e2ee.nodes import DEVICE_LIST_NODES, bundle_node, bundle_publish_item
+from e2ee.openpgp.xml import IM_FEATURE, PUBLIC_KEYS_NODE, public_key_node
+from e2ee.results import Effect, EncryptResult, Publish
 
 from . import media
 from .catchup import MAM_PAGE, CatchUp
@@ -59,6 +60,14 @@ log = logging.getLogger("e2ee.client.session")
 #: in a long-lived session; it also runs at every connect.
 MAINTENANCE_INTERVAL = 6 * 3600
 _MAINTENANCE = "e2ee maintenance"
+
+
+async def _caught(read: Awaitable[ET.Element | None]) -> ET.Element | None | BaseException:
+    """``read``'s answer, or the exception it raised (a failed read is decided on later)."""
+    try:
+        return await read
+    except (IqError, IqTimeout) as e:
+        return e
 
 
 class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
@@ -125,6 +134,7 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
             ("failed_auth", self._failed_auth),
             ("connection_failed", self._connection_failed),
             ("ssl_invalid_chain", self._invalid_chain),
+            ("entity_caps", self._entity_caps),
         ]
 
     def plugin_end(self) -> None:
@@ -224,6 +234,14 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
 
     def _disconnected(self, _event: object) -> None:
         self.client.cancel_schedule(_MAINTENANCE)
+        self.archive.drop_ahead()
+
+    def _entity_caps(self, presence: object) -> None:
+        """Note our server's caps hash (its stream features, which slixmpp passes on as a
+        presence from the domain): the key under which our account's features are kept."""
+        if isinstance(presence, slixmpp.Presence) and presence["from"] == slixmpp.JID(self.client.boundjid.domain):
+            ver = str(presence["caps"]["ver"] or "")
+            self.archive.server_caps = ver or None
 
     def _failed_auth(self, _event: object) -> None:
         self._fail("authentication failed")
@@ -249,30 +267,78 @@ class e2ee_omemo(BasePlugin):  # slixmpp finds a plugin class by its name
     async def _start(self) -> None:
         client, engine, pep = self.client, self._engine, self.pep
         own = client.boundjid.bare
-        if self.config["omemo"]:
-            # carbons and our two device lists in one round trip (the server answers in order)
-            _, *lists = await asyncio.gather(
-                client.plugin["xep_0280"].enable(), *(pep.fetch_device_list(own, ns) for ns in NAMESPACES)
-            )
-            for ns, elem in zip(NAMESPACES, lists, strict=True):
-                await pep.run(engine.on_device_list(own, ns, elem))
+        omemo = bool(self.config["omemo"])
+        op = engine.openpgp if engine.has_openpgp else None
+        fingerprint = op.fingerprint if op is not None else None
+        # every read goes out at once (one round trip; the server answers in order): carbons,
+        # our two device lists, our OpenPGP key metadata and key data, whether our account
+        # stamps stanza-ids (unless known for this server), our bundles, the archive's first page
+        reads: dict[str, Awaitable[ET.Element | None]] = {}
+        if omemo:
+            reads.update({DEVICE_LIST_NODES[ns]: pep.fetch_device_list(own, ns) for ns in NAMESPACES})
+        if op is not None:
+            reads[PUBLIC_KEYS_NODE] = pep.first_item(own, PUBLIC_KEYS_NODE, None)
+            if fingerprint is not None:
+                reads[public_key_node(fingerprint)] = pep.first_item(own, public_key_node(fingerprint), None)
+        # the archive's first page since we last read it is asked for in the same round trip
+        # (decrypted below, after our devices are set up and before anything is sent)
+        self.archive.ask_ahead()
+        # and our own bundles as the server holds them (their nodes and items are known before
+        # the device lists are): for the publication check below; a failed read keeps the item
+        bundles: dict[tuple[str, str | None], Awaitable[ET.Element | None | BaseException]] = {}
+        if omemo:
+            for ns in NAMESPACES:
+                where = (bundle_node(ns, engine.device_id), bundle_publish_item(ns, engine.device_id))
+                bundles[where] = _caught(pep.first_item(own, *where))
+        _, _, *answers = await asyncio.gather(
+            client.plugin["xep_0280"].enable(),
+            self.archive.announces_stanza_ids(),
+            *reads.values(),
+            *bundles.values(),
+        )
+        #: the newest item of each of our nodes read above, as the server holds it now
+        held: dict[str, ET.Element | None] = dict(zip(reads, answers[: len(reads)], strict=True))
+        held_bundles: dict[tuple[str, str | None], ET.Element | None | BaseException] = dict(
+            zip(bundles, answers[len(reads) :], strict=True)
+        )
+        effects: list[Effect] = []
+        if omemo:
+            for ns in NAMESPACES:
+                await self._run_noting(engine.on_device_list(own, ns, held[DEVICE_LIST_NODES[ns]]), held)
             engine.maintenance()  # rotate the signed prekey when due; publish() below carries it
-            await pep.run(await drop_unchanged(lambda node, item: pep.first_item(own, node, item), engine.publish()))
+            effects += engine.publish()
             client.cancel_schedule(_MAINTENANCE)
             client.schedule(_MAINTENANCE, MAINTENANCE_INTERVAL, self._maintenance, repeat=True)
-        else:
-            await client.plugin["xep_0280"].enable()
-        if engine.has_openpgp:
+        if op is not None:
             # follow our own metadata, then announce our key (created first when allowed)
-            op = engine.openpgp
-            await pep.run(op.on_public_keys(own, await pep.first_item(own, PUBLIC_KEYS_NODE, None)))
+            await self._run_noting(op.on_public_keys(own, held[PUBLIC_KEYS_NODE]), held)
             if op.fingerprint is not None or self.config["openpgp_generate"]:
-                await pep.run(op.publish())
-        await self.archive.announces_stanza_ids()
+                effects += op.publish()
+        # republish nothing the server holds (all read above; anything else is read back here)
+        effects = drop_held(held, effects)
+
+        async def read_back(node: str, item_id: str | None) -> ET.Element | None:
+            if node in held:  # (changed: the newest item was read above)
+                return held[node]
+            if (node, item_id) in held_bundles:
+                known = held_bundles[node, item_id]
+                if isinstance(known, BaseException):
+                    raise known
+                return known
+            return await pep.first_item(own, node, item_id)
+
+        await pep.run(await drop_unchanged(read_back, effects))
         await self.archive.run()
         # presence last: offline messages then arrive after the archive was read, and are
         # recognised as duplicates of what the catch-up decrypted
         client.send_presence()
+
+    async def _run_noting(self, effects: Effects, held: dict[str, ET.Element | None]) -> None:
+        """Run ``effects``; what they published is what the server holds now (``held``)."""
+        await self.pep.run(effects)
+        for e in effects:
+            if isinstance(e, Publish):
+                held[e.node] = e.payload
 
     def _maintenance(self) -> None:
         async def run() -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import cast
 
 from e2ee.results import Effect, Publish
 
-__all__ = ["drop_unchanged", "same_element"]
+__all__ = ["drop_held", "drop_unchanged", "same_element"]
 
 
 def same_element(a: ET.Element, b: ET.Element) -> bool:
@@ -47,3 +48,19 @@ async def drop_unchanged(
         if isinstance(item, ET.Element) and same_element(item, p.payload)
     }
     return [e for e in effects if id(e) not in held]
+
+
+def drop_held(held: Mapping[str, ET.Element | None], effects: Sequence[Effect]) -> list[Effect]:
+    """``effects`` without the :class:`~e2ee.results.Publish` effects on a node of ``held``
+    (node -> the newest item's payload the server answered, already read) whose payload the
+    server holds unchanged.  For nodes whose newest item is the one that counts: a device list,
+    the OpenPGP key metadata, one OpenPGP key's data (its item id is the time of publication)."""
+    return [
+        e
+        for e in effects
+        if not (
+            isinstance(e, Publish)
+            and isinstance(held.get(e.node), ET.Element)
+            and same_element(cast("ET.Element", held[e.node]), e.payload)
+        )
+    ]

@@ -32,6 +32,13 @@ async def _connect(server: Accounts, engine: Engine, user: str, inbox: list[Rece
     return session
 
 
+async def _delivered(session: E2EESession) -> None:
+    """Wait until the server has taken every stanza ``session`` queued: a send returns once its
+    message is queued, and the server handles a stream's stanzas in order, so the answer to an
+    IQ sent after them comes after they were archived."""
+    await session.plugin["xep_0030"].get_info(jid=session.boundjid.bare)
+
+
 def _bodies(inbox: list[Received], archived: bool | None = None) -> list[str]:
     return [
         r.result.body for r in inbox if isinstance(r.result, Decrypted) and (archived is None or r.archived == archived)
@@ -58,6 +65,7 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         offline = MAM_PAGE + 50  # more than the newest page read at a first connect
         for i in range(offline):
             assert (await bob.send_text(server.jid("alice"), f"offline {i}")).ready
+        await _delivered(bob)
         inbox: list[Received] = []
         alice = await _connect(server, alice_engine, "alice", inbox)
         assert _bodies(inbox, archived=True) == [f"offline {i}" for i in range(offline)]
@@ -67,6 +75,7 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         assert alice.e2ee.stanza_ids  # both servers stamp stanza-ids and say so
 
         # live messages move the position on; the next catch-up reads only what came after
+        await _delivered(alice)  # (alice's presence reached the server: she is online for bob)
         for i in range(3):
             assert (await bob.send_text(server.jid("alice"), f"live {i}")).ready
         await _until(inbox, offline + 3)
@@ -74,6 +83,7 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         await alice.close()
         for i in range(2):
             assert (await bob.send_text(server.jid("alice"), f"later {i}")).ready
+        await _delivered(bob)
         inbox.clear()
         alice = await _connect(server, alice_engine, "alice", inbox)
         assert len(inbox) == 2 and _bodies(inbox, archived=True) == ["later 0", "later 1"]
@@ -81,6 +91,8 @@ def test_catch_up_reads_forward_from_where_it_stopped(server: Accounts) -> None:
         assert ArchivePosition(alice_engine.storage).archive_id != position
 
         # I5: bob adds a stanza-id "by alice" to his message
+        await _delivered(alice)  # (online for bob)
+
         def forge(stanza: Any) -> Any:
             if stanza.xml.tag == "{jabber:client}message":
                 ET.SubElement(stanza.xml, "{urn:xmpp:sid:0}stanza-id", {"by": server.jid("alice"), "id": "poison"})
@@ -123,6 +135,7 @@ def test_a_first_catch_up_reads_the_newest_messages_over_capped_pages(server: Ac
         count = 70  # more than Prosody's page of 50
         for i in range(count):
             assert (await bob.send_text(server.jid("carol"), f"newest {i}")).ready
+        await _delivered(bob)
         inbox: list[Received] = []
         carol = await _connect(server, engine, "carol", inbox)
         assert _bodies(inbox, archived=True) == [f"newest {i}" for i in range(count)]
