@@ -8,8 +8,8 @@ import sys
 
 from e2ee.errors import UsageError
 
-from .cli_common import _home, _server
-from .home import Account, open_engine
+from .cli_common import _home, _password, _server
+from .home import open_engine
 from .safe_text import safe
 from .signals import stop_on_sigterm
 
@@ -26,9 +26,7 @@ def _chat(args: argparse.Namespace) -> int:
     stop_on_sigterm()
     ks, engine = open_engine(_home(args))
     with ks:
-        password = Account(ks).password
-        if password is None:
-            raise UsageError("no XMPP password in the keystore: run 'e2ee init' again")
+        password = _password(ks)
         host, port = _server(args, engine.jid)
 
         async def run() -> int:

@@ -25,6 +25,7 @@ from .home import Account, default_home, open_engine
 from .safe_text import safe
 
 if TYPE_CHECKING:
+    from e2ee.keystore import Keystore
     from e2ee.results import EncryptResult
 
     from .session import E2EESession
@@ -65,6 +66,14 @@ def _server(args: argparse.Namespace, jid: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _password(ks: Keystore) -> str:
+    """The XMPP password ``init`` kept in the keystore; :class:`UsageError` when there is none."""
+    password = Account(ks).password
+    if password is None:
+        raise UsageError("no XMPP password in the keystore: run 'e2ee init' again")
+    return password
+
+
 def _online(args: argparse.Namespace, work: Work, *, openpgp_generate: bool = False) -> int:
     """Open the keystore, connect, run ``work(session)``, disconnect.  An existing OpenPGP key is
     re-announced at connect; ``openpgp_generate`` creates one first when there is none."""
@@ -77,9 +86,7 @@ def _online(args: argparse.Namespace, work: Work, *, openpgp_generate: bool = Fa
 
     ks, engine = open_engine(_home(args))
     with ks:
-        password = Account(ks).password
-        if password is None:
-            raise UsageError("no XMPP password in the keystore: run 'e2ee init' again")
+        password = _password(ks)
         host, port = _server(args, engine.jid)
 
         async def run() -> int:
